@@ -1,0 +1,93 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { parseAddress } from "../domain/address.ts";
+import { TwinningError } from "../errors/twinning-error.ts";
+import { requireAdmin } from "../http/authenticate.ts";
+import { addRoute, json, validBody, type App } from "../http/route-helper.ts";
+import { addrParam, errorResponses } from "../http/schemas.ts";
+import type { NodeContext } from "../service/node-context.ts";
+import { hashCredential } from "../tokens/credentials.ts";
+
+const tags = ["admin"];
+const base = "/admin/v1/subscribers/{addr}";
+const admin = [{ adminToken: [] }];
+
+const subscriberRequest = z.object({
+  subscriber: z.object({
+    twinning: z.boolean(),
+    credential: z.string().min(8).max(256).openapi({ description: "the device's client secret for /oauth/token" }),
+  }),
+});
+const subscriberResponse = { content: { "application/json": { schema: z.object({ subscriber: z.object({ address: z.string(), twinning: z.boolean() }) }) } } };
+
+/** DESIGN "Tokens": the operator provisions who subscribes to twinning (HLF-CM-006). */
+export function registerAdminRoutes(app: App, ctx: NodeContext): void {
+  const guard = requireAdmin(ctx);
+  const view = (address: string, twinning: boolean) => ({ subscriber: { address, twinning } });
+
+  addRoute(
+    app,
+    createRoute({
+      method: "put",
+      path: base,
+      tags,
+      summary: "Provision a subscriber for twinning and set its device credential",
+      security: admin,
+      middleware: [guard] as const,
+      request: { params: addrParam, body: { content: { "application/json": { schema: subscriberRequest } }, required: true } },
+      responses: { 200: { description: "Updated", ...subscriberResponse }, 201: { description: "Created", ...subscriberResponse }, ...errorResponses },
+    }),
+    async (c) => {
+      const address = parseAddress(c.req.param("addr") ?? "", "address");
+      const { subscriber } = validBody(c, subscriberRequest);
+      const { created } = await ctx.store.putSubscriber({
+        address,
+        twinningEnabled: subscriber.twinning,
+        credentialHash: await hashCredential(subscriber.credential),
+        updatedAtMs: ctx.nowMs(),
+      });
+      return json(c, view(address, subscriber.twinning), created ? 201 : 200);
+    },
+  );
+
+  addRoute(
+    app,
+    createRoute({ method: "get", path: base, tags, summary: "Read a subscriber", security: admin, middleware: [guard] as const, request: { params: addrParam }, responses: { 200: { description: "The subscriber", ...subscriberResponse }, ...errorResponses } }),
+    async (c) => {
+      const address = parseAddress(c.req.param("addr") ?? "", "address");
+      const s = await ctx.store.getSubscriber(address);
+      if (!s) throw new TwinningError("not_found", { variables: ["subscriber"] });
+      return json(c, view(s.address, s.twinningEnabled));
+    },
+  );
+
+  addRoute(
+    app,
+    createRoute({ method: "delete", path: base, tags, summary: "De-provision a subscriber: its tokens stop working at once", security: admin, middleware: [guard] as const, request: { params: addrParam }, responses: { 204: { description: "Deleted" }, ...errorResponses } }),
+    async (c) => {
+      const address = parseAddress(c.req.param("addr") ?? "", "address");
+      if (!(await ctx.store.deleteSubscriber(address))) throw new TwinningError("not_found", { variables: ["subscriber"] });
+      return c.body(null, 204);
+    },
+  );
+
+  addRoute(
+    app,
+    createRoute({
+      method: "get",
+      path: "/admin/v1/deadLetters",
+      tags,
+      summary: "Outbox entries given up on, newest first",
+      security: admin,
+      middleware: [guard] as const,
+      request: { query: z.object({ limit: z.coerce.number().int().min(1).max(1000).optional() }) },
+      responses: { 200: { description: "Dead letters", content: { "application/json": { schema: z.object({}).passthrough() } } }, ...errorResponses },
+    }),
+    async (c) => {
+      const entries = await ctx.store.listDeadLetters(Number(c.req.query("limit") ?? 100));
+      // The target and error are shown; the payload stays inside (it names subscribers).
+      return json(c, {
+        deadLetters: entries.map((e) => ({ id: e.id, lane: e.lane, kind: e.kind, target: e.target, attempts: e.attempts, lastError: e.lastError, createdAt: new Date(e.createdAtMs).toISOString() })),
+      });
+    },
+  );
+}

@@ -1,0 +1,187 @@
+import { z } from "zod";
+
+/**
+ * Node configuration (HLF-CM-006: service-provider policy is configuration). Every option
+ * carries its unit in its name and its default here; the whole object is validated once at
+ * start by {@link parseNodeConfig}, and a bad value fails with a message naming the field.
+ */
+const operatorId = z.string().regex(/^\d{3}-\d{2,3}$/, "must be MCC-MNC, e.g. 001-01");
+
+const policySchema = z
+  .object({
+    /** Digits in an activation code (HLF-TE-005). */
+    codeLength: z.number().int().min(6).max(12).default(6),
+    /** How long an activation code stays redeemable (HLF-TE-005). */
+    codeTtlSeconds: z.number().int().min(10).max(86_400).default(300),
+    /** Failed redemptions a primary may make within the window before POL3004. */
+    maxFailedAttemptsPerPrimary: z.number().int().min(1).max(1_000).default(5),
+    /** Failed redemptions all primaries of one operator may make within the window. */
+    maxFailedAttemptsPerOperator: z.number().int().min(1).max(1_000_000).default(100),
+    /** The sliding window over which failed redemptions are counted. */
+    failedAttemptWindowSeconds: z.number().int().min(1).max(86_400).default(900),
+    /** HLF-PD-006: how many secondaries one primary may have. */
+    maxTwinsPerPrimary: z.number().int().min(1).max(1_000).default(10),
+    /** Lifetime of a `twinning` token from /oauth/token. */
+    accessTokenTtlSeconds: z.number().int().min(60).max(86_400).default(3_600),
+    /** Lifetime of a `twinning:twin` token handed out at activation (dies earlier with the twin). */
+    twinTokenTtlSeconds: z.number().int().min(60).max(31_536_000).default(2_592_000),
+    /** Lifetime of a `primary-services` token (HLF-SD-009). */
+    primaryServicesTokenTtlSeconds: z.number().int().min(60).max(86_400).default(900),
+    /** Operators this node federates with (HLF-IC-*); empty means intra-operator only. */
+    allowedPeerOperators: z.array(operatorId).default([]),
+  })
+  .strict();
+
+const limitsSchema = z
+  .object({
+    /** Largest request body accepted on any listener. */
+    maxBodyBytes: z.number().int().min(1_024).max(1_048_576).default(16_384),
+    /** Upper bound for `?wait=` on an activation code (long poll). */
+    maxLongPollSeconds: z.number().int().min(0).max(120).default(30),
+    /** Concurrent SSE streams one subscriber may hold. */
+    maxSseConnectionsPerSubscriber: z.number().int().min(1).max(100).default(5),
+    /** Callback subscriptions one subscriber may hold. */
+    maxSubscriptionsPerSubscriber: z.number().int().min(1).max(1_000).default(20),
+    /** Largest `duration` accepted for a subscription. */
+    maxSubscriptionDurationSeconds: z.number().int().min(60).max(31_536_000).default(2_592_000),
+    /** Deadline for one callback POST. */
+    callbackTimeoutMs: z.number().int().min(100).max(60_000).default(5_000),
+    /** How long notifications stay replayable for SSE clients (Last-Event-ID). */
+    notificationRetentionSeconds: z.number().int().min(60).max(2_592_000).default(86_400),
+    /** Time given to in-flight requests on SIGTERM before the listener is closed hard. */
+    shutdownGraceMs: z.number().int().min(0).max(120_000).default(10_000),
+  })
+  .strict();
+
+const deliverySchema = z
+  .object({
+    /** First retry delay of the durable outbox (exponential backoff with full jitter). */
+    retryBaseDelayMs: z.number().int().min(10).max(600_000).default(1_000),
+    /** Largest delay between two attempts. */
+    retryMaxDelayMs: z.number().int().min(100).max(86_400_000).default(300_000),
+    /** After this many attempts an entry becomes a dead letter. */
+    maxAttempts: z.number().int().min(1).max(1_000).default(20),
+    /** After this age an entry becomes a dead letter, whatever its attempts. */
+    maxAgeSeconds: z.number().int().min(1).max(2_592_000).default(86_400),
+    /** Entries delivered concurrently (one at a time per lane, so order per target holds). */
+    concurrency: z.number().int().min(1).max(256).default(16),
+  })
+  .strict();
+
+const configSchema = z
+  .object({
+    /** This node's operator, MCC-MNC. */
+    operatorId: operatorId.default("001-01"),
+    /** Display name returned to peers and in the OpenAPI document. */
+    operatorName: z.string().min(1).max(100).optional(),
+    /** Where the SQLite file, development keys and admin token live. */
+    dataDir: z.string().min(1).default("./data"),
+    /** SQLite file; default `<dataDir>/node-<operatorId>.sqlite`. */
+    databaseFile: z.string().min(1).optional(),
+    device: z
+      .object({
+        host: z.string().min(1).default("127.0.0.1"),
+        /** 0 lets the OS pick. */
+        port: z.number().int().min(0).max(65_535).default(8080),
+        /** Base URL devices use (behind a gateway); default http://host:port. */
+        publicUrl: z.url().optional(),
+        tlsCertFile: z.string().optional(),
+        tlsKeyFile: z.string().optional(),
+      })
+      .strict()
+      .default({ host: "127.0.0.1", port: 8080 }),
+    /** Bearer token for /admin/v1; default generated on first start into `<dataDir>/admin-token`. */
+    adminToken: z.string().min(24).optional(),
+    /** Bearer JWTs from the operator's own authorization server (DESIGN "Tokens"). */
+    externalIssuer: z
+      .object({ issuer: z.string().min(1), jwksUrl: z.url(), audience: z.string().min(1).optional() })
+      .strict()
+      .optional(),
+    /** Service endpoints of this operator's primaries, handed out with primary-services tokens (HLF-IC-006). */
+    primaryServices: z
+      .object({ messagingUrl: z.url().optional(), nmsUrl: z.url().optional() })
+      .strict()
+      .default({}),
+    logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    policy: policySchema.default(policySchema.parse({})),
+    limits: limitsSchema.default(limitsSchema.parse({})),
+    delivery: deliverySchema.default(deliverySchema.parse({})),
+  })
+  .strict();
+
+export type NodeConfigInput = z.input<typeof configSchema>;
+export type NodeConfig = z.output<typeof configSchema>;
+export type Policy = NodeConfig["policy"];
+export type Limits = NodeConfig["limits"];
+export type DeliveryOptions = NodeConfig["delivery"];
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+/** Validates a config object; the error names every bad field and where it came from. */
+export function parseNodeConfig(input: unknown, origins: ReadonlyMap<string, string> = new Map()): NodeConfig {
+  const result = configSchema.safeParse(input);
+  if (result.success) return result.data;
+  const lines = result.error.issues.map((issue) => {
+    const field = issue.path.join(".") || "(root)";
+    const origin = origins.get(field);
+    return `  ${field}: ${issue.message}${origin ? ` (from ${origin})` : ""}`;
+  });
+  throw new ConfigError(`Invalid configuration:\n${lines.join("\n")}`);
+}
+
+type Leaf = { path: string[]; type: string };
+
+/** Walks the schema to list every settable leaf, so environment names never drift from it. */
+function leaves(schema: z.ZodType, path: string[] = []): Leaf[] {
+  let inner: z.ZodType = schema;
+  for (;;) {
+    const def = (inner as unknown as { _zod: { def: { type: string; innerType?: z.ZodType } } })._zod.def;
+    if ((def.type === "optional" || def.type === "default") && def.innerType) inner = def.innerType;
+    else break;
+  }
+  if (inner instanceof z.ZodObject) {
+    return Object.entries(inner.shape as Record<string, z.ZodType>).flatMap(([key, child]) => leaves(child, [...path, key]));
+  }
+  return [{ path, type: (inner as unknown as { _zod: { def: { type: string } } })._zod.def.type }];
+}
+
+const envName = (path: string[]): string =>
+  "TWINNING_" + path.map((p) => p.replace(/([a-z0-9])([A-Z])/g, "$1_$2").toUpperCase()).join("_");
+
+/** The environment variables the node reads, e.g. TWINNING_POLICY_CODE_TTL_SECONDS. */
+export const configEnvironmentVariables: readonly { name: string; field: string }[] = leaves(configSchema).map((leaf) => ({
+  name: envName(leaf.path),
+  field: leaf.path.join("."),
+}));
+
+/**
+ * Merges a config file's object with the environment (environment wins), returning the raw
+ * input and where each field came from for error messages.
+ */
+export function mergeEnvironment(
+  fileInput: Record<string, unknown>,
+  env: NodeJS.ProcessEnv,
+): { input: Record<string, unknown>; origins: Map<string, string> } {
+  const input = structuredClone(fileInput);
+  const origins = new Map<string, string>();
+  for (const leaf of leaves(configSchema)) {
+    const name = envName(leaf.path);
+    const raw = env[name];
+    if (raw === undefined || raw === "") continue;
+    let value: unknown = raw;
+    if (leaf.type === "number") value = raw.trim() === "" ? Number.NaN : Number(raw);
+    else if (leaf.type === "boolean") value = raw === "true" ? true : raw === "false" ? false : raw;
+    else if (leaf.type === "array") value = raw.split(",").map((s) => s.trim()).filter(Boolean);
+    let target: Record<string, unknown> = input;
+    for (const key of leaf.path.slice(0, -1)) {
+      const next = target[key];
+      if (typeof next !== "object" || next === null) target[key] = {};
+      target = target[key] as Record<string, unknown>;
+    }
+    target[leaf.path[leaf.path.length - 1]!] = value;
+    origins.set(leaf.path.join("."), name);
+  }
+  return { input, origins };
+}

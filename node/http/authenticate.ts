@@ -1,0 +1,61 @@
+import type { Context, MiddlewareHandler } from "hono";
+import { parseAddress } from "../domain/address.ts";
+import { TwinningError } from "../errors/twinning-error.ts";
+import type { NodeContext } from "../service/node-context.ts";
+import { secretsEqual } from "../tokens/credentials.ts";
+import type { Principal, Scope } from "../tokens/scopes.ts";
+import type { AppEnv } from "./app-env.ts";
+
+const BEARER = /^Bearer ([A-Za-z0-9\-._~+/]+=*)$/;
+
+export function bearerToken(header: string | undefined): string {
+  const match = header ? BEARER.exec(header) : null;
+  if (!match?.[1]) throw new TwinningError("invalid_token", { detail: "no bearer token" });
+  return match[1];
+}
+
+/**
+ * Twin-scoped and primary-services tokens die with their twin (HLF-TE-004, HLF-SD-007), and
+ * every token dies with its subscriber's provisioning: checked on every use, not at expiry.
+ */
+export async function assertNotRevoked(ctx: NodeContext, principal: Principal): Promise<void> {
+  if (principal.scope === "twinning") return;
+  const twin = principal.twinId ? await ctx.store.getTwin(principal.twinId) : undefined;
+  const parties = principal.scope === "primary-services" ? [twin?.primaryAddress] : [twin?.primaryAddress, twin?.secondaryAddress];
+  if (!twin?.active || !parties.includes(principal.subject)) throw new TwinningError("invalid_token", { detail: "twin deactivated or not the token's" });
+}
+
+/** Authenticate, then check scope and provisioning; sets `principal` (HLF-CM-006, OAU-001/002). */
+export function requireToken(ctx: NodeContext, scopes: readonly Scope[]): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const principal = await ctx.tokens.verify(bearerToken(c.req.header("authorization")));
+    if (!scopes.includes(principal.scope)) throw new TwinningError("access_denied", { variables: ["the token's scope does not allow this operation"] });
+    await assertNotRevoked(ctx, principal);
+    const subscriber = await ctx.store.getSubscriber(principal.subject);
+    if (!subscriber?.twinningEnabled) throw new TwinningError("not_provisioned");
+    c.set("principal", principal);
+    await next();
+  };
+}
+
+/** Admin API guard: the operator's admin token, compared in constant time. */
+export function requireAdmin(ctx: NodeContext): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const token = bearerToken(c.req.header("authorization"));
+    if (!secretsEqual(token, ctx.adminToken)) throw new TwinningError("invalid_token", { detail: "not the admin token" });
+    await next();
+  };
+}
+
+/**
+ * The path's address must be the token's subject; `acr:Authorization` stands for it
+ * (DESIGN "Device API"). Malformed addresses get SVC0004, someone else's POL2003.
+ */
+export function pathSubject(c: Context<AppEnv>): string {
+  const principal = c.get("principal");
+  const raw = c.req.param("addr") ?? "";
+  if (raw === "acr:Authorization") return principal.subject;
+  const address = parseAddress(raw, "address");
+  if (address !== principal.subject) throw new TwinningError("access_denied", { variables: ["the address is not the token's subject"] });
+  return address;
+}

@@ -1,0 +1,46 @@
+import { loadNodeConfig } from "./config/load-config.ts";
+import { ConfigError } from "./config/node-config.ts";
+import { startNode } from "./server/start-node.ts";
+
+/**
+ * `npm start`: one node on the embedded default (operator 001-01, SQLite under ./data,
+ * development keys made on first start). Configuration: TWINNING_CONFIG=file.json and
+ * TWINNING_* environment variables (see README).
+ */
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = loadNodeConfig();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(2);
+    }
+    throw error;
+  }
+  const node = await startNode(config, { defaultMetrics: true });
+  // The one place a secret is shown: the operator starting the node needs its admin token.
+  process.stdout.write(
+    [
+      "",
+      `Twinning node ${node.operatorId} is running.`,
+      `  Device API:  ${node.deviceUrl}/twinning/v1   (reference: ${node.deviceUrl}/twinning/v1/docs)`,
+      `  Admin token: ${node.adminToken}`,
+      `  Database:    ${node.databaseFile}`,
+      "",
+    ].join("\n") + "\n",
+  );
+  let signals = 0;
+  const shutdown = (signal: string) => {
+    if (signals++ > 0) process.exit(1);
+    process.stdout.write(`${signal}: finishing in-flight requests…\n`);
+    node.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on("SIGTERM", () => shutdown("SIGTERM"));
+  process.on("SIGINT", () => shutdown("SIGINT"));
+}
+
+await main();

@@ -1,0 +1,38 @@
+import { request, type Dispatcher } from "undici";
+import type { OutboxEntry } from "../store/store-port.ts";
+
+/** A failed delivery: the receiver's status and a shortened body, never our payload. */
+export class DeliveryError extends Error {
+  override readonly name = "DeliveryError";
+  constructor(
+    message: string,
+    readonly status: number | undefined,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** POSTs one callback notification (OMA REST NetAPI callback style) with a deadline. */
+export function createCallbackSender(options: { dispatcher: Dispatcher; timeoutMs: number }) {
+  return async function sendCallback(entry: OutboxEntry): Promise<void> {
+    let response: Dispatcher.ResponseData;
+    try {
+      response = await request(entry.target, {
+        method: "POST",
+        dispatcher: options.dispatcher,
+        headers: { "content-type": "application/json" },
+        body: entry.payload,
+        headersTimeout: options.timeoutMs,
+        bodyTimeout: options.timeoutMs,
+        signal: AbortSignal.timeout(options.timeoutMs),
+      });
+    } catch (error) {
+      throw new DeliveryError(`callback unreachable: ${(error as Error).message ?? "error"}`.slice(0, 200), undefined, { cause: error });
+    }
+    const text = await response.body.text().catch(() => "");
+    if (response.statusCode < 200 || response.statusCode >= 300) {
+      throw new DeliveryError(`callback answered ${response.statusCode}: ${text.slice(0, 120)}`, response.statusCode);
+    }
+  };
+}

@@ -1,0 +1,57 @@
+import type { StoredNotification } from "../domain/notification.ts";
+import type { TwinRole } from "../domain/twin.ts";
+
+type Listener = (n: StoredNotification) => void;
+
+/**
+ * In-process fan-out of committed changes: SSE streams listen per subscriber, and long polls
+ * on an activation code wait for its redemption. Only ever fed after a commit; the store's
+ * notification feed stays the source of truth (an SSE client replays from Last-Event-ID).
+ */
+export class NotificationHub {
+  readonly #listeners = new Map<string, Set<Listener>>();
+  readonly #codeWaiters = new Map<string, Set<() => void>>();
+
+  subscribe(address: string, role: TwinRole, listener: Listener): () => void {
+    const key = `${role}:${address}`;
+    let set = this.#listeners.get(key);
+    if (!set) this.#listeners.set(key, (set = new Set()));
+    set.add(listener);
+    return () => {
+      set.delete(listener);
+      if (set.size === 0) this.#listeners.delete(key);
+    };
+  }
+
+  connections(address: string, role: TwinRole): number {
+    return this.#listeners.get(`${role}:${address}`)?.size ?? 0;
+  }
+
+  publish(notifications: readonly StoredNotification[]): void {
+    for (const n of notifications) {
+      for (const listener of this.#listeners.get(`${n.recipientRole}:${n.recipientAddress}`) ?? []) listener(n);
+    }
+  }
+
+  /** Resolves when the code is redeemed, or after timeoutMs, or when signal aborts. */
+  waitForCode(codeId: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      let set = this.#codeWaiters.get(codeId);
+      if (!set) this.#codeWaiters.set(codeId, (set = new Set()));
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", done);
+        set.delete(done);
+        if (set.size === 0) this.#codeWaiters.delete(codeId);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      signal?.addEventListener("abort", done, { once: true });
+      set.add(done);
+    });
+  }
+
+  codeUsed(codeId: string): void {
+    for (const done of [...(this.#codeWaiters.get(codeId) ?? [])]) done();
+  }
+}

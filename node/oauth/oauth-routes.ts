@@ -1,0 +1,103 @@
+import type { Context } from "hono";
+import { isAddress } from "../domain/address.ts";
+import { TwinningError } from "../errors/twinning-error.ts";
+import { errorBody } from "../errors/error-response.ts";
+import type { AppEnv } from "../http/app-env.ts";
+import { assertNotRevoked, requireAdmin } from "../http/authenticate.ts";
+import type { App } from "../http/route-helper.ts";
+import type { NodeContext } from "../service/node-context.ts";
+import { verifyCredential } from "../tokens/credentials.ts";
+
+/**
+ * RFC 6749 error answer. It carries the OMA body too, so clients of either convention can
+ * read it (`error` for OAuth libraries, `requestError` for OMA test kits).
+ */
+function oauthError(c: Context<AppEnv>, status: 400 | 401, error: string, description: string, oma: TwinningError): Response {
+  const headers: Record<string, string> = { "cache-control": "no-store" };
+  if (status === 401) headers["www-authenticate"] = 'Basic realm="twinning"';
+  return c.json({ error, error_description: description, ...errorBody(oma) }, status, headers);
+}
+
+/** Client authentication: HTTP Basic (client id form-encoded per RFC 6749 §2.3.1, or a raw tel: URI) or the form body. */
+function clientCredentials(c: Context<AppEnv>, form: URLSearchParams): { id: string; secret: string } | undefined {
+  const header = c.req.header("authorization");
+  if (header?.startsWith("Basic ")) {
+    let decoded: string;
+    try {
+      decoded = Buffer.from(header.slice(6).trim(), "base64").toString("utf8");
+    } catch {
+      return undefined;
+    }
+    const raw = /^(tel:\+\d+):(.*)$/s.exec(decoded);
+    if (raw) return { id: raw[1]!, secret: raw[2]! };
+    const colon = decoded.indexOf(":");
+    if (colon < 0) return undefined;
+    try {
+      return { id: decodeURIComponent(decoded.slice(0, colon)), secret: decodeURIComponent(decoded.slice(colon + 1).replace(/\+/g, " ")) };
+    } catch {
+      return undefined;
+    }
+  }
+  const id = form.get("client_id");
+  const secret = form.get("client_secret");
+  return id && secret ? { id, secret } : undefined;
+}
+
+async function readForm(c: Context<AppEnv>): Promise<URLSearchParams | undefined> {
+  const type = (c.req.header("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
+  if (type !== "application/x-www-form-urlencoded") return undefined;
+  return new URLSearchParams(await c.req.text());
+}
+
+/** OAU-001/002: the token endpoint (client_credentials) and RFC 7662 introspection. */
+export function registerOAuthRoutes(app: App, ctx: NodeContext): void {
+  app.post("/oauth/token", async (c) => {
+    const form = await readForm(c);
+    if (!form) return oauthError(c, 400, "invalid_request", "form body required", new TwinningError("invalid_input", { variables: ["Content-Type"] }));
+    if (form.get("grant_type") !== "client_credentials") {
+      return oauthError(c, 400, "unsupported_grant_type", "only client_credentials", new TwinningError("invalid_input", { variables: ["grant_type"] }));
+    }
+    const scope = form.get("scope") ?? "twinning";
+    if (scope !== "twinning") return oauthError(c, 400, "invalid_scope", "only the twinning scope is granted here", new TwinningError("invalid_input", { variables: ["scope"] }));
+    const client = clientCredentials(c, form);
+    const subscriber = client && isAddress(client.id) ? await ctx.store.getSubscriber(client.id) : undefined;
+    const valid = subscriber !== undefined && client !== undefined && (await verifyCredential(client.secret, subscriber.credentialHash));
+    if (!valid || !subscriber) return oauthError(c, 401, "invalid_client", "client authentication failed", new TwinningError("invalid_token"));
+    if (!subscriber.twinningEnabled) return oauthError(c, 400, "unauthorized_client", "subscriber not provisioned for twinning", new TwinningError("not_provisioned"));
+    const ttl = ctx.config.policy.accessTokenTtlSeconds;
+    const { token } = await ctx.tokens.mint({ subject: subscriber.address, scope: "twinning", ttlSeconds: ttl, clientId: subscriber.address });
+    return c.json({ access_token: token, token_type: "Bearer", expires_in: ttl, scope: "twinning" }, 200, { "cache-control": "no-store", pragma: "no-cache" });
+  });
+
+  // RFC 7662: for the operator's own services (messaging, NMS), authenticated with the admin token.
+  app.post("/oauth/introspect", requireAdmin(ctx), async (c) => {
+    const form = await readForm(c);
+    const token = form?.get("token");
+    if (!token) return oauthError(c, 400, "invalid_request", "token parameter required", new TwinningError("invalid_input", { variables: ["token"] }));
+    try {
+      const p = await ctx.tokens.verify(token);
+      await assertNotRevoked(ctx, p);
+      return c.json(
+        {
+          active: true,
+          sub: p.subject,
+          scope: p.scope,
+          iss: p.issuer,
+          aud: p.audience,
+          exp: p.expiresAtS,
+          iat: p.issuedAtS,
+          jti: p.tokenId,
+          token_type: "Bearer",
+          ...(p.clientId ? { client_id: p.clientId } : {}),
+          ...(p.twinId ? { twin_id: p.twinId } : {}),
+          ...(p.actor ? { act: { sub: p.actor } } : {}),
+        },
+        200,
+        { "cache-control": "no-store" },
+      );
+    } catch (error) {
+      if (error instanceof TwinningError && error.code === "invalid_token") return c.json({ active: false }, 200, { "cache-control": "no-store" });
+      throw error;
+    }
+  });
+}

@@ -1,0 +1,44 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+/** Prometheus metrics of one node; a registry per node so several nodes can share a process. */
+export class NodeMetrics {
+  readonly registry = new Registry();
+  readonly requests: Counter<"method" | "route" | "status">;
+  readonly latency: Histogram<"method" | "route">;
+  readonly deliveries: Counter<"kind" | "result">;
+  readonly outboxPending: Gauge;
+  readonly outboxDead: Gauge;
+  readonly sseConnections: Gauge;
+
+  constructor(options: { defaultMetrics: boolean; outboxStats: () => Promise<{ pending: number; dead: number }> }) {
+    if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
+    this.requests = new Counter({ name: "twinning_http_requests_total", help: "HTTP requests by route and status", labelNames: ["method", "route", "status"], registers: [this.registry] });
+    this.latency = new Histogram({
+      name: "twinning_http_request_duration_seconds",
+      help: "HTTP request latency",
+      labelNames: ["method", "route"],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [this.registry],
+    });
+    this.deliveries = new Counter({ name: "twinning_outbox_deliveries_total", help: "Outbox delivery attempts by result", labelNames: ["kind", "result"], registers: [this.registry] });
+    let stats: Promise<{ pending: number; dead: number }> | undefined;
+    const read = () => (stats ??= options.outboxStats().finally(() => setImmediate(() => (stats = undefined))));
+    this.outboxPending = new Gauge({
+      name: "twinning_outbox_depth",
+      help: "Outbox entries waiting for delivery",
+      registers: [this.registry],
+      async collect() {
+        this.set((await read()).pending);
+      },
+    });
+    this.outboxDead = new Gauge({
+      name: "twinning_outbox_dead_letters",
+      help: "Outbox entries given up on (see /admin/v1/deadLetters)",
+      registers: [this.registry],
+      async collect() {
+        this.set((await read()).dead);
+      },
+    });
+    this.sseConnections = new Gauge({ name: "twinning_sse_connections", help: "Open Server-Sent Events streams", registers: [this.registry] });
+  }
+}

@@ -1,0 +1,144 @@
+import { readFileSync } from "node:fs";
+import { createServer as createHttpsServer } from "node:https";
+import type { AddressInfo } from "node:net";
+import { join, resolve } from "node:path";
+import { serve, type ServerType } from "@hono/node-server";
+import type pino from "pino";
+import { Agent } from "undici";
+import type { NodeConfig } from "../config/node-config.ts";
+import { CodeHasher } from "../domain/activation-code.ts";
+import { createDeviceApp } from "../http/create-app.ts";
+import { createCallbackSender } from "../notifications/callback-sender.ts";
+import { NotificationHub } from "../notifications/notification-hub.ts";
+import { OutboxWorker } from "../notifications/outbox-worker.ts";
+import { createLogger } from "../observability/logger.ts";
+import { NodeMetrics } from "../observability/metrics.ts";
+import type { NodeContext } from "../service/node-context.ts";
+import { ReplaySealer } from "../service/replay-sealer.ts";
+import { SqliteStore } from "../store/sqlite/sqlite-store.ts";
+import type { TwinningStore } from "../store/store-port.ts";
+import { AccessTokens } from "../tokens/access-tokens.ts";
+import { loadOrCreateSecrets } from "./node-secrets.ts";
+
+export interface StartNodeOptions {
+  /** Injected clock; defaults to Date.now. */
+  readonly nowMs?: () => number;
+  /** Where logs go (default stdout). */
+  readonly logDestination?: pino.DestinationStream;
+  /** A store to use instead of the SQLite file (e.g. another implementation of the port). */
+  readonly store?: TwinningStore;
+  /** Process-wide default metrics (event loop, memory); off when several nodes share a process. */
+  readonly defaultMetrics?: boolean;
+}
+
+export interface RunningNode {
+  readonly operatorId: string;
+  /** Base URL of the device listener (`/twinning/v1`, `/oauth`, `/admin/v1`). */
+  readonly deviceUrl: string;
+  readonly adminToken: string;
+  readonly adminTokenCreated: boolean;
+  readonly databaseFile: string;
+  readonly context: NodeContext;
+  /** Graceful stop: streams end, in-flight requests finish, the outbox keeps its state. */
+  stop(): Promise<void>;
+}
+
+export async function startNode(config: NodeConfig, options: StartNodeOptions = {}): Promise<RunningNode> {
+  const nowMs = options.nowMs ?? Date.now;
+  const dataDir = resolve(config.dataDir);
+  const databaseFile = config.databaseFile ?? join(dataDir, `node-${config.operatorId}.sqlite`);
+  const secrets = await loadOrCreateSecrets(dataDir, config.adminToken);
+  const store = options.store ?? new SqliteStore({ file: databaseFile, nowMs: nowMs() });
+  const logger = createLogger({ level: config.logLevel, operatorId: config.operatorId, ...(options.logDestination ? { destination: options.logDestination } : {}) });
+  const metrics = new NodeMetrics({ defaultMetrics: options.defaultMetrics ?? false, outboxStats: () => store.outboxStats() });
+  const hub = new NotificationHub();
+  const lifecycle = new AbortController();
+  const dispatcher = new Agent({ keepAliveTimeout: 30_000, connections: 32 });
+  let baseUrl = config.device.publicUrl?.replace(/\/$/, "") ?? "";
+
+  const outbox = new OutboxWorker({
+    store,
+    deliver: createCallbackSender({ dispatcher, timeoutMs: config.limits.callbackTimeoutMs }),
+    policy: { ...config.delivery, maxAgeMs: config.delivery.maxAgeSeconds * 1000 },
+    concurrency: config.delivery.concurrency,
+    nowMs,
+    logger,
+    onDelivered: (e) => metrics.deliveries.inc({ kind: e.kind, result: "delivered" }),
+    onFailed: (e, dead) => metrics.deliveries.inc({ kind: e.kind, result: dead ? "dead" : "retry" }),
+  });
+
+  const context: NodeContext = {
+    config,
+    store,
+    tokens: new AccessTokens({
+      issuer: `urn:twinning:operator:${config.operatorId}`,
+      privateKey: secrets.signingKey.privateKey,
+      publicJwks: [secrets.signingKey.publicJwk],
+      kid: secrets.signingKey.kid,
+      external: config.externalIssuer,
+      nowMs,
+    }),
+    codes: new CodeHasher(secrets.codeSecret),
+    sealer: new ReplaySealer(secrets.codeSecret),
+    hub,
+    metrics,
+    logger,
+    adminToken: secrets.adminToken,
+    nowMs,
+    deviceBaseUrl: () => baseUrl,
+    jwks: () => ({ keys: [secrets.signingKey.publicJwk] }),
+    lifecycle: lifecycle.signal,
+    committed: (notifications) => {
+      hub.publish(notifications);
+      outbox.wake();
+    },
+  };
+
+  const app = createDeviceApp(context);
+  const tls = config.device.tlsCertFile && config.device.tlsKeyFile
+    ? { cert: readFileSync(config.device.tlsCertFile), key: readFileSync(config.device.tlsKeyFile) }
+    : undefined;
+  const server: ServerType = await new Promise((resolveListening, reject) => {
+    const s = serve(
+      {
+        fetch: app.fetch,
+        hostname: config.device.host,
+        port: config.device.port,
+        serverOptions: { maxHeaderSize: 16_384, ...(tls ?? {}) },
+        ...(tls ? { createServer: createHttpsServer } : {}),
+      },
+      () => resolveListening(s),
+    );
+    s.once("error", reject);
+  });
+  const address = server.address() as AddressInfo;
+  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  if (!baseUrl) baseUrl = `${tls ? "https" : "http"}://${host}:${address.port}`;
+
+  outbox.start();
+  const pruneTimer = setInterval(() => {
+    store
+      .prune({ nowMs: nowMs(), notificationRetentionMs: config.limits.notificationRetentionSeconds * 1000, attemptWindowMs: config.policy.failedAttemptWindowSeconds * 1000 })
+      .catch((error: unknown) => logger.warn({ err: error }, "prune failed"));
+  }, 60_000);
+  pruneTimer.unref();
+  logger.info({ deviceUrl: baseUrl }, "node started");
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      lifecycle.abort();
+      clearInterval(pruneTimer);
+      const closed = new Promise<void>((done) => server.close(() => done()));
+      const grace = setTimeout(() => (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.(), config.limits.shutdownGraceMs);
+      (server as unknown as { closeIdleConnections?: () => void }).closeIdleConnections?.();
+      await closed;
+      clearTimeout(grace);
+      await outbox.stop();
+      await dispatcher.close().catch(() => undefined);
+      await store.close();
+      logger.info("node stopped");
+    })());
+
+  return { operatorId: config.operatorId, deviceUrl: baseUrl, adminToken: secrets.adminToken, adminTokenCreated: secrets.adminTokenCreated, databaseFile, context, stop };
+}

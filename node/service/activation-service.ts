@@ -1,0 +1,135 @@
+import { createHash, randomUUID } from "node:crypto";
+import { generateCode, isWellFormedCode } from "../domain/activation-code.ts";
+import type { Twin } from "../domain/twin.ts";
+import { TwinningError } from "../errors/twinning-error.ts";
+import type { ActivationCodeRecord, CorrelatorInput } from "../store/store-port.ts";
+import type { NodeContext } from "./node-context.ts";
+
+const fingerprint = (value: unknown): string => createHash("sha256").update(JSON.stringify(value)).digest("base64url");
+
+/** HLF-TE-006: a code from another operator needs federation with it. */
+function assertOwnOperator(ctx: NodeContext, operatorId: string): void {
+  if (operatorId === ctx.config.operatorId) return;
+  const known = ctx.config.policy.allowedPeerOperators.includes(operatorId);
+  throw new TwinningError("peer_unreachable", {
+    variables: [operatorId],
+    detail: known ? "federation client not available on this node" : "operator is not an allowed peer",
+  });
+}
+
+/** HLF-SD-001..003, HLF-TE-005/006: issue a one-use, expiring code for a secondary. */
+export async function requestActivationCode(
+  ctx: NodeContext,
+  secondary: string,
+  body: { primaryOperatorId?: string | undefined; clientCorrelator?: string | undefined },
+): Promise<{ record: ActivationCodeRecord; code: string }> {
+  const issuer = body.primaryOperatorId ?? ctx.config.operatorId;
+  assertOwnOperator(ctx, issuer);
+  const nowMs = ctx.nowMs();
+  for (let attempt = 0; attempt < 8; attempt++) {
+    const code = generateCode(ctx.config.policy.codeLength);
+    const correlator: CorrelatorInput | undefined = body.clientCorrelator
+      ? { subscriber: secondary, operation: "activationCode", key: body.clientCorrelator, fingerprint: fingerprint({ issuer }), replayData: ctx.sealer.seal(code) }
+      : undefined;
+    const result = await ctx.store.issueActivationCode({
+      codeId: randomUUID(),
+      secondaryAddress: secondary,
+      secondaryOperatorId: ctx.config.operatorId,
+      issuerOperatorId: issuer,
+      codeHash: ctx.codes.hash(issuer, code),
+      nowMs,
+      expiresAtMs: nowMs + ctx.config.policy.codeTtlSeconds * 1000,
+      ...(correlator ? { correlator } : {}),
+    });
+    if (result.kind === "issued") return { record: result.code, code };
+    if (result.kind === "replayed") {
+      if (!result.replay.replayData) throw new TwinningError("service_error", { detail: "correlator replay without data" });
+      return { record: result.code, code: ctx.sealer.open(result.replay.replayData) };
+    }
+    // collision with another pending code: draw again
+  }
+  throw new TwinningError("service_error", { detail: "could not draw a unique activation code" });
+}
+
+/** HLF-SD-005: the code's state; once Used, the twin and the secondary's twin-scoped token. */
+export async function readActivationCode(
+  ctx: NodeContext,
+  secondary: string,
+  codeId: string,
+  waitSeconds: number,
+  signal: AbortSignal | undefined,
+): Promise<{ record: ActivationCodeRecord; twin?: Twin; accessToken?: string }> {
+  let record = await ctx.store.getActivationCode(secondary, codeId, ctx.nowMs());
+  if (!record) throw new TwinningError("not_found", { variables: ["activationCode"] });
+  const waitMs = Math.min(waitSeconds, ctx.config.limits.maxLongPollSeconds) * 1000;
+  if (record.state === "Pending" && waitMs > 0) {
+    await ctx.hub.waitForCode(codeId, Math.min(waitMs, Math.max(0, record.expiresAtMs - ctx.nowMs())), signal);
+    record = (await ctx.store.getActivationCode(secondary, codeId, ctx.nowMs())) ?? record;
+  }
+  if (record.state !== "Used" || !record.twinId) return { record };
+  const twin = await ctx.store.getTwin(record.twinId);
+  if (!twin?.active) return { record };
+  const { token } = await ctx.tokens.mint({
+    subject: secondary,
+    scope: "twinning:twin",
+    twinId: twin.twinId,
+    ttlSeconds: ctx.config.policy.twinTokenTtlSeconds,
+  });
+  return { record, twin, accessToken: token };
+}
+
+/** HLF-PD-001, HLF-TE-007/008/009: the primary redeems a code and the twin starts On. */
+export async function activateTwin(
+  ctx: NodeContext,
+  primary: string,
+  body: { activationCode: string; operatorId: string; name?: string | undefined; clientCorrelator?: string | undefined },
+): Promise<{ twin: Twin; accessToken: string }> {
+  assertOwnOperator(ctx, body.operatorId);
+  if (!isWellFormedCode(body.activationCode, ctx.config.policy.codeLength)) throw new TwinningError("invalid_code");
+  const policy = ctx.config.policy;
+  const nowMs = ctx.nowMs();
+  const result = await ctx.store.redeemActivationCode({
+    issuerOperatorId: body.operatorId,
+    codeHash: ctx.codes.hash(body.operatorId, body.activationCode),
+    verify: (stored) => ctx.codes.matches(stored, body.operatorId, body.activationCode),
+    twinId: randomUUID(),
+    primaryAddress: primary,
+    primaryOperatorId: ctx.config.operatorId,
+    name: body.name,
+    nowMs,
+    maxTwinsPerPrimary: policy.maxTwinsPerPrimary,
+    attemptBudgets: [
+      { key: `primary:${primary}`, limit: policy.maxFailedAttemptsPerPrimary },
+      { key: `operator:${ctx.config.operatorId}`, limit: policy.maxFailedAttemptsPerOperator },
+    ],
+    attemptWindowMs: policy.failedAttemptWindowSeconds * 1000,
+    ...(body.clientCorrelator
+      ? {
+          correlator: {
+            subscriber: primary,
+            operation: "activation",
+            key: body.clientCorrelator,
+            // The code itself is a secret: only its keyed hash enters the fingerprint.
+            fingerprint: fingerprint({ code: ctx.codes.hash(body.operatorId, body.activationCode), operatorId: body.operatorId, name: body.name ?? null }),
+          },
+        }
+      : {}),
+  });
+  switch (result.kind) {
+    case "invalid-code":
+      throw new TwinningError("invalid_code");
+    case "rate-limited": {
+      const seconds = Math.ceil(result.retryAfterMs / 1000);
+      throw new TwinningError("too_many_attempts", { variables: [String(seconds)], retryAfterSeconds: seconds });
+    }
+    case "activated":
+      ctx.hub.codeUsed(result.codeId);
+      ctx.committed(result.notifications);
+      break;
+    case "replayed":
+      if (!result.twin.active) throw new TwinningError("update_not_allowed", { variables: ["the twin is deactivated"] });
+      break;
+  }
+  const { token } = await ctx.tokens.mint({ subject: primary, scope: "twinning:twin", twinId: result.twin.twinId, ttlSeconds: policy.twinTokenTtlSeconds });
+  return { twin: result.twin, accessToken: token };
+}

@@ -1,0 +1,32 @@
+import type { Logger } from "pino";
+import type { NodeConfig } from "../config/node-config.ts";
+import type { CodeHasher } from "../domain/activation-code.ts";
+import type { StoredNotification } from "../domain/notification.ts";
+import type { NotificationHub } from "../notifications/notification-hub.ts";
+import type { NodeMetrics } from "../observability/metrics.ts";
+import type { TwinningStore } from "../store/store-port.ts";
+import type { AccessTokens } from "../tokens/access-tokens.ts";
+import type { ReplaySealer } from "./replay-sealer.ts";
+
+/** Everything a request handler may use; built once in start-node and injected. */
+export interface NodeContext {
+  readonly config: NodeConfig;
+  readonly store: TwinningStore;
+  readonly tokens: AccessTokens;
+  readonly codes: CodeHasher;
+  readonly sealer: ReplaySealer;
+  readonly hub: NotificationHub;
+  readonly metrics: NodeMetrics;
+  readonly logger: Logger;
+  readonly adminToken: string;
+  /** Injected clock (ms since epoch); tests move it by hand. */
+  readonly nowMs: () => number;
+  /** The base devices use: `/twinning/v1`, `/oauth` and `/admin/v1` hang off it. */
+  readonly deviceBaseUrl: () => string;
+  /** The node's public signing keys (JWKS), for /.well-known/jwks.json. */
+  readonly jwks: () => { keys: object[] };
+  /** Aborted when the node starts shutting down: long polls and SSE streams end. */
+  readonly lifecycle: AbortSignal;
+  /** Called after every commit that wrote notifications or outbox entries. */
+  readonly committed: (notifications: readonly StoredNotification[]) => void;
+}

@@ -1,0 +1,82 @@
+import { parseTwinRef, type Twin, type TwinRole, type TwinStatus } from "../domain/twin.ts";
+import { TwinningError } from "../errors/twinning-error.ts";
+import type { Principal } from "../tokens/scopes.ts";
+import type { NodeContext } from "./node-context.ts";
+
+/** A twin-scoped token (`twinning:twin`) reaches only the twin named by its twin_id claim. */
+function assertTokenCoversTwin(principal: Principal, twin: Twin): void {
+  if (principal.scope === "twinning:twin" && principal.twinId !== twin.twinId) {
+    throw new TwinningError("access_denied", { variables: ["the token is scoped to another twin"] });
+  }
+}
+
+/** HLF-PD-003: a primary names a twin by twinId, secondary address or name. */
+export async function resolvePrimaryTwin(ctx: NodeContext, primary: string, ref: string, principal: Principal): Promise<Twin> {
+  const parsed = parseTwinRef(ref);
+  const twin = await ctx.store.findTwinOfPrimary(primary, parsed);
+  if (!twin) {
+    if (parsed.kind === "twinId") {
+      const ended = await ctx.store.getTwin(parsed.twinId);
+      // HLF-PD-004: a deactivated twin is gone for good; naming it by id says so (POL1038).
+      if (ended && ended.primaryAddress === primary) throw new TwinningError("update_not_allowed", { variables: ["the twin is deactivated"] });
+    }
+    throw new TwinningError("not_found", { variables: ["twin"] });
+  }
+  assertTokenCoversTwin(principal, twin);
+  return twin;
+}
+
+/** HLF-SD-006: the secondary's one twin (HLF-TE-009). */
+export async function resolveSecondaryTwin(ctx: NodeContext, secondary: string, principal: Principal): Promise<Twin> {
+  const twin = await ctx.store.findTwinOfSecondary(secondary);
+  if (!twin) throw new TwinningError("not_found", { variables: ["twinning"] });
+  assertTokenCoversTwin(principal, twin);
+  return twin;
+}
+
+/** HLF-PD-002, HLF-SD-004, HLF-TE-002/003: toggling persists and keeps the relationship. */
+export async function toggleTwin(ctx: NodeContext, twin: Twin, status: TwinStatus, changedBy: TwinRole): Promise<Twin> {
+  const result = await ctx.store.changeTwinStatus({ twinId: twin.twinId, status, changedBy, origin: ctx.config.operatorId, nowMs: ctx.nowMs() });
+  if (result.changed) ctx.committed(result.notifications);
+  return result.twin;
+}
+
+/** HLF-PD-004, HLF-SD-007, HLF-TE-004: the relationship ends and its tokens die with it. */
+export async function deactivateTwin(ctx: NodeContext, twin: Twin, changedBy: TwinRole): Promise<void> {
+  const result = await ctx.store.deactivateTwin({ twinId: twin.twinId, changedBy, nowMs: ctx.nowMs() });
+  ctx.committed(result.notifications);
+}
+
+export async function renameTwin(ctx: NodeContext, twin: Twin, name: string): Promise<Twin> {
+  return ctx.store.renameTwin({ twinId: twin.twinId, name, nowMs: ctx.nowMs() });
+}
+
+/**
+ * HLF-SD-009, HLF-IC-006: a token for the primary's services (sub = primary, act.sub =
+ * secondary), minted by the primary's operator, with that operator's service endpoints.
+ */
+export async function primaryServicesToken(
+  ctx: NodeContext,
+  twin: Twin,
+): Promise<{ accessToken: string; expiresAt: string; endpoints: { messaging: string; nms: string } }> {
+  if (twin.status !== "On") throw new TwinningError("policy_error", { variables: ["twinning is Off"] });
+  if (twin.primaryOperatorId !== ctx.config.operatorId) {
+    throw new TwinningError("peer_unreachable", { variables: [twin.primaryOperatorId], detail: "federation client not available on this node" });
+  }
+  const { token, expiresAtS } = await ctx.tokens.mint({
+    subject: twin.primaryAddress,
+    scope: "primary-services",
+    twinId: twin.twinId,
+    actor: twin.secondaryAddress,
+    ttlSeconds: ctx.config.policy.primaryServicesTokenTtlSeconds,
+  });
+  return { accessToken: token, expiresAt: new Date(expiresAtS * 1000).toISOString(), endpoints: primaryServiceEndpoints(ctx) };
+}
+
+export function primaryServiceEndpoints(ctx: NodeContext): { messaging: string; nms: string } {
+  const base = ctx.deviceBaseUrl();
+  return {
+    messaging: ctx.config.primaryServices.messagingUrl ?? `${base}/messaging/v1`,
+    nms: ctx.config.primaryServices.nmsUrl ?? `${base}/nms/v1`,
+  };
+}

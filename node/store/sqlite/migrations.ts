@@ -1,0 +1,123 @@
+import type Database from "better-sqlite3";
+
+/**
+ * Versioned schema migrations, applied in order inside one transaction each. Never edit a
+ * released migration: append a new one.
+ */
+const migrations: readonly { version: number; name: string; sql: string }[] = [
+  {
+    version: 1,
+    name: "initial schema",
+    sql: `
+      CREATE TABLE subscribers (
+        address TEXT PRIMARY KEY,
+        twinning_enabled INTEGER NOT NULL,
+        credential_hash TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+      ) STRICT;
+
+      CREATE TABLE activation_codes (
+        code_id TEXT PRIMARY KEY,
+        secondary_address TEXT NOT NULL,
+        secondary_operator_id TEXT NOT NULL,
+        issuer_operator_id TEXT NOT NULL,
+        code_hash TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('Pending', 'Used', 'Superseded')),
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        twin_id TEXT
+      ) STRICT;
+      CREATE INDEX activation_codes_pending_hash ON activation_codes (issuer_operator_id, code_hash) WHERE state = 'Pending';
+      CREATE INDEX activation_codes_secondary ON activation_codes (secondary_address, state);
+
+      CREATE TABLE twins (
+        twin_id TEXT PRIMARY KEY,
+        primary_address TEXT NOT NULL,
+        primary_operator_id TEXT NOT NULL,
+        secondary_address TEXT NOT NULL,
+        secondary_operator_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('On', 'Off')),
+        version INTEGER NOT NULL,
+        status_origin TEXT NOT NULL,
+        active INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+      ) STRICT;
+      -- HLF-TE-009: a secondary is in at most one relationship at a time.
+      CREATE UNIQUE INDEX twins_active_secondary ON twins (secondary_address) WHERE active = 1;
+      CREATE UNIQUE INDEX twins_active_name ON twins (primary_address, name) WHERE active = 1;
+      CREATE INDEX twins_active_primary ON twins (primary_address, created_at) WHERE active = 1;
+
+      CREATE TABLE failed_attempts (
+        id INTEGER PRIMARY KEY,
+        budget_key TEXT NOT NULL,
+        at INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX failed_attempts_key ON failed_attempts (budget_key, at);
+
+      CREATE TABLE client_correlators (
+        subscriber TEXT NOT NULL,
+        operation TEXT NOT NULL,
+        correlator TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        resource_id TEXT NOT NULL,
+        replay_data TEXT,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (subscriber, operation, correlator)
+      ) STRICT;
+
+      CREATE TABLE subscriptions (
+        subscription_id TEXT PRIMARY KEY,
+        address TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('primary', 'secondary')),
+        notify_url TEXT NOT NULL,
+        callback_data TEXT,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER
+      ) STRICT;
+      CREATE INDEX subscriptions_address ON subscriptions (address, role);
+
+      CREATE TABLE notifications (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        address TEXT NOT NULL,
+        role TEXT NOT NULL,
+        type TEXT NOT NULL,
+        content TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX notifications_address ON notifications (address, role, id);
+
+      CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        lane TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        target TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'dead')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        last_error TEXT,
+        created_at INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX outbox_pending_lane ON outbox (lane, id) WHERE state = 'pending';
+      CREATE INDEX outbox_pending_due ON outbox (next_attempt_at) WHERE state = 'pending';
+    `,
+  },
+];
+
+export const latestSchemaVersion = migrations[migrations.length - 1]!.version;
+
+export function migrate(db: Database.Database, nowMs: number): void {
+  db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT`);
+  const applied = new Set(
+    (db.prepare(`SELECT version FROM schema_migrations`).all() as { version: number }[]).map((r) => r.version),
+  );
+  for (const m of migrations) {
+    if (applied.has(m.version)) continue;
+    db.transaction(() => {
+      db.exec(m.sql);
+      db.prepare(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`).run(m.version, m.name, nowMs);
+    })();
+  }
+}

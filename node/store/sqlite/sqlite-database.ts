@@ -1,0 +1,42 @@
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import Database from "better-sqlite3";
+import { migrate } from "./migrations.ts";
+
+/** An open database with a cache of prepared statements (each SQL text is prepared once). */
+export class SqliteDatabase {
+  readonly db: Database.Database;
+  readonly #statements = new Map<string, Database.Statement>();
+
+  constructor(file: string, nowMs: number) {
+    if (file !== ":memory:") mkdirSync(dirname(file), { recursive: true });
+    this.db = new Database(file);
+    // WAL: readers never block the writer; NORMAL is durable across process crashes in WAL mode
+    // (only an OS crash or power loss can lose the last transactions).
+    this.db.pragma("journal_mode = WAL");
+    this.db.pragma("synchronous = NORMAL");
+    this.db.pragma("foreign_keys = ON");
+    this.db.pragma("busy_timeout = 5000");
+    migrate(this.db, nowMs);
+  }
+
+  /** A prepared statement for this SQL; parameters are always bound, never interpolated. */
+  sql(text: string): Database.Statement {
+    let statement = this.#statements.get(text);
+    if (!statement) {
+      statement = this.db.prepare(text);
+      this.#statements.set(text, statement);
+    }
+    return statement;
+  }
+
+  /** Runs fn in one IMMEDIATE transaction (takes the write lock up front, no upgrade deadlocks). */
+  write<T>(fn: () => T): T {
+    return this.db.transaction(fn).immediate();
+  }
+
+  close(): void {
+    this.#statements.clear();
+    if (this.db.open) this.db.close();
+  }
+}

@@ -1,0 +1,83 @@
+import { notificationBody, type NotificationDraft, type StoredNotification } from "../../domain/notification.ts";
+import type { TwinRole } from "../../domain/twin.ts";
+import { TwinningError } from "../../errors/twinning-error.ts";
+import type { CreateSubscriptionInput, OutboxEntry, SubscriptionRecord } from "../store-port.ts";
+import { findCorrelator, recordCorrelator } from "./sqlite-correlators.ts";
+import type { SqliteDatabase } from "./sqlite-database.ts";
+import { toNotification, toOutboxEntry, toSubscription, type NotificationRow, type OutboxRow, type SubscriptionRow } from "./sqlite-rows.ts";
+
+const ACTIVE_SUBSCRIPTIONS = `SELECT * FROM subscriptions WHERE address = ? AND role = ? AND (expires_at IS NULL OR expires_at > ?) ORDER BY created_at, subscription_id`;
+
+/**
+ * Records notifications in the same transaction as the change they report: one feed row per
+ * notification (replayable by SSE clients) and one outbox row per active callback
+ * subscription, so nothing is sent before the commit and nothing committed is lost.
+ */
+export function recordNotifications(d: SqliteDatabase, drafts: readonly NotificationDraft[], nowMs: number): StoredNotification[] {
+  const stored: StoredNotification[] = [];
+  for (const draft of drafts) {
+    const info = d
+      .sql(`INSERT INTO notifications (address, role, type, content, created_at) VALUES (?, ?, ?, ?, ?)`)
+      .run(draft.recipientAddress, draft.recipientRole, draft.type, JSON.stringify(draft.content), nowMs);
+    stored.push({ ...draft, id: Number(info.lastInsertRowid) });
+    const subscriptions = d.sql(ACTIVE_SUBSCRIPTIONS).all(draft.recipientAddress, draft.recipientRole, nowMs) as SubscriptionRow[];
+    for (const s of subscriptions) {
+      d.sql(
+        `INSERT INTO outbox (lane, kind, target, payload, state, attempts, next_attempt_at, created_at) VALUES (?, 'callback', ?, ?, 'pending', 0, ?, ?)`,
+      ).run(`callback:${s.subscription_id}`, s.notify_url, JSON.stringify(notificationBody(draft, s.callback_data ?? undefined)), nowMs, nowMs);
+    }
+  }
+  return stored;
+}
+
+export function createSubscription(d: SqliteDatabase, input: CreateSubscriptionInput): { subscription: SubscriptionRecord; replayed: boolean } {
+  return d.write(() => {
+    const s = input.subscription;
+    const replay = findCorrelator(d, input.correlator);
+    if (replay) {
+      const row = d.sql(`SELECT * FROM subscriptions WHERE subscription_id = ?`).get(replay.resourceId) as SubscriptionRow | undefined;
+      if (row) return { subscription: toSubscription(row), replayed: true };
+    }
+    const count = (d.sql(`SELECT COUNT(*) AS n FROM (${ACTIVE_SUBSCRIPTIONS})`).get(s.address, s.role, s.createdAtMs) as { n: number }).n;
+    if (count >= input.maxPerSubscriber) {
+      throw new TwinningError("policy_error", { variables: [`at most ${input.maxPerSubscriber} subscriptions per subscriber`] });
+    }
+    d.sql(
+      `INSERT INTO subscriptions (subscription_id, address, role, notify_url, callback_data, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+    ).run(s.subscriptionId, s.address, s.role, s.notifyUrl, s.callbackData ?? null, s.createdAtMs, s.expiresAtMs ?? null);
+    recordCorrelator(d, input.correlator, s.subscriptionId, s.createdAtMs);
+    return { subscription: s, replayed: false };
+  });
+}
+
+export function listSubscriptions(d: SqliteDatabase, address: string, role: TwinRole, nowMs: number): SubscriptionRecord[] {
+  return (d.sql(ACTIVE_SUBSCRIPTIONS).all(address, role, nowMs) as SubscriptionRow[]).map(toSubscription);
+}
+
+export function notificationsAfter(d: SqliteDatabase, address: string, role: TwinRole, afterId: number, limit: number): StoredNotification[] {
+  return (
+    d.sql(`SELECT id, address, role, type, content FROM notifications WHERE address = ? AND role = ? AND id > ? ORDER BY id LIMIT ?`).all(address, role, afterId, limit) as NotificationRow[]
+  ).map(toNotification);
+}
+
+const LANE_HEADS = `SELECT o.* FROM outbox o JOIN (SELECT MIN(id) AS id FROM outbox WHERE state = 'pending' GROUP BY lane) h ON o.id = h.id`;
+
+export function dueOutboxHeads(d: SqliteDatabase, nowMs: number, limit: number): OutboxEntry[] {
+  return (d.sql(`${LANE_HEADS} WHERE o.next_attempt_at <= ? ORDER BY o.next_attempt_at, o.id LIMIT ?`).all(nowMs, limit) as OutboxRow[]).map(toOutboxEntry);
+}
+
+export function nextOutboxDueAtMs(d: SqliteDatabase): number | undefined {
+  const row = d.sql(`SELECT MIN(o.next_attempt_at) AS due FROM (${LANE_HEADS}) o`).get() as { due: number | null };
+  return row.due ?? undefined;
+}
+
+export function failOutboxEntry(
+  d: SqliteDatabase,
+  input: { id: number; attempts: number; nextAttemptAtMs: number | undefined; lastError: string },
+): void {
+  if (input.nextAttemptAtMs === undefined) {
+    d.sql(`UPDATE outbox SET state = 'dead', attempts = ?, last_error = ? WHERE id = ?`).run(input.attempts, input.lastError, input.id);
+  } else {
+    d.sql(`UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?`).run(input.attempts, input.nextAttemptAtMs, input.lastError, input.id);
+  }
+}

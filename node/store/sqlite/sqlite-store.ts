@@ -1,0 +1,170 @@
+import type { StoredNotification } from "../../domain/notification.ts";
+import type { Twin, TwinRef, TwinRole } from "../../domain/twin.ts";
+import type {
+  ActivationCodeRecord,
+  ChangeResult,
+  ChangeStatusInput,
+  CreateSubscriptionInput,
+  DeactivateInput,
+  IssueCodeInput,
+  IssueCodeResult,
+  OutboxEntry,
+  RedeemCodeInput,
+  RedeemCodeResult,
+  SubscriberRecord,
+  SubscriptionRecord,
+  TwinningStore,
+} from "../store-port.ts";
+import { SqliteDatabase } from "./sqlite-database.ts";
+import * as notifications from "./sqlite-notifications.ts";
+import { toCode, toOutboxEntry, toSubscriber, toSubscription, type CodeRow, type OutboxRow, type SubscriberRow, type SubscriptionRow } from "./sqlite-rows.ts";
+import * as twins from "./sqlite-twins.ts";
+
+/**
+ * The storage port on better-sqlite3 (WAL, versioned migrations, prepared statements, one
+ * IMMEDIATE transaction per domain operation). Calls are synchronous underneath and resolve
+ * at once; the async signature is the port's, so PostgreSQL can implement it unchanged.
+ */
+export class SqliteStore implements TwinningStore {
+  readonly #d: SqliteDatabase;
+
+  constructor(options: { file: string; nowMs?: number }) {
+    this.#d = new SqliteDatabase(options.file, options.nowMs ?? Date.now());
+  }
+
+  async putSubscriber(r: SubscriberRecord): Promise<{ created: boolean }> {
+    return this.#d.write(() => {
+      const existed = this.#d.sql(`SELECT 1 FROM subscribers WHERE address = ?`).get(r.address) !== undefined;
+      this.#d
+        .sql(
+          `INSERT INTO subscribers (address, twinning_enabled, credential_hash, updated_at) VALUES (?, ?, ?, ?)
+           ON CONFLICT (address) DO UPDATE SET twinning_enabled = excluded.twinning_enabled, credential_hash = excluded.credential_hash, updated_at = excluded.updated_at`,
+        )
+        .run(r.address, r.twinningEnabled ? 1 : 0, r.credentialHash, r.updatedAtMs);
+      return { created: !existed };
+    });
+  }
+
+  async getSubscriber(address: string): Promise<SubscriberRecord | undefined> {
+    const row = this.#d.sql(`SELECT * FROM subscribers WHERE address = ?`).get(address) as SubscriberRow | undefined;
+    return row ? toSubscriber(row) : undefined;
+  }
+
+  async deleteSubscriber(address: string): Promise<boolean> {
+    return this.#d.sql(`DELETE FROM subscribers WHERE address = ?`).run(address).changes > 0;
+  }
+
+  async issueActivationCode(input: IssueCodeInput): Promise<IssueCodeResult> {
+    return twins.issueActivationCode(this.#d, input);
+  }
+
+  async getActivationCode(secondaryAddress: string, codeId: string, nowMs: number): Promise<ActivationCodeRecord | undefined> {
+    const row = this.#d.sql(`SELECT * FROM activation_codes WHERE code_id = ? AND secondary_address = ?`).get(codeId, secondaryAddress) as CodeRow | undefined;
+    return row ? toCode(row, nowMs) : undefined;
+  }
+
+  async redeemActivationCode(input: RedeemCodeInput): Promise<RedeemCodeResult> {
+    return twins.redeemActivationCode(this.#d, input);
+  }
+
+  async listTwinsOfPrimary(primaryAddress: string): Promise<Twin[]> {
+    return twins.listTwinsOfPrimary(this.#d, primaryAddress);
+  }
+
+  async findTwinOfPrimary(primaryAddress: string, ref: TwinRef): Promise<Twin | undefined> {
+    return twins.findTwinOfPrimary(this.#d, primaryAddress, ref);
+  }
+
+  async findTwinOfSecondary(secondaryAddress: string): Promise<Twin | undefined> {
+    return twins.findTwinOfSecondary(this.#d, secondaryAddress);
+  }
+
+  async getTwin(twinId: string): Promise<Twin | undefined> {
+    return twins.getTwin(this.#d, twinId);
+  }
+
+  async renameTwin(input: { twinId: string; name: string; nowMs: number }): Promise<Twin> {
+    return twins.renameTwin(this.#d, input);
+  }
+
+  async changeTwinStatus(input: ChangeStatusInput): Promise<ChangeResult> {
+    return twins.changeTwinStatus(this.#d, input);
+  }
+
+  async deactivateTwin(input: DeactivateInput): Promise<ChangeResult> {
+    return twins.deactivateTwin(this.#d, input);
+  }
+
+  async createSubscription(input: CreateSubscriptionInput): Promise<{ subscription: SubscriptionRecord; replayed: boolean }> {
+    return notifications.createSubscription(this.#d, input);
+  }
+
+  async listSubscriptions(address: string, role: TwinRole, nowMs: number): Promise<SubscriptionRecord[]> {
+    return notifications.listSubscriptions(this.#d, address, role, nowMs);
+  }
+
+  async getSubscription(address: string, role: TwinRole, id: string, nowMs: number): Promise<SubscriptionRecord | undefined> {
+    const row = this.#d
+      .sql(`SELECT * FROM subscriptions WHERE subscription_id = ? AND address = ? AND role = ? AND (expires_at IS NULL OR expires_at > ?)`)
+      .get(id, address, role, nowMs) as SubscriptionRow | undefined;
+    return row ? toSubscription(row) : undefined;
+  }
+
+  async deleteSubscription(address: string, role: TwinRole, id: string): Promise<boolean> {
+    return this.#d.sql(`DELETE FROM subscriptions WHERE subscription_id = ? AND address = ? AND role = ?`).run(id, address, role).changes > 0;
+  }
+
+  async notificationsAfter(address: string, role: TwinRole, afterId: number, limit: number): Promise<StoredNotification[]> {
+    return notifications.notificationsAfter(this.#d, address, role, afterId, limit);
+  }
+
+  async latestNotificationId(): Promise<number> {
+    return (this.#d.sql(`SELECT COALESCE(MAX(id), 0) AS id FROM notifications`).get() as { id: number }).id;
+  }
+
+  async dueOutboxHeads(nowMs: number, limit: number): Promise<OutboxEntry[]> {
+    return notifications.dueOutboxHeads(this.#d, nowMs, limit);
+  }
+
+  async nextOutboxDueAtMs(): Promise<number | undefined> {
+    return notifications.nextOutboxDueAtMs(this.#d);
+  }
+
+  async completeOutboxEntry(id: number): Promise<void> {
+    this.#d.sql(`DELETE FROM outbox WHERE id = ?`).run(id);
+  }
+
+  async failOutboxEntry(input: { id: number; attempts: number; nextAttemptAtMs: number | undefined; lastError: string; nowMs: number }): Promise<void> {
+    notifications.failOutboxEntry(this.#d, input);
+  }
+
+  async outboxStats(): Promise<{ pending: number; dead: number }> {
+    const row = this.#d
+      .sql(`SELECT COALESCE(SUM(state = 'pending'), 0) AS pending, COALESCE(SUM(state = 'dead'), 0) AS dead FROM outbox`)
+      .get() as { pending: number; dead: number };
+    return row;
+  }
+
+  async listDeadLetters(limit: number): Promise<OutboxEntry[]> {
+    return (this.#d.sql(`SELECT * FROM outbox WHERE state = 'dead' ORDER BY id DESC LIMIT ?`).all(limit) as OutboxRow[]).map(toOutboxEntry);
+  }
+
+  async prune(input: { nowMs: number; notificationRetentionMs: number; attemptWindowMs: number }): Promise<void> {
+    const old = input.nowMs - input.notificationRetentionMs;
+    this.#d.write(() => {
+      this.#d.sql(`DELETE FROM failed_attempts WHERE at <= ?`).run(input.nowMs - input.attemptWindowMs);
+      this.#d.sql(`DELETE FROM notifications WHERE created_at <= ?`).run(old);
+      this.#d.sql(`DELETE FROM activation_codes WHERE expires_at <= ?`).run(old);
+      this.#d.sql(`DELETE FROM client_correlators WHERE created_at <= ?`).run(old);
+      this.#d.sql(`DELETE FROM subscriptions WHERE expires_at IS NOT NULL AND expires_at <= ?`).run(input.nowMs);
+    });
+  }
+
+  async ping(): Promise<void> {
+    this.#d.sql(`SELECT 1`).get();
+  }
+
+  async close(): Promise<void> {
+    this.#d.close();
+  }
+}

@@ -1,0 +1,174 @@
+import { draftFor } from "../../domain/notification.ts";
+import { defaultTwinName, type TwinRef } from "../../domain/twin.ts";
+import { TwinningError } from "../../errors/twinning-error.ts";
+import type {
+  ChangeResult,
+  ChangeStatusInput,
+  DeactivateInput,
+  IssueCodeInput,
+  IssueCodeResult,
+  RedeemCodeInput,
+  RedeemCodeResult,
+} from "../store-port.ts";
+import type { Twin } from "../../domain/twin.ts";
+import { findCorrelator, recordCorrelator } from "./sqlite-correlators.ts";
+import type { SqliteDatabase } from "./sqlite-database.ts";
+import { recordNotifications } from "./sqlite-notifications.ts";
+import { toCode, toTwin, type CodeRow, type TwinRow } from "./sqlite-rows.ts";
+
+const activeTwinOfSecondary = (d: SqliteDatabase, address: string) =>
+  d.sql(`SELECT * FROM twins WHERE secondary_address = ? AND active = 1`).get(address) as TwinRow | undefined;
+const isActivePrimary = (d: SqliteDatabase, address: string) =>
+  d.sql(`SELECT 1 FROM twins WHERE primary_address = ? AND active = 1 LIMIT 1`).get(address) !== undefined;
+const twinRow = (d: SqliteDatabase, twinId: string) => d.sql(`SELECT * FROM twins WHERE twin_id = ?`).get(twinId) as TwinRow | undefined;
+
+/** HLF-TE-008/009 as seen from a device about to become a secondary. */
+function assertCanBeSecondary(d: SqliteDatabase, secondary: string): void {
+  if (isActivePrimary(d, secondary)) throw new TwinningError("role_mixture", { variables: ["a primary cannot become a secondary"] });
+  if (activeTwinOfSecondary(d, secondary)) throw new TwinningError("secondary_already_twinned");
+}
+
+export function issueActivationCode(d: SqliteDatabase, input: IssueCodeInput): IssueCodeResult {
+  return d.write(() => {
+    const replay = findCorrelator(d, input.correlator);
+    if (replay) {
+      const row = d.sql(`SELECT * FROM activation_codes WHERE code_id = ?`).get(replay.resourceId) as CodeRow | undefined;
+      if (row) return { kind: "replayed", code: toCode(row, input.nowMs), replay };
+    }
+    assertCanBeSecondary(d, input.secondaryAddress);
+    const clash = d
+      .sql(`SELECT 1 FROM activation_codes WHERE issuer_operator_id = ? AND code_hash = ? AND state = 'Pending' AND expires_at > ?`)
+      .get(input.issuerOperatorId, input.codeHash, input.nowMs);
+    if (clash) return { kind: "collision" };
+    // A new code supersedes the secondary's earlier ones: one live code per secondary.
+    d.sql(`UPDATE activation_codes SET state = 'Superseded' WHERE secondary_address = ? AND state = 'Pending'`).run(input.secondaryAddress);
+    d.sql(
+      `INSERT INTO activation_codes (code_id, secondary_address, secondary_operator_id, issuer_operator_id, code_hash, state, created_at, expires_at) VALUES (?, ?, ?, ?, ?, 'Pending', ?, ?)`,
+    ).run(input.codeId, input.secondaryAddress, input.secondaryOperatorId, input.issuerOperatorId, input.codeHash, input.nowMs, input.expiresAtMs);
+    recordCorrelator(d, input.correlator, input.codeId, input.nowMs);
+    const row = d.sql(`SELECT * FROM activation_codes WHERE code_id = ?`).get(input.codeId) as CodeRow;
+    return { kind: "issued", code: toCode(row, input.nowMs) };
+  });
+}
+
+export function redeemActivationCode(d: SqliteDatabase, input: RedeemCodeInput): RedeemCodeResult {
+  return d.write(() => {
+    const replay = findCorrelator(d, input.correlator);
+    if (replay) {
+      const row = twinRow(d, replay.resourceId);
+      if (row) return { kind: "replayed", twin: toTwin(row) };
+    }
+    const since = input.nowMs - input.attemptWindowMs;
+    let retryAfterMs = 0;
+    for (const budget of input.attemptBudgets) {
+      const used = d
+        .sql(`SELECT COUNT(*) AS n, MIN(at) AS oldest FROM failed_attempts WHERE budget_key = ? AND at > ?`)
+        .get(budget.key, since) as { n: number; oldest: number | null };
+      if (used.n >= budget.limit) retryAfterMs = Math.max(retryAfterMs, (used.oldest ?? input.nowMs) + input.attemptWindowMs - input.nowMs);
+    }
+    if (retryAfterMs > 0) return { kind: "rate-limited", retryAfterMs };
+
+    const candidates = d
+      .sql(`SELECT * FROM activation_codes WHERE issuer_operator_id = ? AND code_hash = ? AND state = 'Pending'`)
+      .all(input.issuerOperatorId, input.codeHash) as CodeRow[];
+    const code = candidates.find((c) => input.verify(c.code_hash) && c.expires_at > input.nowMs);
+    if (!code) {
+      for (const budget of input.attemptBudgets) d.sql(`INSERT INTO failed_attempts (budget_key, at) VALUES (?, ?)`).run(budget.key, input.nowMs);
+      return { kind: "invalid-code" };
+    }
+
+    const primary = input.primaryAddress;
+    const secondary = code.secondary_address;
+    if (primary === secondary) throw new TwinningError("role_mixture", { variables: ["a device cannot twin with itself"] });
+    if (activeTwinOfSecondary(d, primary)) throw new TwinningError("role_mixture", { variables: ["a secondary cannot become a primary"] });
+    assertCanBeSecondary(d, secondary);
+    const names = new Set(
+      (d.sql(`SELECT name FROM twins WHERE primary_address = ? AND active = 1`).all(primary) as { name: string }[]).map((r) => r.name),
+    );
+    if (names.size >= input.maxTwinsPerPrimary) throw new TwinningError("too_many_twins", { variables: [String(input.maxTwinsPerPrimary)] });
+    if (input.name !== undefined && names.has(input.name)) {
+      throw new TwinningError("invalid_input", { variables: ["name"], detail: "name already used by another twin of this primary" });
+    }
+    const name = input.name ?? defaultTwinName(names);
+
+    d.sql(
+      `INSERT INTO twins (twin_id, primary_address, primary_operator_id, secondary_address, secondary_operator_id, name, status, version, status_origin, active, created_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, 'On', 1, ?, 1, ?, ?)`,
+    ).run(input.twinId, primary, input.primaryOperatorId, secondary, code.secondary_operator_id, name, input.primaryOperatorId, input.nowMs, input.nowMs);
+    d.sql(`UPDATE activation_codes SET state = 'Used', twin_id = ? WHERE code_id = ?`).run(input.twinId, code.code_id);
+    recordCorrelator(d, input.correlator, input.twinId, input.nowMs);
+    const twin = toTwin(twinRow(d, input.twinId)!);
+    const notifications = recordNotifications(d, [draftFor("twinningActivatedNotification", twin, "primary", input.nowMs)], input.nowMs);
+    return { kind: "activated", twin, codeId: code.code_id, notifications };
+  });
+}
+
+export function findTwinOfPrimary(d: SqliteDatabase, primary: string, ref: TwinRef): Twin | undefined {
+  const row =
+    ref.kind === "twinId"
+      ? (d.sql(`SELECT * FROM twins WHERE twin_id = ? AND primary_address = ? AND active = 1`).get(ref.twinId, primary) as TwinRow | undefined)
+      : ref.kind === "secondary"
+        ? (d.sql(`SELECT * FROM twins WHERE secondary_address = ? AND primary_address = ? AND active = 1`).get(ref.address, primary) as TwinRow | undefined)
+        : (d.sql(`SELECT * FROM twins WHERE name = ? AND primary_address = ? AND active = 1`).get(ref.name, primary) as TwinRow | undefined);
+  return row ? toTwin(row) : undefined;
+}
+
+export function findTwinOfSecondary(d: SqliteDatabase, secondary: string): Twin | undefined {
+  const row = activeTwinOfSecondary(d, secondary);
+  return row ? toTwin(row) : undefined;
+}
+
+export function getTwin(d: SqliteDatabase, twinId: string): Twin | undefined {
+  const row = twinRow(d, twinId);
+  return row ? toTwin(row) : undefined;
+}
+
+export function listTwinsOfPrimary(d: SqliteDatabase, primary: string): Twin[] {
+  return (d.sql(`SELECT * FROM twins WHERE primary_address = ? AND active = 1 ORDER BY created_at, twin_id`).all(primary) as TwinRow[]).map(toTwin);
+}
+
+/** The active twin, or POL1038 (a deactivated twin cannot change). */
+function activeTwin(d: SqliteDatabase, twinId: string): TwinRow {
+  const row = twinRow(d, twinId);
+  if (!row) throw new TwinningError("not_found", { variables: ["twin"] });
+  if (row.active !== 1) throw new TwinningError("update_not_allowed", { variables: ["the twin is deactivated"] });
+  return row;
+}
+
+export function renameTwin(d: SqliteDatabase, input: { twinId: string; name: string; nowMs: number }): Twin {
+  return d.write(() => {
+    const row = activeTwin(d, input.twinId);
+    if (row.name !== input.name) {
+      const taken = d.sql(`SELECT 1 FROM twins WHERE primary_address = ? AND name = ? AND active = 1`).get(row.primary_address, input.name);
+      if (taken) throw new TwinningError("invalid_input", { variables: ["name"], detail: "name already used by another twin of this primary" });
+      d.sql(`UPDATE twins SET name = ?, updated_at = ? WHERE twin_id = ?`).run(input.name, input.nowMs, input.twinId);
+    }
+    return toTwin(twinRow(d, input.twinId)!);
+  });
+}
+
+export function changeTwinStatus(d: SqliteDatabase, input: ChangeStatusInput): ChangeResult {
+  return d.write(() => {
+    const row = activeTwin(d, input.twinId);
+    if (row.status === input.status) return { twin: toTwin(row), changed: false, notifications: [] };
+    d.sql(`UPDATE twins SET status = ?, version = version + 1, status_origin = ?, updated_at = ? WHERE twin_id = ?`).run(
+      input.status,
+      input.origin,
+      input.nowMs,
+      input.twinId,
+    );
+    const twin = toTwin(twinRow(d, input.twinId)!);
+    const notifications = recordNotifications(d, [draftFor("twinningStatusNotification", twin, input.changedBy, input.nowMs)], input.nowMs);
+    return { twin, changed: true, notifications };
+  });
+}
+
+export function deactivateTwin(d: SqliteDatabase, input: DeactivateInput): ChangeResult {
+  return d.write(() => {
+    activeTwin(d, input.twinId);
+    d.sql(`UPDATE twins SET active = 0, updated_at = ? WHERE twin_id = ?`).run(input.nowMs, input.twinId);
+    const twin = toTwin(twinRow(d, input.twinId)!);
+    const notifications = recordNotifications(d, [draftFor("twinningDeactivatedNotification", twin, input.changedBy, input.nowMs)], input.nowMs);
+    return { twin, changed: true, notifications };
+  });
+}

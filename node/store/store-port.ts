@@ -1,0 +1,190 @@
+import type { NotificationDraft, StoredNotification } from "../domain/notification.ts";
+import type { Twin, TwinRef, TwinRole, TwinStatus } from "../domain/twin.ts";
+
+/**
+ * The storage port: every method is one whole domain operation and one transaction, so a
+ * PostgreSQL implementation can serve many replicas without touching callers. Rule
+ * violations that must be decided atomically with the write (HLF-TE-008/009, policy caps)
+ * are thrown as TwinningError by the implementation; `test/store/store-contract.ts` is the
+ * shared suite every implementation must pass.
+ */
+export interface TwinningStore {
+  // --- subscribers (admin API) ---
+  putSubscriber(record: SubscriberRecord): Promise<{ created: boolean }>;
+  getSubscriber(address: string): Promise<SubscriberRecord | undefined>;
+  deleteSubscriber(address: string): Promise<boolean>;
+
+  // --- activation codes (HLF-SD-001..003, HLF-TE-005) ---
+  /** Supersedes the secondary's pending codes and stores the new one; checks the secondary's role. */
+  issueActivationCode(input: IssueCodeInput): Promise<IssueCodeResult>;
+  getActivationCode(secondaryAddress: string, codeId: string, nowMs: number): Promise<ActivationCodeRecord | undefined>;
+  /** Rate limit, code match, role rules, twin creation and code consumption, atomically. */
+  redeemActivationCode(input: RedeemCodeInput): Promise<RedeemCodeResult>;
+
+  // --- twins (HLF-PD-*, HLF-SD-004..007, HLF-TE-*) ---
+  listTwinsOfPrimary(primaryAddress: string): Promise<Twin[]>;
+  /** An active twin of this primary named by ref, or undefined. */
+  findTwinOfPrimary(primaryAddress: string, ref: TwinRef): Promise<Twin | undefined>;
+  /** The secondary's active twin, if any (it has at most one, HLF-TE-009). */
+  findTwinOfSecondary(secondaryAddress: string): Promise<Twin | undefined>;
+  /** A twin by id, active or deactivated. */
+  getTwin(twinId: string): Promise<Twin | undefined>;
+  renameTwin(input: { twinId: string; name: string; nowMs: number }): Promise<Twin>;
+  /** Sets the status if it differs; bumps the version; records the notifications. */
+  changeTwinStatus(input: ChangeStatusInput): Promise<ChangeResult>;
+  deactivateTwin(input: DeactivateInput): Promise<ChangeResult>;
+
+  // --- subscriptions and notifications (HLF-PD-007, HLF-SD-008, HLF-CM-005) ---
+  createSubscription(input: CreateSubscriptionInput): Promise<{ subscription: SubscriptionRecord; replayed: boolean }>;
+  listSubscriptions(address: string, role: TwinRole, nowMs: number): Promise<SubscriptionRecord[]>;
+  getSubscription(address: string, role: TwinRole, id: string, nowMs: number): Promise<SubscriptionRecord | undefined>;
+  deleteSubscription(address: string, role: TwinRole, id: string): Promise<boolean>;
+  /** The subscriber's committed notifications after `afterId` (SSE replay by Last-Event-ID). */
+  notificationsAfter(address: string, role: TwinRole, afterId: number, limit: number): Promise<StoredNotification[]>;
+  latestNotificationId(): Promise<number>;
+
+  // --- durable outbox ---
+  /** The oldest pending entry of each lane that is due, so order per lane holds. */
+  dueOutboxHeads(nowMs: number, limit: number): Promise<OutboxEntry[]>;
+  /** When the next pending entry becomes due, if any. */
+  nextOutboxDueAtMs(): Promise<number | undefined>;
+  completeOutboxEntry(id: number): Promise<void>;
+  failOutboxEntry(input: { id: number; attempts: number; nextAttemptAtMs: number | undefined; lastError: string; nowMs: number }): Promise<void>;
+  outboxStats(): Promise<{ pending: number; dead: number }>;
+  listDeadLetters(limit: number): Promise<OutboxEntry[]>;
+
+  /** Deletes expired codes, old attempts, old notifications and expired subscriptions. */
+  prune(input: { nowMs: number; notificationRetentionMs: number; attemptWindowMs: number }): Promise<void>;
+
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface SubscriberRecord {
+  readonly address: string;
+  readonly twinningEnabled: boolean;
+  /** scrypt hash of the device credential (never the credential). */
+  readonly credentialHash: string;
+  readonly updatedAtMs: number;
+}
+
+/** `clientCorrelator` idempotency (DESIGN "Device API"): same key + same request → first result. */
+export interface CorrelatorInput {
+  readonly subscriber: string;
+  readonly operation: string;
+  readonly key: string;
+  /** A digest of the request, to tell a retry from a different request (SVC0005). */
+  readonly fingerprint: string;
+  /** Opaque data the caller needs to rebuild the first answer (sealed by the caller). */
+  readonly replayData?: string;
+}
+
+export interface CorrelatorReplay {
+  readonly resourceId: string;
+  readonly replayData: string | undefined;
+}
+
+export type ActivationCodeState = "Pending" | "Used" | "Expired";
+
+export interface ActivationCodeRecord {
+  readonly codeId: string;
+  readonly secondaryAddress: string;
+  readonly secondaryOperatorId: string;
+  /** The operator that generated the code (HLF-SD-003). */
+  readonly issuerOperatorId: string;
+  readonly state: ActivationCodeState;
+  readonly expiresAtMs: number;
+  readonly createdAtMs: number;
+  readonly twinId: string | undefined;
+}
+
+export interface IssueCodeInput {
+  readonly codeId: string;
+  readonly secondaryAddress: string;
+  readonly secondaryOperatorId: string;
+  readonly issuerOperatorId: string;
+  readonly codeHash: string;
+  readonly nowMs: number;
+  readonly expiresAtMs: number;
+  readonly correlator?: CorrelatorInput;
+}
+
+export type IssueCodeResult =
+  | { readonly kind: "issued"; readonly code: ActivationCodeRecord }
+  | { readonly kind: "replayed"; readonly code: ActivationCodeRecord; readonly replay: CorrelatorReplay }
+  /** Another pending code has the same hash: draw a new code and try again. */
+  | { readonly kind: "collision" };
+
+export interface RedeemCodeInput {
+  readonly issuerOperatorId: string;
+  readonly codeHash: string;
+  /** Constant-time check of the stored hash against the presented code. */
+  readonly verify: (storedHash: string) => boolean;
+  readonly twinId: string;
+  readonly primaryAddress: string;
+  readonly primaryOperatorId: string;
+  /** undefined: the store picks a default name (HLF-TE-007). */
+  readonly name: string | undefined;
+  readonly nowMs: number;
+  readonly maxTwinsPerPrimary: number;
+  /** Failed-attempt budgets (HLF-CM-006): keys such as `primary:tel:+1…` with their limits. */
+  readonly attemptBudgets: readonly { key: string; limit: number }[];
+  readonly attemptWindowMs: number;
+  readonly correlator?: CorrelatorInput;
+}
+
+export type RedeemCodeResult =
+  | { readonly kind: "activated"; readonly twin: Twin; readonly codeId: string; readonly notifications: StoredNotification[] }
+  | { readonly kind: "replayed"; readonly twin: Twin }
+  | { readonly kind: "invalid-code" }
+  | { readonly kind: "rate-limited"; readonly retryAfterMs: number };
+
+export interface ChangeStatusInput {
+  readonly twinId: string;
+  readonly status: TwinStatus;
+  readonly changedBy: TwinRole;
+  readonly origin: string;
+  readonly nowMs: number;
+}
+
+export interface DeactivateInput {
+  readonly twinId: string;
+  readonly changedBy: TwinRole;
+  readonly nowMs: number;
+}
+
+export interface ChangeResult {
+  readonly twin: Twin;
+  readonly changed: boolean;
+  readonly notifications: StoredNotification[];
+}
+
+export interface SubscriptionRecord {
+  readonly subscriptionId: string;
+  readonly address: string;
+  readonly role: TwinRole;
+  readonly notifyUrl: string;
+  readonly callbackData: string | undefined;
+  readonly createdAtMs: number;
+  readonly expiresAtMs: number | undefined;
+}
+
+export interface CreateSubscriptionInput {
+  readonly subscription: SubscriptionRecord;
+  readonly maxPerSubscriber: number;
+  readonly correlator?: CorrelatorInput;
+}
+
+export interface OutboxEntry {
+  readonly id: number;
+  /** Entries of one lane are delivered in order, one at a time. */
+  readonly lane: string;
+  readonly kind: "callback";
+  readonly target: string;
+  readonly payload: string;
+  readonly attempts: number;
+  readonly createdAtMs: number;
+  readonly lastError: string | undefined;
+}
+
+export type { NotificationDraft };

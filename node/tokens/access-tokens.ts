@@ -1,0 +1,138 @@
+import { randomUUID } from "node:crypto";
+import { SignJWT, createLocalJWKSet, createRemoteJWKSet, errors, jwtVerify, type CryptoKey, type JWK, type JWTPayload, type JWTVerifyGetKey } from "jose";
+import { TwinningError } from "../errors/twinning-error.ts";
+import { isScope, type Principal, type Scope } from "./scopes.ts";
+
+/** RFC 9068 access tokens, signed by the node's own key and verified against its JWKS. */
+export const TOKEN_TYPE = "at+jwt";
+
+const audienceFor = (scope: Scope): string => (scope === "primary-services" ? "primary-services" : "twinning");
+
+export interface MintInput {
+  readonly subject: string;
+  readonly scope: Scope;
+  readonly ttlSeconds: number;
+  readonly twinId?: string;
+  readonly actor?: string;
+  readonly clientId?: string;
+}
+
+export interface ExternalIssuerOptions {
+  readonly issuer: string;
+  readonly jwksUrl: string;
+  readonly audience?: string | undefined;
+}
+
+export class AccessTokens {
+  readonly #key: CryptoKey;
+  readonly #kid: string;
+  readonly #localKeys: JWTVerifyGetKey;
+  readonly #external: (ExternalIssuerOptions & { keys: JWTVerifyGetKey }) | undefined;
+  readonly issuer: string;
+  readonly #nowMs: () => number;
+
+  constructor(options: {
+    issuer: string;
+    privateKey: CryptoKey;
+    publicJwks: JWK[];
+    kid: string;
+    external?: ExternalIssuerOptions | undefined;
+    nowMs: () => number;
+  }) {
+    this.issuer = options.issuer;
+    this.#key = options.privateKey;
+    this.#kid = options.kid;
+    this.#localKeys = createLocalJWKSet({ keys: options.publicJwks });
+    this.#external = options.external && { ...options.external, keys: createRemoteJWKSet(new URL(options.external.jwksUrl)) };
+    this.#nowMs = options.nowMs;
+  }
+
+  async mint(input: MintInput): Promise<{ token: string; expiresAtS: number }> {
+    const iat = Math.floor(this.#nowMs() / 1000);
+    const exp = iat + input.ttlSeconds;
+    const claims: JWTPayload = { scope: input.scope };
+    if (input.twinId) claims.twin_id = input.twinId;
+    if (input.actor) claims.act = { sub: input.actor };
+    if (input.clientId) claims.client_id = input.clientId;
+    const token = await new SignJWT(claims)
+      .setProtectedHeader({ alg: "ES256", kid: this.#kid, typ: TOKEN_TYPE })
+      .setIssuer(this.issuer)
+      .setSubject(input.subject)
+      .setAudience(audienceFor(input.scope))
+      .setIssuedAt(iat)
+      .setExpirationTime(exp)
+      .setJti(randomUUID())
+      .sign(this.#key);
+    return { token, expiresAtS: exp };
+  }
+
+  /**
+   * Verifies signature, type, issuer, audience and lifetime; revocation (twin deactivated,
+   * subscriber de-provisioned) is checked by the caller against the store on every use.
+   * jose failures become SVC2003 here, with the original kept as `cause` (never the token).
+   */
+  async verify(token: string): Promise<Principal> {
+    const currentDate = new Date(this.#nowMs());
+    try {
+      const { payload } = await jwtVerify(token, this.#localKeys, { issuer: this.issuer, typ: TOKEN_TYPE, currentDate, algorithms: ["ES256"] });
+      return toPrincipal(payload, "local");
+    } catch (error) {
+      const external = this.#external;
+      const fromExternal = external && unverifiedIssuer(token) === external.issuer;
+      if (!fromExternal) throw asInvalidToken(error);
+      try {
+        const { payload } = await jwtVerify(token, external.keys, {
+          issuer: external.issuer,
+          currentDate,
+          ...(external.audience ? { audience: external.audience } : {}),
+        });
+        const principal = toPrincipal(payload, "external");
+        // Only the node itself mints twin-scoped and primary-services tokens.
+        if (principal.scope !== "twinning") throw new TwinningError("invalid_token", { detail: "external token with a node-only scope" });
+        return principal;
+      } catch (externalError) {
+        throw asInvalidToken(externalError);
+      }
+    }
+  }
+}
+
+function unverifiedIssuer(token: string): string | undefined {
+  try {
+    const part = token.split(".")[1];
+    if (!part) return undefined;
+    const payload = JSON.parse(Buffer.from(part, "base64url").toString("utf8")) as { iss?: unknown };
+    return typeof payload.iss === "string" ? payload.iss : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function asInvalidToken(error: unknown): TwinningError {
+  if (error instanceof TwinningError) return error;
+  const detail = error instanceof errors.JOSEError ? error.code : "token verification failed";
+  return new TwinningError("invalid_token", { detail, cause: error });
+}
+
+function toPrincipal(payload: JWTPayload, source: Principal["source"]): Principal {
+  const scopes = typeof payload.scope === "string" ? payload.scope.split(" ").filter(isScope) : [];
+  // Exactly one of our scopes: a token must say plainly what it is for.
+  const scope = scopes.includes("twinning") ? "twinning" : scopes[0];
+  if (!scope || typeof payload.sub !== "string" || typeof payload.exp !== "number" || typeof payload.iss !== "string") {
+    throw new TwinningError("invalid_token", { detail: "token lacks sub, exp or a twinning scope" });
+  }
+  const act = payload.act as { sub?: unknown } | undefined;
+  return {
+    subject: payload.sub,
+    scope,
+    twinId: typeof payload.twin_id === "string" ? payload.twin_id : undefined,
+    actor: typeof act?.sub === "string" ? act.sub : undefined,
+    tokenId: typeof payload.jti === "string" ? payload.jti : "",
+    issuer: payload.iss,
+    issuedAtS: typeof payload.iat === "number" ? payload.iat : 0,
+    expiresAtS: payload.exp,
+    clientId: typeof payload.client_id === "string" ? payload.client_id : undefined,
+    audience: Array.isArray(payload.aud) ? (payload.aud[0] ?? "") : (payload.aud ?? ""),
+    source,
+  };
+}

@@ -1,0 +1,28 @@
+import { createHash, randomBytes, scrypt as scryptCallback, timingSafeEqual } from "node:crypto";
+import { promisify } from "node:util";
+
+const scrypt = promisify(scryptCallback) as (password: string, salt: Buffer, keylen: number, options: { N: number; r: number; p: number }) => Promise<Buffer>;
+
+/** Subscriber device credentials are stored as scrypt hashes: `scrypt$N$r$p$salt$hash`. */
+const N = 16_384;
+const R = 8;
+const P = 1;
+
+export async function hashCredential(credential: string): Promise<string> {
+  const salt = randomBytes(16);
+  const hash = await scrypt(credential, salt, 32, { N, r: R, p: P });
+  return `scrypt$${N}$${R}$${P}$${salt.toString("base64url")}$${hash.toString("base64url")}`;
+}
+
+export async function verifyCredential(credential: string, stored: string): Promise<boolean> {
+  const [scheme, n, r, p, salt, hash] = stored.split("$");
+  if (scheme !== "scrypt" || !n || !r || !p || !salt || !hash) return false;
+  const expected = Buffer.from(hash, "base64url");
+  const actual = await scrypt(credential, Buffer.from(salt, "base64url"), expected.length, { N: Number(n), r: Number(r), p: Number(p) });
+  return timingSafeEqual(actual, expected);
+}
+
+/** Constant-time equality of two secrets of any length (compares their SHA-256 digests). */
+export function secretsEqual(a: string, b: string): boolean {
+  return timingSafeEqual(createHash("sha256").update(a).digest(), createHash("sha256").update(b).digest());
+}

@@ -1,0 +1,27 @@
+/**
+ * OAU-002: the OAuth scopes of the twinning API (DESIGN "Tokens and scopes").
+ * - `twinning`: everything the subscriber may do on its own paths.
+ * - `twinning:twin`: toggle, query and deactivate the one twin named by `twin_id` (HLF-SD-005).
+ * - `primary-services`: the primary's messaging/NMS on the primary's behalf (HLF-SD-009).
+ */
+export const SCOPES = ["twinning", "twinning:twin", "primary-services"] as const;
+export type Scope = (typeof SCOPES)[number];
+
+export const isScope = (value: string): value is Scope => (SCOPES as readonly string[]).includes(value);
+
+/** Who a verified bearer token speaks for. */
+export interface Principal {
+  readonly subject: string;
+  readonly scope: Scope;
+  readonly twinId: string | undefined;
+  /** RFC 8693 `act.sub`: the secondary acting for the primary. */
+  readonly actor: string | undefined;
+  readonly tokenId: string;
+  readonly issuer: string;
+  readonly issuedAtS: number;
+  readonly expiresAtS: number;
+  readonly clientId: string | undefined;
+  readonly audience: string;
+  /** Minted by this node, or by the operator's external authorization server. */
+  readonly source: "local" | "external";
+}
