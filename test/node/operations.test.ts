@@ -1,0 +1,129 @@
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import Database from "better-sqlite3";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Api, enc, newAddress, startTestNode, type TestNode } from "../helpers/test-node.ts";
+
+const logLines: string[] = [];
+const logSink = new Writable({
+  write(chunk, _enc, done) {
+    logLines.push(...String(chunk).split("\n").filter(Boolean));
+    done();
+  },
+});
+
+let t: TestNode;
+let api: Api;
+beforeAll(async () => {
+  t = await startTestNode({ logLevel: "info" }, { logDestination: logSink });
+  api = new Api(t.url);
+});
+afterAll(async () => t.cleanup());
+
+describe("the API around the node", () => {
+  it("HLF-CM-001 HLF-CM-003 the API is HTTP/REST with its version in the resource URLs", async () => {
+    const doc = (await (await fetch(`${t.url}/twinning/v1/openapi.json`)).json()) as any;
+    const paths = Object.keys(doc.paths);
+    expect(paths.length).toBeGreaterThan(10);
+    for (const p of paths) expect(p.startsWith("/twinning/v1/") || p.startsWith("/admin/v1/")).toBe(true);
+  });
+
+  it("HLF-CM-002 HLF-CM-004 resource names follow the functions at the user level: primary twins, secondary twinning, activation codes", async () => {
+    const doc = (await (await fetch(`${t.url}/twinning/v1/openapi.json`)).json()) as any;
+    expect(doc.openapi).toBe("3.1.0");
+    expect(Object.keys(doc.paths)).toEqual(
+      expect.arrayContaining([
+        "/twinning/v1/secondary/{addr}/activationCodes",
+        "/twinning/v1/secondary/{addr}/twinning",
+        "/twinning/v1/secondary/{addr}/twinning/status",
+        "/twinning/v1/primary/{addr}/twins",
+        "/twinning/v1/primary/{addr}/twins/{ref}",
+        "/twinning/v1/primary/{addr}/twins/{ref}/status",
+        "/twinning/v1/{role}/{addr}/subscriptions",
+      ]),
+    );
+    expect(doc.paths["/twinning/v1/primary/{addr}/twins/{ref}/status"].put.requestBody.content["application/json"].schema).toBeDefined();
+    const page = await (await fetch(`${t.url}/twinning/v1/docs`)).text();
+    expect(page).toContain("/twinning/v1/primary/{addr}/twins");
+    expect(page).not.toContain("<script");
+  });
+
+  it("health, readiness and Prometheus metrics", async () => {
+    expect((await fetch(`${t.url}/healthz`)).status).toBe(200);
+    expect(await (await fetch(`${t.url}/readyz`)).json()).toEqual({ status: "ready" });
+    await fetch(`${t.url}/twinning/v1/primary/x/twins`);
+    const metrics = await (await fetch(`${t.url}/metrics`)).text();
+    expect(metrics).toMatch(/twinning_http_requests_total\{method="GET",route="\/twinning\/v1\/primary\/:addr\/twins",status="401"\} \d/);
+    expect(metrics).toContain("twinning_outbox_depth 0");
+    expect(metrics).toContain("twinning_http_request_duration_seconds_bucket");
+  });
+
+  it("JSON logs carry a request id and never a token, code or credential", async () => {
+    const [pa, sa] = [newAddress(), newAddress()];
+    const p = { address: pa, token: await api.subscriber(t.node.adminToken, pa) };
+    const s = { address: sa, token: await api.subscriber(t.node.adminToken, sa) };
+    const { codeResource, primaryTwinToken } = await api.twin(p, s);
+    const res = await api.call("GET", `/twinning/v1/primary/${enc(pa)}/twins`, { token: p.token, headers: { "x-request-id": "trace-42" } });
+    expect(res.headers.get("x-request-id")).toBe("trace-42");
+    const entries = logLines.map((l) => JSON.parse(l));
+    expect(entries.some((e) => e.requestId === "trace-42" && e.status === 200)).toBe(true);
+    const all = logLines.join("\n");
+    for (const secret of [p.token, s.token, primaryTwinToken, t.node.adminToken, `secret-${pa.slice(-6)}`, `"${codeResource.code}"`]) expect(all).not.toContain(secret);
+  });
+});
+
+describe("graceful shutdown", () => {
+  it("on SIGTERM in-flight requests finish, the process exits 0 and the outbox keeps its entries", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "twinning-sigterm-"));
+    const child = spawn(process.execPath, ["--import", "tsx", "node/main.ts"], {
+      cwd: join(import.meta.dirname, "../.."),
+      env: { ...process.env, TWINNING_DATA_DIR: dataDir, TWINNING_DEVICE_PORT: "0", TWINNING_LOG_LEVEL: "silent" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    try {
+      let out = "";
+      const url = await new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`node did not start: ${out}`)), 15_000);
+        child.stdout.on("data", (d) => {
+          out += String(d);
+          const m = /Device API:\s+(http:\/\/\S+)\/twinning\/v1/.exec(out);
+          if (m) {
+            clearTimeout(timer);
+            resolve(m[1]!);
+          }
+        });
+      });
+      const admin = /Admin token: (\S+)/.exec(out)![1]!;
+      const api2 = new Api(url);
+      const [pa, sa] = [newAddress(), newAddress()];
+      const p = { address: pa, token: await api2.subscriber(admin, pa) };
+      const s = { address: sa, token: await api2.subscriber(admin, sa) };
+      const { twin } = await api2.twin(p, s);
+      // A callback nobody answers: the notification waits in the outbox.
+      await api2.call("POST", `/twinning/v1/secondary/${enc(sa)}/subscriptions`, { token: s.token, body: { callbackReference: { notifyURL: "http://127.0.0.1:9/unreachable" } } });
+      await api2.call("PUT", `/twinning/v1/primary/${enc(pa)}/twins/${twin.twinId}/status`, { token: p.token, body: { status: "Off" } });
+      // A long poll in flight when SIGTERM arrives.
+      const x = newAddress();
+      const xs = { address: x, token: await api2.subscriber(admin, x) };
+      const xc = await api2.call("POST", `/twinning/v1/secondary/${enc(x)}/activationCodes`, { token: xs.token });
+      const inFlight = api2.call("GET", `${new URL(xc.body.activationCode.resourceURL).pathname}?wait=20`, { token: xs.token });
+      await new Promise((r) => setTimeout(r, 200));
+      const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+      child.kill("SIGTERM");
+      const answered = await inFlight;
+      expect(answered.status).toBe(200);
+      expect(answered.body.activationCode.status).toBe("Pending");
+      expect(await exited).toBe(0);
+      const db = new Database(join(dataDir, "node-001-01.sqlite"), { readonly: true });
+      const row = db.prepare(`SELECT COUNT(*) AS n FROM outbox WHERE state = 'pending'`).get() as { n: number };
+      db.close();
+      expect(row.n).toBe(1);
+    } finally {
+      if (child.exitCode === null) child.kill("SIGKILL");
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,106 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ConfigError, mergeEnvironment, parseNodeConfig } from "../../node/config/node-config.ts";
+import { loadNodeConfig } from "../../node/config/load-config.ts";
+import { writeFileSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ManualClock } from "../helpers/manual-clock.ts";
+import { Api, enc, messageId, newAddress, startTestNode, type TestNode } from "../helpers/test-node.ts";
+
+describe("HLF-CM-006 service-provider policy is configuration, validated at start", () => {
+  it("HLF-CM-006 defaults: 6-digit codes, 300 s lifetime, attempt limits, twin cap, token lifetimes", () => {
+    const c = parseNodeConfig({});
+    expect(c.policy).toMatchObject({ codeLength: 6, codeTtlSeconds: 300, maxFailedAttemptsPerPrimary: 5, maxTwinsPerPrimary: 10, accessTokenTtlSeconds: 3600 });
+    expect(c.operatorId).toBe("001-01");
+  });
+
+  it("HLF-CM-006 a bad value fails with a message naming the field and where it came from", () => {
+    const { input, origins } = mergeEnvironment({}, { TWINNING_POLICY_CODE_LENGTH: "3", TWINNING_OPERATOR_ID: "1-1" });
+    expect(() => parseNodeConfig(input, origins)).toThrow(ConfigError);
+    try {
+      parseNodeConfig(input, origins);
+    } catch (error) {
+      expect((error as Error).message).toContain("policy.codeLength");
+      expect((error as Error).message).toContain("TWINNING_POLICY_CODE_LENGTH");
+      expect((error as Error).message).toContain("operatorId");
+    }
+    expect(() => parseNodeConfig({ policy: { codeTtlSecs: 10 } })).toThrow(/policy/);
+  });
+
+  it("HLF-CM-006 a config file and the environment combine; the environment wins", () => {
+    const dir = mkdtempSync(join(tmpdir(), "twinning-config-"));
+    try {
+      const file = join(dir, "node.json");
+      writeFileSync(file, JSON.stringify({ operatorId: "002-01", policy: { codeLength: 8, maxTwinsPerPrimary: 2 } }));
+      const c = loadNodeConfig({ TWINNING_CONFIG: file, TWINNING_POLICY_MAX_TWINS_PER_PRIMARY: "4", TWINNING_POLICY_ALLOWED_PEER_OPERATORS: "001-01, 003-001" });
+      expect(c.operatorId).toBe("002-01");
+      expect(c.policy.codeLength).toBe(8);
+      expect(c.policy.maxTwinsPerPrimary).toBe(4);
+      expect(c.policy.allowedPeerOperators).toEqual(["001-01", "003-001"]);
+      writeFileSync(file, "{not json");
+      expect(() => loadNodeConfig({ TWINNING_CONFIG: file })).toThrow(/not a JSON object/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("HLF-CM-006 policy in force on a node", () => {
+  let t: TestNode;
+  let api: Api;
+  const clock = new ManualClock();
+  beforeAll(async () => {
+    t = await startTestNode(
+      { policy: { codeLength: 8, maxFailedAttemptsPerPrimary: 3, maxFailedAttemptsPerOperator: 5, failedAttemptWindowSeconds: 600, accessTokenTtlSeconds: 120 } },
+      { nowMs: clock.now },
+    );
+    api = new Api(t.url);
+  });
+  afterAll(async () => t.cleanup());
+  const party = async () => {
+    const address = newAddress();
+    return { address, token: await api.subscriber(t.node.adminToken, address) };
+  };
+  const redeem = (p: { address: string; token: string }, code: string) =>
+    api.call("POST", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token, body: { activationCode: code, operatorId: "001-01" } });
+
+  it("HLF-CM-006 code length follows policy", async () => {
+    const s = await party();
+    const res = await api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/activationCodes`, { token: s.token });
+    expect(res.body.activationCode.code).toMatch(/^\d{8}$/);
+  });
+
+  it("HLF-CM-006 failed redemptions are limited per primary (429 POL3004 with Retry-After), even for the right code", async () => {
+    const [p, s] = [await party(), await party()];
+    const code = (await api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/activationCodes`, { token: s.token })).body.activationCode.code as string;
+    const wrong = code === "00000000" ? "11111111" : "00000000";
+    for (let i = 0; i < 3; i++) expect(messageId((await redeem(p, wrong)).body)).toBe("SVC3001");
+    const limited = await redeem(p, code);
+    expect([limited.status, messageId(limited.body)]).toEqual([429, "POL3004"]);
+    expect(Number(limited.headers.get("retry-after"))).toBe(600);
+    clock.advance(601_000);
+    const fresh = await api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/activationCodes`, { token: await api.token(s.address, `secret-${s.address.slice(-6)}`) });
+    const after = await redeem({ address: p.address, token: await api.token(p.address, `secret-${p.address.slice(-6)}`) }, fresh.body.activationCode.code);
+    expect(after.status).toBe(201);
+  });
+
+  it("HLF-CM-006 failed redemptions are limited per operator across primaries", async () => {
+    clock.advance(601_000);
+    const primaries = await Promise.all([party(), party(), party()]);
+    let limited = 0;
+    for (let i = 0; i < 6; i++) {
+      const res = await redeem(primaries[i % 3]!, "99999999");
+      if (res.status === 429) limited++;
+    }
+    // 5 failures are allowed operator-wide, the 6th is refused though no primary reached its own limit of 3.
+    expect(limited).toBe(1);
+  });
+
+  it("HLF-CM-006 access token lifetime follows policy; an expired token is refused", async () => {
+    const p = await party();
+    expect((await api.call("GET", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token })).status).toBe(200);
+    clock.advance(121_000);
+    const expired = await api.call("GET", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token });
+    expect([expired.status, messageId(expired.body)]).toEqual([401, "SVC2003"]);
+  });
+});

@@ -1,0 +1,111 @@
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { SignJWT, exportJWK, generateKeyPair, createLocalJWKSet, jwtVerify } from "jose";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Api, enc, messageId, newAddress, startTestNode, type TestNode } from "../helpers/test-node.ts";
+
+let t: TestNode;
+let api: Api;
+let jwksServer: Server;
+let externalKey: CryptoKey;
+const EXTERNAL_ISSUER = "https://idp.operator.test";
+
+beforeAll(async () => {
+  const pair = await generateKeyPair("ES256");
+  externalKey = pair.privateKey as CryptoKey;
+  const jwk = { ...(await exportJWK(pair.publicKey)), kid: "idp-1", alg: "ES256" };
+  jwksServer = createServer((_req, res) => {
+    res.setHeader("content-type", "application/json");
+    res.end(JSON.stringify({ keys: [jwk] }));
+  });
+  await new Promise<void>((r) => jwksServer.listen(0, "127.0.0.1", r));
+  const jwksUrl = `http://127.0.0.1:${(jwksServer.address() as AddressInfo).port}/jwks`;
+  t = await startTestNode({ externalIssuer: { issuer: EXTERNAL_ISSUER, jwksUrl, audience: "twinning" } });
+  api = new Api(t.url);
+});
+afterAll(async () => {
+  await t.cleanup();
+  await new Promise<void>((r) => jwksServer.close(() => r()));
+});
+
+const form = (body: string, headers: Record<string, string> = {}) =>
+  fetch(`${t.url}/oauth/token`, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded", ...headers }, body });
+const basic = (id: string, secret: string) => ({ authorization: `Basic ${Buffer.from(`${id}:${secret}`).toString("base64")}` });
+const introspect = (token: string) =>
+  fetch(`${t.url}/oauth/introspect`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${t.node.adminToken}`, "content-type": "application/x-www-form-urlencoded" },
+    body: `token=${encodeURIComponent(token)}`,
+  }).then((r) => r.json() as Promise<any>);
+
+describe("tokens", () => {
+  it("OAU-001 client_credentials with the provisioned credential gives an RFC 6749 answer and a JWT verifiable with the node's JWKS", async () => {
+    const a = newAddress();
+    await api.provision(t.node.adminToken, a, "device-secret-1");
+    const res = await form("grant_type=client_credentials&scope=twinning", basic(a, "device-secret-1"));
+    expect(res.status).toBe(200);
+    expect(res.headers.get("cache-control")).toBe("no-store");
+    const body = (await res.json()) as any;
+    expect(body).toMatchObject({ token_type: "Bearer", expires_in: 3600, scope: "twinning" });
+    const jwks = (await (await fetch(`${t.url}/.well-known/jwks.json`)).json()) as any;
+    expect(jwks.keys[0]).not.toHaveProperty("d");
+    const { payload, protectedHeader } = await jwtVerify(body.access_token, createLocalJWKSet(jwks), { issuer: "urn:twinning:operator:001-01" });
+    expect(protectedHeader.typ).toBe("at+jwt");
+    expect(payload).toMatchObject({ sub: a, scope: "twinning", client_id: a });
+  });
+
+  it("OAU-001 wrong credential, unknown client, wrong grant and unknown scope are refused in RFC 6749 form with the OMA body", async () => {
+    const a = newAddress();
+    await api.provision(t.node.adminToken, a, "device-secret-2");
+    const wrong = await form("grant_type=client_credentials", basic(a, "nope"));
+    expect(wrong.status).toBe(401);
+    const wrongBody = (await wrong.json()) as any;
+    expect(wrongBody.error).toBe("invalid_client");
+    expect(messageId(wrongBody)).toBe("SVC2003");
+    expect(JSON.stringify(wrongBody)).not.toContain("nope");
+    expect((await form("grant_type=client_credentials", basic(newAddress(), "x"))).status).toBe(401);
+    const grant = await form("grant_type=password", basic(a, "device-secret-2"));
+    expect([grant.status, ((await grant.json()) as any).error]).toEqual([400, "unsupported_grant_type"]);
+    const scope = await form("grant_type=client_credentials&scope=primary-services", basic(a, "device-secret-2"));
+    expect([scope.status, ((await scope.json()) as any).error]).toEqual([400, "invalid_scope"]);
+  });
+
+  it("OAU-002 scopes: twinning for the subscriber's own paths, twinning:twin bound to one twin, primary-services for the primary's services", async () => {
+    const [pa, sa] = [newAddress(), newAddress()];
+    const p = { address: pa, token: await api.subscriber(t.node.adminToken, pa) };
+    const s = { address: sa, token: await api.subscriber(t.node.adminToken, sa) };
+    const { twin, primaryTwinToken } = await api.twin(p, s);
+    const claims = JSON.parse(Buffer.from(primaryTwinToken.split(".")[1]!, "base64url").toString());
+    expect(claims).toMatchObject({ scope: "twinning:twin", twin_id: twin.twinId, sub: pa });
+    const twinScopedList = await api.call("GET", `/twinning/v1/primary/${enc(pa)}/twins`, { token: primaryTwinToken });
+    expect([twinScopedList.status, messageId(twinScopedList.body)]).toEqual([403, "POL2003"]);
+  });
+
+  it("RFC 7662 introspection: active with claims while the twin lives, inactive once deactivated; admin token required", async () => {
+    const [pa, sa] = [newAddress(), newAddress()];
+    const p = { address: pa, token: await api.subscriber(t.node.adminToken, pa) };
+    const s = { address: sa, token: await api.subscriber(t.node.adminToken, sa) };
+    const { twin } = await api.twin(p, s);
+    const ps = await api.call("POST", `/twinning/v1/secondary/${enc(sa)}/twinning/primaryServicesToken`, { token: s.token });
+    const live = await introspect(ps.body.primaryServices.accessToken);
+    expect(live).toMatchObject({ active: true, sub: pa, scope: "primary-services", act: { sub: sa }, twin_id: twin.twinId });
+    await api.call("DELETE", `/twinning/v1/primary/${enc(pa)}/twins/${twin.twinId}`, { token: p.token });
+    expect(await introspect(ps.body.primaryServices.accessToken)).toEqual({ active: false });
+    expect(await introspect("not-a-token")).toEqual({ active: false });
+    const anonymous = await fetch(`${t.url}/oauth/introspect`, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: "token=x" });
+    expect(anonymous.status).toBe(401);
+  });
+
+  it("OAU-001 bearer JWTs of the operator's own authorization server are accepted when configured", async () => {
+    const a = newAddress();
+    await api.provision(t.node.adminToken, a);
+    const mint = (claims: Record<string, unknown>, iss = EXTERNAL_ISSUER) =>
+      new SignJWT(claims).setProtectedHeader({ alg: "ES256", kid: "idp-1" }).setIssuer(iss).setSubject(a).setAudience("twinning").setIssuedAt().setExpirationTime("5m").sign(externalKey);
+    const ok = await api.call("GET", `/twinning/v1/primary/${enc(a)}/twins`, { token: await mint({ scope: "twinning openid" }) });
+    expect(ok.status).toBe(200);
+    const narrow = await api.call("GET", `/twinning/v1/primary/${enc(a)}/twins`, { token: await mint({ scope: "twinning:twin", twin_id: "x" }) });
+    expect([narrow.status, messageId(narrow.body)]).toEqual([401, "SVC2003"]);
+    const otherIssuer = await api.call("GET", `/twinning/v1/primary/${enc(a)}/twins`, { token: await mint({ scope: "twinning" }, "https://evil.test") });
+    expect([otherIssuer.status, messageId(otherIssuer.body)]).toEqual([401, "SVC2003"]);
+  });
+});
