@@ -26,6 +26,8 @@ const catalogue = {
   invalid_token: { messageId: "SVC2003", status: 401, kind: "serviceException", text: "Missing, invalid, expired or revoked access token" },
   invalid_code: { messageId: "SVC3001", status: 400, kind: "serviceException", text: "Activation code invalid, used or expired" },
   peer_unreachable: { messageId: "SVC3002", status: 503, kind: "serviceException", text: "Peer operator %1 is unreachable or refused the request" },
+  federation_rejected: { messageId: "SVC2003", status: 401, kind: "serviceException", text: "Signed federation message rejected: %1" },
+  peer_not_allowed: { messageId: "POL0001", status: 403, kind: "policyException", text: "A policy error occurred: %1" },
   policy_error: { messageId: "POL0001", status: 403, kind: "policyException", text: "A policy error occurred: %1" },
   role_mixture: { messageId: "POL1037", status: 403, kind: "policyException", text: "Twinning role mixture not allowed: %1" },
   update_not_allowed: { messageId: "POL1038", status: 403, kind: "policyException", text: "Twinning data update not allowed: %1" },

@@ -1,0 +1,90 @@
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { createFederationCa, createSigningKey, issueNodeCertificate, type SigningAlgorithm } from "./federation-pki.ts";
+
+const usage = `Usage: npm run certs -- <command> [options]
+
+  ca           --out DIR [--name NAME]
+               Creates the federation CA: DIR/ca.crt.pem, DIR/ca.key.pem (keep the key offline).
+  node         --ca DIR --operator MCC-MNC --out DIR [--host H ...]
+               Issues a node's TLS certificate (server + client) with urn:twinning:operator:MCC-MNC
+               in the SAN: DIR/node.crt.pem, DIR/node.key.pem. Hosts default to 127.0.0.1 and localhost.
+  signing-key  --operator MCC-MNC --out DIR [--alg ES256|EdDSA] [--kid KID]
+               Creates the node's JWS signing key: DIR/signing-key.jwk.json (private) and
+               DIR/signing-jwks.json (public; give it to peers or serve it).
+`;
+
+const write = (file: string, text: string, mode = 0o644) => {
+  writeFileSync(file, text, { mode });
+  process.stdout.write(`wrote ${file}\n`);
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      out: { type: "string" },
+      name: { type: "string" },
+      ca: { type: "string" },
+      operator: { type: "string" },
+      host: { type: "string", multiple: true },
+      alg: { type: "string" },
+      kid: { type: "string" },
+    },
+    strict: true,
+  });
+  const need = (key: keyof typeof values): string => {
+    const v = values[key];
+    if (typeof v !== "string" || !v) throw new Error(`--${key} is required`);
+    return v;
+  };
+  const operator = () => {
+    const id = need("operator");
+    if (!/^\d{3}-\d{2,3}$/.test(id)) throw new Error("--operator must be MCC-MNC, e.g. 001-01");
+    return id;
+  };
+  switch (command) {
+    case "ca": {
+      const out = need("out");
+      mkdirSync(out, { recursive: true });
+      const ca = await createFederationCa(values.name ? { name: values.name } : {});
+      write(join(out, "ca.crt.pem"), ca.certPem);
+      write(join(out, "ca.key.pem"), ca.keyPem, 0o600);
+      return 0;
+    }
+    case "node": {
+      const caDir = need("ca");
+      const out = need("out");
+      const operatorId = operator();
+      mkdirSync(out, { recursive: true });
+      const ca = { certPem: readFileSync(join(caDir, "ca.crt.pem"), "utf8"), keyPem: readFileSync(join(caDir, "ca.key.pem"), "utf8") };
+      const node = await issueNodeCertificate({ ca, operatorId, ...(values.host ? { hosts: values.host } : {}) });
+      write(join(out, "node.crt.pem"), node.certPem);
+      write(join(out, "node.key.pem"), node.keyPem, 0o600);
+      return 0;
+    }
+    case "signing-key": {
+      const out = need("out");
+      const alg = (values.alg ?? "ES256") as SigningAlgorithm;
+      if (alg !== "ES256" && alg !== "EdDSA") throw new Error("--alg must be ES256 or EdDSA");
+      mkdirSync(out, { recursive: true });
+      const key = await createSigningKey({ operatorId: operator(), alg, ...(values.kid ? { kid: values.kid } : {}) });
+      write(join(out, "signing-key.jwk.json"), JSON.stringify(key.privateJwk, null, 2) + "\n", 0o600);
+      write(join(out, "signing-jwks.json"), JSON.stringify(key.jwks, null, 2) + "\n");
+      return 0;
+    }
+    default:
+      process.stdout.write(usage);
+      return command === undefined || command === "help" || command === "--help" ? 0 : 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    process.stderr.write(`certs: ${(error as Error).message}\n\n${usage}`);
+    process.exit(2);
+  },
+);

@@ -1,0 +1,129 @@
+import { Agent, request } from "undici";
+import { TwinningError } from "../node/errors/twinning-error.ts";
+import { FEDERATION_CONTENT_TYPE, verifyMessage, type MessageSigner } from "./message-codec.ts";
+import type { PeerRegistry } from "./peer-registry.ts";
+
+export const FEDERATION_BASE = "/federation/v1";
+
+export interface PeerAnswer {
+  readonly status: number;
+  readonly body: any;
+}
+
+export interface PeerClientOptions {
+  readonly operatorId: string;
+  readonly registry: PeerRegistry;
+  readonly signer: MessageSigner;
+  readonly tls: { readonly ca: string; readonly cert: string; readonly key: string };
+  readonly nowMs: () => number;
+  /** Deadline of one signed call (connect + answer). */
+  readonly timeoutMs: number;
+  readonly maxSkewSeconds: number;
+  readonly maxLifetimeSeconds: number;
+}
+
+/**
+ * Signed calls to peer operators over mutual TLS. One keep-alive undici Agent per peer, so a
+ * warm connection carries every message without a new TLS handshake (`handshakes` counts them).
+ * Transport failures and unsigned answers become SVC3002; the peer's signed answer, whatever
+ * its status, is returned for the caller to interpret.
+ */
+export class PeerClient {
+  readonly #o: PeerClientOptions;
+  readonly #agents = new Map<string, Agent>();
+  /** New TLS connections opened to peers since start. */
+  handshakes = 0;
+
+  constructor(options: PeerClientOptions) {
+    this.#o = options;
+  }
+
+  #agent(operatorId: string): Agent {
+    let agent = this.#agents.get(operatorId);
+    if (!agent) {
+      agent = new Agent({
+        connect: { ca: this.#o.tls.ca, cert: this.#o.tls.cert, key: this.#o.tls.key, rejectUnauthorized: true },
+        keepAliveTimeout: 60_000,
+        keepAliveMaxTimeout: 600_000,
+        connections: 16,
+      });
+      agent.on("connect", () => {
+        this.handshakes += 1;
+      });
+      this.#agents.set(operatorId, agent);
+    }
+    return agent;
+  }
+
+  async send(operatorId: string, message: { method: "GET" | "POST" | "PUT" | "DELETE"; path: string; msgId: string; body?: unknown }): Promise<PeerAnswer> {
+    const peer = this.#o.registry.get(operatorId);
+    if (!peer) throw new TwinningError("peer_unreachable", { variables: [operatorId], detail: "not in the peer registry" });
+    const htu = `${peer.federationUrl}${FEDERATION_BASE}${message.path}`;
+    const signed =
+      message.method === "GET" ? undefined : await this.#o.signer.sign({ aud: operatorId, htm: message.method, htu, msgId: message.msgId, body: message.body ?? {} });
+    let status: number;
+    let text: string;
+    let contentType: string;
+    try {
+      const res = await request(htu, {
+        method: message.method,
+        dispatcher: this.#agent(operatorId),
+        headers: { "content-type": FEDERATION_CONTENT_TYPE, "x-twinning-msgid": message.msgId },
+        ...(signed ? { body: signed } : {}),
+        headersTimeout: this.#o.timeoutMs,
+        bodyTimeout: this.#o.timeoutMs,
+        signal: AbortSignal.timeout(this.#o.timeoutMs),
+      });
+      status = res.statusCode;
+      contentType = String(res.headers["content-type"] ?? "");
+      text = await res.body.text();
+    } catch (error) {
+      throw new TwinningError("peer_unreachable", { variables: [operatorId], detail: `transport: ${(error as Error).message}`, cause: error });
+    }
+    if (!contentType.startsWith(FEDERATION_CONTENT_TYPE)) {
+      throw new TwinningError("peer_unreachable", { variables: [operatorId], detail: `unsigned answer ${status}: ${text.slice(0, 160)}` });
+    }
+    const claims = await verifyMessage(text, {
+      issuer: operatorId,
+      audience: this.#o.operatorId,
+      htm: message.method,
+      htu,
+      msgId: message.msgId,
+      getKey: (header) => peer.keys(header as never, undefined as never),
+      nowMs: this.#o.nowMs(),
+      maxSkewSeconds: this.#o.maxSkewSeconds,
+      maxLifetimeSeconds: this.#o.maxLifetimeSeconds,
+    }).catch((error: unknown) => {
+      throw new TwinningError("peer_unreachable", { variables: [operatorId], detail: `answer rejected: ${(error as TwinningError).detail ?? "invalid"}`, cause: error });
+    });
+    return { status, body: claims.body };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.#agents.values()].map((a) => a.close().catch(() => undefined)));
+    this.#agents.clear();
+  }
+}
+
+/** A peer's OMA error answer becomes our error (same messageId), so devices see the real cause. */
+export function peerErrorToTwinningError(operatorId: string, answer: PeerAnswer): TwinningError {
+  const e = answer.body?.requestError;
+  const ex = e?.serviceException ?? e?.policyException;
+  const id: string | undefined = ex?.messageId;
+  const map: Record<string, ConstructorParameters<typeof TwinningError>[0]> = {
+    SVC3001: "invalid_code",
+    POL1037: "role_mixture",
+    POL3001: "secondary_already_twinned",
+    POL3003: "too_many_twins",
+    POL3004: "too_many_attempts",
+    POL1038: "update_not_allowed",
+    SVC0002: "invalid_input",
+  };
+  const code = id ? map[id] : undefined;
+  if (code && answer.status < 500) {
+    const variables = Array.isArray(ex?.variables) ? (ex.variables as unknown[]).map(String).slice(0, 4) : [];
+    const retry = code === "too_many_attempts" ? Number(variables[0]) || 60 : undefined;
+    return new TwinningError(code, { variables, detail: `from peer ${operatorId}`, ...(retry ? { retryAfterSeconds: retry } : {}) });
+  }
+  return new TwinningError("peer_unreachable", { variables: [operatorId], detail: `peer answered ${answer.status} ${id ?? ""}` });
+}
