@@ -25,6 +25,7 @@ async function main(): Promise<void> {
       "",
       `Twinning node ${node.operatorId} is running.`,
       `  Device API:  ${node.deviceUrl}/twinning/v1   (reference: ${node.deviceUrl}/twinning/v1/docs)`,
+      ...(node.federationUrl ? [`  Federation:  ${node.federationUrl}/federation/v1   (mutual TLS)`] : []),
       `  Admin token: ${node.adminToken}`,
       `  Database:    ${node.databaseFile}`,
       "",
@@ -41,6 +42,12 @@ async function main(): Promise<void> {
   };
   process.on("SIGTERM", () => shutdown("SIGTERM"));
   process.on("SIGINT", () => shutdown("SIGINT"));
+  process.on("SIGHUP", () => {
+    node.reloadFederation().then(
+      (r) => process.stdout.write(`SIGHUP: reloaded ${r.peers} peers and ${r.keys} signing keys\n`),
+      (error: unknown) => process.stderr.write(`SIGHUP: reload failed, keeping the previous peers: ${(error as Error).message}\n`),
+    );
+  });
 }
 
 await main();

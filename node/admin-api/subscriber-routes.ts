@@ -73,6 +73,27 @@ export function registerAdminRoutes(app: App, ctx: NodeContext): void {
   addRoute(
     app,
     createRoute({
+      method: "post",
+      path: "/admin/v1/peers/reload",
+      tags,
+      summary: "Re-read the peer list and this node's signing keys, without a restart",
+      security: admin,
+      middleware: [guard] as const,
+      responses: { 200: { description: "Reloaded", content: { "application/json": { schema: z.object({ peers: z.number(), keys: z.number() }) } } }, ...errorResponses },
+    }),
+    async (c) => {
+      if (!ctx.federation) throw new TwinningError("policy_error", { variables: ["federation is not configured"] });
+      try {
+        return json(c, await ctx.federation.reload());
+      } catch (error) {
+        throw new TwinningError("invalid_input", { variables: ["peers"], detail: (error as Error).message, cause: error });
+      }
+    },
+  );
+
+  addRoute(
+    app,
+    createRoute({
       method: "get",
       path: "/admin/v1/deadLetters",
       tags,

@@ -27,7 +27,7 @@ const policySchema = z
     twinTokenTtlSeconds: z.number().int().min(60).max(31_536_000).default(2_592_000),
     /** Lifetime of a `primary-services` token (HLF-SD-009). */
     primaryServicesTokenTtlSeconds: z.number().int().min(60).max(86_400).default(900),
-    /** Operators this node federates with (HLF-IC-*); empty means intra-operator only. */
+    /** Operators this node may federate with (HLF-IC-*); empty means every operator in the peer list. */
     allowedPeerOperators: z.array(operatorId).default([]),
   })
   .strict();
@@ -65,6 +65,32 @@ const deliverySchema = z
     maxAgeSeconds: z.number().int().min(1).max(2_592_000).default(86_400),
     /** Entries delivered concurrently (one at a time per lane, so order per target holds). */
     concurrency: z.number().int().min(1).max(256).default(16),
+  })
+  .strict();
+
+const federationSchema = z
+  .object({
+    /** The federation listener (mutual TLS), separate from the device listener. */
+    host: z.string().min(1).default("127.0.0.1"),
+    /** 0 lets the OS pick. */
+    port: z.number().int().min(0).max(65_535).default(8443),
+    /** Our federation base URL as peers call it (the `htu` they sign); default https://host:port. */
+    publicUrl: z.url().optional(),
+    /** The federation CA (PEM) that every peer certificate must chain to. */
+    caFile: z.string().min(1),
+    /** This node's certificate and key (PEM), with urn:twinning:operator:<operatorId> in the SAN. */
+    certFile: z.string().min(1),
+    keyFile: z.string().min(1),
+    /** Private JWK files of our signing keys: the first signs, all are published (rotation overlap). */
+    signingKeyFiles: z.array(z.string().min(1)).min(1),
+    /** JSON file `{peers:[…]}` re-read on reload (SIGHUP or POST /admin/v1/peers/reload). */
+    peersFile: z.string().min(1).optional(),
+    /** Deadline of one synchronous signed call to a peer. */
+    callTimeoutMs: z.number().int().min(100).max(60_000).default(5_000),
+    /** Clock skew tolerated on iat/exp (DESIGN: 30 s). */
+    maxClockSkewSeconds: z.number().int().min(0).max(300).default(30),
+    /** Longest exp - iat accepted and used (DESIGN: 60 s). */
+    maxMessageLifetimeSeconds: z.number().int().min(1).max(300).default(60),
   })
   .strict();
 
@@ -106,6 +132,8 @@ const configSchema = z
     policy: policySchema.default(policySchema.parse({})),
     limits: limitsSchema.default(limitsSchema.parse({})),
     delivery: deliverySchema.default(deliverySchema.parse({})),
+    /** Federation with other operators (HLF-IC-*); absent: intra-operator only. */
+    federation: federationSchema.optional(),
   })
   .strict();
 
@@ -114,6 +142,7 @@ export type NodeConfig = z.output<typeof configSchema>;
 export type Policy = NodeConfig["policy"];
 export type Limits = NodeConfig["limits"];
 export type DeliveryOptions = NodeConfig["delivery"];
+export type FederationOptions = NonNullable<NodeConfig["federation"]>;
 
 export class ConfigError extends Error {
   override readonly name = "ConfigError";

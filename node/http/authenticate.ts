@@ -6,7 +6,7 @@ import { secretsEqual } from "../tokens/credentials.ts";
 import type { Principal, Scope } from "../tokens/scopes.ts";
 import type { AppEnv } from "./app-env.ts";
 
-const BEARER = /^Bearer ([A-Za-z0-9\-._~+/]+=*)$/;
+const BEARER = /^Bearer ([A-Za-z0-9\-._~+/]+=*)$/i; // RFC 7235: the scheme is case-insensitive
 
 export function bearerToken(header: string | undefined): string {
   const match = header ? BEARER.exec(header) : null;

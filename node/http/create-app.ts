@@ -1,5 +1,5 @@
+import { limitBody } from "./body-limit.ts";
 import { OpenAPIHono } from "@hono/zod-openapi";
-import { bodyLimit } from "hono/body-limit";
 import { requestId } from "hono/request-id";
 import { matchedRoutes } from "hono/route";
 import { registerAdminRoutes } from "../admin-api/subscriber-routes.ts";
@@ -33,15 +33,7 @@ export function createDeviceApp(ctx: NodeContext): OpenAPIHono<AppEnv> {
     ctx.metrics.latency.observe({ method: c.req.method, route }, seconds);
     logger.info({ method: c.req.method, route, status: c.res.status, ms: Math.round(seconds * 1e4) / 10 }, "request");
   });
-  app.use(
-    "*",
-    bodyLimit({
-      maxSize: ctx.config.limits.maxBodyBytes,
-      onError: () => {
-        throw new TwinningError("body_too_large", { variables: ["body"] });
-      },
-    }),
-  );
+  app.use("*", limitBody(ctx.config.limits.maxBodyBytes));
   // JSON APIs take JSON: anything else with a body is SVC0002 naming Content-Type.
   app.use("/twinning/*", requireJsonBody);
   app.use("/admin/*", requireJsonBody);

@@ -21,6 +21,8 @@ export function registerOperationalRoutes(app: App, ctx: NodeContext): void {
   app.get("/twinning/v1/docs", (c) => c.html(referencePage((cached ??= document()))));
 
   app.get("/.well-known/jwks.json", (c) => c.json(ctx.jwks(), 200, { "cache-control": "public, max-age=300" }));
+  // Our federation signing keys, for peers that configure a jwksUrl (public keys only).
+  app.get("/.well-known/federation-jwks.json", (c) => (ctx.federation ? c.json(ctx.federation.jwks(), 200, { "cache-control": "public, max-age=60" }) : c.json({ keys: [] })));
   app.get("/healthz", (c) => c.json({ status: "ok" }));
   app.get("/readyz", async (c) => {
     if (ctx.lifecycle.aborted) return c.json({ status: "shutting down" }, 503);

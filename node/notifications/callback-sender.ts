@@ -4,12 +4,15 @@ import type { OutboxEntry } from "../store/store-port.ts";
 /** A failed delivery: the receiver's status and a shortened body, never our payload. */
 export class DeliveryError extends Error {
   override readonly name = "DeliveryError";
+  /** True when retrying cannot succeed (a definite refusal): the entry becomes a dead letter. */
+  readonly permanent: boolean;
   constructor(
     message: string,
     readonly status: number | undefined,
-    options?: { cause?: unknown },
+    options: { cause?: unknown; permanent?: boolean } = {},
   ) {
-    super(message, options);
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.permanent = options.permanent ?? false;
   }
 }
 

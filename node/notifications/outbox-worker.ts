@@ -1,6 +1,7 @@
 import pRetry from "p-retry";
 import type { Logger } from "pino";
 import type { OutboxEntry, TwinningStore } from "../store/store-port.ts";
+import { DeliveryError } from "./callback-sender.ts";
 import { nextRetryDelayMs, type RetryPolicyOptions } from "./retry-policy.ts";
 
 export interface OutboxWorkerOptions {
@@ -82,13 +83,20 @@ export class OutboxWorker {
   async #deliverOne(entry: OutboxEntry): Promise<void> {
     const o = this.#o;
     try {
-      await pRetry(() => o.deliver(entry), { retries: o.quickRetries ?? 1, minTimeout: 50, maxTimeout: 250, randomize: true });
+      await pRetry(() => o.deliver(entry), {
+        retries: o.quickRetries ?? 1,
+        minTimeout: 50,
+        maxTimeout: 250,
+        randomize: true,
+        shouldRetry: ({ error }) => !(error instanceof DeliveryError && error.permanent),
+      });
       await o.store.completeOutboxEntry(entry.id);
       o.onDelivered?.(entry);
     } catch (error) {
       const attempts = entry.attempts + 1;
       const nowMs = o.nowMs();
-      const delay = nextRetryDelayMs({ attempts, ageMs: nowMs - entry.createdAtMs }, o.policy);
+      const permanent = error instanceof DeliveryError && error.permanent;
+      const delay = permanent ? undefined : nextRetryDelayMs({ attempts, ageMs: nowMs - entry.createdAtMs }, o.policy);
       const lastError = ((error as Error).message ?? "delivery failed").slice(0, 300);
       await o.store
         .failOutboxEntry({ id: entry.id, attempts, nextAttemptAtMs: delay === undefined ? undefined : nowMs + delay, lastError, nowMs })

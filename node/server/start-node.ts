@@ -19,6 +19,9 @@ import { SqliteStore } from "../store/sqlite/sqlite-store.ts";
 import type { TwinningStore } from "../store/store-port.ts";
 import { AccessTokens } from "../tokens/access-tokens.ts";
 import { loadOrCreateSecrets } from "./node-secrets.ts";
+import { Federation } from "../federation/federation.ts";
+import { createFederationApp } from "../federation/federation-app.ts";
+import { createPeerSender } from "../federation/peer-delivery.ts";
 
 export interface StartNodeOptions {
   /** Injected clock; defaults to Date.now. */
@@ -38,7 +41,11 @@ export interface RunningNode {
   readonly adminToken: string;
   readonly adminTokenCreated: boolean;
   readonly databaseFile: string;
+  /** Base URL of the federation listener (mutual TLS), when federation is configured. */
+  readonly federationUrl: string | undefined;
   readonly context: NodeContext;
+  /** Re-reads the peer list and our signing keys (SIGHUP, POST /admin/v1/peers/reload). */
+  reloadFederation(): Promise<{ peers: number; keys: number }>;
   /** Graceful stop: streams end, in-flight requests finish, the outbox keeps its state. */
   stop(): Promise<void>;
 }
@@ -55,10 +62,15 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
   const lifecycle = new AbortController();
   const dispatcher = new Agent({ keepAliveTimeout: 30_000, connections: 32 });
   let baseUrl = config.device.publicUrl?.replace(/\/$/, "") ?? "";
+  const federation = config.federation
+    ? await Federation.create({ operatorId: config.operatorId, options: config.federation, allowedPeers: config.policy.allowedPeerOperators, nowMs })
+    : undefined;
+  const sendCallback = createCallbackSender({ dispatcher, timeoutMs: config.limits.callbackTimeoutMs });
+  const sendToPeer = federation ? createPeerSender(federation) : undefined;
 
   const outbox = new OutboxWorker({
     store,
-    deliver: createCallbackSender({ dispatcher, timeoutMs: config.limits.callbackTimeoutMs }),
+    deliver: (entry) => (entry.kind === "peer" && sendToPeer ? sendToPeer(entry) : sendCallback(entry)),
     policy: { ...config.delivery, maxAgeMs: config.delivery.maxAgeSeconds * 1000 },
     concurrency: config.delivery.concurrency,
     nowMs,
@@ -84,6 +96,8 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
     metrics,
     logger,
     adminToken: secrets.adminToken,
+    federation,
+    wakeOutbox: () => outbox.wake(),
     nowMs,
     deviceBaseUrl: () => baseUrl,
     jwks: () => ({ keys: [secrets.signingKey.publicJwk] }),
@@ -115,6 +129,28 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
   if (!baseUrl) baseUrl = `${tls ? "https" : "http"}://${host}:${address.port}`;
 
+  let federationServer: ServerType | undefined;
+  if (federation && config.federation) {
+    const f = config.federation;
+    const fedApp = createFederationApp(context, federation);
+    federationServer = await new Promise<ServerType>((resolveListening, reject) => {
+      const s = serve(
+        {
+          fetch: fedApp.fetch,
+          hostname: f.host,
+          port: f.port,
+          createServer: createHttpsServer,
+          // requestCert without rejectUnauthorized: a foreign certificate gets a clear error body instead of a bare TLS failure.
+          serverOptions: { cert: federation.tls.cert, key: federation.tls.key, ca: federation.tls.ca, requestCert: true, rejectUnauthorized: false, maxHeaderSize: 16_384 },
+        },
+        () => resolveListening(s),
+      );
+      s.once("error", reject);
+    });
+    const fedAddress = federationServer.address() as AddressInfo;
+    federation.publicUrl = f.publicUrl?.replace(/\/$/, "") ?? `https://${fedAddress.family === "IPv6" ? `[${fedAddress.address}]` : fedAddress.address}:${fedAddress.port}`;
+  }
+
   outbox.start();
   const pruneTimer = setInterval(() => {
     store
@@ -122,23 +158,38 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
       .catch((error: unknown) => logger.warn({ err: error }, "prune failed"));
   }, 60_000);
   pruneTimer.unref();
-  logger.info({ deviceUrl: baseUrl }, "node started");
+  logger.info({ deviceUrl: baseUrl, federationUrl: federation?.publicUrl }, "node started");
 
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
       lifecycle.abort();
       clearInterval(pruneTimer);
-      const closed = new Promise<void>((done) => server.close(() => done()));
-      const grace = setTimeout(() => (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.(), config.limits.shutdownGraceMs);
-      (server as unknown as { closeIdleConnections?: () => void }).closeIdleConnections?.();
+      const closed = Promise.all(
+        [server, federationServer].filter((x): x is ServerType => x !== undefined).map((x) => new Promise<void>((done) => x.close(() => done()))),
+      );
+      type Closable = { closeAllConnections?: () => void; closeIdleConnections?: () => void };
+      const servers = [server, federationServer].filter(Boolean) as unknown as Closable[];
+      const grace = setTimeout(() => servers.forEach((x) => x.closeAllConnections?.()), config.limits.shutdownGraceMs);
+      servers.forEach((x) => x.closeIdleConnections?.());
       await closed;
       clearTimeout(grace);
       await outbox.stop();
       await dispatcher.close().catch(() => undefined);
+      await federation?.close();
       await store.close();
       logger.info("node stopped");
     })());
 
-  return { operatorId: config.operatorId, deviceUrl: baseUrl, adminToken: secrets.adminToken, adminTokenCreated: secrets.adminTokenCreated, databaseFile, context, stop };
+  return {
+    operatorId: config.operatorId,
+    deviceUrl: baseUrl,
+    federationUrl: federation?.publicUrl,
+    adminToken: secrets.adminToken,
+    adminTokenCreated: secrets.adminTokenCreated,
+    databaseFile,
+    context,
+    reloadFederation: async () => (federation ? federation.reload() : { peers: 0, keys: 0 }),
+    stop,
+  };
 }

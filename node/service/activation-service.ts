@@ -4,18 +4,9 @@ import type { Twin } from "../domain/twin.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
 import type { ActivationCodeRecord, CorrelatorInput } from "../store/store-port.ts";
 import type { NodeContext } from "./node-context.ts";
+import { activateAcross, codeFromPeer } from "./federated-activation.ts";
 
 const fingerprint = (value: unknown): string => createHash("sha256").update(JSON.stringify(value)).digest("base64url");
-
-/** HLF-TE-006: a code from another operator needs federation with it. */
-function assertOwnOperator(ctx: NodeContext, operatorId: string): void {
-  if (operatorId === ctx.config.operatorId) return;
-  const known = ctx.config.policy.allowedPeerOperators.includes(operatorId);
-  throw new TwinningError("peer_unreachable", {
-    variables: [operatorId],
-    detail: known ? "federation client not available on this node" : "operator is not an allowed peer",
-  });
-}
 
 /** HLF-SD-001..003, HLF-TE-005/006: issue a one-use, expiring code for a secondary. */
 export async function requestActivationCode(
@@ -24,7 +15,12 @@ export async function requestActivationCode(
   body: { primaryOperatorId?: string | undefined; clientCorrelator?: string | undefined },
 ): Promise<{ record: ActivationCodeRecord; code: string }> {
   const issuer = body.primaryOperatorId ?? ctx.config.operatorId;
-  assertOwnOperator(ctx, issuer);
+  if (issuer !== ctx.config.operatorId) {
+    const correlator = body.clientCorrelator
+      ? { subscriber: secondary, operation: "activationCode", key: body.clientCorrelator, fingerprint: fingerprint({ issuer }) }
+      : undefined;
+    return codeFromPeer(ctx, secondary, issuer, correlator);
+  }
   const nowMs = ctx.nowMs();
   for (let attempt = 0; attempt < 8; attempt++) {
     const code = generateCode(ctx.config.policy.codeLength);
@@ -84,9 +80,32 @@ export async function activateTwin(
   primary: string,
   body: { activationCode: string; operatorId: string; name?: string | undefined; clientCorrelator?: string | undefined },
 ): Promise<{ twin: Twin; accessToken: string }> {
-  assertOwnOperator(ctx, body.operatorId);
-  if (!isWellFormedCode(body.activationCode, ctx.config.policy.codeLength)) throw new TwinningError("invalid_code");
+  const own = ctx.config.operatorId;
+  if (!/^\d{4,12}$/.test(body.activationCode)) throw new TwinningError("invalid_code");
   const policy = ctx.config.policy;
+  const correlator = body.clientCorrelator
+    ? {
+        subscriber: primary,
+        operation: "activation",
+        key: body.clientCorrelator,
+        // The code itself is a secret: only its keyed hash enters the fingerprint.
+        fingerprint: fingerprint({ code: ctx.codes.hash(body.operatorId, body.activationCode), operatorId: body.operatorId, name: body.name ?? null }),
+      }
+    : undefined;
+  const withToken = async (twin: Twin) => {
+    const { token } = await ctx.tokens.mint({ subject: primary, scope: "twinning:twin", twinId: twin.twinId, ttlSeconds: policy.twinTokenTtlSeconds });
+    return { twin, accessToken: token };
+  };
+  if (body.operatorId !== own) {
+    // HLF-IC-004: the code was issued by the secondary's operator; redeem it there.
+    if (correlator) {
+      const replay = await ctx.store.lookupCorrelator(correlator);
+      const twin = replay && (await ctx.store.getTwin(replay.resourceId));
+      if (twin?.active) return withToken(twin);
+    }
+    return withToken(await activateAcross(ctx, { primary, peer: body.operatorId, name: body.name, activationCode: body.activationCode, correlator }));
+  }
+  if (!isWellFormedCode(body.activationCode, policy.codeLength)) throw new TwinningError("invalid_code");
   const nowMs = ctx.nowMs();
   const result = await ctx.store.redeemActivationCode({
     issuerOperatorId: body.operatorId,
@@ -94,26 +113,17 @@ export async function activateTwin(
     verify: (stored) => ctx.codes.matches(stored, body.operatorId, body.activationCode),
     twinId: randomUUID(),
     primaryAddress: primary,
-    primaryOperatorId: ctx.config.operatorId,
+    primaryOperatorId: own,
+    ownOperatorId: own,
     name: body.name,
     nowMs,
     maxTwinsPerPrimary: policy.maxTwinsPerPrimary,
     attemptBudgets: [
       { key: `primary:${primary}`, limit: policy.maxFailedAttemptsPerPrimary },
-      { key: `operator:${ctx.config.operatorId}`, limit: policy.maxFailedAttemptsPerOperator },
+      { key: `operator:${own}`, limit: policy.maxFailedAttemptsPerOperator },
     ],
     attemptWindowMs: policy.failedAttemptWindowSeconds * 1000,
-    ...(body.clientCorrelator
-      ? {
-          correlator: {
-            subscriber: primary,
-            operation: "activation",
-            key: body.clientCorrelator,
-            // The code itself is a secret: only its keyed hash enters the fingerprint.
-            fingerprint: fingerprint({ code: ctx.codes.hash(body.operatorId, body.activationCode), operatorId: body.operatorId, name: body.name ?? null }),
-          },
-        }
-      : {}),
+    ...(correlator ? { correlator } : {}),
   });
   switch (result.kind) {
     case "invalid-code":
@@ -129,7 +139,11 @@ export async function activateTwin(
     case "replayed":
       if (!result.twin.active) throw new TwinningError("update_not_allowed", { variables: ["the twin is deactivated"] });
       break;
+    case "remote-secondary":
+      // Our code, but the secondary is another operator's subscriber: activate it there (HLF-IC-004).
+      return withToken(
+        await activateAcross(ctx, { primary, peer: result.secondaryOperatorId, name: body.name, ownCode: { codeId: result.codeId, secondaryAddress: result.secondaryAddress }, correlator }),
+      );
   }
-  const { token } = await ctx.tokens.mint({ subject: primary, scope: "twinning:twin", twinId: result.twin.twinId, ttlSeconds: policy.twinTokenTtlSeconds });
-  return { twin: result.twin, accessToken: token };
+  return withToken(result.twin);
 }

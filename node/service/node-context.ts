@@ -7,6 +7,7 @@ import type { NodeMetrics } from "../observability/metrics.ts";
 import type { TwinningStore } from "../store/store-port.ts";
 import type { AccessTokens } from "../tokens/access-tokens.ts";
 import type { ReplaySealer } from "./replay-sealer.ts";
+import type { Federation } from "../federation/federation.ts";
 
 /** Everything a request handler may use; built once in start-node and injected. */
 export interface NodeContext {
@@ -19,6 +20,10 @@ export interface NodeContext {
   readonly metrics: NodeMetrics;
   readonly logger: Logger;
   readonly adminToken: string;
+  /** Present when this node federates with other operators (HLF-IC-*). */
+  readonly federation: Federation | undefined;
+  /** Wakes the outbox after a commit that wrote entries without notifications (compensations). */
+  readonly wakeOutbox: () => void;
   /** Injected clock (ms since epoch); tests move it by hand. */
   readonly nowMs: () => number;
   /** The base devices use: `/twinning/v1`, `/oauth` and `/admin/v1` hang off it. */

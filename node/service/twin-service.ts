@@ -2,6 +2,9 @@ import { parseTwinRef, type Twin, type TwinRole, type TwinStatus } from "../doma
 import { TwinningError } from "../errors/twinning-error.ts";
 import type { Principal } from "../tokens/scopes.ts";
 import type { NodeContext } from "./node-context.ts";
+import { randomUUID } from "node:crypto";
+import { requirePeer } from "../federation/federation.ts";
+import { peerErrorToTwinningError } from "../../peers/peer-client.ts";
 
 /** A twin-scoped token (`twinning:twin`) reaches only the twin named by its twin_id claim. */
 function assertTokenCoversTwin(principal: Principal, twin: Twin): void {
@@ -43,7 +46,7 @@ export async function toggleTwin(ctx: NodeContext, twin: Twin, status: TwinStatu
 
 /** HLF-PD-004, HLF-SD-007, HLF-TE-004: the relationship ends and its tokens die with it. */
 export async function deactivateTwin(ctx: NodeContext, twin: Twin, changedBy: TwinRole): Promise<void> {
-  const result = await ctx.store.deactivateTwin({ twinId: twin.twinId, changedBy, nowMs: ctx.nowMs() });
+  const result = await ctx.store.deactivateTwin({ twinId: twin.twinId, changedBy, nowMs: ctx.nowMs(), ownOperatorId: ctx.config.operatorId });
   ctx.committed(result.notifications);
 }
 
@@ -60,9 +63,7 @@ export async function primaryServicesToken(
   twin: Twin,
 ): Promise<{ accessToken: string; expiresAt: string; endpoints: { messaging: string; nms: string } }> {
   if (twin.status !== "On") throw new TwinningError("policy_error", { variables: ["twinning is Off"] });
-  if (twin.primaryOperatorId !== ctx.config.operatorId) {
-    throw new TwinningError("peer_unreachable", { variables: [twin.primaryOperatorId], detail: "federation client not available on this node" });
-  }
+  if (twin.primaryOperatorId !== ctx.config.operatorId) return exchangeAtPrimaryOperator(ctx, twin);
   const { token, expiresAtS } = await ctx.tokens.mint({
     subject: twin.primaryAddress,
     scope: "primary-services",
@@ -78,5 +79,40 @@ export function primaryServiceEndpoints(ctx: NodeContext): { messaging: string; 
   return {
     messaging: ctx.config.primaryServices.messagingUrl ?? `${base}/messaging/v1`,
     nms: ctx.config.primaryServices.nmsUrl ?? `${base}/nms/v1`,
+  };
+}
+
+export const TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange";
+
+/**
+ * HLF-SD-009, HLF-IC-006 across operators: RFC 8693 token exchange at the primary's operator,
+ * with our signed assertion of the secondary as subject token; that operator mints the token
+ * and names its own service endpoints.
+ */
+async function exchangeAtPrimaryOperator(ctx: NodeContext, twin: Twin): Promise<{ accessToken: string; expiresAt: string; endpoints: { messaging: string; nms: string } }> {
+  const peer = twin.primaryOperatorId;
+  const federation = requirePeer(ctx.federation, peer);
+  const subjectToken = await federation.subjectToken({ secondaryAddress: twin.secondaryAddress, twinId: twin.twinId, audienceOperatorId: peer });
+  const answer = await federation.send(peer, {
+    method: "POST",
+    path: "/token",
+    msgId: randomUUID(),
+    body: {
+      grant_type: TOKEN_EXCHANGE_GRANT,
+      subject_token: subjectToken,
+      subject_token_type: "urn:ietf:params:oauth:token-type:jwt",
+      requested_token_type: "urn:ietf:params:oauth:token-type:access_token",
+      scope: "primary-services",
+    },
+  });
+  if (answer.status !== 200) throw peerErrorToTwinningError(peer, answer);
+  const b = (answer.body ?? {}) as { access_token?: unknown; expires_in?: unknown; endpoints?: { messaging?: unknown; nms?: unknown } };
+  if (typeof b.access_token !== "string" || typeof b.expires_in !== "number" || typeof b.endpoints?.messaging !== "string" || typeof b.endpoints?.nms !== "string") {
+    throw new TwinningError("peer_unreachable", { variables: [peer], detail: "malformed token exchange answer" });
+  }
+  return {
+    accessToken: b.access_token,
+    expiresAt: new Date(ctx.nowMs() + b.expires_in * 1000).toISOString(),
+    endpoints: { messaging: b.endpoints.messaging, nms: b.endpoints.nms },
   };
 }

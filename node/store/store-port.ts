@@ -1,3 +1,4 @@
+import type { PeerMessageDraft } from "../domain/change-effects.ts";
 import type { NotificationDraft, StoredNotification } from "../domain/notification.ts";
 import type { Twin, TwinRef, TwinRole, TwinStatus } from "../domain/twin.ts";
 
@@ -33,6 +34,27 @@ export interface TwinningStore {
   /** Sets the status if it differs; bumps the version; records the notifications. */
   changeTwinStatus(input: ChangeStatusInput): Promise<ChangeResult>;
   deactivateTwin(input: DeactivateInput): Promise<ChangeResult>;
+
+  // --- federation (HLF-IC-*) ---
+  /** Throws (POL1037/POL3003) unless the device may become the primary of one more twin. */
+  assertCanTwinAsPrimary(primaryAddress: string, maxTwinsPerPrimary: number): Promise<void>;
+  /** Throws (POL1037/POL3001) unless the device may become a secondary. */
+  assertCanTwinAsSecondary(secondaryAddress: string): Promise<void>;
+  /** A read of a correlator, before a call to a peer (SVC0005 on a different request). */
+  lookupCorrelator(correlator: CorrelatorInput): Promise<CorrelatorReplay | undefined>;
+  /**
+   * Inserts a twin agreed with the peer, checking the rules of the side served here, and
+   * consuming the code it came from; records the activation's effects.
+   */
+  insertFederatedTwin(input: InsertFederatedTwinInput): Promise<FederatedTwinResult>;
+  /** A toggle made at the peer: applied if newer in (version, origin) order (HLF-IC-005/007). */
+  applyRemoteStatus(input: RemoteStatusInput): Promise<ChangeResult>;
+  /** A deactivation made at the peer (or a compensation): final, idempotent. */
+  applyRemoteDeactivation(input: RemoteDeactivationInput): Promise<ChangeResult | undefined>;
+  /** Writes federation messages to the outbox on their own (compensations). */
+  enqueuePeerMessages(messages: readonly PeerMessageDraft[], nowMs: number): Promise<void>;
+  /** The replay cache of federation `jti`s: false when already seen. */
+  rememberJti(jti: string, expiresAtMs: number, nowMs: number): Promise<boolean>;
 
   // --- subscriptions and notifications (HLF-PD-007, HLF-SD-008, HLF-CM-005) ---
   createSubscription(input: CreateSubscriptionInput): Promise<{ subscription: SubscriptionRecord; replayed: boolean }>;
@@ -127,6 +149,8 @@ export interface RedeemCodeInput {
   readonly name: string | undefined;
   readonly nowMs: number;
   readonly maxTwinsPerPrimary: number;
+  /** This node's operator; default: the primary's (both sides local). */
+  readonly ownOperatorId?: string;
   /** Failed-attempt budgets (HLF-CM-006): keys such as `primary:tel:+1…` with their limits. */
   readonly attemptBudgets: readonly { key: string; limit: number }[];
   readonly attemptWindowMs: number;
@@ -136,6 +160,8 @@ export interface RedeemCodeInput {
 export type RedeemCodeResult =
   | { readonly kind: "activated"; readonly twin: Twin; readonly codeId: string; readonly notifications: StoredNotification[] }
   | { readonly kind: "replayed"; readonly twin: Twin }
+  /** The code is right but its secondary is another operator's: activate there, then insertFederatedTwin. */
+  | { readonly kind: "remote-secondary"; readonly codeId: string; readonly secondaryAddress: string; readonly secondaryOperatorId: string }
   | { readonly kind: "invalid-code" }
   | { readonly kind: "rate-limited"; readonly retryAfterMs: number };
 
@@ -143,6 +169,7 @@ export interface ChangeStatusInput {
   readonly twinId: string;
   readonly status: TwinStatus;
   readonly changedBy: TwinRole;
+  /** The operator where the change is made: this node. A recipient of another operator gets a peer message. */
   readonly origin: string;
   readonly nowMs: number;
 }
@@ -150,6 +177,48 @@ export interface ChangeStatusInput {
 export interface DeactivateInput {
   readonly twinId: string;
   readonly changedBy: TwinRole;
+  readonly nowMs: number;
+  /** This node's operator, to route the notification to a peer; default: both sides local. */
+  readonly ownOperatorId?: string;
+}
+
+export interface InsertFederatedTwinInput {
+  readonly twin: Omit<Twin, "active" | "createdAtMs" | "updatedAtMs">;
+  /** Which side of the twin this node serves; that side's rules are checked here. */
+  readonly localSide: TwinRole;
+  readonly nowMs: number;
+  readonly maxTwinsPerPrimary: number;
+  /** A code of ours consumed by this activation (it must still be Pending). */
+  readonly consumeCodeId?: string;
+  /** The secondary must hold a pending code obtained from this operator; it is marked Used (else SVC3001). */
+  readonly consumeRemoteCodeFrom?: string;
+  readonly correlator?: CorrelatorInput;
+}
+
+export interface FederatedTwinResult {
+  readonly twin: Twin;
+  readonly replayed: boolean;
+  readonly notifications: StoredNotification[];
+  /** The activation code this activation used up, if any (wakes its long polls). */
+  readonly consumedCodeId?: string | undefined;
+}
+
+export interface RemoteStatusInput {
+  readonly twinId: string;
+  readonly status: TwinStatus;
+  readonly version: number;
+  readonly changedBy: TwinRole;
+  /** The peer that sent it (the JWS iss); it must be the twin's other operator. */
+  readonly fromOperatorId: string;
+  readonly ownOperatorId: string;
+  readonly nowMs: number;
+}
+
+export interface RemoteDeactivationInput {
+  readonly twinId: string;
+  readonly changedBy: TwinRole;
+  readonly fromOperatorId: string;
+  readonly ownOperatorId: string;
   readonly nowMs: number;
 }
 
@@ -179,7 +248,7 @@ export interface OutboxEntry {
   readonly id: number;
   /** Entries of one lane are delivered in order, one at a time. */
   readonly lane: string;
-  readonly kind: "callback";
+  readonly kind: "callback" | "peer";
   readonly target: string;
   readonly payload: string;
   readonly attempts: number;
@@ -187,4 +256,4 @@ export interface OutboxEntry {
   readonly lastError: string | undefined;
 }
 
-export type { NotificationDraft };
+export type { NotificationDraft, PeerMessageDraft };

@@ -104,6 +104,17 @@ const migrations: readonly { version: number; name: string; sql: string }[] = [
       CREATE INDEX outbox_pending_due ON outbox (next_attempt_at) WHERE state = 'pending';
     `,
   },
+  {
+    version: 2,
+    name: "federation replay cache",
+    sql: `
+      CREATE TABLE federation_jti (
+        jti TEXT PRIMARY KEY,
+        expires_at INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX federation_jti_expiry ON federation_jti (expires_at);
+    `,
+  },
 ];
 
 export const latestSchemaVersion = migrations[migrations.length - 1]!.version;

@@ -18,9 +18,11 @@ export function findCorrelator(d: SqliteDatabase, c: CorrelatorInput | undefined
   return { resourceId: row.resource_id, replayData: row.replay_data ?? undefined };
 }
 
+/** Binds the correlator to its resource; a key whose resource is gone (deleted, expired) is re-bound. */
 export function recordCorrelator(d: SqliteDatabase, c: CorrelatorInput | undefined, resourceId: string, nowMs: number): void {
   if (!c) return;
   d.sql(
-    `INSERT INTO client_correlators (subscriber, operation, correlator, fingerprint, resource_id, replay_data, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+    `INSERT INTO client_correlators (subscriber, operation, correlator, fingerprint, resource_id, replay_data, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+     ON CONFLICT (subscriber, operation, correlator) DO UPDATE SET fingerprint = excluded.fingerprint, resource_id = excluded.resource_id, replay_data = excluded.replay_data, created_at = excluded.created_at`,
   ).run(c.subscriber, c.operation, c.key, c.fingerprint, resourceId, c.replayData ?? null, nowMs);
 }

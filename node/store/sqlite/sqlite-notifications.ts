@@ -1,3 +1,4 @@
+import type { ChangeEffects, PeerMessageDraft } from "../../domain/change-effects.ts";
 import { notificationBody, type NotificationDraft, type StoredNotification } from "../../domain/notification.ts";
 import type { TwinRole } from "../../domain/twin.ts";
 import { TwinningError } from "../../errors/twinning-error.ts";
@@ -30,12 +31,29 @@ export function recordNotifications(d: SqliteDatabase, drafts: readonly Notifica
   return stored;
 }
 
+/** Federation messages go to the outbox, one lane per peer operator (order of effect per peer). */
+export function recordPeerMessages(d: SqliteDatabase, messages: readonly PeerMessageDraft[], nowMs: number): void {
+  for (const m of messages) {
+    d.sql(
+      `INSERT INTO outbox (lane, kind, target, payload, state, attempts, next_attempt_at, created_at) VALUES (?, 'peer', ?, ?, 'pending', 0, ?, ?)`,
+    ).run(`peer:${m.operatorId}`, m.operatorId, JSON.stringify({ method: m.method, path: m.path, msgId: m.msgId, body: m.body }), nowMs, nowMs);
+  }
+}
+
+/** Records everything a change causes, in the caller's transaction. */
+export function recordEffects(d: SqliteDatabase, effects: ChangeEffects, nowMs: number): StoredNotification[] {
+  recordPeerMessages(d, effects.peerMessages, nowMs);
+  return recordNotifications(d, effects.notifications, nowMs);
+}
+
 export function createSubscription(d: SqliteDatabase, input: CreateSubscriptionInput): { subscription: SubscriptionRecord; replayed: boolean } {
   return d.write(() => {
     const s = input.subscription;
     const replay = findCorrelator(d, input.correlator);
     if (replay) {
-      const row = d.sql(`SELECT * FROM subscriptions WHERE subscription_id = ?`).get(replay.resourceId) as SubscriptionRow | undefined;
+      const row = d
+        .sql(`SELECT * FROM subscriptions WHERE subscription_id = ? AND (expires_at IS NULL OR expires_at > ?)`)
+        .get(replay.resourceId, s.createdAtMs) as SubscriptionRow | undefined;
       if (row) return { subscription: toSubscription(row), replayed: true };
     }
     const count = (d.sql(`SELECT COUNT(*) AS n FROM (${ACTIVE_SUBSCRIPTIONS})`).get(s.address, s.role, s.createdAtMs) as { n: number }).n;

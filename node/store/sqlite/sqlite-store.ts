@@ -4,7 +4,13 @@ import type {
   ActivationCodeRecord,
   ChangeResult,
   ChangeStatusInput,
+  CorrelatorInput,
+  CorrelatorReplay,
   CreateSubscriptionInput,
+  FederatedTwinResult,
+  InsertFederatedTwinInput,
+  RemoteDeactivationInput,
+  RemoteStatusInput,
   DeactivateInput,
   IssueCodeInput,
   IssueCodeResult,
@@ -19,6 +25,9 @@ import { SqliteDatabase } from "./sqlite-database.ts";
 import * as notifications from "./sqlite-notifications.ts";
 import { toCode, toOutboxEntry, toSubscriber, toSubscription, type CodeRow, type OutboxRow, type SubscriberRow, type SubscriptionRow } from "./sqlite-rows.ts";
 import * as twins from "./sqlite-twins.ts";
+import * as federation from "./sqlite-federation.ts";
+import { findCorrelator } from "./sqlite-correlators.ts";
+import type { PeerMessageDraft } from "../../domain/change-effects.ts";
 
 /**
  * The storage port on better-sqlite3 (WAL, versioned migrations, prepared statements, one
@@ -95,6 +104,38 @@ export class SqliteStore implements TwinningStore {
     return twins.deactivateTwin(this.#d, input);
   }
 
+  async assertCanTwinAsPrimary(primaryAddress: string, maxTwinsPerPrimary: number): Promise<void> {
+    twins.assertCanBePrimary(this.#d, primaryAddress, maxTwinsPerPrimary);
+  }
+
+  async assertCanTwinAsSecondary(secondaryAddress: string): Promise<void> {
+    twins.assertCanBeSecondary(this.#d, secondaryAddress);
+  }
+
+  async lookupCorrelator(correlator: CorrelatorInput): Promise<CorrelatorReplay | undefined> {
+    return findCorrelator(this.#d, correlator);
+  }
+
+  async insertFederatedTwin(input: InsertFederatedTwinInput): Promise<FederatedTwinResult> {
+    return federation.insertFederatedTwin(this.#d, input);
+  }
+
+  async applyRemoteStatus(input: RemoteStatusInput): Promise<ChangeResult> {
+    return federation.applyRemoteStatus(this.#d, input);
+  }
+
+  async applyRemoteDeactivation(input: RemoteDeactivationInput): Promise<ChangeResult | undefined> {
+    return federation.applyRemoteDeactivation(this.#d, input);
+  }
+
+  async enqueuePeerMessages(messages: readonly PeerMessageDraft[], nowMs: number): Promise<void> {
+    this.#d.write(() => notifications.recordPeerMessages(this.#d, messages, nowMs));
+  }
+
+  async rememberJti(jti: string, expiresAtMs: number, _nowMs: number): Promise<boolean> {
+    return federation.rememberJti(this.#d, jti, expiresAtMs);
+  }
+
   async createSubscription(input: CreateSubscriptionInput): Promise<{ subscription: SubscriptionRecord; replayed: boolean }> {
     return notifications.createSubscription(this.#d, input);
   }
@@ -111,7 +152,12 @@ export class SqliteStore implements TwinningStore {
   }
 
   async deleteSubscription(address: string, role: TwinRole, id: string): Promise<boolean> {
-    return this.#d.sql(`DELETE FROM subscriptions WHERE subscription_id = ? AND address = ? AND role = ?`).run(id, address, role).changes > 0;
+    return this.#d.write(() => {
+      const deleted = this.#d.sql(`DELETE FROM subscriptions WHERE subscription_id = ? AND address = ? AND role = ?`).run(id, address, role).changes > 0;
+      // Unsubscribed: what was queued for that callback is not sent any more.
+      if (deleted) this.#d.sql(`DELETE FROM outbox WHERE lane = ? AND state = 'pending'`).run(`callback:${id}`);
+      return deleted;
+    });
   }
 
   async notificationsAfter(address: string, role: TwinRole, afterId: number, limit: number): Promise<StoredNotification[]> {
@@ -156,6 +202,9 @@ export class SqliteStore implements TwinningStore {
       this.#d.sql(`DELETE FROM notifications WHERE created_at <= ?`).run(old);
       this.#d.sql(`DELETE FROM activation_codes WHERE expires_at <= ?`).run(old);
       this.#d.sql(`DELETE FROM client_correlators WHERE created_at <= ?`).run(old);
+      this.#d.sql(`DELETE FROM federation_jti WHERE expires_at <= ?`).run(input.nowMs);
+      const expired = this.#d.sql(`SELECT subscription_id FROM subscriptions WHERE expires_at IS NOT NULL AND expires_at <= ?`).all(input.nowMs) as { subscription_id: string }[];
+      for (const { subscription_id } of expired) this.#d.sql(`DELETE FROM outbox WHERE lane = ? AND state = 'pending'`).run(`callback:${subscription_id}`);
       this.#d.sql(`DELETE FROM subscriptions WHERE expires_at IS NOT NULL AND expires_at <= ?`).run(input.nowMs);
     });
   }

@@ -1,4 +1,4 @@
-import { draftFor } from "../../domain/notification.ts";
+import { effectsOfChange } from "../../domain/change-effects.ts";
 import { defaultTwinName, type TwinRef } from "../../domain/twin.ts";
 import { TwinningError } from "../../errors/twinning-error.ts";
 import type {
@@ -13,19 +13,27 @@ import type {
 import type { Twin } from "../../domain/twin.ts";
 import { findCorrelator, recordCorrelator } from "./sqlite-correlators.ts";
 import type { SqliteDatabase } from "./sqlite-database.ts";
-import { recordNotifications } from "./sqlite-notifications.ts";
+import { recordEffects } from "./sqlite-notifications.ts";
 import { toCode, toTwin, type CodeRow, type TwinRow } from "./sqlite-rows.ts";
 
-const activeTwinOfSecondary = (d: SqliteDatabase, address: string) =>
+export const activeTwinOfSecondary = (d: SqliteDatabase, address: string) =>
   d.sql(`SELECT * FROM twins WHERE secondary_address = ? AND active = 1`).get(address) as TwinRow | undefined;
-const isActivePrimary = (d: SqliteDatabase, address: string) =>
+export const isActivePrimary = (d: SqliteDatabase, address: string) =>
   d.sql(`SELECT 1 FROM twins WHERE primary_address = ? AND active = 1 LIMIT 1`).get(address) !== undefined;
-const twinRow = (d: SqliteDatabase, twinId: string) => d.sql(`SELECT * FROM twins WHERE twin_id = ?`).get(twinId) as TwinRow | undefined;
+export const twinRow = (d: SqliteDatabase, twinId: string) => d.sql(`SELECT * FROM twins WHERE twin_id = ?`).get(twinId) as TwinRow | undefined;
 
 /** HLF-TE-008/009 as seen from a device about to become a secondary. */
-function assertCanBeSecondary(d: SqliteDatabase, secondary: string): void {
+export function assertCanBeSecondary(d: SqliteDatabase, secondary: string): void {
   if (isActivePrimary(d, secondary)) throw new TwinningError("role_mixture", { variables: ["a primary cannot become a secondary"] });
   if (activeTwinOfSecondary(d, secondary)) throw new TwinningError("secondary_already_twinned");
+}
+
+/** HLF-TE-008 and HLF-PD-006 for a device about to become a primary; returns its twins' names. */
+export function assertCanBePrimary(d: SqliteDatabase, primary: string, maxTwinsPerPrimary: number): Set<string> {
+  if (activeTwinOfSecondary(d, primary)) throw new TwinningError("role_mixture", { variables: ["a secondary cannot become a primary"] });
+  const names = new Set((d.sql(`SELECT name FROM twins WHERE primary_address = ? AND active = 1`).all(primary) as { name: string }[]).map((r) => r.name));
+  if (names.size >= maxTwinsPerPrimary) throw new TwinningError("too_many_twins", { variables: [String(maxTwinsPerPrimary)] });
+  return names;
 }
 
 export function issueActivationCode(d: SqliteDatabase, input: IssueCodeInput): IssueCodeResult {
@@ -77,15 +85,19 @@ export function redeemActivationCode(d: SqliteDatabase, input: RedeemCodeInput):
       return { kind: "invalid-code" };
     }
 
+    const own = input.ownOperatorId ?? input.primaryOperatorId;
     const primary = input.primaryAddress;
     const secondary = code.secondary_address;
-    if (primary === secondary) throw new TwinningError("role_mixture", { variables: ["a device cannot twin with itself"] });
-    if (activeTwinOfSecondary(d, primary)) throw new TwinningError("role_mixture", { variables: ["a secondary cannot become a primary"] });
+    if (primary === secondary && input.primaryOperatorId === code.secondary_operator_id) {
+      throw new TwinningError("role_mixture", { variables: ["a device cannot twin with itself"] });
+    }
+    // Each node checks the rules of the side it serves (HLF-TE-008/009); the peer checks the other.
+    const primaryLocal = input.primaryOperatorId === own;
+    const names = primaryLocal ? assertCanBePrimary(d, primary, input.maxTwinsPerPrimary) : new Set<string>();
+    if (code.secondary_operator_id !== own) {
+      return { kind: "remote-secondary", codeId: code.code_id, secondaryAddress: secondary, secondaryOperatorId: code.secondary_operator_id };
+    }
     assertCanBeSecondary(d, secondary);
-    const names = new Set(
-      (d.sql(`SELECT name FROM twins WHERE primary_address = ? AND active = 1`).all(primary) as { name: string }[]).map((r) => r.name),
-    );
-    if (names.size >= input.maxTwinsPerPrimary) throw new TwinningError("too_many_twins", { variables: [String(input.maxTwinsPerPrimary)] });
     if (input.name !== undefined && names.has(input.name)) {
       throw new TwinningError("invalid_input", { variables: ["name"], detail: "name already used by another twin of this primary" });
     }
@@ -98,7 +110,7 @@ export function redeemActivationCode(d: SqliteDatabase, input: RedeemCodeInput):
     d.sql(`UPDATE activation_codes SET state = 'Used', twin_id = ? WHERE code_id = ?`).run(input.twinId, code.code_id);
     recordCorrelator(d, input.correlator, input.twinId, input.nowMs);
     const twin = toTwin(twinRow(d, input.twinId)!);
-    const notifications = recordNotifications(d, [draftFor("twinningActivatedNotification", twin, "primary", input.nowMs)], input.nowMs);
+    const notifications = recordEffects(d, effectsOfChange("activation", twin, "primary", own, input.nowMs), input.nowMs);
     return { kind: "activated", twin, codeId: code.code_id, notifications };
   });
 }
@@ -158,7 +170,7 @@ export function changeTwinStatus(d: SqliteDatabase, input: ChangeStatusInput): C
       input.twinId,
     );
     const twin = toTwin(twinRow(d, input.twinId)!);
-    const notifications = recordNotifications(d, [draftFor("twinningStatusNotification", twin, input.changedBy, input.nowMs)], input.nowMs);
+    const notifications = recordEffects(d, effectsOfChange("status", twin, input.changedBy, input.origin, input.nowMs), input.nowMs);
     return { twin, changed: true, notifications };
   });
 }
@@ -168,7 +180,7 @@ export function deactivateTwin(d: SqliteDatabase, input: DeactivateInput): Chang
     activeTwin(d, input.twinId);
     d.sql(`UPDATE twins SET active = 0, updated_at = ? WHERE twin_id = ?`).run(input.nowMs, input.twinId);
     const twin = toTwin(twinRow(d, input.twinId)!);
-    const notifications = recordNotifications(d, [draftFor("twinningDeactivatedNotification", twin, input.changedBy, input.nowMs)], input.nowMs);
+    const notifications = recordEffects(d, effectsOfChange("deactivation", twin, input.changedBy, input.ownOperatorId, input.nowMs), input.nowMs);
     return { twin, changed: true, notifications };
   });
 }

@@ -1,0 +1,87 @@
+import { limitBody } from "../http/body-limit.ts";
+import type { TLSSocket } from "node:tls";
+import { Hono, type Context } from "hono";
+import { operatorFromSubjectAltName } from "../../certs/federation-pki.ts";
+import { FEDERATION_CONTENT_TYPE, verifyMessage, type FederationClaims } from "../../peers/message-codec.ts";
+import { FEDERATION_BASE } from "../../peers/peer-client.ts";
+import { errorBody, toTwinningError } from "../errors/error-response.ts";
+import { TwinningError } from "../errors/twinning-error.ts";
+import type { NodeContext } from "../service/node-context.ts";
+import type { Federation } from "./federation.ts";
+import { registerInboundMessages } from "./inbound-messages.ts";
+
+export interface FederationEnv {
+  Bindings: { incoming: { socket: TLSSocket } };
+  Variables: { peer: string; claims: FederationClaims | undefined; msgId: string };
+}
+
+export type FederationContext = Context<FederationEnv>;
+
+/** What a message handler answers; the app signs it for the caller. */
+export interface InboundAnswer {
+  readonly status: 200 | 201 | 400 | 403 | 404 | 409 | 429;
+  readonly body: unknown;
+}
+
+/**
+ * The federation listener's app (DESIGN "Federation API"): the client certificate must chain
+ * to the federation CA and name a known operator, which must be the JWS `iss`; `aud`, `htm`,
+ * `htu`, lifetime, skew and `jti` replay are checked; every rejection has a clear error body
+ * and a log line. Answers are signed the same way.
+ */
+export function createFederationApp(ctx: NodeContext, federation: Federation): Hono<FederationEnv> {
+  const app = new Hono<FederationEnv>();
+  const options = federation.options;
+
+  const sign = async (c: FederationContext, status: number, body: unknown): Promise<Response> => {
+    const signed = await federation.signer.sign({ aud: c.get("peer"), htm: c.req.method, htu: `${federation.publicUrl}${c.req.path}`, msgId: c.get("msgId"), body });
+    return new Response(signed, { status, headers: { "content-type": FEDERATION_CONTENT_TYPE } });
+  };
+
+  app.use("*", limitBody(ctx.config.limits.maxBodyBytes));
+  app.use(`${FEDERATION_BASE}/*`, async (c, next) => {
+    const socket = c.env.incoming.socket;
+    if (!socket.authorized) {
+      throw new TwinningError("federation_rejected", { variables: ["client certificate not issued by the federation CA"], detail: String(socket.authorizationError ?? "no certificate") });
+    }
+    const operator = operatorFromSubjectAltName(socket.getPeerCertificate().subjectaltname);
+    if (!operator) throw new TwinningError("federation_rejected", { variables: ["client certificate names no operator"] });
+    if (!federation.hasPeer(operator)) throw new TwinningError("peer_not_allowed", { variables: [`operator ${operator} is not a known peer`] });
+    c.set("peer", operator);
+    c.set("msgId", (c.req.header("x-twinning-msgid") ?? "").slice(0, 100));
+    if (c.req.method === "GET") {
+      c.set("claims", undefined);
+      return next();
+    }
+    const claims = await verifyMessage(await c.req.text(), {
+      issuer: operator,
+      audience: ctx.config.operatorId,
+      htm: c.req.method,
+      htu: `${federation.publicUrl}${c.req.path}`,
+      getKey: (header) => federation.registry.get(operator)!.keys(header as never, undefined as never),
+      nowMs: ctx.nowMs(),
+      maxSkewSeconds: options.maxClockSkewSeconds,
+      maxLifetimeSeconds: options.maxMessageLifetimeSeconds,
+    });
+    c.set("msgId", claims.msgId);
+    if (!(await ctx.store.rememberJti(`${operator}:${claims.jti}`, (claims.exp + options.maxClockSkewSeconds) * 1000, ctx.nowMs()))) {
+      throw new TwinningError("federation_rejected", { variables: ["replayed jti"] });
+    }
+    c.set("claims", claims);
+    return next();
+  });
+
+  registerInboundMessages(app, ctx, federation, sign);
+
+  app.get(`${FEDERATION_BASE}/jwks.json`, (c) => c.json(federation.jwks()));
+  app.notFound(() => new Response(JSON.stringify(errorBody(new TwinningError("not_found", { variables: ["path"] }))), { status: 404, headers: { "content-type": "application/json" } }));
+  app.onError(async (error, c) => {
+    const e = toTwinningError(error);
+    const peer = c.get("peer");
+    ctx.logger.warn({ peer, code: e.code, messageId: e.messageId, reason: e.detail ?? e.variables[0], path: c.req.path }, "federation message rejected");
+    // Once the caller is known, the error is signed too; before that, plain JSON.
+    if (peer && c.get("msgId")) return sign(c, e.status, errorBody(e));
+    return new Response(JSON.stringify(errorBody(e)), { status: e.status, headers: { "content-type": "application/json" } });
+  });
+  return app;
+}

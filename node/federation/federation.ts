@@ -1,0 +1,119 @@
+import { readFileSync } from "node:fs";
+import { SignJWT, type JWK } from "jose";
+import type { FederationOptions } from "../config/node-config.ts";
+import { TwinningError } from "../errors/twinning-error.ts";
+import { MessageSigner, importSigningKey, type SigningKey } from "../../peers/message-codec.ts";
+import { PeerClient, type PeerAnswer } from "../../peers/peer-client.ts";
+import { PeerRegistry } from "../../peers/peer-registry.ts";
+
+export interface FederationMessage {
+  readonly method: "GET" | "POST" | "PUT" | "DELETE";
+  readonly path: string;
+  readonly msgId: string;
+  readonly body?: unknown;
+}
+
+/**
+ * This node's side of the federation: who the peers are (reloadable), our signing keys (the
+ * first signs, all are published so a rotation has an overlap), the signer and the mTLS client.
+ */
+export class Federation {
+  readonly operatorId: string;
+  readonly options: FederationOptions;
+  readonly registry: PeerRegistry;
+  readonly client: PeerClient;
+  readonly signer: MessageSigner;
+  readonly tls: { readonly ca: string; readonly cert: string; readonly key: string };
+  #keys: SigningKey[] = [];
+  #publicJwks: JWK[] = [];
+  readonly #nowMs: () => number;
+  /** The federation base URL peers use for us (set once the listener is bound). */
+  publicUrl = "";
+
+  private constructor(operatorId: string, options: FederationOptions, registry: PeerRegistry, nowMs: () => number) {
+    this.operatorId = operatorId;
+    this.options = options;
+    this.registry = registry;
+    this.#nowMs = nowMs;
+    this.tls = { ca: readFileSync(options.caFile, "utf8"), cert: readFileSync(options.certFile, "utf8"), key: readFileSync(options.keyFile, "utf8") };
+    this.signer = new MessageSigner(operatorId, () => this.#keys[0]!, nowMs, options.maxMessageLifetimeSeconds);
+    this.client = new PeerClient({
+      operatorId,
+      registry,
+      signer: this.signer,
+      tls: this.tls,
+      nowMs,
+      timeoutMs: options.callTimeoutMs,
+      maxSkewSeconds: options.maxClockSkewSeconds,
+      maxLifetimeSeconds: options.maxMessageLifetimeSeconds,
+    });
+  }
+
+  static async create(input: { operatorId: string; options: FederationOptions; allowedPeers: readonly string[]; nowMs: () => number }): Promise<Federation> {
+    const { options } = input;
+    const registry = new PeerRegistry({
+      selfOperatorId: input.operatorId,
+      allowed: input.allowedPeers,
+      load: () => (options.peersFile ? JSON.parse(readFileSync(options.peersFile, "utf8")) : { peers: [] }),
+    });
+    const federation = new Federation(input.operatorId, options, registry, input.nowMs);
+    await federation.#loadKeys();
+    return federation;
+  }
+
+  async #loadKeys(): Promise<void> {
+    const jwks = this.options.signingKeyFiles.map((file) => JSON.parse(readFileSync(file, "utf8")) as JWK);
+    const keys = await Promise.all(jwks.map(importSigningKey));
+    this.#publicJwks = jwks.map(({ d: _d, ...pub }) => ({ ...pub, use: "sig" }));
+    this.#keys = keys;
+  }
+
+  /** Re-reads the peer list and our signing keys; on a bad file the old state stays. */
+  async reload(): Promise<{ peers: number; keys: number }> {
+    const peers = this.registry.reload();
+    await this.#loadKeys();
+    return { peers, keys: this.#keys.length };
+  }
+
+  /** Our public signing keys, for peers (`/federation/v1/jwks.json`, `/.well-known/federation-jwks.json`). */
+  jwks(): { keys: JWK[] } {
+    return { keys: this.#publicJwks };
+  }
+
+  hasPeer(operatorId: string): boolean {
+    return this.registry.get(operatorId) !== undefined;
+  }
+
+  send(operatorId: string, message: FederationMessage): Promise<PeerAnswer> {
+    return this.client.send(operatorId, message);
+  }
+
+  /**
+   * RFC 8693 subject token for a token exchange (HLF-SD-009): our signed assertion that the
+   * secondary of `twinId` asks, audience the primary's operator, valid for one minute.
+   */
+  async subjectToken(input: { secondaryAddress: string; twinId: string; audienceOperatorId: string }): Promise<string> {
+    const key = this.#keys[0]!;
+    const iat = Math.floor(this.#nowMs() / 1000);
+    return new SignJWT({ twin_id: input.twinId })
+      .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: "JWT" })
+      .setIssuer(`urn:twinning:operator:${this.operatorId}`)
+      .setSubject(input.secondaryAddress)
+      .setAudience(`urn:twinning:operator:${input.audienceOperatorId}`)
+      .setIssuedAt(iat)
+      .setExpirationTime(iat + 60)
+      .sign(key.key);
+  }
+
+  async close(): Promise<void> {
+    await this.client.close();
+  }
+}
+
+/** The federation of a context, or SVC3002 when the operator is not a reachable peer. */
+export function requirePeer(federation: Federation | undefined, operatorId: string): Federation {
+  if (!federation || !federation.hasPeer(operatorId)) {
+    throw new TwinningError("peer_unreachable", { variables: [operatorId], detail: federation ? "not an allowed peer" : "federation not configured" });
+  }
+  return federation;
+}

@@ -1,0 +1,193 @@
+import { createHash, randomUUID } from "node:crypto";
+import type { Hono } from "hono";
+import { jwtVerify } from "jose";
+import { z } from "zod";
+import { FEDERATION_BASE } from "../../peers/peer-client.ts";
+import { generateCode } from "../domain/activation-code.ts";
+import { isAddress } from "../domain/address.ts";
+import { isValidTwinName } from "../domain/twin.ts";
+import { TwinningError } from "../errors/twinning-error.ts";
+import { twinView } from "../device-api/resources.ts";
+import type { NodeContext } from "../service/node-context.ts";
+import { primaryServiceEndpoints, TOKEN_EXCHANGE_GRANT } from "../service/twin-service.ts";
+import type { FederationContext, FederationEnv } from "./federation-app.ts";
+import type { Federation } from "./federation.ts";
+
+const address = z.string().refine(isAddress, "tel: address");
+const operatorId = z.string().regex(/^\d{3}-\d{2,3}$/);
+const codeRequest = z.object({ secondaryAddress: address, secondaryOperatorId: operatorId });
+const activation = z.object({
+  twinId: z.uuid(),
+  activationCode: z.string().regex(/^\d{4,12}$/).optional(),
+  secondaryAddress: address.optional(),
+  primaryAddress: address,
+  primaryOperatorId: operatorId,
+  name: z.string().refine(isValidTwinName, "twin name"),
+  primaryServices: z.object({ endpoints: z.record(z.string(), z.string()) }).optional(),
+});
+const statusChange = z.object({ status: z.enum(["On", "Off"]), version: z.number().int().min(1), changedBy: z.enum(["primary", "secondary"]) });
+const deactivation = z.object({ changedBy: z.enum(["primary", "secondary"]).default("primary") });
+const tokenExchange = z.object({
+  grant_type: z.literal(TOKEN_EXCHANGE_GRANT),
+  subject_token: z.string().min(1).max(4096),
+  subject_token_type: z.literal("urn:ietf:params:oauth:token-type:jwt"),
+});
+
+function parse<S extends z.ZodType>(schema: S, c: FederationContext): z.infer<S> {
+  const result = schema.safeParse(c.get("claims")?.body ?? {});
+  if (!result.success) throw new TwinningError("invalid_input", { variables: [result.error.issues[0]?.path.join(".") || "body"] });
+  return result.data;
+}
+
+const digest = (value: unknown) => createHash("sha256").update(JSON.stringify(value)).digest("base64url");
+
+/** The federation messages a peer may send us (DESIGN "Federation API"), each applied once per msgId. */
+export function registerInboundMessages(
+  app: Hono<FederationEnv>,
+  ctx: NodeContext,
+  federation: Federation,
+  sign: (c: FederationContext, status: number, body: unknown) => Promise<Response>,
+): void {
+  const own = ctx.config.operatorId;
+  const peerCorrelator = (c: FederationContext, operation: string, body: unknown) => ({
+    subscriber: `peer:${c.get("peer")}`,
+    operation,
+    key: c.get("msgId"),
+    fingerprint: digest(body),
+  });
+
+  // HLF-IC-001: who we are.
+  app.get(`${FEDERATION_BASE}/operator`, (c) =>
+    sign(c, 200, {
+      operatorId: own,
+      name: ctx.config.operatorName ?? `Operator ${own}`,
+      endpoints: { federation: `${federation.publicUrl}${FEDERATION_BASE}`, device: `${ctx.deviceBaseUrl()}/twinning/v1`, ...primaryServiceEndpoints(ctx) },
+      apiVersions: ["v1"],
+    }),
+  );
+
+  // HLF-IC-003, HLF-SD-003: a peer asks a code for its secondary; we, the primary's operator, issue it.
+  app.post(`${FEDERATION_BASE}/activationCodes`, async (c) => {
+    const body = parse(codeRequest, c);
+    if (body.secondaryOperatorId !== c.get("peer")) throw new TwinningError("access_denied", { variables: ["secondaryOperatorId is not the caller"] });
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const code = generateCode(ctx.config.policy.codeLength);
+      const nowMs = ctx.nowMs();
+      const result = await ctx.store.issueActivationCode({
+        codeId: randomUUID(),
+        secondaryAddress: body.secondaryAddress,
+        secondaryOperatorId: body.secondaryOperatorId,
+        issuerOperatorId: own,
+        codeHash: ctx.codes.hash(own, code),
+        nowMs,
+        expiresAtMs: nowMs + ctx.config.policy.codeTtlSeconds * 1000,
+        correlator: { ...peerCorrelator(c, "fed:activationCodes", body), replayData: ctx.sealer.seal(code) },
+      });
+      if (result.kind === "collision") continue;
+      const shown = result.kind === "replayed" ? ctx.sealer.open(result.replay.replayData!) : code;
+      return sign(c, 201, { code: shown, operatorId: own, expiresAt: new Date(result.code.expiresAtMs).toISOString() });
+    }
+    throw new TwinningError("service_error", { detail: "could not draw a unique code" });
+  });
+
+  // HLF-IC-004: the primary's operator activates our secondary, with our code or with its own.
+  app.post(`${FEDERATION_BASE}/activations`, async (c) => {
+    const body = parse(activation, c);
+    const peer = c.get("peer");
+    if (body.primaryOperatorId !== peer) throw new TwinningError("access_denied", { variables: ["primaryOperatorId is not the caller"] });
+    const correlator = peerCorrelator(c, "fed:activations", body);
+    const policy = ctx.config.policy;
+    if (body.activationCode !== undefined) {
+      const code = body.activationCode;
+      const result = await ctx.store.redeemActivationCode({
+        issuerOperatorId: own,
+        codeHash: ctx.codes.hash(own, code),
+        verify: (stored) => ctx.codes.matches(stored, own, code),
+        twinId: body.twinId,
+        primaryAddress: body.primaryAddress,
+        primaryOperatorId: peer,
+        ownOperatorId: own,
+        name: body.name,
+        nowMs: ctx.nowMs(),
+        maxTwinsPerPrimary: policy.maxTwinsPerPrimary,
+        // Guessing is limited per remote primary and per peer operator (HLF-CM-006).
+        attemptBudgets: [
+          { key: `primary:${peer}:${body.primaryAddress}`, limit: policy.maxFailedAttemptsPerPrimary },
+          { key: `operator:${peer}`, limit: policy.maxFailedAttemptsPerOperator },
+        ],
+        attemptWindowMs: policy.failedAttemptWindowSeconds * 1000,
+        correlator,
+      });
+      if (result.kind === "invalid-code" || result.kind === "remote-secondary") throw new TwinningError("invalid_code");
+      if (result.kind === "rate-limited") {
+        const seconds = Math.ceil(result.retryAfterMs / 1000);
+        throw new TwinningError("too_many_attempts", { variables: [String(seconds)], retryAfterSeconds: seconds });
+      }
+      if (result.kind === "activated") {
+        ctx.hub.codeUsed(result.codeId);
+        ctx.committed(result.notifications);
+      }
+      return sign(c, 201, { twin: twinView(ctx, result.twin) });
+    }
+    if (!body.secondaryAddress) throw new TwinningError("invalid_input", { variables: ["secondaryAddress"] });
+    // Only a secondary that asked this peer for a code can be twinned by it (consumeRemoteCodeFrom).
+    const { twin, notifications, consumedCodeId } = await ctx.store.insertFederatedTwin({
+      twin: { twinId: body.twinId, primaryAddress: body.primaryAddress, primaryOperatorId: peer, secondaryAddress: body.secondaryAddress, secondaryOperatorId: own, name: body.name, status: "On", version: 1, statusOrigin: peer },
+      localSide: "secondary",
+      nowMs: ctx.nowMs(),
+      maxTwinsPerPrimary: policy.maxTwinsPerPrimary,
+      consumeRemoteCodeFrom: peer,
+      correlator,
+    });
+    ctx.committed(notifications);
+    if (consumedCodeId) ctx.hub.codeUsed(consumedCodeId);
+    return sign(c, 201, { twin: twinView(ctx, twin) });
+  });
+
+  // HLF-IC-005, HLF-IC-007: a toggle made at the peer.
+  app.put(`${FEDERATION_BASE}/twins/:twinId/status`, async (c) => {
+    const body = parse(statusChange, c);
+    const result = await ctx.store.applyRemoteStatus({ twinId: c.req.param("twinId"), ...body, fromOperatorId: c.get("peer"), ownOperatorId: own, nowMs: ctx.nowMs() });
+    ctx.committed(result.notifications);
+    return sign(c, 200, { twinId: result.twin.twinId, status: result.twin.status, version: result.twin.version, applied: result.changed });
+  });
+
+  // HLF-PD-004, HLF-SD-007 across operators; also compensations.
+  app.delete(`${FEDERATION_BASE}/twins/:twinId`, async (c) => {
+    const body = parse(deactivation, c);
+    const result = await ctx.store.applyRemoteDeactivation({ twinId: c.req.param("twinId"), changedBy: body.changedBy, fromOperatorId: c.get("peer"), ownOperatorId: own, nowMs: ctx.nowMs() });
+    if (result) ctx.committed(result.notifications);
+    return sign(c, 200, { twinId: c.req.param("twinId"), active: false });
+  });
+
+  // HLF-SD-009, HLF-IC-006: RFC 8693 token exchange for the twinned secondary.
+  app.post(`${FEDERATION_BASE}/token`, async (c) => {
+    const body = parse(tokenExchange, c);
+    const peer = c.get("peer");
+    let claims;
+    try {
+      ({ payload: claims } = await jwtVerify(body.subject_token, federation.registry.get(peer)!.keys, {
+        issuer: `urn:twinning:operator:${peer}`,
+        audience: `urn:twinning:operator:${own}`,
+        currentDate: new Date(ctx.nowMs()),
+      }));
+    } catch (error) {
+      throw new TwinningError("invalid_token", { detail: "subject_token rejected", cause: error });
+    }
+    const twin = typeof claims.twin_id === "string" ? await ctx.store.getTwin(claims.twin_id) : undefined;
+    if (!twin?.active || twin.secondaryAddress !== claims.sub || twin.secondaryOperatorId !== peer || twin.primaryOperatorId !== own) {
+      throw new TwinningError("invalid_token", { detail: "no active twin of this secondary here" });
+    }
+    if (twin.status !== "On") throw new TwinningError("policy_error", { variables: ["twinning is Off"] });
+    const ttl = ctx.config.policy.primaryServicesTokenTtlSeconds;
+    const { token } = await ctx.tokens.mint({ subject: twin.primaryAddress, scope: "primary-services", twinId: twin.twinId, actor: twin.secondaryAddress, ttlSeconds: ttl });
+    return sign(c, 200, {
+      access_token: token,
+      issued_token_type: "urn:ietf:params:oauth:token-type:access_token",
+      token_type: "Bearer",
+      expires_in: ttl,
+      scope: "primary-services",
+      endpoints: primaryServiceEndpoints(ctx),
+    });
+  });
+}

@@ -1,0 +1,135 @@
+import { randomUUID } from "node:crypto";
+import { isAddress } from "../domain/address.ts";
+import { defaultTwinName, type Twin } from "../domain/twin.ts";
+import { TwinningError } from "../errors/twinning-error.ts";
+import { requirePeer } from "../federation/federation.ts";
+import { peerErrorToTwinningError } from "../../peers/peer-client.ts";
+import type { ActivationCodeRecord, CorrelatorInput } from "../store/store-port.ts";
+import type { NodeContext } from "./node-context.ts";
+import { primaryServiceEndpoints } from "./twin-service.ts";
+
+/**
+ * The synchronous cross-operator steps a device waits on (DESIGN "Invariants"): a code from
+ * the primary's operator, an activation at the secondary's operator. A failure after the peer
+ * may have committed is compensated by an outbox DELETE, so both sides end up agreeing.
+ */
+
+/** HLF-SD-002, HLF-TE-006, HLF-IC-002: the secondary named the primary's operator; ask it for the code. */
+export async function codeFromPeer(
+  ctx: NodeContext,
+  secondary: string,
+  issuer: string,
+  correlator: CorrelatorInput | undefined,
+): Promise<{ record: ActivationCodeRecord; code: string }> {
+  const federation = requirePeer(ctx.federation, issuer);
+  if (correlator) {
+    const replay = await ctx.store.lookupCorrelator(correlator);
+    const record = replay && (await ctx.store.getActivationCode(secondary, replay.resourceId, ctx.nowMs()));
+    if (replay?.replayData && record) return { record, code: ctx.sealer.open(replay.replayData) };
+  }
+  await ctx.store.assertCanTwinAsSecondary(secondary);
+  const codeId = randomUUID();
+  const answer = await federation.send(issuer, {
+    method: "POST",
+    path: "/activationCodes",
+    msgId: codeId,
+    body: { secondaryAddress: secondary, secondaryOperatorId: ctx.config.operatorId },
+  });
+  if (answer.status !== 201) throw peerErrorToTwinningError(issuer, answer);
+  const { code, operatorId, expiresAt } = (answer.body ?? {}) as { code?: unknown; operatorId?: unknown; expiresAt?: unknown };
+  const expiresAtMs = typeof expiresAt === "string" ? Date.parse(expiresAt) : Number.NaN;
+  if (typeof code !== "string" || !/^\d{4,12}$/.test(code) || operatorId !== issuer || !Number.isFinite(expiresAtMs)) {
+    throw new TwinningError("peer_unreachable", { variables: [issuer], detail: "malformed activationCodes answer" });
+  }
+  const result = await ctx.store.issueActivationCode({
+    codeId,
+    secondaryAddress: secondary,
+    secondaryOperatorId: ctx.config.operatorId,
+    issuerOperatorId: issuer,
+    // Kept only to show the secondary the code's state; never looked up, so bound to its id.
+    codeHash: ctx.codes.hash(issuer, `${codeId}:${code}`),
+    nowMs: ctx.nowMs(),
+    expiresAtMs,
+    ...(correlator ? { correlator: { ...correlator, replayData: ctx.sealer.seal(code) } } : {}),
+  });
+  if (result.kind === "collision") throw new TwinningError("service_error", { detail: "code id collision" });
+  return { record: result.code, code };
+}
+
+async function defaultName(ctx: NodeContext, primary: string, name: string | undefined): Promise<string> {
+  if (name !== undefined) return name;
+  return defaultTwinName(new Set((await ctx.store.listTwinsOfPrimary(primary)).map((t) => t.name)));
+}
+
+/** Writes a compensating DELETE for a twin the peer may have created (DESIGN "Invariants"). */
+async function compensate(ctx: NodeContext, peer: string, twinId: string): Promise<void> {
+  await ctx.store.enqueuePeerMessages([{ operatorId: peer, method: "DELETE", path: `/twins/${twinId}`, msgId: randomUUID(), body: { changedBy: "primary" } }], ctx.nowMs());
+  ctx.wakeOutbox();
+  ctx.logger.warn({ peer, twinId }, "activation compensated at peer");
+}
+
+/**
+ * HLF-IC-004: activate at the secondary's operator, exposing the primary's address and
+ * service endpoints (HLF-IC-006), then commit the primary's side here.
+ */
+export async function activateAcross(
+  ctx: NodeContext,
+  input: {
+    primary: string;
+    peer: string;
+    name: string | undefined;
+    /** A code the peer issued (the primary typed its code and operator). */
+    activationCode?: string;
+    /** Or: our own code, whose secondary the peer serves. */
+    ownCode?: { codeId: string; secondaryAddress: string };
+    correlator: CorrelatorInput | undefined;
+  },
+): Promise<Twin> {
+  const federation = requirePeer(ctx.federation, input.peer);
+  const own = ctx.config.operatorId;
+  if (!input.ownCode) await ctx.store.assertCanTwinAsPrimary(input.primary, ctx.config.policy.maxTwinsPerPrimary);
+  const name = await defaultName(ctx, input.primary, input.name);
+  const twinId = randomUUID();
+  let answer;
+  try {
+    answer = await federation.send(input.peer, {
+      method: "POST",
+      path: "/activations",
+      msgId: twinId,
+      body: {
+        twinId,
+        ...(input.activationCode !== undefined ? { activationCode: input.activationCode } : { secondaryAddress: input.ownCode!.secondaryAddress }),
+        primaryAddress: input.primary,
+        primaryOperatorId: own,
+        name,
+        primaryServices: { endpoints: primaryServiceEndpoints(ctx) },
+      },
+    });
+  } catch (error) {
+    // No answer: the peer may have committed. Undo there; the device may simply retry.
+    await compensate(ctx, input.peer, twinId);
+    throw error;
+  }
+  if (answer.status !== 201) throw peerErrorToTwinningError(input.peer, answer);
+  const remote = (answer.body?.twin ?? {}) as { secondaryAddress?: unknown; twinId?: unknown };
+  const secondaryAddress = input.ownCode?.secondaryAddress ?? remote.secondaryAddress;
+  if (remote.twinId !== twinId || typeof secondaryAddress !== "string" || !isAddress(secondaryAddress)) {
+    await compensate(ctx, input.peer, twinId);
+    throw new TwinningError("peer_unreachable", { variables: [input.peer], detail: "malformed activations answer" });
+  }
+  try {
+    const { twin, notifications } = await ctx.store.insertFederatedTwin({
+      twin: { twinId, primaryAddress: input.primary, primaryOperatorId: own, secondaryAddress, secondaryOperatorId: input.peer, name, status: "On", version: 1, statusOrigin: own },
+      localSide: "primary",
+      nowMs: ctx.nowMs(),
+      maxTwinsPerPrimary: ctx.config.policy.maxTwinsPerPrimary,
+      ...(input.ownCode ? { consumeCodeId: input.ownCode.codeId } : {}),
+      ...(input.correlator ? { correlator: input.correlator } : {}),
+    });
+    ctx.committed(notifications);
+    return twin;
+  } catch (error) {
+    await compensate(ctx, input.peer, twinId);
+    throw error;
+  }
+}

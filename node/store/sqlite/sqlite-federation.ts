@@ -1,0 +1,106 @@
+import { effectsOfChange, isNewerStatus } from "../../domain/change-effects.ts";
+import { TwinningError } from "../../errors/twinning-error.ts";
+import type { ChangeResult, FederatedTwinResult, InsertFederatedTwinInput, RemoteDeactivationInput, RemoteStatusInput } from "../store-port.ts";
+import { findCorrelator, recordCorrelator } from "./sqlite-correlators.ts";
+import type { SqliteDatabase } from "./sqlite-database.ts";
+import { recordEffects } from "./sqlite-notifications.ts";
+import { toTwin } from "./sqlite-rows.ts";
+import { assertCanBePrimary, assertCanBeSecondary, twinRow } from "./sqlite-twins.ts";
+
+/**
+ * Store operations of the federation (HLF-IC-*): twins agreed with a peer, and changes the
+ * peer made. Each node checks the rules of the side it serves, in the same transaction as
+ * the write.
+ */
+export function insertFederatedTwin(d: SqliteDatabase, input: InsertFederatedTwinInput): FederatedTwinResult {
+  return d.write(() => {
+    const replay = findCorrelator(d, input.correlator);
+    if (replay) {
+      const row = twinRow(d, replay.resourceId);
+      if (row) return { twin: toTwin(row), replayed: true, notifications: [] };
+    }
+    const t = input.twin;
+    const existing = twinRow(d, t.twinId);
+    if (existing) {
+      // A retried activation message whose first attempt committed: same answer, no second effect.
+      if (existing.active === 1 && existing.primary_address === t.primaryAddress && existing.secondary_address === t.secondaryAddress) {
+        return { twin: toTwin(existing), replayed: true, notifications: [] };
+      }
+      throw new TwinningError("update_not_allowed", { variables: ["the twin id is already used"] });
+    }
+    if (input.localSide === "primary") {
+      const names = assertCanBePrimary(d, t.primaryAddress, input.maxTwinsPerPrimary);
+      if (names.has(t.name)) throw new TwinningError("invalid_input", { variables: ["name"], detail: "name already used by another twin of this primary" });
+    } else {
+      assertCanBeSecondary(d, t.secondaryAddress);
+    }
+    let consumedCodeId: string | undefined;
+    if (input.consumeCodeId !== undefined) {
+      const used = d.sql(`UPDATE activation_codes SET state = 'Used', twin_id = ? WHERE code_id = ? AND state = 'Pending' AND expires_at > ?`).run(t.twinId, input.consumeCodeId, input.nowMs);
+      if (used.changes !== 1) throw new TwinningError("invalid_code");
+      consumedCodeId = input.consumeCodeId;
+    }
+    if (input.consumeRemoteCodeFrom !== undefined) {
+      // The user's consent: the secondary asked this operator for a code, and it is still live.
+      const pending = d
+        .sql(`SELECT code_id FROM activation_codes WHERE secondary_address = ? AND issuer_operator_id = ? AND state = 'Pending' AND expires_at > ? ORDER BY created_at DESC LIMIT 1`)
+        .get(t.secondaryAddress, input.consumeRemoteCodeFrom, input.nowMs) as { code_id: string } | undefined;
+      if (!pending) throw new TwinningError("invalid_code");
+      d.sql(`UPDATE activation_codes SET state = 'Used', twin_id = ? WHERE code_id = ?`).run(t.twinId, pending.code_id);
+      consumedCodeId = pending.code_id;
+    }
+    d.sql(
+      `INSERT INTO twins (twin_id, primary_address, primary_operator_id, secondary_address, secondary_operator_id, name, status, version, status_origin, active, created_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)`,
+    ).run(t.twinId, t.primaryAddress, t.primaryOperatorId, t.secondaryAddress, t.secondaryOperatorId, t.name, t.status, t.version, t.statusOrigin, input.nowMs, input.nowMs);
+    recordCorrelator(d, input.correlator, t.twinId, input.nowMs);
+    const twin = toTwin(twinRow(d, t.twinId)!);
+    const own = input.localSide === "primary" ? t.primaryOperatorId : t.secondaryOperatorId;
+    const notifications = recordEffects(d, effectsOfChange("activation", twin, "primary", own, input.nowMs, true), input.nowMs);
+    return { twin, replayed: false, notifications, consumedCodeId };
+  });
+}
+
+/** The peer must be the operator of the twin's other side. */
+function twinOfPeer(d: SqliteDatabase, twinId: string, fromOperatorId: string, ownOperatorId: string) {
+  const row = twinRow(d, twinId);
+  if (!row) return undefined;
+  const other = row.primary_operator_id === ownOperatorId ? row.secondary_operator_id : row.primary_operator_id;
+  if (other !== fromOperatorId || fromOperatorId === ownOperatorId) {
+    throw new TwinningError("access_denied", { variables: ["the twin is not shared with this operator"] });
+  }
+  return row;
+}
+
+export function applyRemoteStatus(d: SqliteDatabase, input: RemoteStatusInput): ChangeResult {
+  return d.write(() => {
+    const row = twinOfPeer(d, input.twinId, input.fromOperatorId, input.ownOperatorId);
+    if (!row) throw new TwinningError("not_found", { variables: ["twin"] });
+    // Deactivation is final and wins over any status.
+    if (row.active !== 1) return { twin: toTwin(row), changed: false, notifications: [] };
+    const incoming = { version: input.version, origin: input.fromOperatorId };
+    if (!isNewerStatus(incoming, { version: row.version, origin: row.status_origin })) return { twin: toTwin(row), changed: false, notifications: [] };
+    d.sql(`UPDATE twins SET status = ?, version = ?, status_origin = ?, updated_at = ? WHERE twin_id = ?`).run(input.status, input.version, input.fromOperatorId, input.nowMs, input.twinId);
+    const twin = toTwin(twinRow(d, input.twinId)!);
+    // The device only hears of a real change of status.
+    if (row.status === input.status) return { twin, changed: true, notifications: [] };
+    const notifications = recordEffects(d, effectsOfChange("status", twin, input.changedBy, input.ownOperatorId, input.nowMs, true), input.nowMs);
+    return { twin, changed: true, notifications };
+  });
+}
+
+export function applyRemoteDeactivation(d: SqliteDatabase, input: RemoteDeactivationInput): ChangeResult | undefined {
+  return d.write(() => {
+    const row = twinOfPeer(d, input.twinId, input.fromOperatorId, input.ownOperatorId);
+    if (!row) return undefined; // a compensation for a twin never created here: nothing to undo
+    if (row.active !== 1) return { twin: toTwin(row), changed: false, notifications: [] };
+    d.sql(`UPDATE twins SET active = 0, updated_at = ? WHERE twin_id = ?`).run(input.nowMs, input.twinId);
+    const twin = toTwin(twinRow(d, input.twinId)!);
+    const notifications = recordEffects(d, effectsOfChange("deactivation", twin, input.changedBy, input.ownOperatorId, input.nowMs, true), input.nowMs);
+    return { twin, changed: true, notifications };
+  });
+}
+
+export function rememberJti(d: SqliteDatabase, jti: string, expiresAtMs: number): boolean {
+  return d.sql(`INSERT INTO federation_jti (jti, expires_at) VALUES (?, ?) ON CONFLICT (jti) DO NOTHING`).run(jti, expiresAtMs).changes === 1;
+}

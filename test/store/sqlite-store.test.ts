@@ -1,0 +1,77 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { afterEach, describe, expect, it } from "vitest";
+import { SqliteStore } from "../../node/store/sqlite/sqlite-store.ts";
+import type { TwinningStore } from "../../node/store/store-port.ts";
+import { runStoreContract } from "./store-contract.ts";
+import { activated, P1, S1, T0 } from "./store-fixtures.ts";
+
+/** A fresh database file in its own temporary directory; cleanup closes the store and removes it. */
+function tempStore(nowMs = T0) {
+  const dir = mkdtempSync(join(tmpdir(), "twinning-store-"));
+  const file = join(dir, "node.db");
+  let current: TwinningStore = new SqliteStore({ file, nowMs });
+  return {
+    file,
+    get store(): TwinningStore {
+      return current;
+    },
+    reopen: async (reopenNowMs = nowMs): Promise<TwinningStore> => {
+      await current.close();
+      current = new SqliteStore({ file, nowMs: reopenNowMs });
+      return current;
+    },
+    cleanup: async (): Promise<void> => {
+      await current.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+runStoreContract("SqliteStore", async () => tempStore());
+
+/** Reads the file directly, read-only, as an operator's tooling would. */
+function inspect<T>(file: string, fn: (db: Database.Database) => T): T {
+  const db = new Database(file, { readonly: true, fileMustExist: true });
+  try {
+    return fn(db);
+  } finally {
+    db.close();
+  }
+}
+
+describe("SqliteStore on disk", () => {
+  let t: ReturnType<typeof tempStore> | undefined;
+  afterEach(async () => {
+    await t?.cleanup();
+    t = undefined;
+  });
+
+  it("runs in WAL journal mode", async () => {
+    t = tempStore();
+    await activated(t.store, P1, S1);
+    expect(inspect(t.file, (db) => db.pragma("journal_mode", { simple: true }))).toBe("wal");
+  });
+
+  it("records every applied schema version, in order, in schema_migrations", async () => {
+    t = tempStore(T0);
+    const rows = inspect(t.file, (db) => db.prepare(`SELECT version, name, applied_at FROM schema_migrations ORDER BY version`).all()) as { version: number; name: string; applied_at: number }[];
+    expect(rows.map((r) => r.version)).toEqual([1, 2]);
+    expect(rows[0]).toEqual({ version: 1, name: "initial schema", applied_at: T0 });
+    expect(rows.every((r) => r.applied_at === T0)).toBe(true);
+  });
+
+  it("reopening an existing file does not re-run migrations and keeps the data", async () => {
+    t = tempStore(T0);
+    const twin = await activated(t.store, P1, S1);
+    const again = await t.reopen(T0 + 86_400_000);
+    expect(await again.getTwin(twin.twinId)).toEqual(twin);
+    const rows = inspect(t.file, (db) => db.prepare(`SELECT version, applied_at FROM schema_migrations`).all());
+    expect(rows).toEqual([
+      { version: 1, applied_at: T0 },
+      { version: 2, applied_at: T0 },
+    ]);
+  });
+});

@@ -1,0 +1,182 @@
+import { describe, expect, it } from "vitest";
+import type { Twin } from "../../node/domain/twin.ts";
+import type { OutboxEntry, TwinningStore } from "../../node/store/store-port.ts";
+import {
+  activated,
+  codeInput,
+  issued,
+  MINUTE,
+  newCode,
+  OP,
+  OTHER_OP,
+  P1,
+  P2,
+  redeemInput,
+  S1,
+  S2,
+  S3,
+  SECOND,
+  subscribe,
+  T0,
+  useStore,
+  type MakeStore,
+} from "./store-fixtures.ts";
+
+const toggle = (store: TwinningStore, twin: Twin, status: "On" | "Off", nowMs: number) =>
+  store.changeTwinStatus({ twinId: twin.twinId, status, changedBy: "primary", origin: OP, nowMs });
+/** Off, On, Off … by the primary, one second apart from `startMs`: each notifies the secondary. */
+async function toggles(store: TwinningStore, twin: Twin, count: number, startMs: number): Promise<void> {
+  for (let i = 0; i < count; i++) await toggle(store, twin, i % 2 === 0 ? "Off" : "On", startMs + i * SECOND);
+}
+const statusOf = (e: OutboxEntry) => (JSON.parse(e.payload) as { twinningStatusNotification: { status: string } }).twinningStatusNotification.status;
+
+/** The durable outbox (DESIGN "Invariants and delivery"), prune and ping. */
+export function deliveryContract(makeStore: MakeStore): void {
+  describe("outbox", () => {
+    const h = useStore(makeStore);
+
+    it("HLF-PD-007 a status change creates one outbox entry per active subscription of the recipient", async () => {
+      const { store } = h();
+      const twin = await activated(store, P1, S1);
+      const a = await subscribe(store, S1, "secondary", { callbackData: "cb-a" });
+      const b = await subscribe(store, S1, "secondary");
+      await subscribe(store, S1, "secondary", { expiresAtMs: T0 + MINUTE }); // expired by the change
+      await subscribe(store, P1, "primary"); // the changer hears nothing
+      expect(await store.outboxStats()).toEqual({ pending: 0, dead: 0 });
+      const at = T0 + 2 * MINUTE;
+      await toggle(store, twin, "Off", at);
+
+      expect(await store.outboxStats()).toEqual({ pending: 2, dead: 0 });
+      expect(await store.nextOutboxDueAtMs()).toBe(at);
+      expect(await store.dueOutboxHeads(at - 1, 10)).toEqual([]);
+      const heads = await store.dueOutboxHeads(at, 10);
+      expect(heads.map((e) => e.target).sort()).toEqual([a.notifyUrl, b.notifyUrl].sort());
+      expect(new Set(heads.map((e) => e.lane)).size).toBe(2);
+      for (const e of heads) expect(e).toMatchObject({ kind: "callback", attempts: 0, createdAtMs: at, lastError: undefined });
+      const content = { twinId: twin.twinId, primaryAddress: P1, secondaryAddress: S1, status: "Off", changedBy: "primary", timestamp: new Date(at).toISOString() };
+      const byTarget = new Map(heads.map((e) => [e.target, JSON.parse(e.payload) as unknown]));
+      expect(byTarget.get(a.notifyUrl)).toEqual({ twinningStatusNotification: { ...content, callbackData: "cb-a" } });
+      expect(byTarget.get(b.notifyUrl)).toEqual({ twinningStatusNotification: content });
+    });
+
+    it("HLF-SD-007 activations and deactivations reach the recipient's callbacks too", async () => {
+      const { store } = h();
+      const sub = await subscribe(store, S1, "secondary"); // the secondary waits for its code to be used
+      const p = await subscribe(store, P1, "primary");
+      const twin = await activated(store, P1, S1, { nowMs: T0 + SECOND });
+      await store.deactivateTwin({ twinId: twin.twinId, changedBy: "secondary", nowMs: T0 + 2 * SECOND });
+      const heads = await store.dueOutboxHeads(T0 + 3 * SECOND, 10);
+      const typesByTarget = new Map(heads.map((e) => [e.target, Object.keys(JSON.parse(e.payload) as object)]));
+      expect(heads).toHaveLength(2);
+      expect(typesByTarget.get(sub.notifyUrl)).toEqual(["twinningActivatedNotification"]);
+      expect(typesByTarget.get(p.notifyUrl)).toEqual(["twinningDeactivatedNotification"]);
+    });
+
+    it("dueOutboxHeads returns only the oldest pending entry of each lane, at most limit of them", async () => {
+      const { store } = h();
+      const twin = await activated(store, P1, S1);
+      await subscribe(store, S1, "secondary");
+      await subscribe(store, S1, "secondary");
+      await toggles(store, twin, 3, T0 + SECOND);
+      expect(await store.outboxStats()).toEqual({ pending: 6, dead: 0 });
+      const heads = await store.dueOutboxHeads(T0 + MINUTE, 10);
+      expect(heads).toHaveLength(2);
+      expect(heads.map(statusOf)).toEqual(["Off", "Off"]);
+      expect(heads.every((e) => e.createdAtMs === T0 + SECOND)).toBe(true);
+      expect(await store.dueOutboxHeads(T0 + MINUTE, 1)).toHaveLength(1);
+    });
+
+    it("failOutboxEntry with nextAttemptAtMs delays the entry and holds back the rest of its lane", async () => {
+      const { store } = h();
+      const twin = await activated(store, P1, S1);
+      await subscribe(store, S1, "secondary");
+      await toggles(store, twin, 2, T0 + SECOND);
+      const [head] = await store.dueOutboxHeads(T0 + 2 * SECOND, 10);
+      if (!head) throw new Error("no outbox head");
+      await store.failOutboxEntry({ id: head.id, attempts: 1, nextAttemptAtMs: T0 + MINUTE, lastError: "HTTP 503", nowMs: T0 + 2 * SECOND });
+      expect(await store.dueOutboxHeads(T0 + MINUTE - 1, 10)).toEqual([]);
+      expect(await store.nextOutboxDueAtMs()).toBe(T0 + MINUTE);
+      expect(await store.dueOutboxHeads(T0 + MINUTE, 10)).toEqual([{ ...head, attempts: 1, lastError: "HTTP 503" }]);
+      expect(await store.outboxStats()).toEqual({ pending: 2, dead: 0 });
+    });
+
+    it("failOutboxEntry without nextAttemptAtMs makes the entry dead: outboxStats and listDeadLetters show it, the lane moves on", async () => {
+      const { store } = h();
+      const twin = await activated(store, P1, S1);
+      await subscribe(store, S1, "secondary");
+      await toggles(store, twin, 2, T0 + SECOND);
+      const [head] = await store.dueOutboxHeads(T0 + 2 * SECOND, 10);
+      if (!head) throw new Error("no outbox head");
+      await store.failOutboxEntry({ id: head.id, attempts: 7, nextAttemptAtMs: undefined, lastError: "gave up", nowMs: T0 + 2 * SECOND });
+      expect(await store.outboxStats()).toEqual({ pending: 1, dead: 1 });
+      expect(await store.listDeadLetters(10)).toEqual([{ ...head, attempts: 7, lastError: "gave up" }]);
+      const next = await store.dueOutboxHeads(T0 + 2 * SECOND, 10);
+      expect(next).toHaveLength(1);
+      expect(next[0]).toMatchObject({ lane: head.lane, attempts: 0 });
+      expect(next[0]!.id).not.toBe(head.id);
+      expect(statusOf(next[0]!)).toBe("On");
+    });
+
+    it("completeOutboxEntry removes the entry and the lane's next entry becomes head; nextOutboxDueAtMs is then undefined", async () => {
+      const { store } = h();
+      expect(await store.nextOutboxDueAtMs()).toBeUndefined();
+      const twin = await activated(store, P1, S1);
+      await subscribe(store, S1, "secondary");
+      await toggles(store, twin, 2, T0 + SECOND);
+      const [first] = await store.dueOutboxHeads(T0 + MINUTE, 10);
+      if (!first) throw new Error("no outbox head");
+      await store.completeOutboxEntry(first.id);
+      const [second] = await store.dueOutboxHeads(T0 + MINUTE, 10);
+      expect(second).toMatchObject({ lane: first.lane, createdAtMs: T0 + 2 * SECOND });
+      expect(await store.nextOutboxDueAtMs()).toBe(T0 + 2 * SECOND);
+      await store.completeOutboxEntry(second!.id);
+      expect(await store.dueOutboxHeads(T0 + MINUTE, 10)).toEqual([]);
+      expect(await store.outboxStats()).toEqual({ pending: 0, dead: 0 });
+      expect(await store.nextOutboxDueAtMs()).toBeUndefined();
+      expect(await store.listDeadLetters(10)).toEqual([]);
+    });
+  });
+
+  describe("prune and ping", () => {
+    const h = useStore(makeStore);
+
+    it("prune drops notifications and codes older than the retention, keeps newer ones, twins and the outbox", async () => {
+      const { store } = h();
+      const HOUR = 60 * MINUTE;
+      const twin = await activated(store, P1, S1); // its notification and used code date from T0
+      await subscribe(store, S1, "secondary", { expiresAtMs: undefined });
+      const stale = await issued(store, S2, newCode());
+      await toggle(store, twin, "Off", T0 + 90 * MINUTE);
+      const fresh = await issued(store, S3, newCode(), { nowMs: T0 + 90 * MINUTE });
+      const kept = await store.notificationsAfter(S1, "secondary", 0, 10);
+      expect(kept).toHaveLength(2);
+
+      await store.prune({ nowMs: T0 + 2 * HOUR, notificationRetentionMs: HOUR, attemptWindowMs: HOUR });
+      expect(await store.notificationsAfter(S1, "secondary", 0, 10)).toEqual([kept[1]]);
+      expect(await store.getActivationCode(S2, stale.codeId, T0 + 2 * HOUR)).toBeUndefined();
+      expect(await store.getActivationCode(S3, fresh.codeId, T0 + 2 * HOUR)).toMatchObject({ codeId: fresh.codeId, state: "Expired" });
+      expect(await store.getTwin(twin.twinId)).toMatchObject({ status: "Off", active: true });
+      expect(await store.listSubscriptions(S1, "secondary", T0 + 2 * HOUR)).toHaveLength(1);
+      expect(await store.outboxStats()).toEqual({ pending: 1, dead: 0 });
+    });
+
+    it("prune drops failed attempts older than the attempt window, which lifts a rate limit", async () => {
+      const { store } = h();
+      const budgets = [{ key: `primary:${P2}`, limit: 1 }];
+      const DAY = 24 * 60 * MINUTE;
+      expect((await store.redeemActivationCode(redeemInput(P2, newCode(), { attemptBudgets: budgets }))).kind).toBe("invalid-code");
+      const code = newCode();
+      await store.issueActivationCode(codeInput(S1, code, { nowMs: T0 + 2 * MINUTE }));
+      // Under a day-long window the failure still counts …
+      const later = { attemptBudgets: budgets, attemptWindowMs: DAY, nowMs: T0 + 2 * MINUTE };
+      expect((await store.redeemActivationCode(redeemInput(P2, code, later))).kind).toBe("rate-limited");
+      await store.prune({ nowMs: T0 + 2 * MINUTE, notificationRetentionMs: DAY, attemptWindowMs: MINUTE });
+      // … until prune has dropped it.
+      expect((await store.redeemActivationCode(redeemInput(P2, code, later))).kind).toBe("activated");
+    });
+
+    it("ping resolves on an open store", async () => {
+      await expect(h().store.ping()).resolves.toBeUndefined();
+    });
+  });
+}

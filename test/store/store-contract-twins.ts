@@ -1,0 +1,237 @@
+import { describe, expect, it } from "vitest";
+import {
+  activated,
+  expectTwinningError,
+  MINUTE,
+  OP,
+  OTHER_OP,
+  P1,
+  P2,
+  S1,
+  S2,
+  S3,
+  SECOND,
+  subscribe,
+  subscription,
+  T0,
+  useStore,
+  uuid,
+  type MakeStore,
+} from "./store-fixtures.ts";
+
+/** Twins (HLF-PD-*, HLF-SD-004..007, HLF-TE-*), subscriptions and the notification feed. */
+export function twinContract(makeStore: MakeStore): void {
+  describe("twins", () => {
+    const h = useStore(makeStore);
+
+    it("HLF-PD-003 a primary lists its twins in creation order and finds each by twinId, secondary address or name", async () => {
+      const { store } = h();
+      const a = await activated(store, P1, S1, { name: "Watch" });
+      const b = await activated(store, P1, S2, { nowMs: T0 + SECOND });
+      const other = await activated(store, P2, S3);
+      expect(await store.listTwinsOfPrimary(P1)).toEqual([a, b]);
+      expect(await store.findTwinOfPrimary(P1, { kind: "twinId", twinId: b.twinId })).toEqual(b);
+      expect(await store.findTwinOfPrimary(P1, { kind: "secondary", address: S1 })).toEqual(a);
+      expect(await store.findTwinOfPrimary(P1, { kind: "name", name: "Watch" })).toEqual(a);
+      // Another primary's twin is not found through P1, whatever the ref.
+      expect(await store.findTwinOfPrimary(P1, { kind: "twinId", twinId: other.twinId })).toBeUndefined();
+      expect(await store.findTwinOfPrimary(P1, { kind: "secondary", address: S3 })).toBeUndefined();
+      expect(await store.findTwinOfPrimary(P1, { kind: "name", name: "Nope" })).toBeUndefined();
+      expect(await store.findTwinOfSecondary(S2)).toEqual(b);
+      expect(await store.findTwinOfSecondary(P1)).toBeUndefined();
+      expect(await store.getTwin(other.twinId)).toEqual(other);
+      expect(await store.getTwin(uuid())).toBeUndefined();
+    });
+
+    it("HLF-PD-004 renameTwin changes the name; a name another active twin has is invalid_input", async () => {
+      const { store } = h();
+      const a = await activated(store, P1, S1);
+      const b = await activated(store, P1, S2);
+      const renamed = await store.renameTwin({ twinId: a.twinId, name: "Car", nowMs: T0 + SECOND });
+      expect(renamed).toEqual({ ...a, name: "Car", updatedAtMs: T0 + SECOND });
+      expect(await store.findTwinOfPrimary(P1, { kind: "name", name: "Car" })).toEqual(renamed);
+      expect(await store.findTwinOfPrimary(P1, { kind: "name", name: a.name })).toBeUndefined();
+      expect((await store.renameTwin({ twinId: a.twinId, name: "Car", nowMs: T0 + 2 * SECOND })).name).toBe("Car");
+      await expectTwinningError(store.renameTwin({ twinId: b.twinId, name: "Car", nowMs: T0 + 2 * SECOND }), "invalid_input");
+      await expectTwinningError(store.renameTwin({ twinId: uuid(), name: "Bike", nowMs: T0 }), "not_found");
+      expect((await store.getTwin(b.twinId))?.name).toBe(b.name);
+    });
+
+    it("HLF-TE-003 toggling Off keeps the relationship", async () => {
+      const { store } = h();
+      const twin = await activated(store, P1, S1);
+      const result = await store.changeTwinStatus({ twinId: twin.twinId, status: "Off", changedBy: "primary", origin: OP, nowMs: T0 + SECOND });
+      expect(result.changed).toBe(true);
+      expect(result.twin).toEqual({ ...twin, status: "Off", version: twin.version + 1, statusOrigin: OP, updatedAtMs: T0 + SECOND });
+      expect(await store.findTwinOfSecondary(S1)).toEqual(result.twin);
+      expect(await store.listTwinsOfPrimary(P1)).toEqual([result.twin]);
+      const back = await store.changeTwinStatus({ twinId: twin.twinId, status: "On", changedBy: "secondary", origin: OP, nowMs: T0 + 2 * SECOND });
+      expect(back.twin).toMatchObject({ status: "On", version: twin.version + 2, active: true });
+    });
+
+    it("HLF-PD-002 a status change by the primary notifies the secondary", async () => {
+      const { store } = h();
+      const twin = await activated(store, P1, S1);
+      const { notifications } = await store.changeTwinStatus({ twinId: twin.twinId, status: "Off", changedBy: "primary", origin: OP, nowMs: T0 + SECOND });
+      expect(notifications).toHaveLength(1);
+      expect(notifications[0]).toMatchObject({
+        recipientAddress: S1,
+        recipientRole: "secondary",
+        type: "twinningStatusNotification",
+        content: { twinId: twin.twinId, primaryAddress: P1, secondaryAddress: S1, status: "Off", changedBy: "primary", timestamp: new Date(T0 + SECOND).toISOString() },
+      });
+      expect(await store.notificationsAfter(P1, "primary", 0, 10)).toEqual([]);
+    });
+
+    it("HLF-SD-004 a status change by the secondary notifies the primary", async () => {
+      const { store } = h();
+      const twin = await activated(store, P1, S1);
+      const { notifications } = await store.changeTwinStatus({ twinId: twin.twinId, status: "Off", changedBy: "secondary", origin: OP, nowMs: T0 + SECOND });
+      expect(notifications).toHaveLength(1);
+      expect(notifications[0]).toMatchObject({ recipientAddress: P1, recipientRole: "primary", content: { changedBy: "secondary", status: "Off" } });
+      expect(await store.notificationsAfter(P1, "primary", 0, 10)).toEqual(notifications);
+    });
+
+    it("changeTwinStatus to the current status is changed:false, keeps the version and records nothing", async () => {
+      const { store } = h();
+      const twin = await activated(store, P1, S1);
+      const latest = await store.latestNotificationId();
+      const result = await store.changeTwinStatus({ twinId: twin.twinId, status: "On", changedBy: "primary", origin: OP, nowMs: T0 + SECOND });
+      expect(result).toEqual({ twin, changed: false, notifications: [] });
+      expect(await store.latestNotificationId()).toBe(latest);
+      await expectTwinningError(store.changeTwinStatus({ twinId: uuid(), status: "Off", changedBy: "primary", origin: OP, nowMs: T0 }), "not_found");
+    });
+
+    it("HLF-TE-004 a deactivated twin leaves lists and finds; getTwin still returns it with active:false", async () => {
+      const { store } = h();
+      const twin = await activated(store, P1, S1, { name: "Watch" });
+      const result = await store.deactivateTwin({ twinId: twin.twinId, changedBy: "secondary", nowMs: T0 + SECOND });
+      expect(result.changed).toBe(true);
+      expect(result.twin).toMatchObject({ twinId: twin.twinId, active: false });
+      expect(result.notifications).toHaveLength(1);
+      expect(result.notifications[0]).toMatchObject({ recipientAddress: P1, recipientRole: "primary", type: "twinningDeactivatedNotification", content: { changedBy: "secondary" } });
+      expect(await store.listTwinsOfPrimary(P1)).toEqual([]);
+      expect(await store.findTwinOfPrimary(P1, { kind: "twinId", twinId: twin.twinId })).toBeUndefined();
+      expect(await store.findTwinOfPrimary(P1, { kind: "name", name: "Watch" })).toBeUndefined();
+      expect(await store.findTwinOfSecondary(S1)).toBeUndefined();
+      expect(await store.getTwin(twin.twinId)).toMatchObject({ twinId: twin.twinId, primaryAddress: P1, secondaryAddress: S1, active: false });
+      // The name is free again for a new twin of the same primary.
+      expect((await activated(store, P1, S2, { name: "Watch", nowMs: T0 + 2 * SECOND })).name).toBe("Watch");
+    });
+
+    it("POL1038 a deactivated twin cannot change: update_not_allowed for status, rename and deactivation", async () => {
+      const { store } = h();
+      const twin = await activated(store, P1, S1);
+      await store.deactivateTwin({ twinId: twin.twinId, changedBy: "primary", nowMs: T0 + SECOND });
+      const latest = await store.latestNotificationId();
+      await expectTwinningError(store.changeTwinStatus({ twinId: twin.twinId, status: "Off", changedBy: "primary", origin: OP, nowMs: T0 + 2 * SECOND }), "update_not_allowed");
+      await expectTwinningError(store.renameTwin({ twinId: twin.twinId, name: "Car", nowMs: T0 + 2 * SECOND }), "update_not_allowed");
+      await expectTwinningError(store.deactivateTwin({ twinId: twin.twinId, changedBy: "secondary", nowMs: T0 + 2 * SECOND }), "update_not_allowed");
+      expect(await store.getTwin(twin.twinId)).toMatchObject({ status: "On", active: false });
+      expect(await store.latestNotificationId()).toBe(latest);
+    });
+  });
+
+  describe("subscriptions and notifications", () => {
+    const h = useStore(makeStore);
+
+    it("HLF-CM-005 createSubscription stores a subscription that get and list return for its address and role", async () => {
+      const { store } = h();
+      const record = subscription(S1, "secondary", { callbackData: "abc" });
+      expect(await store.createSubscription({ subscription: record, maxPerSubscriber: 5 })).toEqual({ subscription: record, replayed: false });
+      expect(await store.getSubscription(S1, "secondary", record.subscriptionId, T0)).toEqual(record);
+      expect(await store.listSubscriptions(S1, "secondary", T0)).toEqual([record]);
+      expect(await store.getSubscription(S1, "primary", record.subscriptionId, T0)).toBeUndefined();
+      expect(await store.getSubscription(S2, "secondary", record.subscriptionId, T0)).toBeUndefined();
+      expect(await store.listSubscriptions(S1, "primary", T0)).toEqual([]);
+      const forever = await subscribe(store, S1, "secondary", { expiresAtMs: undefined, createdAtMs: T0 + SECOND });
+      expect(await store.listSubscriptions(S1, "secondary", T0 + 365 * 24 * 60 * MINUTE)).toEqual([forever]);
+    });
+
+    it("deleteSubscription removes only the subscriber's own subscription", async () => {
+      const { store } = h();
+      const record = await subscribe(store, S1, "secondary");
+      expect(await store.deleteSubscription(S2, "secondary", record.subscriptionId)).toBe(false);
+      expect(await store.deleteSubscription(S1, "primary", record.subscriptionId)).toBe(false);
+      expect(await store.deleteSubscription(S1, "secondary", record.subscriptionId)).toBe(true);
+      expect(await store.getSubscription(S1, "secondary", record.subscriptionId, T0)).toBeUndefined();
+      expect(await store.listSubscriptions(S1, "secondary", T0)).toEqual([]);
+      expect(await store.deleteSubscription(S1, "secondary", record.subscriptionId)).toBe(false);
+    });
+
+    it("list and get exclude expired subscriptions", async () => {
+      const { store } = h();
+      const short = await subscribe(store, S1, "secondary", { expiresAtMs: T0 + MINUTE });
+      const long = await subscribe(store, S1, "secondary", { expiresAtMs: T0 + 2 * MINUTE });
+      expect(await store.listSubscriptions(S1, "secondary", T0 + MINUTE - 1)).toEqual([short, long]);
+      expect(await store.listSubscriptions(S1, "secondary", T0 + MINUTE)).toEqual([long]);
+      expect(await store.getSubscription(S1, "secondary", short.subscriptionId, T0 + MINUTE)).toBeUndefined();
+      expect(await store.getSubscription(S1, "secondary", long.subscriptionId, T0 + MINUTE)).toEqual(long);
+    });
+
+    it("HLF-CM-006 subscriptions are capped per subscriber and role (policy_error); expired ones do not count", async () => {
+      const { store } = h();
+      await store.createSubscription({ subscription: subscription(S1, "secondary", { expiresAtMs: T0 + MINUTE }), maxPerSubscriber: 2 });
+      await store.createSubscription({ subscription: subscription(S1, "secondary"), maxPerSubscriber: 2 });
+      const third = subscription(S1, "secondary");
+      const error = await expectTwinningError(store.createSubscription({ subscription: third, maxPerSubscriber: 2 }), "policy_error");
+      expect(error.messageId).toBe("POL0001");
+      expect(await store.getSubscription(S1, "secondary", third.subscriptionId, T0)).toBeUndefined();
+      // Another role of the same address has its own count; an expired subscription frees its slot.
+      expect((await store.createSubscription({ subscription: subscription(S1, "primary"), maxPerSubscriber: 2 })).replayed).toBe(false);
+      const later = subscription(S1, "secondary", { createdAtMs: T0 + MINUTE });
+      expect(await store.createSubscription({ subscription: later, maxPerSubscriber: 2 })).toEqual({ subscription: later, replayed: false });
+    });
+
+    it("the same clientCorrelator replays the first subscription; a different request is correlator_conflict", async () => {
+      const { store } = h();
+      const correlator = { subscriber: S1, operation: "subscription:secondary", key: "corr-1", fingerprint: "fp-1" };
+      const first = subscription(S1, "secondary");
+      await store.createSubscription({ subscription: first, maxPerSubscriber: 5, correlator });
+      const retry = subscription(S1, "secondary", { createdAtMs: T0 + SECOND });
+      expect(await store.createSubscription({ subscription: retry, maxPerSubscriber: 5, correlator })).toEqual({ subscription: first, replayed: true });
+      expect(await store.listSubscriptions(S1, "secondary", T0 + SECOND)).toEqual([first]);
+      await expectTwinningError(
+        store.createSubscription({ subscription: subscription(S1, "secondary"), maxPerSubscriber: 5, correlator: { ...correlator, fingerprint: "fp-2" } }),
+        "correlator_conflict",
+      );
+    });
+
+    it("a clientCorrelator whose subscription was deleted creates a new subscription instead of failing in storage", async () => {
+      const { store } = h();
+      const correlator = { subscriber: S1, operation: "subscription:secondary", key: "corr-1", fingerprint: "fp-1" };
+      const first = subscription(S1, "secondary");
+      await store.createSubscription({ subscription: first, maxPerSubscriber: 5, correlator });
+      await store.deleteSubscription(S1, "secondary", first.subscriptionId);
+      const retry = subscription(S1, "secondary", { createdAtMs: T0 + SECOND });
+      expect(await store.createSubscription({ subscription: retry, maxPerSubscriber: 5, correlator })).toEqual({ subscription: retry, replayed: false });
+      expect(await store.listSubscriptions(S1, "secondary", T0 + SECOND)).toEqual([retry]);
+    });
+
+    it("HLF-CM-005 notificationsAfter returns one subscriber's feed in id order, after afterId, up to limit", async () => {
+      const { store } = h();
+      expect(await store.latestNotificationId()).toBe(0);
+      const twin = await activated(store, P1, S1);
+      await activated(store, P2, S2); // another secondary's feed
+      for (const [i, status] of (["Off", "On", "Off"] as const).entries()) {
+        await store.changeTwinStatus({ twinId: twin.twinId, status, changedBy: "primary", origin: OP, nowMs: T0 + (i + 1) * SECOND });
+      }
+      const feed = await store.notificationsAfter(S1, "secondary", 0, 100);
+      expect(feed.map((n) => [n.type, n.content.status])).toEqual([
+        ["twinningActivatedNotification", "On"],
+        ["twinningStatusNotification", "Off"],
+        ["twinningStatusNotification", "On"],
+        ["twinningStatusNotification", "Off"],
+      ]);
+      const ids = feed.map((n) => n.id);
+      expect([...ids].sort((a, b) => a - b)).toEqual(ids);
+      expect(new Set(ids).size).toBe(4);
+      expect(feed.every((n) => n.recipientAddress === S1 && n.recipientRole === "secondary")).toBe(true);
+      expect(await store.notificationsAfter(S1, "secondary", ids[1]!, 100)).toEqual(feed.slice(2));
+      expect(await store.notificationsAfter(S1, "secondary", ids[0]!, 2)).toEqual(feed.slice(1, 3));
+      expect(await store.notificationsAfter(S1, "secondary", ids[3]!, 100)).toEqual([]);
+      expect(await store.notificationsAfter(S1, "primary", 0, 100)).toEqual([]);
+      expect(await store.latestNotificationId()).toBe(ids[3]);
+    });
+  });
+}
