@@ -1,0 +1,183 @@
+import { randomUUID } from "node:crypto";
+import { Writable } from "node:stream";
+import { CompactSign, compactVerify, generateKeyPair, importJWK, type JWK } from "jose";
+import { readFileSync } from "node:fs";
+import { Agent, request } from "undici";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createFederationCa, issueNodeCertificate, type PemPair } from "../../certs/federation-pki.ts";
+import { Federation, type FederatedOperator } from "../helpers/federation-fixture.ts";
+import { messageId } from "../helpers/test-node.ts";
+
+const logs: any[] = [];
+const sink = new Writable({
+  write(chunk, _e, done) {
+    for (const line of String(chunk).split("\n").filter(Boolean)) logs.push(JSON.parse(line));
+    done();
+  },
+});
+
+const fed = new Federation();
+let A: FederatedOperator; // the target
+let B: FederatedOperator; // the legitimate caller
+let bKey: { key: any; kid: string };
+const agents: Agent[] = [];
+
+beforeAll(async () => {
+  await fed.start(["001-01", "002-01"], (op) => (op === "001-01" ? { logLevel: "warn" } : {}), (op) => (op === "001-01" ? { logDestination: sink } : {}));
+  [A, B] = [fed.get("001-01"), fed.get("002-01")];
+  const jwk = JSON.parse(readFileSync(B.signingKeyFile, "utf8")) as JWK;
+  bKey = { key: await importJWK(jwk, "ES256"), kid: jwk.kid! };
+}, 60_000);
+afterAll(async () => {
+  await Promise.all(agents.map((a) => a.close()));
+  await fed.stop();
+});
+
+function agentFor(tls: PemPair | undefined): Agent {
+  const agent = new Agent({ connect: { ca: fed.ca!.certPem, ...(tls ? { cert: tls.certPem, key: tls.keyPem } : {}), rejectUnauthorized: true } });
+  agents.push(agent);
+  return agent;
+}
+
+interface Craft {
+  tls?: PemPair | undefined;
+  method?: string;
+  path?: string;
+  claims?: Record<string, unknown>;
+  signWith?: { key: any; kid: string };
+  jws?: string;
+}
+
+/** Sends a hand-made federation message to A; returns status, parsed body and content type. */
+async function send(c: Craft = {}) {
+  const method = c.method ?? "POST";
+  const path = c.path ?? "/federation/v1/activationCodes";
+  const now = Math.floor(Date.now() / 1000);
+  const claims = {
+    iss: "002-01",
+    aud: "001-01",
+    iat: now,
+    exp: now + 60,
+    jti: randomUUID(),
+    htm: method,
+    htu: `${A.t.node.federationUrl}${path}`,
+    msgId: randomUUID(),
+    body: { secondaryAddress: "tel:+1200200001", secondaryOperatorId: "002-01" },
+    ...(c.claims ?? {}),
+  };
+  const key = c.signWith ?? bKey;
+  const jws =
+    c.jws ??
+    (await new CompactSign(new TextEncoder().encode(JSON.stringify(claims))).setProtectedHeader({ alg: "ES256", kid: key.kid, typ: "twinning-fed+jwt" }).sign(key.key));
+  const res = await request(`${A.t.node.federationUrl}${path}`, {
+    method: method as "POST",
+    dispatcher: agentFor(c.tls === undefined ? B.tls : c.tls),
+    headers: { "content-type": "application/jose" },
+    body: jws,
+  });
+  const text = await res.body.text();
+  const type = String(res.headers["content-type"]);
+  let body: any = text;
+  if (type.startsWith("application/json")) body = JSON.parse(text);
+  // Once the caller is identified, errors are signed too: read the payload's body.
+  if (type.startsWith("application/jose")) body = JSON.parse(Buffer.from(text.split(".")[1]!, "base64url").toString()).body;
+  return { status: res.statusCode, body, type, text, jws, claims };
+}
+
+const reasonOf = (body: any) => body?.requestError?.serviceException?.text ?? body?.requestError?.policyException?.text ?? "";
+const logged = (reason: string) => logs.some((l) => l.msg === "federation message rejected" && String(l.reason).includes(reason));
+
+describe("the federation listener rejects", () => {
+  it("a well-formed message from a known peer is accepted and answered with a signed response (control)", async () => {
+    const res = await send();
+    expect(res.status).toBe(201);
+    expect(res.type).toBe("application/jose");
+    const pub = JSON.parse(readFileSync(A.signingKeyFile, "utf8")) as JWK;
+    const { d: _d, ...publicJwk } = pub;
+    const { payload } = await compactVerify(res.text, await importJWK(publicJwk, "ES256"));
+    const answer = JSON.parse(new TextDecoder().decode(payload));
+    expect(answer).toMatchObject({ iss: "001-01", aud: "002-01", msgId: res.claims.msgId, htm: "POST", body: { operatorId: "001-01" } });
+  });
+
+  it("a client certificate from another CA", async () => {
+    const otherCa = await createFederationCa({ name: "Rogue CA" });
+    const rogue = await issueNodeCertificate({ ca: otherCa, operatorId: "002-01" });
+    const res = await send({ tls: rogue });
+    expect([res.status, messageId(res.body)]).toEqual([401, "SVC2003"]);
+    expect(reasonOf(res.body)).toContain("not issued by the federation CA");
+    expect(logged("")).toBe(true);
+  });
+
+  it("no client certificate at all", async () => {
+    const res = await send({ tls: null as never });
+    expect([res.status, messageId(res.body)]).toEqual([401, "SVC2003"]);
+  });
+
+  it("an operator the CA knows but the peer registry does not", async () => {
+    const stranger = await issueNodeCertificate({ ca: fed.ca!, operatorId: "009-09" });
+    const res = await send({ tls: stranger, claims: { iss: "009-09" } });
+    expect([res.status, messageId(res.body)]).toEqual([403, "POL0001"]);
+    expect(reasonOf(res.body)).toContain("009-09 is not a known peer");
+  });
+
+  it("a certificate operator that does not match iss", async () => {
+    const res = await send({ claims: { iss: "003-01" } });
+    expect([res.status, messageId(res.body)]).toEqual([401, "SVC2003"]);
+    expect(reasonOf(res.body)).toContain("iss does not match");
+    expect(logged("iss does not match")).toBe(true);
+  });
+
+  it("a wrong aud", async () => {
+    const res = await send({ claims: { aud: "003-01" } });
+    expect(reasonOf(res.body)).toContain("wrong aud");
+    expect(res.status).toBe(401);
+  });
+
+  it("a forged signature (right kid, wrong key) and an unknown kid", async () => {
+    const { privateKey } = await generateKeyPair("ES256");
+    const forged = await send({ signWith: { key: privateKey, kid: bKey.kid } });
+    expect([forged.status, reasonOf(forged.body)]).toEqual([401, expect.stringContaining("bad signature")]);
+    const unknown = await send({ signWith: { key: privateKey, kid: "nobody" } });
+    expect(reasonOf(unknown.body)).toMatch(/unknown kid|bad signature/);
+    const truncated = await send({ jws: (await send()).jws.slice(0, -10) });
+    expect(truncated.status).toBe(401);
+  });
+
+  it("an expired message and one from a clock too far ahead (30 s tolerance)", async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const expired = await send({ claims: { iat: now - 200, exp: now - 140 } });
+    expect([expired.status, reasonOf(expired.body)]).toEqual([401, expect.stringContaining("expired")]);
+    const ahead = await send({ claims: { iat: now + 120, exp: now + 180 } });
+    expect([ahead.status, reasonOf(ahead.body)]).toEqual([401, expect.stringContaining("clock skew")]);
+    const long = await send({ claims: { iat: now, exp: now + 3600 } });
+    expect(reasonOf(long.body)).toContain("lifetime");
+    const withinSkew = await send({ claims: { iat: now + 20, exp: now + 70 } });
+    expect(withinSkew.status).toBe(201);
+  });
+
+  it("a replayed jti", async () => {
+    const first = await send();
+    expect(first.status).toBe(201);
+    const again = await send({ jws: first.jws });
+    expect([again.status, reasonOf(again.body)]).toEqual([401, expect.stringContaining("replayed jti")]);
+    expect(logged("replayed jti")).toBe(true);
+  });
+
+  it("a message whose htm or htu does not match the request", async () => {
+    const wrongMethod = await send({ claims: { htm: "PUT" } });
+    expect(reasonOf(wrongMethod.body)).toContain("htm/htu");
+    const wrongUrl = await send({ claims: { htu: `${A.t.node.federationUrl}/federation/v1/token` } });
+    expect([wrongUrl.status, reasonOf(wrongUrl.body)]).toEqual([401, expect.stringContaining("htm/htu")]);
+  });
+
+  it("msgId idempotency: a retried message (new jti, same msgId) gets the first answer, and its effect happens once", async () => {
+    const msgId = randomUUID();
+    const body = { secondaryAddress: "tel:+1200200077", secondaryOperatorId: "002-01" };
+    const first = await send({ claims: { msgId, body } });
+    const retry = await send({ claims: { msgId, body } });
+    const decode = (t: string) => JSON.parse(Buffer.from(t.split(".")[1]!, "base64url").toString()).body;
+    expect(decode(retry.text)).toEqual(decode(first.text));
+    const different = await send({ claims: { msgId, body: { ...body, secondaryAddress: "tel:+1200200078" } } });
+    expect(different.status).toBe(409);
+  });
+});
