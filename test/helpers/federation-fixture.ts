@@ -72,6 +72,7 @@ export class Federation {
   operators: FederatedOperator[] = [];
   caFile = "";
   ca: PemPair | undefined;
+  readonly #configs = new Map<string, NodeConfigInput>();
 
   /** Starts one node per operator on loopback (device HTTP + federation mTLS) and connects them. */
   async start(operatorIds: readonly string[], config: (operatorId: string) => NodeConfigInput = () => ({}), options: (operatorId: string) => StartNodeOptions = () => ({})): Promise<this> {
@@ -79,6 +80,7 @@ export class Federation {
     this.caFile = pki.caFile;
     this.ca = pki.ca;
     for (const files of pki.operators) {
+      this.#configs.set(files.operatorId, config(files.operatorId));
       const t = await this.#startNode(files, config(files.operatorId), options(files.operatorId));
       this.operators.push(this.#wrap(files, t));
     }
@@ -138,7 +140,8 @@ export class Federation {
   async restartNode(operatorId: string, extra: NodeConfigInput = {}): Promise<FederatedOperator> {
     const old = this.get(operatorId);
     const port = Number(new URL(old.t.node.federationUrl!).port);
-    const t = await this.#startNode(old, { ...extra, federation: { port, ...(extra.federation ?? {}) } as never }, {}, old.t.dataDir);
+    const base = this.#configs.get(operatorId) ?? {};
+    const t = await this.#startNode(old, { ...base, ...extra, federation: { port, ...(base.federation ?? {}), ...(extra.federation ?? {}) } as never }, {}, old.t.dataDir);
     const fresh = this.#wrap(old, t);
     this.operators = this.operators.map((o) => (o.operatorId === operatorId ? fresh : o));
     await this.connect();

@@ -5,7 +5,7 @@ import { findCorrelator, recordCorrelator } from "./sqlite-correlators.ts";
 import type { SqliteDatabase } from "./sqlite-database.ts";
 import { recordEffects } from "./sqlite-notifications.ts";
 import { toTwin } from "./sqlite-rows.ts";
-import { assertCanBePrimary, assertCanBeSecondary, twinRow } from "./sqlite-twins.ts";
+import { assertCanBePrimary, assertCanBeSecondary, assertNameFree, twinRow } from "./sqlite-twins.ts";
 
 /**
  * Store operations of the federation (HLF-IC-*): twins agreed with a peer, and changes the
@@ -33,6 +33,7 @@ export function insertFederatedTwin(d: SqliteDatabase, input: InsertFederatedTwi
       if (names.has(t.name)) throw new TwinningError("invalid_input", { variables: ["name"], detail: "name already used by another twin of this primary" });
     } else {
       assertCanBeSecondary(d, t.secondaryAddress);
+      assertNameFree(d, t.primaryAddress, t.name);
     }
     let consumedCodeId: string | undefined;
     if (input.consumeCodeId !== undefined) {

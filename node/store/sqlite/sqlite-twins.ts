@@ -28,6 +28,13 @@ export function assertCanBeSecondary(d: SqliteDatabase, secondary: string): void
   if (activeTwinOfSecondary(d, secondary)) throw new TwinningError("secondary_already_twinned");
 }
 
+/** Names are unique among a primary's active twins (also for a remote primary's twins held here). */
+export function assertNameFree(d: SqliteDatabase, primary: string, name: string): void {
+  if (d.sql(`SELECT 1 FROM twins WHERE primary_address = ? AND name = ? AND active = 1`).get(primary, name)) {
+    throw new TwinningError("invalid_input", { variables: ["name"], detail: "name already used by another twin of this primary" });
+  }
+}
+
 /** HLF-TE-008 and HLF-PD-006 for a device about to become a primary; returns its twins' names. */
 export function assertCanBePrimary(d: SqliteDatabase, primary: string, maxTwinsPerPrimary: number): Set<string> {
   if (activeTwinOfSecondary(d, primary)) throw new TwinningError("role_mixture", { variables: ["a secondary cannot become a primary"] });
@@ -98,9 +105,7 @@ export function redeemActivationCode(d: SqliteDatabase, input: RedeemCodeInput):
       return { kind: "remote-secondary", codeId: code.code_id, secondaryAddress: secondary, secondaryOperatorId: code.secondary_operator_id };
     }
     assertCanBeSecondary(d, secondary);
-    if (input.name !== undefined && names.has(input.name)) {
-      throw new TwinningError("invalid_input", { variables: ["name"], detail: "name already used by another twin of this primary" });
-    }
+    if (input.name !== undefined) assertNameFree(d, primary, input.name);
     const name = input.name ?? defaultTwinName(names);
 
     d.sql(

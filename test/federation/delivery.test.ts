@@ -1,0 +1,144 @@
+import { randomUUID } from "node:crypto";
+import { readFileSync, writeFileSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createSigningKey } from "../../certs/federation-pki.ts";
+import { CallbackReceiver } from "../helpers/callback-receiver.ts";
+import { Federation, eventually, writePeerFiles, type FederatedOperator } from "../helpers/federation-fixture.ts";
+import { enc } from "../helpers/test-node.ts";
+
+const fed = new Federation();
+let n = 0;
+const addr = (op: FederatedOperator) => `tel:+1${op.operatorId.replace("-", "")}${String(++n).padStart(5, "0")}`;
+const A = () => fed.get("001-01");
+const B = () => fed.get("002-01");
+
+beforeAll(async () => {
+  await fed.start(["001-01", "002-01"], (op) => (op === "001-01" ? { policy: { maxTwinsPerPrimary: 1 } } : {}));
+}, 60_000);
+afterAll(async () => fed.stop());
+
+async function crossTwin() {
+  const p = await A().party(addr(A()));
+  const s = await B().party(addr(B()));
+  const code = await B().api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/activationCodes`, { token: s.token, body: {} });
+  const act = await A().api.call("POST", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token, body: { activationCode: code.body.activationCode.code, operatorId: "002-01" } });
+  expect(act.status, JSON.stringify(act.body)).toBe(201);
+  return { p, s, twinId: act.body.twin.twinId as string };
+}
+const toggleAtA = (p: { address: string; token: string }, twinId: string, status: string) =>
+  A().api.call("PUT", `/twinning/v1/primary/${enc(p.address)}/twins/${twinId}/status`, { token: p.token, body: { status } });
+const drained = async () => (await A().node().context.store.outboxStats()).pending === 0 && (await B().node().context.store.outboxStats()).pending === 0;
+
+describe("durable delivery between operators", () => {
+  it("HLF-IC-007 a peer down during toggles gets every change once it is back: in order, exactly once, nothing lost", async () => {
+    const { p, s, twinId } = await crossTwin();
+    const receiver = await new CallbackReceiver().start();
+    try {
+      await B().api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/subscriptions`, { token: s.token, body: { callbackReference: { notifyURL: receiver.url } } });
+      await fed.stopNode("002-01");
+      for (const status of ["Off", "On", "Off"]) expect((await toggleAtA(p, twinId, status)).status).toBe(200);
+      expect((await A().node().context.store.outboxStats()).pending).toBeGreaterThan(0);
+      await fed.restartNode("002-01");
+      await eventually(drained, (v) => v);
+      await receiver.waitFor(3);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(receiver.received.map((x) => x.twinningStatusNotification.status)).toEqual(["Off", "On", "Off"]);
+      expect((await B().node().context.store.getTwin(twinId))?.status).toBe("Off");
+    } finally {
+      await receiver.stop();
+    }
+  });
+
+  it("a node restarted with queued messages delivers them after the restart", async () => {
+    const { p, twinId } = await crossTwin();
+    await fed.stopNode("002-01");
+    await toggleAtA(p, twinId, "Off");
+    await fed.stopNode("001-01"); // the message waits in A's database
+    await fed.restartNode("002-01");
+    await fed.restartNode("001-01");
+    const atB = await eventually(() => B().node().context.store.getTwin(twinId), (t) => t?.status === "Off");
+    expect(atB?.version).toBe(2);
+  });
+
+  it("no new TLS handshake per message once the connection is warm", async () => {
+    const { p, twinId } = await crossTwin();
+    await toggleAtA(p, twinId, "Off");
+    await eventually(drained, (v) => v);
+    const client = A().node().context.federation!.client;
+    const before = client.handshakes;
+    for (let i = 0; i < 20; i++) {
+      await toggleAtA(p, twinId, i % 2 ? "Off" : "On");
+      await eventually(drained, (v) => v);
+    }
+    expect(client.handshakes - before).toBe(0);
+    expect((await B().node().context.store.getTwin(twinId))?.version).toBe(22);
+  });
+
+  it("signing key rotation mid-traffic loses nothing: old and new kid are both valid during the overlap", async () => {
+    const { p, twinId } = await crossTwin();
+    const a = A();
+    const next = await createSigningKey({ operatorId: "001-01", kid: "001-01-rotated" });
+    // 1. Peers learn the new key next to the old one.
+    writePeerFiles(fed.operators.map((o) => ({ ...o, federationUrl: o.t.node.federationUrl!, ...(o.operatorId === "001-01" ? { extraKeys: next.jwks.keys } : {}) })));
+    await B().t.node.reloadFederation();
+    let status = "Off";
+    const traffic = (async () => {
+      for (let i = 0; i < 30; i++) {
+        status = i % 2 ? "On" : "Off";
+        expect((await toggleAtA(p, twinId, status)).status).toBe(200);
+      }
+    })();
+    // 2. A switches to the new key while toggles flow.
+    const old = readFileSync(a.signingKeyFile, "utf8");
+    writeFileSync(a.signingKeyFile, JSON.stringify(next.privateJwk));
+    await a.t.node.reloadFederation();
+    await traffic;
+    await eventually(drained, (v) => v);
+    const atB = await B().node().context.store.getTwin(twinId);
+    expect([atB?.status, atB?.version]).toEqual([status, 31]);
+    expect((await A().node().context.store.outboxStats()).dead).toBe(0);
+    expect(A().node().context.federation!.jwks().keys.map((k) => k.kid)).toEqual(["001-01-rotated"]);
+    void old;
+  });
+
+  it("a message the peer refuses for good becomes a dead letter, visible in the admin API and the metrics", async () => {
+    const a = A();
+    await a.node().context.store.enqueuePeerMessages(
+      [{ operatorId: "002-01", method: "PUT", path: `/twins/${randomUUID()}/status`, msgId: randomUUID(), body: { status: "On", version: 9, changedBy: "primary" } }],
+      Date.now(),
+    );
+    a.node().context.wakeOutbox();
+    const dead = await eventually(
+      () => a.api.call("GET", "/admin/v1/deadLetters", { token: a.t.node.adminToken }),
+      (r) => r.body.deadLetters?.length > 0,
+    );
+    expect(dead.body.deadLetters[0]).toMatchObject({ kind: "peer", target: "002-01", lastError: expect.stringContaining("404") });
+    const metrics = await (await fetch(`${a.t.url}/metrics`)).text();
+    expect(metrics).toMatch(/twinning_outbox_dead_letters [1-9]/);
+  });
+
+  it("an activation that fails at the primary's operator after the peer committed is compensated: both sides agree", async () => {
+    // A's policy allows one twin per primary: two racing activations both pass the first check,
+    // both are committed at B, one fails at A and is undone at B.
+    const p = await A().party(addr(A()));
+    const [s1, s2] = [await B().party(addr(B())), await B().party(addr(B()))];
+    const codes = await Promise.all(
+      [s1, s2].map((s) => B().api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/activationCodes`, { token: s.token, body: {} })),
+    );
+    const results = await Promise.all(
+      codes.map((c, i) =>
+        A().api.call("POST", `/twinning/v1/primary/${enc(p.address)}/twins`, {
+          token: p.token,
+          body: { activationCode: c.body.activationCode.code, operatorId: "002-01", name: `device-${i}` },
+        }),
+      ),
+    );
+    expect(results.map((r) => r.status).sort(), JSON.stringify(results.map((r) => r.body))).toEqual([201, 403]);
+    const winner = results.find((r) => r.status === 201)!.body.twin;
+    await eventually(drained, (v) => v);
+    const atA = await A().node().context.store.listTwinsOfPrimary(p.address);
+    const atB = await Promise.all([s1, s2].map((s) => B().node().context.store.findTwinOfSecondary(s.address)));
+    expect(atA.map((t) => t.twinId)).toEqual([winner.twinId]);
+    expect(atB.filter(Boolean).map((t) => t!.twinId)).toEqual([winner.twinId]);
+  });
+});
