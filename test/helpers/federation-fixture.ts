@@ -28,7 +28,11 @@ export interface FederatedOperator extends OperatorFiles {
 }
 
 /** N operators' PKI on disk: one federation CA, a certificate and a signing key per operator. */
-export async function createPki(root: string, operatorIds: readonly string[]): Promise<{ ca: PemPair; caFile: string; operators: OperatorFiles[] }> {
+export async function createPki(
+  root: string,
+  operatorIds: readonly string[],
+  algFor: (operatorId: string) => "ES256" | "EdDSA" = () => "ES256",
+): Promise<{ ca: PemPair; caFile: string; operators: OperatorFiles[] }> {
   const ca = await createFederationCa();
   const caFile = join(root, "ca.crt.pem");
   writeFileSync(caFile, ca.certPem);
@@ -37,7 +41,7 @@ export async function createPki(root: string, operatorIds: readonly string[]): P
     const dir = join(root, operatorId);
     mkdirSync(dir, { recursive: true });
     const tls = await issueNodeCertificate({ ca, operatorId });
-    const key = await createSigningKey({ operatorId });
+    const key = await createSigningKey({ operatorId, alg: algFor(operatorId) });
     const files = {
       operatorId,
       dir,
@@ -73,10 +77,12 @@ export class Federation {
   caFile = "";
   ca: PemPair | undefined;
   readonly #configs = new Map<string, NodeConfigInput>();
+  /** The JWS algorithm of each operator's signing key (set before start). */
+  algFor: (operatorId: string) => "ES256" | "EdDSA" = () => "ES256";
 
   /** Starts one node per operator on loopback (device HTTP + federation mTLS) and connects them. */
   async start(operatorIds: readonly string[], config: (operatorId: string) => NodeConfigInput = () => ({}), options: (operatorId: string) => StartNodeOptions = () => ({})): Promise<this> {
-    const pki = await createPki(this.root, operatorIds);
+    const pki = await createPki(this.root, operatorIds, this.algFor);
     this.caFile = pki.caFile;
     this.ca = pki.ca;
     for (const files of pki.operators) {

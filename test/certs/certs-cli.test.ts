@@ -1,0 +1,51 @@
+import "reflect-metadata";
+import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import * as x509 from "@peculiar/x509";
+import { afterAll, describe, expect, it } from "vitest";
+
+const run = promisify(execFile);
+const root = join(import.meta.dirname, "../..");
+const out = mkdtempSync(join(tmpdir(), "twinning-certs-"));
+afterAll(() => rmSync(out, { recursive: true, force: true }));
+const certs = (...args: string[]) => run(process.execPath, ["--import", "tsx", "certs/cli.ts", ...args], { cwd: root });
+
+describe("certs CLI (npm run certs)", () => {
+  it("creates a CA, a node certificate naming its operator in the SAN, and signing keys, without openssl", async () => {
+    await certs("ca", "--out", join(out, "ca"), "--name", "Test Federation CA");
+    await certs("node", "--ca", join(out, "ca"), "--operator", "002-01", "--out", join(out, "n"), "--host", "127.0.0.1", "--host", "node.op2.test");
+    await certs("signing-key", "--operator", "002-01", "--out", join(out, "n"), "--alg", "EdDSA", "--kid", "op2-1");
+
+    const ca = new x509.X509Certificate(readFileSync(join(out, "ca/ca.crt.pem"), "utf8"));
+    const node = new x509.X509Certificate(readFileSync(join(out, "n/node.crt.pem"), "utf8"));
+    expect(ca.subject).toBe("CN=Test Federation CA");
+    expect(node.issuer).toBe(ca.subject);
+    expect(await node.verify({ publicKey: ca.publicKey, signatureOnly: true })).toBe(true);
+    const san = node.getExtension(x509.SubjectAlternativeNameExtension)!;
+    expect(san.names.toJSON()).toEqual(
+      expect.arrayContaining([
+        { type: "url", value: "urn:twinning:operator:002-01" },
+        { type: "ip", value: "127.0.0.1" },
+        { type: "dns", value: "node.op2.test" },
+      ]),
+    );
+    const eku = node.getExtension(x509.ExtendedKeyUsageExtension)!;
+    expect(eku.usages).toEqual(expect.arrayContaining([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]));
+    // Private keys are readable by their owner only.
+    expect(statSync(join(out, "ca/ca.key.pem")).mode & 0o077).toBe(0);
+    expect(statSync(join(out, "n/node.key.pem")).mode & 0o077).toBe(0);
+
+    const key = JSON.parse(readFileSync(join(out, "n/signing-key.jwk.json"), "utf8"));
+    const jwks = JSON.parse(readFileSync(join(out, "n/signing-jwks.json"), "utf8"));
+    expect(key).toMatchObject({ kty: "OKP", crv: "Ed25519", alg: "EdDSA", kid: "op2-1" });
+    expect(jwks.keys[0]).toMatchObject({ kid: "op2-1", x: key.x });
+    expect(jwks.keys[0].d).toBeUndefined();
+  });
+
+  it("refuses a malformed operator id with a usage message", async () => {
+    await expect(certs("node", "--ca", join(out, "ca"), "--operator", "12-1", "--out", join(out, "x"))).rejects.toMatchObject({ code: 2, stderr: expect.stringContaining("MCC-MNC") });
+  });
+});

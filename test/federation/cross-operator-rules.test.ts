@@ -1,0 +1,126 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Federation, eventually, writePeerFiles, type FederatedOperator } from "../helpers/federation-fixture.ts";
+import { enc, messageId } from "../helpers/test-node.ts";
+
+/** The PD/SD/TE rules where primary and secondary belong to different operators (A = 001-01, B = 002-01). */
+const fed = new Federation();
+let A: FederatedOperator;
+let B: FederatedOperator;
+let n = 0;
+const addr = (op: FederatedOperator) => `tel:+1${op.operatorId.replace("-", "")}${String(++n).padStart(5, "0")}`;
+
+beforeAll(async () => {
+  // B signs with EdDSA, A with ES256: both algorithms DESIGN allows meet on the wire.
+  fed.algFor = (op) => (op === "002-01" ? "EdDSA" : "ES256");
+  await fed.start(["001-01", "002-01"], (op) => (op === "002-01" ? { policy: { maxFailedAttemptsPerPrimary: 3, maxFailedAttemptsPerOperator: 50 } } : {}));
+  [A, B] = [fed.get("001-01"), fed.get("002-01")];
+}, 60_000);
+afterAll(async () => fed.stop());
+
+async function pair() {
+  return { p: await A.party(addr(A)), s: await B.party(addr(B)) };
+}
+const codeAtB = (s: { address: string; token: string }, body: object = {}) =>
+  B.api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/activationCodes`, { token: s.token, body });
+const activateAtA = (p: { address: string; token: string }, code: string, operatorId: string, name?: string) =>
+  A.api.call("POST", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token, body: { activationCode: code, operatorId, ...(name ? { name } : {}) } });
+
+describe("cross-operator forms of the device rules", () => {
+  it("HLF-SD-001 HLF-SD-003 a secondary at B requests a code; the answer names the operator that generated it", async () => {
+    const { s } = await pair();
+    const own = await codeAtB(s);
+    expect(own.body.activationCode.operatorId).toBe("002-01");
+    const fromA = await codeAtB(s, { primaryOperatorId: "001-01" });
+    expect(fromA.body.activationCode.operatorId).toBe("001-01");
+    expect(fromA.body.activationCode.code).toMatch(/^\d{6}$/);
+  });
+
+  it("HLF-PD-001 HLF-TE-007 the primary at A activates a secondary at B with a chosen name; the name is the same on both nodes", async () => {
+    const { p, s } = await pair();
+    const code = await codeAtB(s);
+    const res = await activateAtA(p, code.body.activationCode.code, "002-01", "my-blue-car");
+    expect(res.status).toBe(201);
+    expect(res.body.twin.accessToken).toEqual(expect.any(String));
+    const atB = await B.api.call("GET", `/twinning/v1/secondary/${enc(s.address)}/twinning`, { token: s.token });
+    expect(atB.body.twinning.name).toBe("my-blue-car");
+  });
+
+  it("HLF-TE-005 a code obtained from A is single-use across operators and expires by A's policy", async () => {
+    const { p, s } = await pair();
+    const code = await codeAtB(s, { primaryOperatorId: "001-01" });
+    expect((await activateAtA(p, code.body.activationCode.code, "001-01")).status).toBe(201);
+    const again = await activateAtA((await pair()).p, code.body.activationCode.code, "001-01");
+    expect([again.status, messageId(again.body)]).toEqual([400, "SVC3001"]);
+    expect(Date.parse(code.body.activationCode.expiresAt) - Date.now()).toBeGreaterThan(250_000);
+  });
+
+  it("HLF-CM-006 guessing B's codes from A is limited per primary by B, and the device at A sees 429 POL3004", async () => {
+    const { p, s } = await pair();
+    const real = (await codeAtB(s)).body.activationCode.code as string;
+    const wrong = real === "000000" ? "111111" : "000000";
+    for (let i = 0; i < 3; i++) expect(messageId((await activateAtA(p, wrong, "002-01")).body)).toBe("SVC3001");
+    const limited = await activateAtA(p, real, "002-01");
+    expect([limited.status, messageId(limited.body)]).toEqual([429, "POL3004"]);
+    expect(Number(limited.headers.get("retry-after"))).toBeGreaterThan(0);
+  });
+
+  it("HLF-PD-002 HLF-PD-005 HLF-TE-002 HLF-TE-003 toggle, query and deactivate from the primary at A, each seen at B", async () => {
+    const { p, s } = await pair();
+    const code = await codeAtB(s);
+    const { body } = await activateAtA(p, code.body.activationCode.code, "002-01");
+    const path = `/twinning/v1/primary/acr%3AAuthorization/twins/${body.twin.twinId}`;
+    expect((await A.api.call("PUT", `${path}/status`, { token: body.twin.accessToken, body: { status: "Off" } })).body.twin.status).toBe("Off");
+    const atB = await eventually(
+      () => B.api.call("GET", `/twinning/v1/secondary/${enc(s.address)}/twinning`, { token: s.token }),
+      (r) => r.body.twinning?.status === "Off",
+    );
+    expect(atB.status).toBe(200); // HLF-TE-003: Off keeps the relationship
+    expect((await A.api.call("GET", path, { token: body.twin.accessToken })).body.twin.status).toBe("Off");
+    expect((await A.api.call("DELETE", path, { token: body.twin.accessToken })).status).toBe(204);
+    await eventually(() => B.api.call("GET", `/twinning/v1/secondary/${enc(s.address)}/twinning`, { token: s.token }), (r) => r.status === 404);
+  });
+
+  it("HLF-SD-004 HLF-SD-005 HLF-SD-006 the secondary at B toggles and queries with the twin-scoped token from its code", async () => {
+    const { p, s } = await pair();
+    const code = await codeAtB(s, { primaryOperatorId: "001-01" });
+    const { body } = await activateAtA(p, code.body.activationCode.code, "001-01");
+    const used = await B.api.call("GET", `${new URL(code.body.activationCode.resourceURL).pathname}?wait=5`, { token: s.token });
+    const twinToken = used.body.activationCode.accessToken as string;
+    const path = `/twinning/v1/secondary/${enc(s.address)}/twinning`;
+    expect((await B.api.call("PUT", `${path}/status`, { token: twinToken, body: { status: "Off" } })).body.twinning.status).toBe("Off");
+    const q = await B.api.call("GET", path, { token: twinToken });
+    expect(q.body.twinning).toMatchObject({ primaryAddress: p.address, primaryOperatorId: "001-01", status: "Off" });
+    await eventually(() => A.node().context.store.getTwin(body.twin.twinId), (t) => t?.status === "Off");
+  });
+
+  it("the caller verifies signed answers: an answer signed with a key not registered for the peer is refused (SVC3002)", async () => {
+    const { s } = await pair();
+    // A's registry gets a wrong key for B; B still accepts A's request, but A must reject B's answer.
+    writePeerFiles([
+      { ...A, federationUrl: A.t.node.federationUrl! },
+      { ...B, federationUrl: B.t.node.federationUrl!, publicJwks: A.publicJwks },
+    ]);
+    await A.t.node.reloadFederation();
+    try {
+      const p = await A.party(addr(A));
+      const viaB = await A.api.call("POST", `/twinning/v1/secondary/${enc(p.address)}/activationCodes`, { token: p.token, body: { primaryOperatorId: "002-01" } });
+      expect([viaB.status, messageId(viaB.body)]).toEqual([503, "SVC3002"]);
+    } finally {
+      await fed.connect();
+    }
+    expect((await codeAtB(s, { primaryOperatorId: "001-01" })).status).toBe(201);
+  });
+
+  it("the peer list reloads without a restart, and a bad list keeps the previous one", async () => {
+    const reload = () => A.api.call("POST", "/admin/v1/peers/reload", { token: A.t.node.adminToken });
+    expect((await reload()).body).toEqual({ peers: 1, keys: 1 });
+    const { writeFileSync, readFileSync } = await import("node:fs");
+    const good = readFileSync(A.peersFile, "utf8");
+    writeFileSync(A.peersFile, JSON.stringify({ peers: [{ operatorId: "bad" }] }));
+    const bad = await reload();
+    expect([bad.status, messageId(bad.body)]).toEqual([400, "SVC0002"]);
+    const { s } = await pair();
+    expect((await codeAtB(s, { primaryOperatorId: "001-01" })).status).toBe(201);
+    writeFileSync(A.peersFile, good);
+  });
+});
