@@ -149,7 +149,9 @@ export function registerInboundMessages(
     const body = parse(statusChange, c);
     const result = await ctx.store.applyRemoteStatus({ twinId: c.req.param("twinId"), ...body, fromOperatorId: c.get("peer"), ownOperatorId: own, nowMs: ctx.nowMs() });
     ctx.committed(result.notifications);
-    return sign(c, 200, { twinId: result.twin.twinId, status: result.twin.status, version: result.twin.version, applied: result.changed });
+    // An acknowledgement of the message itself, so a retry of the msgId gets the same answer;
+    // the effect happens once because an equal (version, origin) is never newer.
+    return sign(c, 200, { twinId: result.twin.twinId, status: body.status, version: body.version });
   });
 
   // HLF-PD-004, HLF-SD-007 across operators; also compensations.

@@ -101,6 +101,19 @@ describe("durable delivery between operators", () => {
     void old;
   });
 
+  it("HLF-IC-005 a retried status message (same msgId) gets the first answer and changes and notifies once", async () => {
+    const { s, twinId } = await crossTwin();
+    const twin = (await A().node().context.store.getTwin(twinId))!;
+    const message = { method: "PUT" as const, path: `/twins/${twinId}/status`, msgId: randomUUID(), body: { status: "Off", version: twin.version + 1, changedBy: "primary" } };
+    const federation = A().node().context.federation!;
+    const first = await federation.send("002-01", message);
+    const retry = await federation.send("002-01", message);
+    expect(first).toEqual({ status: 200, body: { twinId, status: "Off", version: twin.version + 1 } });
+    expect(retry).toEqual(first);
+    const feed = await B().node().context.store.notificationsAfter(s.address, "secondary", 0, 100);
+    expect(feed.filter((x) => x.type === "twinningStatusNotification" && x.content.twinId === twinId)).toHaveLength(1);
+  });
+
   it("a message the peer refuses for good becomes a dead letter, visible in the admin API and the metrics", async () => {
     const a = A();
     await a.node().context.store.enqueuePeerMessages(
