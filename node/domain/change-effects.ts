@@ -9,6 +9,8 @@ export interface PeerMessageDraft {
   readonly path: string;
   readonly msgId: string;
   readonly body: unknown;
+  /** Outbox lane; default one lane per peer (order of effect). */
+  readonly lane?: string;
 }
 
 export interface ChangeEffects {

@@ -61,9 +61,32 @@ async function defaultName(ctx: NodeContext, primary: string, name: string | und
   return defaultTwinName(new Set((await ctx.store.listTwinsOfPrimary(primary)).map((t) => t.name)));
 }
 
-/** Writes a compensating DELETE for a twin the peer may have created (DESIGN "Invariants"). */
-async function compensate(ctx: NodeContext, peer: string, twinId: string): Promise<void> {
-  await ctx.store.enqueuePeerMessages([{ operatorId: peer, method: "DELETE", path: `/twins/${twinId}`, msgId: randomUUID(), body: { changedBy: "primary" } }], ctx.nowMs());
+const compensation = (peer: string, twinId: string) => ({
+  operatorId: peer,
+  method: "DELETE" as const,
+  path: `/twins/${twinId}`,
+  msgId: randomUUID(),
+  body: { changedBy: "primary" },
+  // Its own lane: a compensation waiting for its time must not hold back other messages to the peer.
+  lane: `peer:${peer}:activation:${twinId}`,
+});
+
+/**
+ * A compensating DELETE armed before the call: due only after the call's deadline, and
+ * withdrawn in the transaction that commits our side. If this process dies in between, the
+ * outbox still undoes the peer's twin after a restart, so the two sides agree.
+ */
+async function armCompensation(ctx: NodeContext, peer: string, twinId: string): Promise<number> {
+  const nowMs = ctx.nowMs();
+  const dueAtMs = nowMs + 2 * (ctx.config.federation?.callTimeoutMs ?? 5_000);
+  const [id] = await ctx.store.enqueuePeerMessages([compensation(peer, twinId)], nowMs, dueAtMs);
+  return id!;
+}
+
+/** The activation failed where the peer may have committed: undo there now (DESIGN "Invariants"). */
+async function compensate(ctx: NodeContext, peer: string, twinId: string, armedId: number): Promise<void> {
+  await ctx.store.completeOutboxEntry(armedId);
+  await ctx.store.enqueuePeerMessages([compensation(peer, twinId)], ctx.nowMs());
   ctx.wakeOutbox();
   ctx.logger.warn({ peer, twinId }, "activation compensated at peer");
 }
@@ -90,6 +113,7 @@ export async function activateAcross(
   if (!input.ownCode) await ctx.store.assertCanTwinAsPrimary(input.primary, ctx.config.policy.maxTwinsPerPrimary);
   const name = await defaultName(ctx, input.primary, input.name);
   const twinId = randomUUID();
+  const armed = await armCompensation(ctx, input.peer, twinId);
   let answer;
   try {
     answer = await federation.send(input.peer, {
@@ -107,14 +131,18 @@ export async function activateAcross(
     });
   } catch (error) {
     // No answer: the peer may have committed. Undo there; the device may simply retry.
-    await compensate(ctx, input.peer, twinId);
+    await compensate(ctx, input.peer, twinId, armed);
     throw error;
   }
-  if (answer.status !== 201) throw peerErrorToTwinningError(input.peer, answer);
+  if (answer.status !== 201) {
+    // A definite refusal: the peer created nothing, there is nothing to undo.
+    await ctx.store.completeOutboxEntry(armed);
+    throw peerErrorToTwinningError(input.peer, answer);
+  }
   const remote = (answer.body?.twin ?? {}) as { secondaryAddress?: unknown; twinId?: unknown };
   const secondaryAddress = input.ownCode?.secondaryAddress ?? remote.secondaryAddress;
   if (remote.twinId !== twinId || typeof secondaryAddress !== "string" || !isAddress(secondaryAddress)) {
-    await compensate(ctx, input.peer, twinId);
+    await compensate(ctx, input.peer, twinId, armed);
     throw new TwinningError("peer_unreachable", { variables: [input.peer], detail: "malformed activations answer" });
   }
   try {
@@ -125,11 +153,12 @@ export async function activateAcross(
       maxTwinsPerPrimary: ctx.config.policy.maxTwinsPerPrimary,
       ...(input.ownCode ? { consumeCodeId: input.ownCode.codeId } : {}),
       ...(input.correlator ? { correlator: input.correlator } : {}),
+      disarmOutboxIds: [armed],
     });
     ctx.committed(notifications);
     return twin;
   } catch (error) {
-    await compensate(ctx, input.peer, twinId);
+    await compensate(ctx, input.peer, twinId, armed);
     throw error;
   }
 }

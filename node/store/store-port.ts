@@ -51,8 +51,11 @@ export interface TwinningStore {
   applyRemoteStatus(input: RemoteStatusInput): Promise<ChangeResult>;
   /** A deactivation made at the peer (or a compensation): final, idempotent. */
   applyRemoteDeactivation(input: RemoteDeactivationInput): Promise<ChangeResult | undefined>;
-  /** Writes federation messages to the outbox on their own (compensations). */
-  enqueuePeerMessages(messages: readonly PeerMessageDraft[], nowMs: number): Promise<void>;
+  /**
+   * Writes federation messages to the outbox on their own (compensations), due at `dueAtMs`
+   * (default now); returns their outbox ids.
+   */
+  enqueuePeerMessages(messages: readonly PeerMessageDraft[], nowMs: number, dueAtMs?: number): Promise<number[]>;
   /** The replay cache of federation `jti`s: false when already seen. */
   rememberJti(jti: string, expiresAtMs: number, nowMs: number): Promise<boolean>;
 
@@ -193,6 +196,8 @@ export interface InsertFederatedTwinInput {
   /** The secondary must hold a pending code obtained from this operator; it is marked Used (else SVC3001). */
   readonly consumeRemoteCodeFrom?: string;
   readonly correlator?: CorrelatorInput;
+  /** Outbox entries to withdraw in the same transaction (a compensation armed before the call). */
+  readonly disarmOutboxIds?: readonly number[];
 }
 
 export interface FederatedTwinResult {

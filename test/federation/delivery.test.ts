@@ -13,7 +13,8 @@ const A = () => fed.get("001-01");
 const B = () => fed.get("002-01");
 
 beforeAll(async () => {
-  await fed.start(["001-01", "002-01"], (op) => (op === "001-01" ? { policy: { maxTwinsPerPrimary: 1 } } : {}));
+  // A short call deadline makes armed compensations due soon (twice the deadline).
+  await fed.start(["001-01", "002-01"], (op) => (op === "001-01" ? { policy: { maxTwinsPerPrimary: 1 }, federation: { callTimeoutMs: 400 } as never } : {}));
 }, 60_000);
 afterAll(async () => fed.stop());
 
@@ -98,7 +99,9 @@ describe("durable delivery between operators", () => {
     expect([atB?.status, atB?.version]).toEqual([status, 31]);
     expect((await A().node().context.store.outboxStats()).dead).toBe(0);
     expect(A().node().context.federation!.jwks().keys.map((k) => k.kid)).toEqual(["001-01-rotated"]);
-    void old;
+    // Leave the federation as the other tests expect it: back to the key the fixture knows.
+    writeFileSync(a.signingKeyFile, old);
+    await a.t.node.reloadFederation();
   });
 
   it("HLF-IC-005 a retried status message (same msgId) gets the first answer and changes and notifies once", async () => {
@@ -112,6 +115,44 @@ describe("durable delivery between operators", () => {
     expect(retry).toEqual(first);
     const feed = await B().node().context.store.notificationsAfter(s.address, "secondary", 0, 100);
     expect(feed.filter((x) => x.type === "twinningStatusNotification" && x.content.twinId === twinId)).toHaveLength(1);
+  });
+
+  it("a crash after the peer committed an activation and before our side did: the armed compensation undoes it after restart", async () => {
+    const p = await A().party(addr(A()));
+    const s = await B().party(addr(B()));
+    await B().api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/activationCodes`, { token: s.token, body: { primaryOperatorId: "001-01" } });
+    const ctx = A().node().context;
+    const twinId = randomUUID();
+    // What activateAcross does before the call: arm the compensation, due after the call deadline…
+    await ctx.store.enqueuePeerMessages(
+      [{ operatorId: "002-01", method: "DELETE", path: `/twins/${twinId}`, msgId: randomUUID(), body: { changedBy: "primary" }, lane: `peer:002-01:activation:${twinId}` }],
+      Date.now(),
+      Date.now() + 800,
+    );
+    // …then the peer commits…
+    const answer = await ctx.federation!.send("002-01", {
+      method: "POST",
+      path: "/activations",
+      msgId: twinId,
+      body: { twinId, secondaryAddress: s.address, primaryAddress: p.address, primaryOperatorId: "001-01", name: "crashed" },
+    });
+    expect(answer.status).toBe(201);
+    expect((await B().node().context.store.findTwinOfSecondary(s.address))?.twinId).toBe(twinId);
+    // …and the process dies before committing its side.
+    await fed.stopNode("001-01");
+    await fed.restartNode("001-01");
+    const atB = await eventually(() => B().node().context.store.getTwin(twinId), (t) => t?.active === false);
+    expect(atB?.active).toBe(false);
+    expect(await A().node().context.store.getTwin(twinId)).toBeUndefined();
+  });
+
+  it("a successful activation withdraws its armed compensation in the same transaction", async () => {
+    await crossTwin();
+    await new Promise((r) => setTimeout(r, 1_000)); // longer than the armed delay
+    await eventually(drained, (v) => v);
+    const deletes = await B().node().context.store.listDeadLetters(100);
+    expect(deletes.filter((d) => d.payload.includes("DELETE"))).toEqual([]);
+    expect((await A().node().context.store.outboxStats()).pending).toBe(0);
   });
 
   it("a message the peer refuses for good becomes a dead letter, visible in the admin API and the metrics", async () => {

@@ -55,6 +55,7 @@ export function insertFederatedTwin(d: SqliteDatabase, input: InsertFederatedTwi
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)`,
     ).run(t.twinId, t.primaryAddress, t.primaryOperatorId, t.secondaryAddress, t.secondaryOperatorId, t.name, t.status, t.version, t.statusOrigin, input.nowMs, input.nowMs);
     recordCorrelator(d, input.correlator, t.twinId, input.nowMs);
+    for (const id of input.disarmOutboxIds ?? []) d.sql(`DELETE FROM outbox WHERE id = ? AND state = 'pending'`).run(id);
     const twin = toTwin(twinRow(d, t.twinId)!);
     const own = input.localSide === "primary" ? t.primaryOperatorId : t.secondaryOperatorId;
     const notifications = recordEffects(d, effectsOfChange("activation", twin, "primary", own, input.nowMs, true), input.nowMs);

@@ -128,8 +128,8 @@ export class SqliteStore implements TwinningStore {
     return federation.applyRemoteDeactivation(this.#d, input);
   }
 
-  async enqueuePeerMessages(messages: readonly PeerMessageDraft[], nowMs: number): Promise<void> {
-    this.#d.write(() => notifications.recordPeerMessages(this.#d, messages, nowMs));
+  async enqueuePeerMessages(messages: readonly PeerMessageDraft[], nowMs: number, dueAtMs?: number): Promise<number[]> {
+    return this.#d.write(() => notifications.recordPeerMessages(this.#d, messages, nowMs, dueAtMs));
   }
 
   async rememberJti(jti: string, expiresAtMs: number, _nowMs: number): Promise<boolean> {
