@@ -95,6 +95,35 @@ export function registerAdminRoutes(app: App, ctx: NodeContext): void {
     app,
     createRoute({
       method: "get",
+      path: "/admin/v1/twins",
+      tags,
+      summary: "Active twins held by this node (both operators' view), oldest first",
+      security: admin,
+      middleware: [guard] as const,
+      request: { query: z.object({ limit: z.coerce.number().int().min(1).max(10_000).optional() }) },
+      responses: { 200: { description: "Twins", content: { "application/json": { schema: z.object({}).passthrough() } } }, ...errorResponses },
+    }),
+    async (c) => {
+      const twins = await ctx.store.listActiveTwins(Number(c.req.query("limit") ?? 1000));
+      return json(c, {
+        twins: twins.map((t) => ({
+          twinId: t.twinId,
+          primaryAddress: t.primaryAddress,
+          primaryOperatorId: t.primaryOperatorId,
+          secondaryAddress: t.secondaryAddress,
+          secondaryOperatorId: t.secondaryOperatorId,
+          name: t.name,
+          status: t.status,
+          version: t.version,
+        })),
+      });
+    },
+  );
+
+  addRoute(
+    app,
+    createRoute({
+      method: "get",
       path: "/admin/v1/deadLetters",
       tags,
       summary: "Outbox entries given up on, newest first",

@@ -5,6 +5,7 @@ import { TwinningError } from "../errors/twinning-error.ts";
 import { MessageSigner, importSigningKey, type SigningKey } from "../../peers/message-codec.ts";
 import { PeerClient, type PeerAnswer } from "../../peers/peer-client.ts";
 import { PeerRegistry } from "../../peers/peer-registry.ts";
+import type { Logger } from "pino";
 
 export interface FederationMessage {
   readonly method: "GET" | "POST" | "PUT" | "DELETE";
@@ -29,6 +30,8 @@ export class Federation {
   readonly #nowMs: () => number;
   /** The federation base URL peers use for us (set once the listener is bound). */
   publicUrl = "";
+  /** Where each outgoing message is logged (`federation message`): for operators and the simulator's report. */
+  logger: Logger | undefined;
 
   private constructor(operatorId: string, options: FederationOptions, registry: PeerRegistry, nowMs: () => number) {
     this.operatorId = operatorId;
@@ -84,8 +87,17 @@ export class Federation {
     return this.registry.get(operatorId) !== undefined;
   }
 
-  send(operatorId: string, message: FederationMessage): Promise<PeerAnswer> {
-    return this.client.send(operatorId, message);
+  async send(operatorId: string, message: FederationMessage): Promise<PeerAnswer> {
+    const started = performance.now();
+    const entry = { event: "federation.message", from: this.operatorId, to: operatorId, method: message.method, path: message.path, msgId: message.msgId };
+    try {
+      const answer = await this.client.send(operatorId, message);
+      this.logger?.info({ ...entry, status: answer.status, ms: Math.round((performance.now() - started) * 100) / 100 }, "federation message");
+      return answer;
+    } catch (error) {
+      this.logger?.info({ ...entry, status: 0, error: (error as { detail?: string }).detail ?? "failed", ms: Math.round((performance.now() - started) * 100) / 100 }, "federation message");
+      throw error;
+    }
   }
 
   /**

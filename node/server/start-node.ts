@@ -65,6 +65,7 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
   const federation = config.federation
     ? await Federation.create({ operatorId: config.operatorId, options: config.federation, allowedPeers: config.policy.allowedPeerOperators, nowMs })
     : undefined;
+  if (federation) federation.logger = logger;
   const sendCallback = createCallbackSender({ dispatcher, timeoutMs: config.limits.callbackTimeoutMs });
   const sendToPeer = federation ? createPeerSender(federation) : undefined;
 

@@ -28,6 +28,8 @@ export interface TwinningStore {
   findTwinOfPrimary(primaryAddress: string, ref: TwinRef): Promise<Twin | undefined>;
   /** The secondary's active twin, if any (it has at most one, HLF-TE-009). */
   findTwinOfSecondary(secondaryAddress: string): Promise<Twin | undefined>;
+  /** Active twins of every subscriber, oldest first (operations, the simulator's final state). */
+  listActiveTwins(limit: number): Promise<Twin[]>;
   /** A twin by id, active or deactivated. */
   getTwin(twinId: string): Promise<Twin | undefined>;
   renameTwin(input: { twinId: string; name: string; nowMs: number }): Promise<Twin>;

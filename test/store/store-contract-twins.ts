@@ -130,6 +130,16 @@ export function twinContract(makeStore: MakeStore): void {
       expect(await store.getTwin(twin.twinId)).toMatchObject({ status: "On", active: false });
       expect(await store.latestNotificationId()).toBe(latest);
     });
+
+    it("listActiveTwins lists every active twin, oldest first, without deactivated ones, up to limit", async () => {
+      const { store } = h();
+      const a = await activated(store, P1, S1, { nowMs: T0 });
+      const b = await activated(store, P2, S2, { nowMs: T0 + SECOND });
+      const c = await activated(store, P1, S3, { nowMs: T0 + 2 * SECOND, name: "third" });
+      await store.deactivateTwin({ twinId: b.twinId, changedBy: "primary", nowMs: T0 + 3 * SECOND });
+      expect((await store.listActiveTwins(10)).map((t) => t.twinId)).toEqual([a.twinId, c.twinId]);
+      expect(await store.listActiveTwins(1)).toHaveLength(1);
+    });
   });
 
   describe("subscriptions and notifications", () => {

@@ -23,7 +23,7 @@ import type {
 } from "../store-port.ts";
 import { SqliteDatabase } from "./sqlite-database.ts";
 import * as notifications from "./sqlite-notifications.ts";
-import { toCode, toOutboxEntry, toSubscriber, toSubscription, type CodeRow, type OutboxRow, type SubscriberRow, type SubscriptionRow } from "./sqlite-rows.ts";
+import { toCode, toOutboxEntry, toSubscriber, toSubscription, toTwin, type CodeRow, type OutboxRow, type SubscriberRow, type SubscriptionRow, type TwinRow } from "./sqlite-rows.ts";
 import * as twins from "./sqlite-twins.ts";
 import * as federation from "./sqlite-federation.ts";
 import { findCorrelator } from "./sqlite-correlators.ts";
@@ -78,6 +78,10 @@ export class SqliteStore implements TwinningStore {
 
   async listTwinsOfPrimary(primaryAddress: string): Promise<Twin[]> {
     return twins.listTwinsOfPrimary(this.#d, primaryAddress);
+  }
+
+  async listActiveTwins(limit: number): Promise<Twin[]> {
+    return (this.#d.sql(`SELECT * FROM twins WHERE active = 1 ORDER BY created_at, twin_id LIMIT ?`).all(limit) as TwinRow[]).map(toTwin);
   }
 
   async findTwinOfPrimary(primaryAddress: string, ref: TwinRef): Promise<Twin | undefined> {
