@@ -1,0 +1,79 @@
+import { parseArgs } from "node:util";
+import { runConformance, runSimulation, sandboxDown, sandboxUp } from "./simulation.ts";
+
+const usage = `Usage:
+  npm run simulate [-- --operators N] [--filter TEXT] [--seed N] [--report FILE] [--keep]
+      Starts N operators (default 3) as node processes on loopback with a fresh federation CA,
+      runs every scenario (device flows and faults), prints a pass/fail table, writes an HTML
+      report (default simulation-report.html) and exits non-zero on any failure.
+  npm run simulate -- up --operators N --out DIR
+      Keeps N operators running and writes DIR/federation.json for app developers and test kits.
+  npm run simulate -- down --out DIR
+      Stops the operators started by 'up'.
+  npm run simulate -- --target FEDERATION_JSON [--filter TEXT] [--seed N] [--report FILE]
+      Conformance mode: runs the device-side scenarios against the nodes a federation.json
+      describes (another implementation of DESIGN.md) and reports which labels pass.
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      operators: { type: "string" },
+      filter: { type: "string" },
+      seed: { type: "string" },
+      report: { type: "string" },
+      out: { type: "string" },
+      target: { type: "string" },
+      keep: { type: "boolean" },
+      help: { type: "boolean" },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(usage);
+    return 0;
+  }
+  const operators = Number(values.operators ?? 3);
+  if (!Number.isInteger(operators) || operators < 1 || operators > 9) throw new Error("--operators must be 1..9");
+  const seed = Number(values.seed ?? Math.floor(Math.random() * 2 ** 31));
+  if (!Number.isInteger(seed)) throw new Error("--seed must be an integer");
+  const log = (line: string) => process.stdout.write(`${line}\n`);
+  const command = positionals[0] ?? "run";
+
+  if (command === "up") {
+    if (!values.out) throw new Error("up needs --out DIR");
+    const federation = await sandboxUp(operators, values.out);
+    for (const o of federation.operators) log(`${o.operatorId}  device ${o.deviceUrl}  federation ${o.federationUrl}`);
+    log(`wrote ${values.out}/federation.json; stop with: npm run simulate -- down --out ${values.out}`);
+    return 0;
+  }
+  if (command === "down") {
+    if (!values.out) throw new Error("down needs --out DIR");
+    log(`stopped ${await sandboxDown(values.out)} operators`);
+    return 0;
+  }
+  if (command !== "run") throw new Error(`unknown command ${command}`);
+
+  const reportFile = values.report ?? (values.target ? "conformance-report.html" : "simulation-report.html");
+  const common = { operators, seed, filter: values.filter, reportFile, keep: values.keep ?? false, log };
+  log(`seed ${seed}`);
+  const outcome = values.target ? await runConformance(values.target, common) : await runSimulation(common);
+  log("");
+  log(outcome.table);
+  if (values.target && "labels" in outcome) {
+    log("");
+    log("requirement labels:");
+    for (const [label, verdict] of outcome.labels as Map<string, string>) log(`  ${label.padEnd(11)} ${verdict}`);
+  }
+  log(`report: ${outcome.reportFile}`);
+  return outcome.ok ? 0 : 1;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    process.stderr.write(`simulate: ${(error as Error).message}\n\n${usage}`);
+    process.exit(2);
+  },
+);

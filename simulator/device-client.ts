@@ -1,0 +1,83 @@
+/**
+ * A small client of the device, OAuth and admin APIs (DESIGN "Device API", "Tokens"): real
+ * HTTP, JSON in and out. The simulator drives nodes with it; the tests use it too.
+ */
+export const enc = (address: string): string => encodeURIComponent(address);
+
+export interface ApiResponse<T = any> {
+  readonly status: number;
+  readonly body: T;
+  readonly headers: Headers;
+}
+
+/** The OMA error's messageId, whichever exception kind carries it. */
+export function messageId(body: any): string | undefined {
+  const e = body?.requestError;
+  return e?.serviceException?.messageId ?? e?.policyException?.messageId;
+}
+
+export class Api {
+  constructor(readonly baseUrl: string) {}
+
+  async call<T = any>(
+    method: string,
+    path: string,
+    options: { token?: string | undefined; body?: unknown; headers?: Record<string, string>; rawBody?: string } = {},
+  ): Promise<ApiResponse<T>> {
+    const headers: Record<string, string> = { ...(options.headers ?? {}) };
+    if (options.token) headers.authorization = `Bearer ${options.token}`;
+    let body: string | undefined = options.rawBody;
+    if (options.body !== undefined) {
+      body = JSON.stringify(options.body);
+      headers["content-type"] ??= "application/json";
+    }
+    const res = await fetch(`${this.baseUrl}${path}`, { method, headers, ...(body !== undefined ? { body } : {}) });
+    const text = await res.text();
+    let parsed: unknown = text;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      /* not JSON */
+    }
+    return { status: res.status, body: parsed as T, headers: res.headers };
+  }
+
+  /** PUT /admin/v1/subscribers/{addr} */
+  async provision(adminToken: string, address: string, credential = `secret-${address.slice(-6)}`): Promise<string> {
+    const res = await this.call("PUT", `/admin/v1/subscribers/${enc(address)}`, { token: adminToken, body: { subscriber: { twinning: true, credential } } });
+    if (res.status !== 201 && res.status !== 200) throw new Error(`provision failed: ${res.status}`);
+    return credential;
+  }
+
+  /** POST /oauth/token with client_credentials (HTTP Basic, client id form-encoded). */
+  async token(address: string, credential: string): Promise<string> {
+    const res = await fetch(`${this.baseUrl}/oauth/token`, {
+      method: "POST",
+      headers: {
+        authorization: `Basic ${Buffer.from(`${encodeURIComponent(address)}:${encodeURIComponent(credential)}`).toString("base64")}`,
+        "content-type": "application/x-www-form-urlencoded",
+      },
+      body: "grant_type=client_credentials&scope=twinning",
+    });
+    const body = (await res.json()) as { access_token?: string };
+    if (res.status !== 200 || !body.access_token) throw new Error(`token failed: ${res.status}`);
+    return body.access_token;
+  }
+
+  /** Provisions a subscriber and returns a `twinning` token for it. */
+  async subscriber(adminToken: string, address: string): Promise<string> {
+    return this.token(address, await this.provision(adminToken, address));
+  }
+
+  /** Secondary requests a code, primary redeems it (same node): the twin and both tokens. */
+  async twin(primary: { address: string; token: string }, secondary: { address: string; token: string }, name?: string) {
+    const code = await this.call("POST", `/twinning/v1/secondary/${enc(secondary.address)}/activationCodes`, { token: secondary.token, body: {} });
+    if (code.status !== 201) throw new Error(`code request failed: ${code.status} ${JSON.stringify(code.body)}`);
+    const activation = await this.call("POST", `/twinning/v1/primary/${enc(primary.address)}/twins`, {
+      token: primary.token,
+      body: { activationCode: code.body.activationCode.code, operatorId: code.body.activationCode.operatorId, ...(name ? { name } : {}) },
+    });
+    if (activation.status !== 201) throw new Error(`activation failed: ${activation.status} ${JSON.stringify(activation.body)}`);
+    return { twin: activation.body.twin, primaryTwinToken: activation.body.twin.accessToken as string, codeResource: code.body.activationCode };
+  }
+}

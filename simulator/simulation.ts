@@ -1,0 +1,113 @@
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, unlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { Api } from "./device-client.ts";
+import { renderReport } from "./report.ts";
+import { formatTable, labelVerdicts, runScenarios, type ScenarioResult, type Target } from "./run-scenarios.ts";
+import { Sandbox, type FederationJson } from "./sandbox.ts";
+import { deviceScenarios } from "./scenarios/device-scenarios.ts";
+import { faultScenarios } from "./scenarios/fault-scenarios.ts";
+
+export const allScenarios = [...deviceScenarios, ...faultScenarios];
+
+export interface RunOptions {
+  readonly operators: number;
+  readonly seed: number;
+  readonly filter?: string | undefined;
+  readonly reportFile: string;
+  /** Keep the sandbox directory (configs, databases, logs) for inspection. */
+  readonly keep?: boolean;
+  readonly log?: (line: string) => void;
+}
+
+export interface RunOutcome {
+  readonly results: ScenarioResult[];
+  readonly reportFile: string;
+  readonly ok: boolean;
+  readonly table: string;
+}
+
+async function finalState(targets: readonly Target[]): Promise<Map<string, any[] | undefined>> {
+  const state = new Map<string, any[] | undefined>();
+  for (const t of targets) {
+    const res = await new Api(t.deviceUrl).call("GET", "/admin/v1/twins?limit=10000", { token: t.adminToken }).catch(() => undefined);
+    state.set(t.operatorId, res?.status === 200 ? res.body.twins : undefined);
+  }
+  return state;
+}
+
+function finish(title: string, options: RunOptions, startedAt: number, targets: readonly Target[], results: ScenarioResult[], messages: any[], state: Map<string, any[] | undefined>): RunOutcome {
+  const labels = labelVerdicts(results);
+  const html = renderReport({ title, startedAt, seed: options.seed, operators: targets, results, messages, finalState: state, labels });
+  const reportFile = resolve(options.reportFile);
+  writeFileSync(reportFile, html);
+  const table = formatTable(results);
+  return { results, reportFile, ok: results.every((r) => r.status !== "fail"), table };
+}
+
+/** `npm run simulate`: N operators as processes, every scenario, a report. */
+export async function runSimulation(options: RunOptions): Promise<RunOutcome> {
+  const dir = mkdtempSync(join(tmpdir(), "twinning-sim-"));
+  const startedAt = Date.now();
+  options.log?.(`starting ${options.operators} operators in ${dir} …`);
+  const sandbox = await Sandbox.create({ operators: options.operators, dir, proxies: true });
+  try {
+    const targets = sandbox.federationJson().operators;
+    const results = await runScenarios(allScenarios, { targets, sandbox, seed: options.seed, filter: options.filter, ...(options.log ? { log: options.log } : {}) });
+    const state = await finalState(targets);
+    const messages = sandbox.operators.flatMap((o) => o.process.messages);
+    return finish("Twinning federation simulation", options, startedAt, targets, results, messages, state);
+  } finally {
+    await sandbox.stop();
+    if (!options.keep) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Conformance mode: the device-side scenarios against nodes someone else started (DESIGN's federation.json). */
+export async function runConformance(federationJsonFile: string, options: RunOptions): Promise<RunOutcome & { labels: Map<string, string> }> {
+  const file = JSON.parse(readFileSync(federationJsonFile, "utf8")) as FederationJson;
+  if (!Array.isArray(file.operators) || file.operators.length === 0) throw new Error(`${federationJsonFile}: no operators`);
+  const targets: Target[] = file.operators.map((o) => ({ operatorId: o.operatorId, deviceUrl: o.deviceUrl.replace(/\/$/, ""), federationUrl: o.federationUrl, adminToken: o.adminToken }));
+  const startedAt = Date.now();
+  const results = await runScenarios(allScenarios, { targets, seed: options.seed, filter: options.filter, ...(options.log ? { log: options.log } : {}) });
+  const outcome = finish("Twinning conformance run", options, startedAt, targets, results, [], await finalState(targets));
+  return { ...outcome, labels: labelVerdicts(results) };
+}
+
+interface SandboxRecord {
+  pids: number[];
+}
+
+/** `up`: the operators keep running; DIR/federation.json describes them. */
+export async function sandboxUp(operators: number, out: string): Promise<FederationJson> {
+  const dir = resolve(out);
+  if (existsSync(join(dir, "sandbox.json"))) throw new Error(`a sandbox is already up in ${dir}: run 'npm run simulate -- down --out ${out}' first`);
+  const sandbox = await Sandbox.create({ operators, dir, proxies: false, detached: true, logLevel: "info" });
+  const federation = sandbox.federationJson();
+  writeFileSync(join(dir, "federation.json"), JSON.stringify(federation, null, 2) + "\n");
+  const record: SandboxRecord = { pids: sandbox.operators.map((o) => o.process.child!.pid!) };
+  writeFileSync(join(dir, "sandbox.json"), JSON.stringify(record) + "\n");
+  return federation;
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/** `down`: SIGTERM (graceful), then SIGKILL after 10 s for any that hang. */
+export async function sandboxDown(out: string): Promise<number> {
+  const file = join(resolve(out), "sandbox.json");
+  if (!existsSync(file)) throw new Error(`no sandbox is up in ${out}`);
+  const { pids } = JSON.parse(readFileSync(file, "utf8")) as SandboxRecord;
+  for (const pid of pids) if (alive(pid)) process.kill(pid, "SIGTERM");
+  const deadline = Date.now() + 10_000;
+  while (pids.some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  for (const pid of pids) if (alive(pid)) process.kill(pid, "SIGKILL");
+  unlinkSync(file);
+  return pids.length;
+}

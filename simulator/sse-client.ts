@@ -1,0 +1,59 @@
+/** A minimal Server-Sent Events reader over fetch, for tests: collects `{id, event, data}` frames. */
+export interface SseEvent {
+  id: string | undefined;
+  event: string | undefined;
+  data: any;
+}
+
+export class SseClient {
+  readonly events: SseEvent[] = [];
+  readonly #controller = new AbortController();
+  #done: Promise<void> | undefined;
+  status = 0;
+
+  static async open(url: string, token: string, lastEventId?: string): Promise<SseClient> {
+    const client = new SseClient();
+    const headers: Record<string, string> = { authorization: `Bearer ${token}`, accept: "text/event-stream" };
+    if (lastEventId !== undefined) headers["last-event-id"] = lastEventId;
+    const res = await fetch(url, { headers, signal: client.#controller.signal });
+    client.status = res.status;
+    if (res.ok && res.body) client.#done = client.#read(res.body).catch(() => undefined);
+    else await res.body?.cancel();
+    return client;
+  }
+
+  async #read(body: ReadableStream<Uint8Array>): Promise<void> {
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for await (const chunk of body) {
+      buffer += decoder.decode(chunk, { stream: true });
+      let cut: number;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const frame = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        const fields: Record<string, string> = {};
+        for (const line of frame.split("\n")) {
+          if (line.startsWith(":")) continue;
+          const i = line.indexOf(":");
+          if (i > 0) fields[line.slice(0, i)] = (fields[line.slice(0, i)] ? fields[line.slice(0, i)] + "\n" : "") + line.slice(i + 1).trimStart();
+        }
+        if (fields.data !== undefined) this.events.push({ id: fields.id, event: fields.event, data: JSON.parse(fields.data) });
+      }
+    }
+  }
+
+  /** Waits (bounded) for at least n events. */
+  async waitFor(n: number, timeoutMs = 5_000): Promise<SseEvent[]> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.events.length < n) {
+      if (Date.now() > deadline) throw new Error(`expected ${n} SSE events, got ${this.events.length}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return this.events;
+  }
+
+  async close(): Promise<void> {
+    this.#controller.abort();
+    await this.#done;
+  }
+}
