@@ -1,0 +1,52 @@
+import { execFile } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, describe, expect, it } from "vitest";
+
+const run = promisify(execFile);
+const root = join(import.meta.dirname, "../..");
+const out = mkdtempSync(join(tmpdir(), "twinning-up-"));
+const simulate = (...args: string[]) => run(process.execPath, ["--import", "tsx", "simulator/cli.ts", ...args], { cwd: root, timeout: 120_000 });
+
+afterAll(async () => {
+  if (existsSync(join(out, "sandbox.json"))) await simulate("down", "--out", out).catch(() => undefined);
+  rmSync(out, { recursive: true, force: true });
+});
+
+describe("the sandbox for app developers and outside test kits", () => {
+  it("up writes federation.json exactly as DESIGN says, conformance mode passes against it, down stops it", async () => {
+    const up = await simulate("up", "--operators", "2", "--out", out);
+    expect(up.stdout).toContain("federation.json");
+    const federation = JSON.parse(readFileSync(join(out, "federation.json"), "utf8"));
+    expect(Object.keys(federation)).toEqual(["operators"]);
+    expect(federation.operators.map((o: any) => Object.keys(o).sort())).toEqual(Array(2).fill(["adminToken", "caFile", "deviceUrl", "federationUrl", "operatorId"]));
+    expect(federation.operators.map((o: any) => o.operatorId)).toEqual(["001-01", "002-01"]);
+    for (const o of federation.operators) {
+      expect((await fetch(`${o.deviceUrl}/healthz`)).status).toBe(200);
+      expect(o.federationUrl).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+      expect(readFileSync(o.caFile, "utf8")).toContain("BEGIN CERTIFICATE");
+    }
+
+    const conformance = await simulate("--target", join(out, "federation.json"), "--filter", "cross-", "--seed", "3", "--report", join(out, "conformance.html"));
+    // Fault scenarios whose titles match are skipped in conformance mode: they need our own nodes.
+    expect(conformance.stdout).toMatch(/^2 passed, 0 failed, 1 skipped$/m);
+    expect(conformance.stdout).toMatch(/HLF-IC-004\s+pass/);
+    expect(readFileSync(join(out, "conformance.html"), "utf8")).toContain("Twinning conformance run");
+
+    const down = await simulate("down", "--out", out);
+    expect(down.stdout).toContain("stopped 2 operators");
+    for (const o of federation.operators) await expect(fetch(`${o.deviceUrl}/healthz`)).rejects.toThrow();
+  }, 150_000);
+
+  it("conformance mode exits non-zero and names the failing labels when a node does not conform", async () => {
+    // A "federation" whose only operator answers nothing: every device scenario fails or is skipped.
+    const bogus = join(out, "bogus.json");
+    const { writeFileSync } = await import("node:fs");
+    writeFileSync(bogus, JSON.stringify({ operators: [{ operatorId: "009-01", deviceUrl: "http://127.0.0.1:9", federationUrl: "https://127.0.0.1:9", adminToken: "x".repeat(24), caFile: "none" }] }));
+    const failed = await simulate("--target", bogus, "--filter", "intra", "--report", join(out, "bogus.html")).catch((e) => e);
+    expect(failed.code).toBe(1);
+    expect(failed.stdout).toMatch(/HLF-PD-001\s+fail/);
+  }, 60_000);
+});
