@@ -20,6 +20,8 @@ export interface PeerClientOptions {
   readonly timeoutMs: number;
   readonly maxSkewSeconds: number;
   readonly maxLifetimeSeconds: number;
+  /** Called for every new TLS connection to a peer. */
+  readonly onConnect?: (operatorId: string) => void;
 }
 
 /**
@@ -49,6 +51,7 @@ export class PeerClient {
       });
       agent.on("connect", () => {
         this.handshakes += 1;
+        this.#o.onConnect?.(operatorId);
       });
       this.#agents.set(operatorId, agent);
     }

@@ -33,7 +33,7 @@ export class Federation {
   /** Where each outgoing message is logged (`federation message`): for operators and the simulator's report. */
   logger: Logger | undefined;
 
-  private constructor(operatorId: string, options: FederationOptions, registry: PeerRegistry, nowMs: () => number) {
+  private constructor(operatorId: string, options: FederationOptions, registry: PeerRegistry, nowMs: () => number, onConnect?: (operatorId: string) => void) {
     this.operatorId = operatorId;
     this.options = options;
     this.registry = registry;
@@ -49,17 +49,24 @@ export class Federation {
       timeoutMs: options.callTimeoutMs,
       maxSkewSeconds: options.maxClockSkewSeconds,
       maxLifetimeSeconds: options.maxMessageLifetimeSeconds,
+      ...(onConnect ? { onConnect } : {}),
     });
   }
 
-  static async create(input: { operatorId: string; options: FederationOptions; allowedPeers: readonly string[]; nowMs: () => number }): Promise<Federation> {
+  static async create(input: {
+    operatorId: string;
+    options: FederationOptions;
+    allowedPeers: readonly string[];
+    nowMs: () => number;
+    onConnect?: (operatorId: string) => void;
+  }): Promise<Federation> {
     const { options } = input;
     const registry = new PeerRegistry({
       selfOperatorId: input.operatorId,
       allowed: input.allowedPeers,
       load: () => (options.peersFile ? JSON.parse(readFileSync(options.peersFile, "utf8")) : { peers: [] }),
     });
-    const federation = new Federation(input.operatorId, options, registry, input.nowMs);
+    const federation = new Federation(input.operatorId, options, registry, input.nowMs, input.onConnect);
     await federation.#loadKeys();
     return federation;
   }

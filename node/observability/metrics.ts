@@ -9,6 +9,7 @@ export class NodeMetrics {
   readonly outboxPending: Gauge;
   readonly outboxDead: Gauge;
   readonly sseConnections: Gauge;
+  readonly tlsHandshakes: Counter;
 
   constructor(options: { defaultMetrics: boolean; outboxStats: () => Promise<{ pending: number; dead: number }> }) {
     if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
@@ -39,6 +40,7 @@ export class NodeMetrics {
         this.set((await read()).dead);
       },
     });
+    this.tlsHandshakes = new Counter({ name: "twinning_federation_tls_connections_total", help: "New TLS connections opened to peers (one handshake each)", registers: [this.registry] });
     this.sseConnections = new Gauge({ name: "twinning_sse_connections", help: "Open Server-Sent Events streams", registers: [this.registry] });
   }
 }

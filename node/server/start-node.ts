@@ -63,7 +63,13 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
   const dispatcher = new Agent({ keepAliveTimeout: 30_000, connections: 32 });
   let baseUrl = config.device.publicUrl?.replace(/\/$/, "") ?? "";
   const federation = config.federation
-    ? await Federation.create({ operatorId: config.operatorId, options: config.federation, allowedPeers: config.policy.allowedPeerOperators, nowMs })
+    ? await Federation.create({
+        operatorId: config.operatorId,
+        options: config.federation,
+        allowedPeers: config.policy.allowedPeerOperators,
+        nowMs,
+        onConnect: () => metrics.tlsHandshakes.inc(),
+      })
     : undefined;
   if (federation) federation.logger = logger;
   const sendCallback = createCallbackSender({ dispatcher, timeoutMs: config.limits.callbackTimeoutMs });

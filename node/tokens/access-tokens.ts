@@ -23,7 +23,33 @@ export interface ExternalIssuerOptions {
   readonly audience?: string | undefined;
 }
 
+/**
+ * Verified tokens, so a hot path does not pay an ES256 verification per request. Only the
+ * signature and claims are cached: revocation (twin deactivated, subscriber de-provisioned) is
+ * still checked against the store on every use by the caller, so it takes effect at once.
+ */
+class VerifiedTokenCache {
+  readonly #entries = new Map<string, Principal>();
+  constructor(private readonly maxEntries: number) {}
+
+  get(token: string, nowS: number): Principal | undefined {
+    const hit = this.#entries.get(token);
+    if (!hit) return undefined;
+    if (hit.expiresAtS <= nowS) {
+      this.#entries.delete(token);
+      return undefined;
+    }
+    return hit;
+  }
+
+  set(token: string, principal: Principal): void {
+    if (this.#entries.size >= this.maxEntries) this.#entries.delete(this.#entries.keys().next().value!);
+    this.#entries.set(token, principal);
+  }
+}
+
 export class AccessTokens {
+  readonly #cache = new VerifiedTokenCache(50_000);
   readonly #key: CryptoKey;
   readonly #kid: string;
   readonly #localKeys: JWTVerifyGetKey;
@@ -72,6 +98,14 @@ export class AccessTokens {
    * jose failures become SVC2003 here, with the original kept as `cause` (never the token).
    */
   async verify(token: string): Promise<Principal> {
+    const cached = this.#cache.get(token, Math.floor(this.#nowMs() / 1000));
+    if (cached) return cached;
+    const principal = await this.#verifyUncached(token);
+    this.#cache.set(token, principal);
+    return principal;
+  }
+
+  async #verifyUncached(token: string): Promise<Principal> {
     const currentDate = new Date(this.#nowMs());
     try {
       const { payload } = await jwtVerify(token, this.#localKeys, { issuer: this.issuer, typ: TOKEN_TYPE, currentDate, algorithms: ["ES256"] });
