@@ -8,6 +8,7 @@ export interface SseEvent {
 export class SseClient {
   readonly events: SseEvent[] = [];
   readonly #controller = new AbortController();
+  #waiters: (() => void)[] = [];
   #done: Promise<void> | undefined;
   status = 0;
 
@@ -37,17 +38,27 @@ export class SseClient {
           const i = line.indexOf(":");
           if (i > 0) fields[line.slice(0, i)] = (fields[line.slice(0, i)] ? fields[line.slice(0, i)] + "\n" : "") + line.slice(i + 1).trimStart();
         }
-        if (fields.data !== undefined) this.events.push({ id: fields.id, event: fields.event, data: JSON.parse(fields.data) });
+        if (fields.data !== undefined) {
+          this.events.push({ id: fields.id, event: fields.event, data: JSON.parse(fields.data) });
+          for (const w of this.#waiters.splice(0)) w();
+        }
       }
     }
   }
 
-  /** Waits (bounded) for at least n events. */
+  /** Waits (bounded) for at least n events; wakes as soon as an event arrives. */
   async waitFor(n: number, timeoutMs = 5_000): Promise<SseEvent[]> {
     const deadline = Date.now() + timeoutMs;
     while (this.events.length < n) {
-      if (Date.now() > deadline) throw new Error(`expected ${n} SSE events, got ${this.events.length}`);
-      await new Promise((r) => setTimeout(r, 20));
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`expected ${n} SSE events, got ${this.events.length}`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.#waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
     }
     return this.events;
   }

@@ -23,15 +23,15 @@ export function createDeviceApp(ctx: NodeContext): OpenAPIHono<AppEnv> {
   app.use("*", requestId({ limitLength: 64 }));
   app.use("*", async (c, next) => {
     const started = performance.now();
-    const logger = ctx.logger.child({ requestId: c.get("requestId") });
-    c.set("logger", logger);
     await next();
     // Route templates, not paths: paths carry subscriber addresses.
     const route = matchedRoutes(c).findLast((r) => r.method !== "ALL")?.path ?? "unmatched";
     const seconds = (performance.now() - started) / 1000;
     ctx.metrics.requests.inc({ method: c.req.method, route, status: String(c.res.status) });
     ctx.metrics.latency.observe({ method: c.req.method, route }, seconds);
-    logger.info({ method: c.req.method, route, status: c.res.status, ms: Math.round(seconds * 1e4) / 10 }, "request");
+    if (ctx.logger.isLevelEnabled("info")) {
+      ctx.logger.info({ requestId: c.get("requestId"), method: c.req.method, route, status: c.res.status, ms: Math.round(seconds * 1e4) / 10 }, "request");
+    }
   });
   app.use("*", limitBody(ctx.config.limits.maxBodyBytes));
   // JSON APIs take JSON: anything else with a body is SVC0002 naming Content-Type.
@@ -48,11 +48,10 @@ export function createDeviceApp(ctx: NodeContext): OpenAPIHono<AppEnv> {
   app.notFound(() => errorResponse(new TwinningError("not_found", { variables: ["path"] })));
   app.onError((error, c) => {
     const e = toTwinningError(error);
-    const logger = c.get("logger") ?? ctx.logger;
     // Messages of our own errors never hold secrets; causes are logged by class only.
-    const log = { code: e.code, messageId: e.messageId, status: e.status, detail: e.detail, cause: (e.cause as Error | undefined)?.name };
-    if (e.status >= 500) logger.error({ ...log, err: e.cause ?? e }, "request failed");
-    else logger.info(log, "request refused");
+    const log = { requestId: c.get("requestId"), code: e.code, messageId: e.messageId, status: e.status, detail: e.detail, cause: (e.cause as Error | undefined)?.name };
+    if (e.status >= 500) ctx.logger.error({ ...log, err: e.cause ?? e }, "request failed");
+    else ctx.logger.info(log, "request refused");
     return errorResponse(e);
   });
   return app;

@@ -1,0 +1,220 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Sandbox } from "../simulator/sandbox.ts";
+import { SseClient } from "../simulator/sse-client.ts";
+import { enc, type Api } from "../simulator/device-client.ts";
+import { ROOT, load, metric, percentile, runScript, startServer, type LoadResult } from "./harness.ts";
+import { seedTwins } from "./seed.ts";
+
+/**
+ * `npm run bench`: baselines and goals measured in the same run on this machine, as ratios
+ * (the machines are shared and noisy: absolute figures move, ratios much less). Writes
+ * bench/results.json and prints the table.
+ */
+const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 5);
+const CONNECTIONS = 50;
+const log = (s: string) => process.stdout.write(`${s}\n`);
+const round = (n: number, d = 2) => Math.round(n * 10 ** d) / 10 ** d;
+
+interface Goal {
+  name: string;
+  value: number;
+  goal: string;
+  met: boolean;
+}
+
+async function party(api: Api, admin: string, address: string) {
+  return { address, token: await api.subscriber(admin, address) };
+}
+
+/** n twins on one node: primaries with their twin ids, secondaries. */
+async function twinPairs(api: Api, admin: string, n: number, prefix: string) {
+  const pairs = [];
+  for (let i = 0; i < n; i++) {
+    const p = await party(api, admin, `tel:+1${prefix}${String(i).padStart(5, "0")}1`);
+    const s = await party(api, admin, `tel:+1${prefix}${String(i).padStart(5, "0")}2`);
+    const { twin } = await api.twin(p, s);
+    pairs.push({ p, s, twinId: twin.twinId as string });
+  }
+  return pairs;
+}
+
+async function baselines(raw: Record<string, unknown>) {
+  log("baseline: bare Hono JSON GET …");
+  const get = await startServer("bench/baseline-server.ts", ["get"]);
+  const bareGet = await load({ url: `http://127.0.0.1:${get.port}/`, connections: CONNECTIONS, durationS: DURATION_S });
+  get.stop();
+  log("baseline: Hono POST + JSON + one better-sqlite3 INSERT …");
+  const ins = await startServer("bench/baseline-server.ts", ["insert"]);
+  const postInsert = await load({ url: `http://127.0.0.1:${ins.port}/`, connections: CONNECTIONS, durationS: DURATION_S, method: "POST", body: '{"status":"On"}', headers: { "content-type": "application/json" } });
+  ins.stop();
+  log("baseline: undici mTLS keep-alive round trip …");
+  const rtt = await runScript<{ p50Ms: number; p99Ms: number; handshakes: number }>("bench/mtls-rtt.ts", ["3000"]);
+  Object.assign(raw, { baselineBareGet: bareGet, baselinePostInsert: postInsert, baselineMtlsRtt: rtt });
+  return { bareGet, postInsert, rtt };
+}
+
+async function localGoals(dir: string, base: { bareGet: LoadResult; postInsert: LoadResult }, goals: Goal[], raw: Record<string, unknown>) {
+  const sandbox = await Sandbox.create({ operators: 1, dir: join(dir, "local"), proxies: false, logLevel: "warn" });
+  try {
+    const op = sandbox.operators[0]!;
+    const pairs = await twinPairs(op.api, op.adminToken, CONNECTIONS, "1001");
+    log("goal 1: local toggles …");
+    const toggles = await load({
+      url: op.deviceUrl,
+      connections: CONNECTIONS,
+      durationS: DURATION_S,
+      toggle: true,
+      targets: pairs.map((x) => ({ path: `/twinning/v1/primary/${enc(x.p.address)}/twins/${x.twinId}/status`, token: x.p.token })),
+    });
+    goals.push({ name: "local toggle req/s ÷ POST+INSERT baseline", value: round(toggles.requestsPerSec / base.postInsert.requestsPerSec), goal: "≥ 0.7", met: toggles.requestsPerSec >= 0.7 * base.postInsert.requestsPerSec });
+    goals.push({ name: "local toggle p99 ÷ POST+INSERT baseline p99", value: round(toggles.p99Ms / base.postInsert.p99Ms), goal: "≤ 2", met: toggles.p99Ms <= 2 * base.postInsert.p99Ms });
+    log("goal 2: reads …");
+    const list = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: pairs.map((x) => ({ path: `/twinning/v1/primary/${enc(x.p.address)}/twins`, token: x.p.token })) });
+    const query = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: pairs.map((x) => ({ path: `/twinning/v1/secondary/${enc(x.s.address)}/twinning`, token: x.s.token })) });
+    goals.push({ name: "list twins req/s ÷ bare GET baseline", value: round(list.requestsPerSec / base.bareGet.requestsPerSec), goal: "≥ 0.5", met: list.requestsPerSec >= 0.5 * base.bareGet.requestsPerSec });
+    goals.push({ name: "secondary status req/s ÷ bare GET baseline", value: round(query.requestsPerSec / base.bareGet.requestsPerSec), goal: "≥ 0.5", met: query.requestsPerSec >= 0.5 * base.bareGet.requestsPerSec });
+    Object.assign(raw, { localToggle: toggles, readList: list, readQuery: query });
+    for (const [name, r] of [["toggle", toggles], ["list", list], ["query", query]] as const) {
+      if (r.non2xx || r.errors) log(`  warning: ${name} had ${r.non2xx} non-2xx and ${r.errors} errors`);
+    }
+  } finally {
+    await sandbox.stop();
+  }
+}
+
+async function federationGoals(dir: string, base: { rtt: { p50Ms: number } }, goals: Goal[], raw: Record<string, unknown>) {
+  const sandbox = await Sandbox.create({ operators: 2, dir: join(dir, "fed"), proxies: false, logLevel: "warn" });
+  try {
+    const [A, B] = sandbox.operators as [(typeof sandbox.operators)[0], (typeof sandbox.operators)[0]];
+    log("goal 3: cross-operator propagation …");
+    const p = await party(A.api, A.adminToken, "tel:+1200100000001");
+    const s = await party(B.api, B.adminToken, "tel:+1200200000001");
+    const code = await B.api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/activationCodes`, { token: s.token, body: {} });
+    const act = await A.api.call("POST", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token, body: { activationCode: code.body.activationCode.code, operatorId: B.operatorId } });
+    const twinId = act.body.twin.twinId as string;
+    const stream = await SseClient.open(`${B.deviceUrl}/twinning/v1/secondary/${enc(s.address)}/notifications`, s.token);
+    const toggle = (status: string) => A.api.call("PUT", `/twinning/v1/primary/${enc(p.address)}/twins/${twinId}/status`, { token: p.token, body: { status } });
+    for (let i = 0; i < 20; i++) await toggle(i % 2 ? "On" : "Off"); // warm up
+    await stream.waitFor(20, 10_000);
+    const handshakesBefore = await metric(A.deviceUrl, "twinning_federation_tls_connections_total");
+    const times: number[] = [];
+    for (let i = 0; i < 300; i++) {
+      const seen = stream.events.length;
+      const t0 = performance.now();
+      await toggle(i % 2 ? "On" : "Off"); // the warm-up ended On
+      await stream.waitFor(seen + 1, 10_000);
+      times.push(performance.now() - t0);
+    }
+    await stream.close();
+    const handshakes = (await metric(A.deviceUrl, "twinning_federation_tls_connections_total")) - handshakesBefore;
+    times.sort((a, b) => a - b);
+    const [p50, p99] = [percentile(times, 0.5), percentile(times, 0.99)];
+    goals.push({ name: "propagation p50 ÷ mTLS round trip p50", value: round(p50 / base.rtt.p50Ms), goal: "≤ 5", met: p50 <= 5 * base.rtt.p50Ms });
+    goals.push({ name: "new TLS handshakes during 300 warm messages", value: handshakes, goal: "0", met: handshakes === 0 });
+    Object.assign(raw, { propagation: { p50Ms: round(p50, 3), p99Ms: round(p99, 3), messages: times.length, handshakes } });
+    log(`  propagation p50 ${round(p50, 3)} ms, p99 ${round(p99, 3)} ms`);
+
+    log("goal 4: outbox drain of 10,000 toggles …");
+    const pairs = [];
+    for (let i = 0; i < 100; i++) {
+      const pp = await party(A.api, A.adminToken, `tel:+13001${String(i).padStart(6, "0")}`);
+      const ss = await party(B.api, B.adminToken, `tel:+13002${String(i).padStart(6, "0")}`);
+      const c = await B.api.call("POST", `/twinning/v1/secondary/${enc(ss.address)}/activationCodes`, { token: ss.token, body: {} });
+      const a = await A.api.call("POST", `/twinning/v1/primary/${enc(pp.address)}/twins`, { token: pp.token, body: { activationCode: c.body.activationCode.code, operatorId: B.operatorId } });
+      pairs.push({ p: pp, twinId: a.body.twin.twinId as string });
+    }
+    await sandbox.kill(B.operatorId, "SIGTERM");
+    const queued = await load({
+      url: A.deviceUrl,
+      connections: 20,
+      amount: 10_000,
+      toggle: true,
+      targets: pairs.map((x) => ({ path: `/twinning/v1/primary/${enc(x.p.address)}/twins/${x.twinId}/status`, token: x.p.token })),
+    });
+    const depth = await metric(A.deviceUrl, "twinning_outbox_depth");
+    const deliveredBefore = (await metric(A.deviceUrl, "twinning_outbox_deliveries_total", 'result="delivered"')) || 0;
+    await sandbox.restart(B.operatorId);
+    let started = 0;
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      const delivered = (await metric(A.deviceUrl, "twinning_outbox_deliveries_total", 'result="delivered"')) || 0;
+      if (!started && delivered > deliveredBefore) started = performance.now();
+      if ((await metric(A.deviceUrl, "twinning_outbox_depth")) === 0) break;
+      if (Date.now() > deadline) throw new Error("outbox did not drain in 120 s");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const seconds = (performance.now() - started) / 1000;
+    const rate = depth / seconds;
+    // In order of effect: every twin ends with the same status and version on both nodes.
+    const twinsA = (await A.api.call("GET", "/admin/v1/twins?limit=10000", { token: A.adminToken })).body.twins as any[];
+    const twinsB = (await B.api.call("GET", "/admin/v1/twins?limit=10000", { token: B.adminToken })).body.twins as any[];
+    const mismatches = twinsA.filter((t) => {
+      const other = twinsB.find((u) => u.twinId === t.twinId);
+      return !other || other.status !== t.status || other.version !== t.version;
+    }).length;
+    goals.push({ name: "outbox drain, messages/s", value: Math.round(rate), goal: "≥ 5000", met: rate >= 5000 });
+    goals.push({ name: "twins differing after the drain", value: mismatches, goal: "0", met: mismatches === 0 });
+    Object.assign(raw, { outboxDrain: { toggles: queued.total, queued: depth, seconds: round(seconds, 3), messagesPerSec: Math.round(rate), mismatches } });
+    log(`  drained ${depth} messages in ${round(seconds, 2)} s`);
+  } finally {
+    await sandbox.stop();
+  }
+}
+
+async function scaleGoals(dir: string, goals: Goal[], raw: Record<string, unknown>) {
+  const measure = async (twins: number) => {
+    const sub = join(dir, `scale-${twins}`);
+    const sandbox = await Sandbox.create({ operators: 1, dir: sub, proxies: false, logLevel: "warn" });
+    const op = sandbox.operators[0]!;
+    await sandbox.kill(op.operatorId, "SIGTERM");
+    log(`goal 5: seeding ${twins.toLocaleString("en")} twins …`);
+    const seeding = seedTwins(join(op.dir, "data", `node-${op.operatorId}.sqlite`), twins);
+    await sandbox.restart(op.operatorId);
+    try {
+      // Measured subscribers are among the seeded ones: provisioned so their tokens work.
+      const picks = [];
+      for (let i = 0; i < CONNECTIONS; i++) {
+        const k = Math.floor((i * (twins / 5)) / CONNECTIONS);
+        picks.push({ p: await party(op.api, op.adminToken, seeding.primaryOf(k)), s: await party(op.api, op.adminToken, seeding.secondaryOf(k, 0)) });
+      }
+      const list = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: picks.map((x) => ({ path: `/twinning/v1/primary/${enc(x.p.address)}/twins`, token: x.p.token })) });
+      const query = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: picks.map((x) => ({ path: `/twinning/v1/secondary/${enc(x.s.address)}/twinning`, token: x.s.token })) });
+      const rss = await metric(op.deviceUrl, "process_resident_memory_bytes");
+      return { list, query, rssMb: round(rss / 1_048_576, 1), seedPerSec: Math.round(seeding.perSecond) };
+    } finally {
+      await sandbox.stop();
+    }
+  };
+  const small = await measure(1_000);
+  const big = await measure(1_000_000);
+  goals.push({ name: "list p99 at 1M twins ÷ at 1k", value: round(big.list.p99Ms / small.list.p99Ms), goal: "≤ 2", met: big.list.p99Ms <= 2 * small.list.p99Ms });
+  goals.push({ name: "query p99 at 1M twins ÷ at 1k", value: round(big.query.p99Ms / small.query.p99Ms), goal: "≤ 2", met: big.query.p99Ms <= 2 * small.query.p99Ms });
+  goals.push({ name: "node RSS at 1M twins, MB", value: big.rssMb, goal: "≤ 300", met: big.rssMb <= 300 });
+  Object.assign(raw, { scale1k: small, scale1M: big });
+  log(`  seeding rate ${big.seedPerSec.toLocaleString("en")} twins/s`);
+}
+
+async function main() {
+  const dir = mkdtempSync(join(tmpdir(), "twinning-bench-"));
+  const goals: Goal[] = [];
+  const raw: Record<string, unknown> = { machine: { cpus: (await import("node:os")).cpus().length, node: process.version }, durationS: DURATION_S, connections: CONNECTIONS };
+  try {
+    const base = await baselines(raw);
+    await localGoals(dir, base, goals, raw);
+    await federationGoals(dir, base, goals, raw);
+    if (process.env.BENCH_SKIP_SCALE !== "1") await scaleGoals(dir, goals, raw);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  mkdirSync(join(ROOT, "bench"), { recursive: true });
+  writeFileSync(join(ROOT, "bench", "results.json"), JSON.stringify({ date: new Date().toISOString(), goals, ...raw }, null, 2) + "\n");
+  const width = Math.max(...goals.map((g) => g.name.length));
+  log("");
+  log(`${"goal".padEnd(width)}  ${"value".padStart(9)}  ${"target".padEnd(7)}  met`);
+  for (const g of goals) log(`${g.name.padEnd(width)}  ${String(g.value).padStart(9)}  ${g.goal.padEnd(7)}  ${g.met ? "yes" : "NO"}`);
+  log("\nwrote bench/results.json");
+}
+
+await main();
