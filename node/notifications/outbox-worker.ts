@@ -64,7 +64,7 @@ export class OutboxWorker {
         this.#o.logger.error({ err: error }, "outbox read failed");
       }
       if (due.length > 0) {
-        await Promise.all(due.map((entry) => this.#deliverOne(entry)));
+        await Promise.all(due.map((entry) => this.#deliverLane(entry)));
         continue;
       }
       if (this.#pendingWake) continue;
@@ -80,7 +80,21 @@ export class OutboxWorker {
     }
   }
 
-  async #deliverOne(entry: OutboxEntry): Promise<void> {
+  /**
+   * Delivers a lane's entries one after the other, from its head, while they succeed: each next
+   * entry is an index range read, so a long queue drains without rescanning every lane.
+   */
+  async #deliverLane(head: OutboxEntry): Promise<void> {
+    let entry: OutboxEntry | undefined = head;
+    // Bounded, so one long lane cannot hold back the others (they are looked at again after it).
+    for (let n = 0; entry && this.#running && n < 100; n++) {
+      if (!(await this.#deliverOne(entry))) return;
+      entry = await this.#o.store.nextOutboxEntryInLane(entry.lane, entry.id, this.#o.nowMs()).catch(() => undefined);
+    }
+  }
+
+  /** True when delivered; a failure is written back with its next attempt (or as a dead letter). */
+  async #deliverOne(entry: OutboxEntry): Promise<boolean> {
     const o = this.#o;
     try {
       await pRetry(() => o.deliver(entry), {
@@ -92,6 +106,7 @@ export class OutboxWorker {
       });
       await o.store.completeOutboxEntry(entry.id);
       o.onDelivered?.(entry);
+      return true;
     } catch (error) {
       const attempts = entry.attempts + 1;
       const nowMs = o.nowMs();
@@ -103,6 +118,8 @@ export class OutboxWorker {
         .catch((e: unknown) => o.logger.error({ err: e }, "outbox write-back failed"));
       o.onFailed?.(entry, delay === undefined);
       o.logger.warn({ outboxId: entry.id, lane: entry.lane, attempts, dead: delay === undefined, error: lastError }, "outbox delivery failed");
+      // A dead letter does not hold its lane back; a retry does.
+      return delay === undefined;
     }
   }
 }

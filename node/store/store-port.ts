@@ -73,6 +73,8 @@ export interface TwinningStore {
   // --- durable outbox ---
   /** The oldest pending entry of each lane that is due, so order per lane holds. */
   dueOutboxHeads(nowMs: number, limit: number): Promise<OutboxEntry[]>;
+  /** The next pending entry of a lane after `afterId`, if it is due (an index range read). */
+  nextOutboxEntryInLane(lane: string, afterId: number, nowMs: number): Promise<OutboxEntry | undefined>;
   /** When the next pending entry becomes due, if any. */
   nextOutboxDueAtMs(): Promise<number | undefined>;
   completeOutboxEntry(id: number): Promise<void>;

@@ -109,6 +109,7 @@ export const toNotification = (r: NotificationRow): StoredNotification => ({
 
 export interface OutboxRow {
   id: number;
+  next_attempt_at: number;
   lane: string;
   kind: string;
   target: string;

@@ -29,6 +29,8 @@ import * as federation from "./sqlite-federation.ts";
 import { findCorrelator } from "./sqlite-correlators.ts";
 import type { PeerMessageDraft } from "../../domain/change-effects.ts";
 
+const isDue = (row: OutboxRow, nowMs: number) => row.next_attempt_at <= nowMs;
+
 /**
  * The storage port on better-sqlite3 (WAL, versioned migrations, prepared statements, one
  * IMMEDIATE transaction per domain operation). Calls are synchronous underneath and resolve
@@ -174,6 +176,13 @@ export class SqliteStore implements TwinningStore {
 
   async dueOutboxHeads(nowMs: number, limit: number): Promise<OutboxEntry[]> {
     return notifications.dueOutboxHeads(this.#d, nowMs, limit);
+  }
+
+  async nextOutboxEntryInLane(lane: string, afterId: number, nowMs: number): Promise<OutboxEntry | undefined> {
+    const row = this.#d
+      .sql(`SELECT * FROM outbox WHERE lane = ? AND state = 'pending' AND id > ? ORDER BY id LIMIT 1`)
+      .get(lane, afterId) as OutboxRow | undefined;
+    return row && isDue(row, nowMs) ? toOutboxEntry(row) : undefined;
   }
 
   async nextOutboxDueAtMs(): Promise<number | undefined> {
