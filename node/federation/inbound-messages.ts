@@ -125,13 +125,13 @@ export function registerInboundMessages(
       }
       if (result.kind === "activated") {
         ctx.hub.codeUsed(result.codeId);
-        ctx.committed(result.notifications);
+        ctx.committed(result.notifications, result.queued);
       }
       return sign(c, 201, { twin: twinView(ctx, result.twin) });
     }
     if (!body.secondaryAddress) throw new TwinningError("invalid_input", { variables: ["secondaryAddress"] });
     // Only a secondary that asked this peer for a code can be twinned by it (consumeRemoteCodeFrom).
-    const { twin, notifications, consumedCodeId } = await ctx.store.insertFederatedTwin({
+    const { twin, notifications, queued, consumedCodeId } = await ctx.store.insertFederatedTwin({
       twin: { twinId: body.twinId, primaryAddress: body.primaryAddress, primaryOperatorId: peer, secondaryAddress: body.secondaryAddress, secondaryOperatorId: own, name: body.name, status: "On", version: 1, statusOrigin: peer },
       localSide: "secondary",
       nowMs: ctx.nowMs(),
@@ -139,7 +139,7 @@ export function registerInboundMessages(
       consumeRemoteCodeFrom: peer,
       correlator,
     });
-    ctx.committed(notifications);
+    ctx.committed(notifications, queued);
     if (consumedCodeId) ctx.hub.codeUsed(consumedCodeId);
     return sign(c, 201, { twin: twinView(ctx, twin) });
   });
@@ -148,7 +148,7 @@ export function registerInboundMessages(
   app.put(`${FEDERATION_BASE}/twins/:twinId/status`, async (c) => {
     const body = parse(statusChange, c);
     const result = await ctx.store.applyRemoteStatus({ twinId: c.req.param("twinId"), ...body, fromOperatorId: c.get("peer"), ownOperatorId: own, nowMs: ctx.nowMs() });
-    ctx.committed(result.notifications);
+    ctx.committed(result.notifications, result.queued);
     // An acknowledgement of the message itself, so a retry of the msgId gets the same answer;
     // the effect happens once because an equal (version, origin) is never newer.
     return sign(c, 200, { twinId: result.twin.twinId, status: body.status, version: body.version });
@@ -158,7 +158,7 @@ export function registerInboundMessages(
   app.delete(`${FEDERATION_BASE}/twins/:twinId`, async (c) => {
     const body = parse(deactivation, c);
     const result = await ctx.store.applyRemoteDeactivation({ twinId: c.req.param("twinId"), changedBy: body.changedBy, fromOperatorId: c.get("peer"), ownOperatorId: own, nowMs: ctx.nowMs() });
-    if (result) ctx.committed(result.notifications);
+    if (result) ctx.committed(result.notifications, result.queued);
     return sign(c, 200, { twinId: c.req.param("twinId"), active: false });
   });
 

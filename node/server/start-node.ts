@@ -109,9 +109,9 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
     deviceBaseUrl: () => baseUrl,
     jwks: () => ({ keys: [secrets.signingKey.publicJwk] }),
     lifecycle: lifecycle.signal,
-    committed: (notifications) => {
+    committed: (notifications, queued) => {
       hub.publish(notifications);
-      outbox.wake();
+      if (queued) outbox.wake();
     },
   };
 

@@ -134,7 +134,7 @@ export async function activateTwin(
     }
     case "activated":
       ctx.hub.codeUsed(result.codeId);
-      ctx.committed(result.notifications);
+      ctx.committed(result.notifications, result.queued);
       break;
     case "replayed":
       if (!result.twin.active) throw new TwinningError("update_not_allowed", { variables: ["the twin is deactivated"] });

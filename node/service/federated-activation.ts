@@ -146,7 +146,7 @@ export async function activateAcross(
     throw new TwinningError("peer_unreachable", { variables: [input.peer], detail: "malformed activations answer" });
   }
   try {
-    const { twin, notifications } = await ctx.store.insertFederatedTwin({
+    const { twin, notifications, queued } = await ctx.store.insertFederatedTwin({
       twin: { twinId, primaryAddress: input.primary, primaryOperatorId: own, secondaryAddress, secondaryOperatorId: input.peer, name, status: "On", version: 1, statusOrigin: own },
       localSide: "primary",
       nowMs: ctx.nowMs(),
@@ -155,7 +155,7 @@ export async function activateAcross(
       ...(input.correlator ? { correlator: input.correlator } : {}),
       disarmOutboxIds: [armed],
     });
-    ctx.committed(notifications);
+    ctx.committed(notifications, queued);
     return twin;
   } catch (error) {
     await compensate(ctx, input.peer, twinId, armed);

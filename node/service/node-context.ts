@@ -32,6 +32,6 @@ export interface NodeContext {
   readonly jwks: () => { keys: object[] };
   /** Aborted when the node starts shutting down: long polls and SSE streams end. */
   readonly lifecycle: AbortSignal;
-  /** Called after every commit that wrote notifications or outbox entries. */
-  readonly committed: (notifications: readonly StoredNotification[]) => void;
+  /** Called after a commit: notifications go to live streams; `queued` wakes the outbox worker. */
+  readonly committed: (notifications: readonly StoredNotification[], queued: boolean) => void;
 }

@@ -40,14 +40,14 @@ export async function resolveSecondaryTwin(ctx: NodeContext, secondary: string, 
 /** HLF-PD-002, HLF-SD-004, HLF-TE-002/003: toggling persists and keeps the relationship. */
 export async function toggleTwin(ctx: NodeContext, twin: Twin, status: TwinStatus, changedBy: TwinRole): Promise<Twin> {
   const result = await ctx.store.changeTwinStatus({ twinId: twin.twinId, status, changedBy, origin: ctx.config.operatorId, nowMs: ctx.nowMs() });
-  if (result.changed) ctx.committed(result.notifications);
+  if (result.changed) ctx.committed(result.notifications, result.queued);
   return result.twin;
 }
 
 /** HLF-PD-004, HLF-SD-007, HLF-TE-004: the relationship ends and its tokens die with it. */
 export async function deactivateTwin(ctx: NodeContext, twin: Twin, changedBy: TwinRole): Promise<void> {
   const result = await ctx.store.deactivateTwin({ twinId: twin.twinId, changedBy, nowMs: ctx.nowMs(), ownOperatorId: ctx.config.operatorId });
-  ctx.committed(result.notifications);
+  ctx.committed(result.notifications, result.queued);
 }
 
 export async function renameTwin(ctx: NodeContext, twin: Twin, name: string): Promise<Twin> {

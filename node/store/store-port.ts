@@ -165,7 +165,7 @@ export interface RedeemCodeInput {
 }
 
 export type RedeemCodeResult =
-  | { readonly kind: "activated"; readonly twin: Twin; readonly codeId: string; readonly notifications: StoredNotification[] }
+  | { readonly kind: "activated"; readonly twin: Twin; readonly codeId: string; readonly notifications: StoredNotification[]; readonly queued: boolean }
   | { readonly kind: "replayed"; readonly twin: Twin }
   /** The code is right but its secondary is another operator's: activate there, then insertFederatedTwin. */
   | { readonly kind: "remote-secondary"; readonly codeId: string; readonly secondaryAddress: string; readonly secondaryOperatorId: string }
@@ -208,6 +208,7 @@ export interface FederatedTwinResult {
   readonly twin: Twin;
   readonly replayed: boolean;
   readonly notifications: StoredNotification[];
+  readonly queued: boolean;
   /** The activation code this activation used up, if any (wakes its long polls). */
   readonly consumedCodeId?: string | undefined;
 }
@@ -235,6 +236,8 @@ export interface ChangeResult {
   readonly twin: Twin;
   readonly changed: boolean;
   readonly notifications: StoredNotification[];
+  /** Whether the change wrote outbox entries (callbacks, peer messages) to deliver. */
+  readonly queued: boolean;
 }
 
 export interface SubscriptionRecord {

@@ -44,7 +44,8 @@ export function deliveryContract(makeStore: MakeStore): void {
       await subscribe(store, P1, "primary"); // the changer hears nothing
       expect(await store.outboxStats()).toEqual({ pending: 0, dead: 0 });
       const at = T0 + 2 * MINUTE;
-      await toggle(store, twin, "Off", at);
+      const result = await toggle(store, twin, "Off", at);
+      expect(result.queued).toBe(true);
 
       expect(await store.outboxStats()).toEqual({ pending: 2, dead: 0 });
       expect(await store.nextOutboxDueAtMs()).toBe(at);

@@ -97,7 +97,7 @@ export function twinContract(makeStore: MakeStore): void {
       const twin = await activated(store, P1, S1);
       const latest = await store.latestNotificationId();
       const result = await store.changeTwinStatus({ twinId: twin.twinId, status: "On", changedBy: "primary", origin: OP, nowMs: T0 + SECOND });
-      expect(result).toEqual({ twin, changed: false, notifications: [] });
+      expect(result).toEqual({ twin, changed: false, notifications: [], queued: false });
       expect(await store.latestNotificationId()).toBe(latest);
       await expectTwinningError(store.changeTwinStatus({ twinId: uuid(), status: "Off", changedBy: "primary", origin: OP, nowMs: T0 }), "not_found");
     });

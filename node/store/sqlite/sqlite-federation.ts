@@ -17,14 +17,14 @@ export function insertFederatedTwin(d: SqliteDatabase, input: InsertFederatedTwi
     const replay = findCorrelator(d, input.correlator);
     if (replay) {
       const row = twinRow(d, replay.resourceId);
-      if (row) return { twin: toTwin(row), replayed: true, notifications: [] };
+      if (row) return { twin: toTwin(row), replayed: true, notifications: [], queued: false };
     }
     const t = input.twin;
     const existing = twinRow(d, t.twinId);
     if (existing) {
       // A retried activation message whose first attempt committed: same answer, no second effect.
       if (existing.active === 1 && existing.primary_address === t.primaryAddress && existing.secondary_address === t.secondaryAddress) {
-        return { twin: toTwin(existing), replayed: true, notifications: [] };
+        return { twin: toTwin(existing), replayed: true, notifications: [], queued: false };
       }
       throw new TwinningError("update_not_allowed", { variables: ["the twin id is already used"] });
     }
@@ -58,8 +58,8 @@ export function insertFederatedTwin(d: SqliteDatabase, input: InsertFederatedTwi
     for (const id of input.disarmOutboxIds ?? []) d.sql(`DELETE FROM outbox WHERE id = ? AND state = 'pending'`).run(id);
     const twin = toTwin(twinRow(d, t.twinId)!);
     const own = input.localSide === "primary" ? t.primaryOperatorId : t.secondaryOperatorId;
-    const notifications = recordEffects(d, effectsOfChange("activation", twin, "primary", own, input.nowMs, true), input.nowMs);
-    return { twin, replayed: false, notifications, consumedCodeId };
+    const { notifications, queued } = recordEffects(d, effectsOfChange("activation", twin, "primary", own, input.nowMs, true), input.nowMs);
+    return { twin, replayed: false, notifications, queued, consumedCodeId };
   });
 }
 
@@ -79,15 +79,15 @@ export function applyRemoteStatus(d: SqliteDatabase, input: RemoteStatusInput): 
     const row = twinOfPeer(d, input.twinId, input.fromOperatorId, input.ownOperatorId);
     if (!row) throw new TwinningError("not_found", { variables: ["twin"] });
     // Deactivation is final and wins over any status.
-    if (row.active !== 1) return { twin: toTwin(row), changed: false, notifications: [] };
+    if (row.active !== 1) return { twin: toTwin(row), changed: false, notifications: [], queued: false };
     const incoming = { version: input.version, origin: input.fromOperatorId };
-    if (!isNewerStatus(incoming, { version: row.version, origin: row.status_origin })) return { twin: toTwin(row), changed: false, notifications: [] };
+    if (!isNewerStatus(incoming, { version: row.version, origin: row.status_origin })) return { twin: toTwin(row), changed: false, notifications: [], queued: false };
     d.sql(`UPDATE twins SET status = ?, version = ?, status_origin = ?, updated_at = ? WHERE twin_id = ?`).run(input.status, input.version, input.fromOperatorId, input.nowMs, input.twinId);
     const twin = toTwin(twinRow(d, input.twinId)!);
     // The device only hears of a real change of status.
-    if (row.status === input.status) return { twin, changed: true, notifications: [] };
-    const notifications = recordEffects(d, effectsOfChange("status", twin, input.changedBy, input.ownOperatorId, input.nowMs, true), input.nowMs);
-    return { twin, changed: true, notifications };
+    if (row.status === input.status) return { twin, changed: true, notifications: [], queued: false };
+    const { notifications, queued } = recordEffects(d, effectsOfChange("status", twin, input.changedBy, input.ownOperatorId, input.nowMs, true), input.nowMs);
+    return { twin, changed: true, notifications, queued };
   });
 }
 
@@ -95,11 +95,11 @@ export function applyRemoteDeactivation(d: SqliteDatabase, input: RemoteDeactiva
   return d.write(() => {
     const row = twinOfPeer(d, input.twinId, input.fromOperatorId, input.ownOperatorId);
     if (!row) return undefined; // a compensation for a twin never created here: nothing to undo
-    if (row.active !== 1) return { twin: toTwin(row), changed: false, notifications: [] };
+    if (row.active !== 1) return { twin: toTwin(row), changed: false, notifications: [], queued: false };
     d.sql(`UPDATE twins SET active = 0, updated_at = ? WHERE twin_id = ?`).run(input.nowMs, input.twinId);
     const twin = toTwin(twinRow(d, input.twinId)!);
-    const notifications = recordEffects(d, effectsOfChange("deactivation", twin, input.changedBy, input.ownOperatorId, input.nowMs, true), input.nowMs);
-    return { twin, changed: true, notifications };
+    const { notifications, queued } = recordEffects(d, effectsOfChange("deactivation", twin, input.changedBy, input.ownOperatorId, input.nowMs, true), input.nowMs);
+    return { twin, changed: true, notifications, queued };
   });
 }
 

@@ -14,8 +14,9 @@ const ACTIVE_SUBSCRIPTIONS = `SELECT * FROM subscriptions WHERE address = ? AND 
  * notification (replayable by SSE clients) and one outbox row per active callback
  * subscription, so nothing is sent before the commit and nothing committed is lost.
  */
-export function recordNotifications(d: SqliteDatabase, drafts: readonly NotificationDraft[], nowMs: number): StoredNotification[] {
+export function recordNotifications(d: SqliteDatabase, drafts: readonly NotificationDraft[], nowMs: number): { stored: StoredNotification[]; queued: number } {
   const stored: StoredNotification[] = [];
+  let queued = 0;
   for (const draft of drafts) {
     const info = d
       .sql(`INSERT INTO notifications (address, role, type, content, created_at) VALUES (?, ?, ?, ?, ?)`)
@@ -26,9 +27,10 @@ export function recordNotifications(d: SqliteDatabase, drafts: readonly Notifica
       d.sql(
         `INSERT INTO outbox (lane, kind, target, payload, state, attempts, next_attempt_at, created_at) VALUES (?, 'callback', ?, ?, 'pending', 0, ?, ?)`,
       ).run(`callback:${s.subscription_id}`, s.notify_url, JSON.stringify(notificationBody(draft, s.callback_data ?? undefined)), nowMs, nowMs);
+      queued += 1;
     }
   }
-  return stored;
+  return { stored, queued };
 }
 
 /** Federation messages go to the outbox, one lane per peer operator (order of effect per peer). */
@@ -42,10 +44,14 @@ export function recordPeerMessages(d: SqliteDatabase, messages: readonly PeerMes
   );
 }
 
-/** Records everything a change causes, in the caller's transaction. */
-export function recordEffects(d: SqliteDatabase, effects: ChangeEffects, nowMs: number): StoredNotification[] {
-  recordPeerMessages(d, effects.peerMessages, nowMs);
-  return recordNotifications(d, effects.notifications, nowMs);
+/**
+ * Records everything a change causes, in the caller's transaction; `queued` says whether the
+ * outbox got entries (only then is the delivery worker worth waking).
+ */
+export function recordEffects(d: SqliteDatabase, effects: ChangeEffects, nowMs: number): { notifications: StoredNotification[]; queued: boolean } {
+  const peers = recordPeerMessages(d, effects.peerMessages, nowMs).length;
+  const { stored, queued } = recordNotifications(d, effects.notifications, nowMs);
+  return { notifications: stored, queued: peers + queued > 0 };
 }
 
 export function createSubscription(d: SqliteDatabase, input: CreateSubscriptionInput): { subscription: SubscriptionRecord; replayed: boolean } {

@@ -115,8 +115,8 @@ export function redeemActivationCode(d: SqliteDatabase, input: RedeemCodeInput):
     d.sql(`UPDATE activation_codes SET state = 'Used', twin_id = ? WHERE code_id = ?`).run(input.twinId, code.code_id);
     recordCorrelator(d, input.correlator, input.twinId, input.nowMs);
     const twin = toTwin(twinRow(d, input.twinId)!);
-    const notifications = recordEffects(d, effectsOfChange("activation", twin, "primary", own, input.nowMs), input.nowMs);
-    return { kind: "activated", twin, codeId: code.code_id, notifications };
+    const { notifications, queued } = recordEffects(d, effectsOfChange("activation", twin, "primary", own, input.nowMs), input.nowMs);
+    return { kind: "activated", twin, codeId: code.code_id, notifications, queued };
   });
 }
 
@@ -167,7 +167,7 @@ export function renameTwin(d: SqliteDatabase, input: { twinId: string; name: str
 export function changeTwinStatus(d: SqliteDatabase, input: ChangeStatusInput): ChangeResult {
   return d.write(() => {
     const row = activeTwin(d, input.twinId);
-    if (row.status === input.status) return { twin: toTwin(row), changed: false, notifications: [] };
+    if (row.status === input.status) return { twin: toTwin(row), changed: false, notifications: [], queued: false };
     d.sql(`UPDATE twins SET status = ?, version = version + 1, status_origin = ?, updated_at = ? WHERE twin_id = ?`).run(
       input.status,
       input.origin,
@@ -175,8 +175,8 @@ export function changeTwinStatus(d: SqliteDatabase, input: ChangeStatusInput): C
       input.twinId,
     );
     const twin = toTwin(twinRow(d, input.twinId)!);
-    const notifications = recordEffects(d, effectsOfChange("status", twin, input.changedBy, input.origin, input.nowMs), input.nowMs);
-    return { twin, changed: true, notifications };
+    const { notifications, queued } = recordEffects(d, effectsOfChange("status", twin, input.changedBy, input.origin, input.nowMs), input.nowMs);
+    return { twin, changed: true, notifications, queued };
   });
 }
 
@@ -185,7 +185,7 @@ export function deactivateTwin(d: SqliteDatabase, input: DeactivateInput): Chang
     activeTwin(d, input.twinId);
     d.sql(`UPDATE twins SET active = 0, updated_at = ? WHERE twin_id = ?`).run(input.nowMs, input.twinId);
     const twin = toTwin(twinRow(d, input.twinId)!);
-    const notifications = recordEffects(d, effectsOfChange("deactivation", twin, input.changedBy, input.ownOperatorId, input.nowMs), input.nowMs);
-    return { twin, changed: true, notifications };
+    const { notifications, queued } = recordEffects(d, effectsOfChange("deactivation", twin, input.changedBy, input.ownOperatorId, input.nowMs), input.nowMs);
+    return { twin, changed: true, notifications, queued };
   });
 }
