@@ -1,11 +1,17 @@
-import { randomUUID } from "node:crypto";
-import { CompactSign, compactVerify, decodeProtectedHeader, errors, type CryptoKey, type JWK, importJWK } from "jose";
+import { KeyObject, randomUUID, sign as cryptoSign, verify as cryptoVerify } from "node:crypto";
+import { errors, importJWK, type JWK } from "jose";
 import { TwinningError } from "../node/errors/twinning-error.ts";
 
 /**
  * The signed federation message (DESIGN "Federation API"): a compact JWS, header
  * `{alg: ES256|EdDSA, kid, typ: "twinning-fed+jwt"}`, payload
  * `{iss, aud, iat, exp, jti, htm, htu, msgId, body}`. Requests and responses alike.
+ *
+ * Keys are imported and resolved with jose (JWK, JWKS); the compact serialization itself
+ * (RFC 7515 §7.1) is signed and verified with node:crypto's synchronous sign/verify on
+ * KeyObjects: four signatures per message made jose's asynchronous WebCrypto path the largest
+ * cost of a federation round trip (see README, Benchmarks). ES256 signatures use the JWS
+ * (IEEE P1363) encoding, so any JOSE implementation verifies them.
  */
 export const FEDERATION_TYP = "twinning-fed+jwt";
 export const FEDERATION_CONTENT_TYPE = "application/jose";
@@ -25,13 +31,36 @@ export interface FederationClaims {
 export interface SigningKey {
   readonly kid: string;
   readonly alg: "ES256" | "EdDSA";
-  readonly key: CryptoKey;
+  readonly key: KeyObject;
 }
 
 export async function importSigningKey(privateJwk: JWK): Promise<SigningKey> {
   const alg = privateJwk.alg === "EdDSA" || privateJwk.crv === "Ed25519" ? "EdDSA" : "ES256";
   if (!privateJwk.kid) throw new Error("signing key has no kid");
-  return { kid: privateJwk.kid, alg, key: (await importJWK(privateJwk, alg)) as CryptoKey };
+  return { kid: privateJwk.kid, alg, key: asKeyObject(await importJWK(privateJwk, alg)) };
+}
+
+const keyObjects = new WeakMap<object, KeyObject>();
+
+/** A KeyObject for a key jose resolved (a CryptoKey), converted once per key. */
+export function asKeyObject(key: unknown): KeyObject {
+  if (key instanceof KeyObject) return key;
+  let k = keyObjects.get(key as object);
+  if (!k) {
+    k = KeyObject.from(key as Parameters<typeof KeyObject.from>[0]);
+    keyObjects.set(key as object, k);
+  }
+  return k;
+}
+
+const digestOf = (alg: string) => (alg === "ES256" ? "sha256" : null);
+const b64u = (value: unknown) => Buffer.from(JSON.stringify(value)).toString("base64url");
+
+/** RFC 7515 compact serialization, signed with node:crypto. */
+export function signCompact(header: { alg: "ES256" | "EdDSA"; kid: string; typ: string }, payload: unknown, key: KeyObject): string {
+  const input = `${b64u(header)}.${b64u(payload)}`;
+  const signature = cryptoSign(digestOf(header.alg), Buffer.from(input), { key, dsaEncoding: "ieee-p1363" });
+  return `${input}.${signature.toString("base64url")}`;
 }
 
 export class MessageSigner {
@@ -46,7 +75,7 @@ export class MessageSigner {
     const iat = Math.floor(this.nowMs() / 1000);
     const claims: FederationClaims = { iss: this.operatorId, aud: input.aud, iat, exp: iat + this.lifetimeSeconds, jti: randomUUID(), htm: input.htm, htu: input.htu, msgId: input.msgId, body: input.body };
     const k = this.key();
-    return new CompactSign(new TextEncoder().encode(JSON.stringify(claims))).setProtectedHeader({ alg: k.alg, kid: k.kid, typ: FEDERATION_TYP }).sign(k.key);
+    return signCompact({ alg: k.alg, kid: k.kid, typ: FEDERATION_TYP }, claims, k.key);
   }
 }
 
@@ -67,25 +96,36 @@ const reject = (reason: string, cause?: unknown) => new TwinningError("federatio
 
 /** Verifies a federation JWS against what the transport says; each failure names its reason. */
 export async function verifyMessage(jws: string, expect: VerifyExpectations): Promise<FederationClaims> {
-  let header: ReturnType<typeof decodeProtectedHeader>;
+  const parts = jws.split(".");
+  let header: { alg?: unknown; kid?: unknown; typ?: unknown };
   try {
-    header = decodeProtectedHeader(jws);
+    if (parts.length !== 3) throw new Error("not three parts");
+    header = JSON.parse(Buffer.from(parts[0]!, "base64url").toString("utf8")) as typeof header;
+    if (typeof header !== "object" || header === null) throw new Error("header is not an object");
   } catch (error) {
     throw reject("not a compact JWS", error);
   }
   if (header.typ !== FEDERATION_TYP) throw reject("wrong typ");
   if (header.alg !== "ES256" && header.alg !== "EdDSA") throw reject("algorithm not allowed");
-  let payload: Uint8Array;
+  let key: KeyObject;
   try {
-    const key = await expect.getKey({ alg: header.alg, ...(header.kid ? { kid: header.kid } : {}) });
-    ({ payload } = await compactVerify(jws, key as CryptoKey, { algorithms: ["ES256", "EdDSA"] }));
+    key = asKeyObject(await expect.getKey({ alg: header.alg, ...(typeof header.kid === "string" ? { kid: header.kid } : {}) }));
   } catch (error) {
     if (error instanceof errors.JWKSNoMatchingKey) throw reject("unknown kid", error);
     throw reject("bad signature", error);
   }
+  const valid = (() => {
+    try {
+      return cryptoVerify(digestOf(header.alg as string), Buffer.from(`${parts[0]}.${parts[1]}`), { key, dsaEncoding: "ieee-p1363" }, Buffer.from(parts[2]!, "base64url"));
+    } catch {
+      return false;
+    }
+  })();
+  if (!valid) throw reject("bad signature");
   let claims: FederationClaims;
   try {
-    claims = JSON.parse(new TextDecoder().decode(payload)) as FederationClaims;
+    claims = JSON.parse(Buffer.from(parts[1]!, "base64url").toString("utf8")) as FederationClaims;
+    if (typeof claims !== "object" || claims === null) throw new Error("payload is not an object");
   } catch (error) {
     throw reject("payload is not JSON", error);
   }

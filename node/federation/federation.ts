@@ -1,8 +1,8 @@
 import { readFileSync } from "node:fs";
-import { SignJWT, type JWK } from "jose";
+import type { JWK } from "jose";
 import type { FederationOptions } from "../config/node-config.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
-import { MessageSigner, importSigningKey, type SigningKey } from "../../peers/message-codec.ts";
+import { MessageSigner, importSigningKey, signCompact, type SigningKey } from "../../peers/message-codec.ts";
 import { PeerClient, type PeerAnswer } from "../../peers/peer-client.ts";
 import { PeerRegistry } from "../../peers/peer-registry.ts";
 import type { Logger } from "pino";
@@ -114,14 +114,19 @@ export class Federation {
   async subjectToken(input: { secondaryAddress: string; twinId: string; audienceOperatorId: string }): Promise<string> {
     const key = this.#keys[0]!;
     const iat = Math.floor(this.#nowMs() / 1000);
-    return new SignJWT({ twin_id: input.twinId })
-      .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: "JWT" })
-      .setIssuer(`urn:twinning:operator:${this.operatorId}`)
-      .setSubject(input.secondaryAddress)
-      .setAudience(`urn:twinning:operator:${input.audienceOperatorId}`)
-      .setIssuedAt(iat)
-      .setExpirationTime(iat + 60)
-      .sign(key.key);
+    // A JWT (RFC 7519) that the peer verifies with jose's jwtVerify against our published keys.
+    return signCompact(
+      { alg: key.alg, kid: key.kid, typ: "JWT" },
+      {
+        iss: `urn:twinning:operator:${this.operatorId}`,
+        sub: input.secondaryAddress,
+        aud: `urn:twinning:operator:${input.audienceOperatorId}`,
+        iat,
+        exp: iat + 60,
+        twin_id: input.twinId,
+      },
+      key.key,
+    );
   }
 
   async close(): Promise<void> {
