@@ -30,6 +30,7 @@ export class Federation {
   readonly #nowMs: () => number;
   /** The federation base URL peers use for us (set once the listener is bound). */
   publicUrl = "";
+  readonly #extensions = new Map<string, { batch: boolean; checkedAtMs: number }>();
   /** Where each outgoing message is logged (`federation message`): for operators and the simulator's report. */
   logger: Logger | undefined;
 
@@ -88,6 +89,24 @@ export class Federation {
   /** Our public signing keys, for peers (`/federation/v1/jwks.json`, `/.well-known/federation-jwks.json`). */
   jwks(): { keys: JWK[] } {
     return { keys: this.#publicJwks };
+  }
+
+  /**
+   * Whether a peer understands our "batch" extension (advertised in its GET /operator); asked
+   * once and remembered for ten minutes. A peer that does not gets one message per request.
+   */
+  async supportsBatch(operatorId: string): Promise<boolean> {
+    const known = this.#extensions.get(operatorId);
+    if (known && this.#nowMs() - known.checkedAtMs < 600_000) return known.batch;
+    let batch = false;
+    try {
+      const answer = await this.send(operatorId, { method: "GET", path: "/operator", msgId: `operator-${this.#nowMs()}` });
+      batch = answer.status === 200 && Array.isArray(answer.body?.extensions) && answer.body.extensions.includes("batch");
+    } catch {
+      return false; // unreachable: ask again next time
+    }
+    this.#extensions.set(operatorId, { batch, checkedAtMs: this.#nowMs() });
+    return batch;
   }
 
   hasPeer(operatorId: string): boolean {

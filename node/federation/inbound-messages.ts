@@ -7,6 +7,7 @@ import { generateCode } from "../domain/activation-code.ts";
 import { isAddress } from "../domain/address.ts";
 import { isValidTwinName } from "../domain/twin.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
+import { errorBody, toTwinningError } from "../errors/error-response.ts";
 import { twinView } from "../device-api/resources.ts";
 import type { NodeContext } from "../service/node-context.ts";
 import { primaryServiceEndpoints, TOKEN_EXCHANGE_GRANT } from "../service/twin-service.ts";
@@ -33,8 +34,24 @@ const tokenExchange = z.object({
   subject_token_type: z.literal("urn:ietf:params:oauth:token-type:jwt"),
 });
 
+const batch = z.object({
+  messages: z
+    .array(z.object({ method: z.enum(["PUT", "DELETE"]), path: z.string().max(200), msgId: z.string().min(1).max(100), body: z.unknown() }))
+    .min(1)
+    .max(200),
+});
+const STATUS_PATH = /^\/twins\/([0-9a-f-]{36})\/status$/;
+const TWIN_PATH = /^\/twins\/([0-9a-f-]{36})$/;
+
+/** Extensions beyond DESIGN's messages that this node understands, advertised in GET /operator. */
+export const FEDERATION_EXTENSIONS = ["batch"] as const;
+
 function parse<S extends z.ZodType>(schema: S, c: FederationContext): z.infer<S> {
-  const result = schema.safeParse(c.get("claims")?.body ?? {});
+  return parseBody(schema, c.get("claims")?.body ?? {});
+}
+
+function parseBody<S extends z.ZodType>(schema: S, value: unknown): z.infer<S> {
+  const result = schema.safeParse(value);
   if (!result.success) throw new TwinningError("invalid_input", { variables: [result.error.issues[0]?.path.join(".") || "body"] });
   return result.data;
 }
@@ -56,6 +73,23 @@ export function registerInboundMessages(
     fingerprint: digest(body),
   });
 
+  // The queued messages (toggles, deactivations): the same handling whether they come one by
+  // one or in a batch.
+  const applyStatus = async (peer: string, twinId: string, raw: unknown) => {
+    const body = parseBody(statusChange, raw);
+    const result = await ctx.store.applyRemoteStatus({ twinId, ...body, fromOperatorId: peer, ownOperatorId: own, nowMs: ctx.nowMs() });
+    ctx.committed(result.notifications, result.queued);
+    // An acknowledgement of the message itself, so a retry of the msgId gets the same answer;
+    // the effect happens once because an equal (version, origin) is never newer.
+    return { status: 200, body: { twinId: result.twin.twinId, status: body.status, version: body.version } };
+  };
+  const applyDeactivation = async (peer: string, twinId: string, raw: unknown) => {
+    const body = parseBody(deactivation, raw);
+    const result = await ctx.store.applyRemoteDeactivation({ twinId, changedBy: body.changedBy, fromOperatorId: peer, ownOperatorId: own, nowMs: ctx.nowMs() });
+    if (result) ctx.committed(result.notifications, result.queued);
+    return { status: 200, body: { twinId, active: false } };
+  };
+
   // HLF-IC-001: who we are.
   app.get(`${FEDERATION_BASE}/operator`, (c) =>
     sign(c, 200, {
@@ -63,6 +97,7 @@ export function registerInboundMessages(
       name: ctx.config.operatorName ?? `Operator ${own}`,
       endpoints: { federation: `${federation.publicUrl}${FEDERATION_BASE}`, device: `${ctx.deviceBaseUrl()}/twinning/v1`, ...primaryServiceEndpoints(ctx) },
       apiVersions: ["v1"],
+      extensions: [...FEDERATION_EXTENSIONS],
     }),
   );
 
@@ -146,20 +181,36 @@ export function registerInboundMessages(
 
   // HLF-IC-005, HLF-IC-007: a toggle made at the peer.
   app.put(`${FEDERATION_BASE}/twins/:twinId/status`, async (c) => {
-    const body = parse(statusChange, c);
-    const result = await ctx.store.applyRemoteStatus({ twinId: c.req.param("twinId"), ...body, fromOperatorId: c.get("peer"), ownOperatorId: own, nowMs: ctx.nowMs() });
-    ctx.committed(result.notifications, result.queued);
-    // An acknowledgement of the message itself, so a retry of the msgId gets the same answer;
-    // the effect happens once because an equal (version, origin) is never newer.
-    return sign(c, 200, { twinId: result.twin.twinId, status: body.status, version: body.version });
+    const r = await applyStatus(c.get("peer"), c.req.param("twinId"), c.get("claims")?.body);
+    return sign(c, r.status, r.body);
   });
 
   // HLF-PD-004, HLF-SD-007 across operators; also compensations.
   app.delete(`${FEDERATION_BASE}/twins/:twinId`, async (c) => {
-    const body = parse(deactivation, c);
-    const result = await ctx.store.applyRemoteDeactivation({ twinId: c.req.param("twinId"), changedBy: body.changedBy, fromOperatorId: c.get("peer"), ownOperatorId: own, nowMs: ctx.nowMs() });
-    if (result) ctx.committed(result.notifications, result.queued);
-    return sign(c, 200, { twinId: c.req.param("twinId"), active: false });
+    const r = await applyDeactivation(c.get("peer"), c.req.param("twinId"), c.get("claims")?.body);
+    return sign(c, r.status, r.body);
+  });
+
+  // Extension "batch": queued messages in one signed request, applied in order, one result each
+  // (like Matrix transactions). Only sent to peers that advertise it; each result is what the
+  // message alone would have answered.
+  app.post(`${FEDERATION_BASE}/batch`, async (c) => {
+    const { messages } = parse(batch, c);
+    const peer = c.get("peer");
+    const results = [];
+    for (const m of messages) {
+      try {
+        const statusMatch = m.method === "PUT" ? STATUS_PATH.exec(m.path) : null;
+        const twinMatch = m.method === "DELETE" ? TWIN_PATH.exec(m.path) : null;
+        if (!statusMatch && !twinMatch) throw new TwinningError("invalid_input", { variables: ["path"] });
+        const r = statusMatch ? await applyStatus(peer, statusMatch[1]!, m.body) : await applyDeactivation(peer, twinMatch![1]!, m.body);
+        results.push({ msgId: m.msgId, ...r });
+      } catch (error) {
+        const e = toTwinningError(error);
+        results.push({ msgId: m.msgId, status: e.status, body: errorBody(e) });
+      }
+    }
+    return sign(c, 200, { results });
   });
 
   // HLF-SD-009, HLF-IC-006: RFC 8693 token exchange for the twinned secondary.

@@ -15,7 +15,16 @@ export interface OutboxWorkerOptions {
   readonly onFailed?: (entry: OutboxEntry, dead: boolean) => void;
   /** Quick in-process retries (p-retry) before a failure is written back with a durable delay. */
   readonly quickRetries?: number;
+  /**
+   * Delivers several consecutive entries of one peer lane at once (the batch extension);
+   * one outcome per entry, in order. Used for `peer` entries when given.
+   */
+  readonly deliverBatch?: (entries: OutboxEntry[]) => Promise<BatchOutcome[]>;
+  /** Entries per batch (default 100). */
+  readonly batchSize?: number;
 }
+
+export type BatchOutcome = { readonly outcome: "delivered" } | { readonly outcome: "retry" | "permanent"; readonly error: string };
 
 /**
  * Delivers the durable outbox: woken at commit (no slow polling), one entry at a time per lane
@@ -85,12 +94,54 @@ export class OutboxWorker {
    * entry is an index range read, so a long queue drains without rescanning every lane.
    */
   async #deliverLane(head: OutboxEntry): Promise<void> {
+    if (this.#o.deliverBatch && head.kind === "peer") return this.#deliverLaneInBatches(head);
     let entry: OutboxEntry | undefined = head;
     // Bounded, so one long lane cannot hold back the others (they are looked at again after it).
     for (let n = 0; entry && this.#running && n < 100; n++) {
       if (!(await this.#deliverOne(entry))) return;
-      entry = await this.#o.store.nextOutboxEntryInLane(entry.lane, entry.id, this.#o.nowMs()).catch(() => undefined);
+      [entry] = await this.#o.store.nextOutboxEntriesInLane(entry.lane, entry.id, this.#o.nowMs(), 1).catch(() => []);
     }
+  }
+
+  /**
+   * A peer lane in batches: consecutive entries in one call, outcomes applied in order. A
+   * delivered entry is completed, a permanent refusal becomes a dead letter and the lane moves
+   * on, a retry stops the lane there (what follows waits, so order of effect holds).
+   */
+  async #deliverLaneInBatches(head: OutboxEntry): Promise<void> {
+    const o = this.#o;
+    const size = o.batchSize ?? 100;
+    let batch = [head, ...(await o.store.nextOutboxEntriesInLane(head.lane, head.id, o.nowMs(), size - 1))];
+    for (let round = 0; batch.length > 0 && this.#running && round < 20; round++) {
+      let outcomes: BatchOutcome[];
+      try {
+        outcomes = await o.deliverBatch!(batch);
+      } catch (error) {
+        await this.#failed(batch[0]!, error);
+        return;
+      }
+      const delivered: OutboxEntry[] = [];
+      for (const [i, entry] of batch.entries()) {
+        const result = outcomes[i] ?? { outcome: "retry" as const, error: "no result for this message" };
+        if (result.outcome === "delivered") {
+          delivered.push(entry);
+          continue;
+        }
+        await this.#completed(delivered);
+        delivered.length = 0;
+        const dead = await this.#failed(entry, new DeliveryError(result.error, undefined, { permanent: result.outcome === "permanent" }));
+        if (!dead) return;
+      }
+      await this.#completed(delivered);
+      if (batch.length < size) return;
+      batch = await o.store.nextOutboxEntriesInLane(head.lane, batch[batch.length - 1]!.id, o.nowMs(), size);
+    }
+  }
+
+  async #completed(entries: readonly OutboxEntry[]): Promise<void> {
+    if (entries.length === 0) return;
+    await this.#o.store.completeOutboxEntries(entries.map((e) => e.id));
+    for (const e of entries) this.#o.onDelivered?.(e);
   }
 
   /** True when delivered; a failure is written back with its next attempt (or as a dead letter). */
@@ -108,18 +159,25 @@ export class OutboxWorker {
       o.onDelivered?.(entry);
       return true;
     } catch (error) {
-      const attempts = entry.attempts + 1;
-      const nowMs = o.nowMs();
-      const permanent = error instanceof DeliveryError && error.permanent;
-      const delay = permanent ? undefined : nextRetryDelayMs({ attempts, ageMs: nowMs - entry.createdAtMs }, o.policy);
-      const lastError = ((error as Error).message ?? "delivery failed").slice(0, 300);
-      await o.store
-        .failOutboxEntry({ id: entry.id, attempts, nextAttemptAtMs: delay === undefined ? undefined : nowMs + delay, lastError, nowMs })
-        .catch((e: unknown) => o.logger.error({ err: e }, "outbox write-back failed"));
-      o.onFailed?.(entry, delay === undefined);
-      o.logger.warn({ outboxId: entry.id, lane: entry.lane, attempts, dead: delay === undefined, error: lastError }, "outbox delivery failed");
-      // A dead letter does not hold its lane back; a retry does.
-      return delay === undefined;
+      return this.#failed(entry, error);
     }
   }
+
+  /** Writes a failure back: next attempt from the retry policy, or a dead letter. True when dead (the lane moves on). */
+  async #failed(entry: OutboxEntry, error: unknown): Promise<boolean> {
+    const o = this.#o;
+    const attempts = entry.attempts + 1;
+    const nowMs = o.nowMs();
+    const permanent = error instanceof DeliveryError && error.permanent;
+    const delay = permanent ? undefined : nextRetryDelayMs({ attempts, ageMs: nowMs - entry.createdAtMs }, o.policy);
+    const lastError = ((error as Error).message ?? "delivery failed").slice(0, 300);
+    await o.store
+      .failOutboxEntry({ id: entry.id, attempts, nextAttemptAtMs: delay === undefined ? undefined : nowMs + delay, lastError, nowMs })
+      .catch((e: unknown) => o.logger.error({ err: e }, "outbox write-back failed"));
+    o.onFailed?.(entry, delay === undefined);
+    o.logger.warn({ outboxId: entry.id, lane: entry.lane, attempts, dead: delay === undefined, error: lastError }, "outbox delivery failed");
+    // A dead letter does not hold its lane back; a retry does.
+    return delay === undefined;
+  }
+
 }

@@ -21,7 +21,7 @@ import { AccessTokens } from "../tokens/access-tokens.ts";
 import { loadOrCreateSecrets } from "./node-secrets.ts";
 import { Federation } from "../federation/federation.ts";
 import { createFederationApp } from "../federation/federation-app.ts";
-import { createPeerSender } from "../federation/peer-delivery.ts";
+import { createPeerBatchSender, createPeerSender } from "../federation/peer-delivery.ts";
 
 export interface StartNodeOptions {
   /** Injected clock; defaults to Date.now. */
@@ -78,6 +78,7 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
   const outbox = new OutboxWorker({
     store,
     deliver: (entry) => (entry.kind === "peer" && sendToPeer ? sendToPeer(entry) : sendCallback(entry)),
+    ...(federation ? { deliverBatch: createPeerBatchSender(federation) } : {}),
     policy: { ...config.delivery, maxAgeMs: config.delivery.maxAgeSeconds * 1000 },
     concurrency: config.delivery.concurrency,
     nowMs,

@@ -73,8 +73,10 @@ export interface TwinningStore {
   // --- durable outbox ---
   /** The oldest pending entry of each lane that is due, so order per lane holds. */
   dueOutboxHeads(nowMs: number, limit: number): Promise<OutboxEntry[]>;
-  /** The next pending entry of a lane after `afterId`, if it is due (an index range read). */
-  nextOutboxEntryInLane(lane: string, afterId: number, nowMs: number): Promise<OutboxEntry | undefined>;
+  /** Up to `limit` pending entries of a lane after `afterId`, in order, stopping at the first not yet due (an index range read). */
+  nextOutboxEntriesInLane(lane: string, afterId: number, nowMs: number, limit: number): Promise<OutboxEntry[]>;
+  /** Removes delivered entries, in one transaction. */
+  completeOutboxEntries(ids: readonly number[]): Promise<void>;
   /** When the next pending entry becomes due, if any. */
   nextOutboxDueAtMs(): Promise<number | undefined>;
   completeOutboxEntry(id: number): Promise<void>;

@@ -155,6 +155,33 @@ describe("durable delivery between operators", () => {
     expect((await A().node().context.store.outboxStats()).pending).toBe(0);
   });
 
+  it("HLF-IC-007 batch extension: queued messages go in one signed request, applied in order, one result each", async () => {
+    const { s, twinId } = await crossTwin();
+    const federation = A().node().context.federation!;
+    const operator = await federation.send("002-01", { method: "GET", path: "/operator", msgId: randomUUID() });
+    expect(operator.body.extensions).toEqual(["batch"]);
+    expect(await federation.supportsBatch("002-01")).toBe(true);
+    const twin = (await A().node().context.store.getTwin(twinId))!;
+    const messages = [
+      { method: "PUT", path: `/twins/${twinId}/status`, msgId: randomUUID(), body: { status: "Off", version: twin.version + 1, changedBy: "primary" } },
+      { method: "PUT", path: `/twins/${randomUUID()}/status`, msgId: randomUUID(), body: { status: "Off", version: 2, changedBy: "primary" } },
+      { method: "PUT", path: "/activations", msgId: randomUUID(), body: {} },
+      { method: "PUT", path: `/twins/${twinId}/status`, msgId: randomUUID(), body: { status: "On", version: twin.version + 2, changedBy: "primary" } },
+    ];
+    const answer = await federation.send("002-01", { method: "POST", path: "/batch", msgId: randomUUID(), body: { messages } });
+    expect(answer.status).toBe(200);
+    expect(answer.body.results.map((r: any) => [r.msgId, r.status])).toEqual([
+      [messages[0]!.msgId, 200],
+      [messages[1]!.msgId, 404],
+      [messages[2]!.msgId, 400],
+      [messages[3]!.msgId, 200],
+    ]);
+    const atB = await B().node().context.store.getTwin(twinId);
+    expect([atB?.status, atB?.version]).toEqual(["On", twin.version + 2]);
+    const feed = await B().node().context.store.notificationsAfter(s.address, "secondary", 0, 100);
+    expect(feed.filter((x) => x.content.twinId === twinId && x.type === "twinningStatusNotification").map((x) => x.content.status)).toEqual(["Off", "On"]);
+  });
+
   it("a message the peer refuses for good becomes a dead letter, visible in the admin API and the metrics", async () => {
     const a = A();
     await a.node().context.store.enqueuePeerMessages(

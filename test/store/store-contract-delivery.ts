@@ -118,24 +118,29 @@ export function deliveryContract(makeStore: MakeStore): void {
       expect(statusOf(next[0]!)).toBe("On");
     });
 
-    it("nextOutboxEntryInLane reads the next pending entry of the same lane, only when it is due", async () => {
+    it("nextOutboxEntriesInLane reads the next pending entries of the same lane in order, stopping at one not yet due", async () => {
       const { store } = h();
       const twin = await activated(store, P1, S1);
       await subscribe(store, S1, "secondary");
       await toggles(store, twin, 3, T0 + SECOND);
       const [head] = await store.dueOutboxHeads(T0 + MINUTE, 10);
       if (!head) throw new Error("no outbox head");
-      const next = await store.nextOutboxEntryInLane(head.lane, head.id, T0 + MINUTE);
-      expect(next).toMatchObject({ lane: head.lane, createdAtMs: T0 + 2 * SECOND });
-      expect(next!.id).toBeGreaterThan(head.id);
-      const last = await store.nextOutboxEntryInLane(head.lane, next!.id, T0 + MINUTE);
-      expect(last).toMatchObject({ createdAtMs: T0 + 3 * SECOND });
-      expect(await store.nextOutboxEntryInLane(head.lane, last!.id, T0 + MINUTE)).toBeUndefined();
-      expect(await store.nextOutboxEntryInLane("callback:other", 0, T0 + MINUTE)).toBeUndefined();
-      // Not due yet: a delayed entry is not handed out.
-      await store.failOutboxEntry({ id: next!.id, attempts: 1, nextAttemptAtMs: T0 + 2 * MINUTE, lastError: "503", nowMs: T0 + MINUTE });
-      expect(await store.nextOutboxEntryInLane(head.lane, head.id, T0 + MINUTE)).toBeUndefined();
-      expect(await store.nextOutboxEntryInLane(head.lane, head.id, T0 + 2 * MINUTE)).toMatchObject({ id: next!.id });
+      const rest = await store.nextOutboxEntriesInLane(head.lane, head.id, T0 + MINUTE, 10);
+      expect(rest.map((e) => [e.lane, e.createdAtMs])).toEqual([
+        [head.lane, T0 + 2 * SECOND],
+        [head.lane, T0 + 3 * SECOND],
+      ]);
+      expect(rest[0]!.id).toBeGreaterThan(head.id);
+      expect(await store.nextOutboxEntriesInLane(head.lane, head.id, T0 + MINUTE, 1)).toEqual([rest[0]]);
+      expect(await store.nextOutboxEntriesInLane(head.lane, rest[1]!.id, T0 + MINUTE, 10)).toEqual([]);
+      expect(await store.nextOutboxEntriesInLane("callback:other", 0, T0 + MINUTE, 10)).toEqual([]);
+      // Not due yet: a delayed entry, and what follows it, is not handed out.
+      await store.failOutboxEntry({ id: rest[0]!.id, attempts: 1, nextAttemptAtMs: T0 + 2 * MINUTE, lastError: "503", nowMs: T0 + MINUTE });
+      expect(await store.nextOutboxEntriesInLane(head.lane, head.id, T0 + MINUTE, 10)).toEqual([]);
+      expect((await store.nextOutboxEntriesInLane(head.lane, head.id, T0 + 2 * MINUTE, 10)).map((e) => e.id)).toEqual(rest.map((e) => e.id));
+      // Completed together, in one transaction.
+      await store.completeOutboxEntries([head.id, ...rest.map((e) => e.id)]);
+      expect(await store.outboxStats()).toEqual({ pending: 0, dead: 0 });
     });
 
     it("completeOutboxEntry removes the entry and the lane's next entry becomes head; nextOutboxDueAtMs is then undefined", async () => {

@@ -178,11 +178,16 @@ export class SqliteStore implements TwinningStore {
     return notifications.dueOutboxHeads(this.#d, nowMs, limit);
   }
 
-  async nextOutboxEntryInLane(lane: string, afterId: number, nowMs: number): Promise<OutboxEntry | undefined> {
-    const row = this.#d
-      .sql(`SELECT * FROM outbox WHERE lane = ? AND state = 'pending' AND id > ? ORDER BY id LIMIT 1`)
-      .get(lane, afterId) as OutboxRow | undefined;
-    return row && isDue(row, nowMs) ? toOutboxEntry(row) : undefined;
+  async nextOutboxEntriesInLane(lane: string, afterId: number, nowMs: number, limit: number): Promise<OutboxEntry[]> {
+    const rows = this.#d.sql(`SELECT * FROM outbox WHERE lane = ? AND state = 'pending' AND id > ? ORDER BY id LIMIT ?`).all(lane, afterId, limit) as OutboxRow[];
+    const due = rows.findIndex((row) => !isDue(row, nowMs));
+    return (due < 0 ? rows : rows.slice(0, due)).map(toOutboxEntry);
+  }
+
+  async completeOutboxEntries(ids: readonly number[]): Promise<void> {
+    this.#d.write(() => {
+      for (const id of ids) this.#d.sql(`DELETE FROM outbox WHERE id = ?`).run(id);
+    });
   }
 
   async nextOutboxDueAtMs(): Promise<number | undefined> {
