@@ -38,7 +38,7 @@ export function createFederationApp(ctx: NodeContext, federation: Federation): H
     return new Response(signed, { status, headers: { "content-type": FEDERATION_CONTENT_TYPE } });
   };
 
-  app.use("*", limitBody(ctx.config.limits.maxBodyBytes));
+  app.use("*", limitBody(options.maxBodyBytes));
   app.use(`${FEDERATION_BASE}/*`, async (c, next) => {
     const socket = c.env.incoming.socket;
     if (!socket.authorized) {
