@@ -1,23 +1,46 @@
+import type { IncomingMessage } from "node:http";
 import type { MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { TwinningError } from "../errors/twinning-error.ts";
 
+const tooLarge = () => new TwinningError("body_too_large", { variables: ["body"] });
+
 /**
- * Bodies over the limit are refused with 413 SVC0002 before they are read whole (both
- * listeners). A request without a body skips the check: hono's bodyLimit looks at
- * `c.req.raw`, which makes the Node adapter build a full Request, a cost GETs need not pay.
+ * Reads a request body once, refusing it with 413 SVC0002 as soon as it passes the limit
+ * (both listeners). On Node it reads the IncomingMessage directly and primes hono's body
+ * cache (text, and JSON when it parses), so neither validators nor handlers make the adapter
+ * build a WHATWG Request and stream for it. Bodiless requests pass straight through.
  */
 export function limitBody(maxBytes: number): MiddlewareHandler {
-  const limit = bodyLimit({
+  const fallback = bodyLimit({
     maxSize: maxBytes,
     onError: () => {
-      throw new TwinningError("body_too_large", { variables: ["body"] });
+      throw tooLarge();
     },
   });
-  return (c, next) => {
+  return async (c, next) => {
     const length = c.req.header("content-length");
     const chunked = c.req.header("transfer-encoding") !== undefined;
     if (!chunked && (length === undefined || length === "0")) return next();
-    return limit(c, next);
+    if (length !== undefined && Number(length) > maxBytes) throw tooLarge();
+    const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+    if (!incoming) return fallback(c, next); // not on Node (e.g. app.request in a test)
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of incoming as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > maxBytes) throw tooLarge();
+      chunks.push(chunk);
+    }
+    const text = Buffer.concat(chunks).toString("utf8");
+    const cache = (c.req as unknown as { bodyCache: Record<string, Promise<unknown>> }).bodyCache;
+    cache.text = Promise.resolve(text);
+    try {
+      // Malformed JSON is left to the validator, which answers 400 SVC0002 from the text.
+      cache.json = Promise.resolve(JSON.parse(text));
+    } catch {
+      /* not JSON */
+    }
+    return next();
   };
 }
