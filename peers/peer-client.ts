@@ -124,7 +124,8 @@ export function peerErrorToTwinningError(operatorId: string, answer: PeerAnswer)
   };
   const code = id ? map[id] : undefined;
   if (code && answer.status < 500) {
-    const variables = Array.isArray(ex?.variables) ? (ex.variables as unknown[]).map(String).slice(0, 4) : [];
+    // A peer's words, bounded before they reach our device's error text.
+    const variables = Array.isArray(ex?.variables) ? (ex.variables as unknown[]).slice(0, 4).map((v) => String(v).slice(0, 100)) : [];
     const retry = code === "too_many_attempts" ? Number(variables[0]) || 60 : undefined;
     return new TwinningError(code, { variables, detail: `from peer ${operatorId}`, ...(retry ? { retryAfterSeconds: retry } : {}) });
   }

@@ -39,7 +39,8 @@ export function pathRole(c: Context<AppEnv>): TwinRole {
 
 /** Callback subscriptions and the SSE stream (HLF-PD-007, HLF-SD-008, HLF-CM-005). */
 export function registerSubscriptionRoutes(app: App, ctx: NodeContext): void {
-  const auth = requireToken(ctx, ["twinning", "twinning:twin"]);
+  // The full scope: a twin-scoped token covers one twin, not all of a subscriber's notifications.
+  const auth = requireToken(ctx, ["twinning"]);
   const listUrl = (role: TwinRole, address: string) => `${ctx.deviceBaseUrl()}/twinning/v1/${role}/${encodeAddress(address)}/subscriptions`;
 
   addRoute(

@@ -64,7 +64,7 @@ export function createFederationApp(ctx: NodeContext, federation: Federation): H
       maxLifetimeSeconds: options.maxMessageLifetimeSeconds,
     });
     c.set("msgId", claims.msgId);
-    if (!(await ctx.store.rememberJti(`${operator}:${claims.jti}`, (claims.exp + options.maxClockSkewSeconds) * 1000, ctx.nowMs()))) {
+    if (!(await ctx.store.rememberJti(`${operator}:${claims.jti}`, (claims.exp + options.maxClockSkewSeconds + 1) * 1000, ctx.nowMs()))) {
       throw new TwinningError("federation_rejected", { variables: ["replayed jti"] });
     }
     c.set("claims", claims);

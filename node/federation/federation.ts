@@ -65,7 +65,7 @@ export class Federation {
     const registry = new PeerRegistry({
       selfOperatorId: input.operatorId,
       allowed: input.allowedPeers,
-      load: () => (options.peersFile ? JSON.parse(readFileSync(options.peersFile, "utf8")) : { peers: [] }),
+      load: () => (options.peersFile ? readJsonFile(options.peersFile, "peer list") : { peers: [] }),
     });
     const federation = new Federation(input.operatorId, options, registry, input.nowMs, input.onConnect);
     await federation.#loadKeys();
@@ -73,7 +73,7 @@ export class Federation {
   }
 
   async #loadKeys(): Promise<void> {
-    const jwks = this.options.signingKeyFiles.map((file) => JSON.parse(readFileSync(file, "utf8")) as JWK);
+    const jwks = this.options.signingKeyFiles.map((file) => readJsonFile(file, "signing key") as JWK);
     const keys = await Promise.all(jwks.map(importSigningKey));
     this.#publicJwks = jwks.map(({ d: _d, ...pub }) => ({ ...pub, use: "sig" }));
     this.#keys = keys;
@@ -150,6 +150,21 @@ export class Federation {
 
   async close(): Promise<void> {
     await this.client.close();
+  }
+}
+
+/** Reads a JSON file; a parse error names the file, never its content (it may hold a private key). */
+function readJsonFile(file: string, what: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch {
+    throw new Error(`cannot read the ${what} file ${file}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new Error(`the ${what} file ${file} is not valid JSON`);
   }
 }
 

@@ -73,6 +73,11 @@ export function registerInboundMessages(
     fingerprint: digest(body),
   });
 
+  // A peer speaks for its own subscribers only: an address we serve is not the peer's.
+  const assertNotOurSubscriber = async (address: string) => {
+    if (await ctx.store.getSubscriber(address)) throw new TwinningError("access_denied", { variables: ["the address is not the caller's subscriber"] });
+  };
+
   // The queued messages (toggles, deactivations): the same handling whether they come one by
   // one or in a batch.
   const applyStatus = async (peer: string, twinId: string, raw: unknown) => {
@@ -105,6 +110,7 @@ export function registerInboundMessages(
   app.post(`${FEDERATION_BASE}/activationCodes`, async (c) => {
     const body = parse(codeRequest, c);
     if (body.secondaryOperatorId !== c.get("peer")) throw new TwinningError("access_denied", { variables: ["secondaryOperatorId is not the caller"] });
+    await assertNotOurSubscriber(body.secondaryAddress);
     for (let attempt = 0; attempt < 8; attempt++) {
       const code = generateCode(ctx.config.policy.codeLength);
       const nowMs = ctx.nowMs();
@@ -130,6 +136,7 @@ export function registerInboundMessages(
     const body = parse(activation, c);
     const peer = c.get("peer");
     if (body.primaryOperatorId !== peer) throw new TwinningError("access_denied", { variables: ["primaryOperatorId is not the caller"] });
+    await assertNotOurSubscriber(body.primaryAddress);
     const correlator = peerCorrelator(c, "fed:activations", body);
     const policy = ctx.config.policy;
     if (body.activationCode !== undefined) {

@@ -9,6 +9,15 @@ import type { Federation, FederationMessage } from "./federation.ts";
  * warm mTLS connection. 2xx: done. 5xx, 429 or no answer: retried by the outbox with backoff.
  * Any other signed refusal is final: retrying cannot change it, so it becomes a dead letter.
  */
+/**
+ * Only a refusal of the message itself is final (400 invalid, 404 unknown twin): retrying
+ * cannot change it. Everything else (401 while a rotated key propagates, 403 while the peer
+ * list is updated, 409, 429, 5xx) is retried until acknowledged, as DESIGN requires.
+ */
+export function isFinalRefusal(status: number): boolean {
+  return status === 400 || status === 404;
+}
+
 export function createPeerSender(federation: Federation) {
   return async function sendToPeer(entry: OutboxEntry): Promise<void> {
     const message = JSON.parse(entry.payload) as FederationMessage;
@@ -19,14 +28,12 @@ export function createPeerSender(federation: Federation) {
       throw new DeliveryError(`peer ${entry.target}: ${(error as { detail?: string }).detail ?? "unreachable"}`.slice(0, 200), undefined, { cause: error });
     }
     if (status >= 200 && status < 300) return;
-    throw new DeliveryError(`peer ${entry.target} answered ${status}`, status, { permanent: status < 500 && status !== 429 });
+    throw new DeliveryError(`peer ${entry.target} answered ${status}`, status, { permanent: isFinalRefusal(status) });
   };
 }
 
 const outcomeOf = (status: number, what: string): BatchOutcome =>
-  status >= 200 && status < 300
-    ? { outcome: "delivered" }
-    : { outcome: status < 500 && status !== 429 ? "permanent" : "retry", error: `${what} answered ${status}` };
+  status >= 200 && status < 300 ? { outcome: "delivered" } : { outcome: isFinalRefusal(status) ? "permanent" : "retry", error: `${what} answered ${status}` };
 
 /**
  * Delivers consecutive entries of one peer lane: in one signed `POST /batch` when the peer

@@ -169,7 +169,9 @@ export class OutboxWorker {
     const attempts = entry.attempts + 1;
     const nowMs = o.nowMs();
     const permanent = error instanceof DeliveryError && error.permanent;
-    const delay = permanent ? undefined : nextRetryDelayMs({ attempts, ageMs: nowMs - entry.createdAtMs }, o.policy);
+    // Peer messages are retried until acknowledged (DESIGN "Invariants"): no cap by count or age.
+    const policy = entry.kind === "peer" ? { ...o.policy, maxAttempts: Number.MAX_SAFE_INTEGER, maxAgeMs: Number.POSITIVE_INFINITY } : o.policy;
+    const delay = permanent ? undefined : nextRetryDelayMs({ attempts, ageMs: nowMs - entry.createdAtMs }, policy);
     const lastError = ((error as Error).message ?? "delivery failed").slice(0, 300);
     await o.store
       .failOutboxEntry({ id: entry.id, attempts, nextAttemptAtMs: delay === undefined ? undefined : nowMs + delay, lastError, nowMs })

@@ -49,6 +49,9 @@ async function readForm(c: Context<AppEnv>): Promise<URLSearchParams | undefined
   return new URLSearchParams(await c.req.text());
 }
 
+/** A valid scrypt hash of a random secret: unknown clients are checked against it, in the same time. */
+const DUMMY_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA$LJbCmxBnOVJDgSyQVRnO-0X7UdTYpRDMeTKQN8rSjSI";
+
 /** OAU-001/002: the token endpoint (client_credentials) and RFC 7662 introspection. */
 export function registerOAuthRoutes(app: App, ctx: NodeContext): void {
   app.post("/oauth/token", async (c) => {
@@ -61,7 +64,7 @@ export function registerOAuthRoutes(app: App, ctx: NodeContext): void {
     if (scope !== "twinning") return oauthError(c, 400, "invalid_scope", "only the twinning scope is granted here", new TwinningError("invalid_input", { variables: ["scope"] }));
     const client = clientCredentials(c, form);
     const subscriber = client && isAddress(client.id) ? await ctx.store.getSubscriber(client.id) : undefined;
-    const valid = subscriber !== undefined && client !== undefined && (await verifyCredential(client.secret, subscriber.credentialHash));
+    const valid = (await verifyCredential(client?.secret ?? "", subscriber?.credentialHash ?? DUMMY_HASH)) && subscriber !== undefined && client !== undefined;
     if (!valid || !subscriber) return oauthError(c, 401, "invalid_client", "client authentication failed", new TwinningError("invalid_token"));
     if (!subscriber.twinningEnabled) return oauthError(c, 400, "unauthorized_client", "subscriber not provisioned for twinning", new TwinningError("not_provisioned"));
     const ttl = ctx.config.policy.accessTokenTtlSeconds;
@@ -77,6 +80,8 @@ export function registerOAuthRoutes(app: App, ctx: NodeContext): void {
     try {
       const p = await ctx.tokens.verify(token);
       await assertNotRevoked(ctx, p);
+      const subscriber = await ctx.store.getSubscriber(p.subject);
+      if (!subscriber?.twinningEnabled) return c.json({ active: false }, 200, { "cache-control": "no-store" });
       return c.json(
         {
           active: true,

@@ -102,6 +102,7 @@ export async function activateTwin(
       const replay = await ctx.store.lookupCorrelator(correlator);
       const twin = replay && (await ctx.store.getTwin(replay.resourceId));
       if (twin?.active) return withToken(twin);
+      if (twin) throw new TwinningError("update_not_allowed", { variables: ["the twin is deactivated"] });
     }
     return withToken(await activateAcross(ctx, { primary, peer: body.operatorId, name: body.name, activationCode: body.activationCode, correlator }));
   }

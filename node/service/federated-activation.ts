@@ -56,9 +56,12 @@ export async function codeFromPeer(
   return { record: result.code, code };
 }
 
-async function defaultName(ctx: NodeContext, primary: string, name: string | undefined): Promise<string> {
-  if (name !== undefined) return name;
-  return defaultTwinName(new Set((await ctx.store.listTwinsOfPrimary(primary)).map((t) => t.name)));
+/** The twin's name, checked free before the peer commits anything (HLF-TE-007). */
+async function freeName(ctx: NodeContext, primary: string, name: string | undefined): Promise<string> {
+  const taken = new Set((await ctx.store.listTwinsOfPrimary(primary)).map((t) => t.name));
+  if (name === undefined) return defaultTwinName(taken);
+  if (taken.has(name)) throw new TwinningError("invalid_input", { variables: ["name"], detail: "name already used by another twin of this primary" });
+  return name;
 }
 
 const compensation = (peer: string, twinId: string) => ({
@@ -111,7 +114,7 @@ export async function activateAcross(
   const federation = requirePeer(ctx.federation, input.peer);
   const own = ctx.config.operatorId;
   if (!input.ownCode) await ctx.store.assertCanTwinAsPrimary(input.primary, ctx.config.policy.maxTwinsPerPrimary);
-  const name = await defaultName(ctx, input.primary, input.name);
+  const name = await freeName(ctx, input.primary, input.name);
   const twinId = randomUUID();
   const armed = await armCompensation(ctx, input.peer, twinId);
   let answer;
@@ -133,6 +136,11 @@ export async function activateAcross(
     // No answer: the peer may have committed. Undo there; the device may simply retry.
     await compensate(ctx, input.peer, twinId, armed);
     throw error;
+  }
+  if (answer.status >= 500) {
+    // The peer failed somewhere: it may have committed. Undo there.
+    await compensate(ctx, input.peer, twinId, armed);
+    throw peerErrorToTwinningError(input.peer, answer);
   }
   if (answer.status !== 201) {
     // A definite refusal: the peer created nothing, there is nothing to undo.

@@ -115,6 +115,19 @@ const migrations: readonly { version: number; name: string; sql: string }[] = [
       CREATE INDEX federation_jti_expiry ON federation_jti (expires_at);
     `,
   },
+  {
+    version: 3,
+    name: "cancelled federated twins",
+    sql: `
+      -- A peer's DELETE (a compensation) for a twin not created here yet: the late activation
+      -- carrying that twinId must be refused, so both sides agree.
+      CREATE TABLE cancelled_twins (
+        twin_id TEXT PRIMARY KEY,
+        from_operator_id TEXT NOT NULL,
+        cancelled_at INTEGER NOT NULL
+      ) STRICT;
+    `,
+  },
 ];
 
 export const latestSchemaVersion = migrations[migrations.length - 1]!.version;

@@ -12,6 +12,13 @@ import { assertCanBePrimary, assertCanBeSecondary, assertNameFree, twinRow } fro
  * peer made. Each node checks the rules of the side it serves, in the same transaction as
  * the write.
  */
+/** A twin the peer already cancelled (see applyRemoteDeactivation) is never created. */
+export function assertNotCancelled(d: SqliteDatabase, twinId: string): void {
+  if (d.sql(`SELECT 1 FROM cancelled_twins WHERE twin_id = ?`).get(twinId)) {
+    throw new TwinningError("update_not_allowed", { variables: ["the twin was cancelled"] });
+  }
+}
+
 export function insertFederatedTwin(d: SqliteDatabase, input: InsertFederatedTwinInput): FederatedTwinResult {
   return d.write(() => {
     const replay = findCorrelator(d, input.correlator);
@@ -28,6 +35,7 @@ export function insertFederatedTwin(d: SqliteDatabase, input: InsertFederatedTwi
       }
       throw new TwinningError("update_not_allowed", { variables: ["the twin id is already used"] });
     }
+    assertNotCancelled(d, t.twinId);
     if (input.localSide === "primary") {
       const names = assertCanBePrimary(d, t.primaryAddress, input.maxTwinsPerPrimary);
       if (names.has(t.name)) throw new TwinningError("invalid_input", { variables: ["name"], detail: "name already used by another twin of this primary" });
@@ -94,7 +102,11 @@ export function applyRemoteStatus(d: SqliteDatabase, input: RemoteStatusInput): 
 export function applyRemoteDeactivation(d: SqliteDatabase, input: RemoteDeactivationInput): ChangeResult | undefined {
   return d.write(() => {
     const row = twinOfPeer(d, input.twinId, input.fromOperatorId, input.ownOperatorId);
-    if (!row) return undefined; // a compensation for a twin never created here: nothing to undo
+    if (!row) {
+      // A compensation that overtook its activation: remember it, so the late activation is refused.
+      d.sql(`INSERT INTO cancelled_twins (twin_id, from_operator_id, cancelled_at) VALUES (?, ?, ?) ON CONFLICT (twin_id) DO NOTHING`).run(input.twinId, input.fromOperatorId, input.nowMs);
+      return undefined;
+    }
     if (row.active !== 1) return { twin: toTwin(row), changed: false, notifications: [], queued: false };
     d.sql(`UPDATE twins SET active = 0, updated_at = ? WHERE twin_id = ?`).run(input.nowMs, input.twinId);
     const twin = toTwin(twinRow(d, input.twinId)!);

@@ -56,7 +56,10 @@ export function issueActivationCode(d: SqliteDatabase, input: IssueCodeInput): I
       .get(input.issuerOperatorId, input.codeHash, input.nowMs);
     if (clash) return { kind: "collision" };
     // A new code supersedes the secondary's earlier ones: one live code per secondary.
-    d.sql(`UPDATE activation_codes SET state = 'Superseded' WHERE secondary_address = ? AND state = 'Pending'`).run(input.secondaryAddress);
+    d.sql(`UPDATE activation_codes SET state = 'Superseded' WHERE secondary_address = ? AND secondary_operator_id = ? AND state = 'Pending'`).run(
+      input.secondaryAddress,
+      input.secondaryOperatorId,
+    );
     d.sql(
       `INSERT INTO activation_codes (code_id, secondary_address, secondary_operator_id, issuer_operator_id, code_hash, state, created_at, expires_at) VALUES (?, ?, ?, ?, ?, 'Pending', ?, ?)`,
     ).run(input.codeId, input.secondaryAddress, input.secondaryOperatorId, input.issuerOperatorId, input.codeHash, input.nowMs, input.expiresAtMs);
@@ -93,6 +96,8 @@ export function redeemActivationCode(d: SqliteDatabase, input: RedeemCodeInput):
     }
 
     const own = input.ownOperatorId ?? input.primaryOperatorId;
+    if (twinRow(d, input.twinId)) throw new TwinningError("update_not_allowed", { variables: ["the twin id is already used"] });
+    if (d.sql(`SELECT 1 FROM cancelled_twins WHERE twin_id = ?`).get(input.twinId)) throw new TwinningError("update_not_allowed", { variables: ["the twin was cancelled"] });
     const primary = input.primaryAddress;
     const secondary = code.secondary_address;
     if (primary === secondary && input.primaryOperatorId === code.secondary_operator_id) {

@@ -1,0 +1,103 @@
+import { randomUUID } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { isFinalRefusal } from "../../node/federation/peer-delivery.ts";
+import { Federation, type FederatedOperator } from "../helpers/federation-fixture.ts";
+import { enc, messageId } from "../helpers/test-node.ts";
+
+const fed = new Federation();
+let A: FederatedOperator;
+let B: FederatedOperator;
+let n = 0;
+const addr = (op: FederatedOperator) => `tel:+1${op.operatorId.replace("-", "")}7${String(++n).padStart(4, "0")}`;
+
+beforeAll(async () => {
+  await fed.start(["001-01", "002-01"]);
+  [A, B] = [fed.get("001-01"), fed.get("002-01")];
+}, 60_000);
+afterAll(async () => fed.stop());
+
+const codeAtB = (s: { address: string; token: string }) => B.api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/activationCodes`, { token: s.token, body: {} });
+
+describe("federation hardening", () => {
+  it("a compensation that overtakes its activation cancels it: the late activation is refused and nothing is created", async () => {
+    const [p, s] = [await A.party(addr(A)), await B.party(addr(B))];
+    const code = await codeAtB(s);
+    const federation = A.node().context.federation!;
+    const twinId = randomUUID();
+    const del = await federation.send("002-01", { method: "DELETE", path: `/twins/${twinId}`, msgId: randomUUID(), body: { changedBy: "primary" } });
+    expect(del.status).toBe(200);
+    const late = await federation.send("002-01", {
+      method: "POST",
+      path: "/activations",
+      msgId: randomUUID(),
+      body: { twinId, activationCode: code.body.activationCode.code, primaryAddress: p.address, primaryOperatorId: "001-01", name: "late" },
+    });
+    expect([late.status, messageId(late.body)]).toEqual([403, "POL1038"]);
+    expect(await B.node().context.store.findTwinOfSecondary(s.address)).toBeUndefined();
+  });
+
+  it("HLF-TE-007 a name already used is refused before the peer commits: the secondary's code stays usable", async () => {
+    const [p, s1, s2] = [await A.party(addr(A)), await B.party(addr(B)), await B.party(addr(B))];
+    const first = await codeAtB(s1);
+    expect((await A.api.call("POST", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token, body: { activationCode: first.body.activationCode.code, operatorId: "002-01", name: "watch" } })).status).toBe(201);
+    const second = await codeAtB(s2);
+    const clash = await A.api.call("POST", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token, body: { activationCode: second.body.activationCode.code, operatorId: "002-01", name: "watch" } });
+    expect([clash.status, messageId(clash.body)]).toEqual([400, "SVC0002"]);
+    const state = await B.api.call("GET", new URL(second.body.activationCode.resourceURL).pathname, { token: s2.token });
+    expect(state.body.activationCode.status).toBe("Pending");
+  });
+
+  it("a clientCorrelator replayed after its cross-operator twin was deactivated is refused (POL1038), with no new twin at the peer", async () => {
+    const [p, s] = [await A.party(addr(A)), await B.party(addr(B))];
+    const code = await codeAtB(s);
+    const body = { activationCode: code.body.activationCode.code, operatorId: "002-01", clientCorrelator: "c-1" };
+    const first = await A.api.call("POST", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token, body });
+    expect(first.status).toBe(201);
+    await A.api.call("DELETE", `/twinning/v1/primary/${enc(p.address)}/twins/${first.body.twin.twinId}`, { token: p.token });
+    const replay = await A.api.call("POST", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token, body });
+    expect([replay.status, messageId(replay.body)]).toEqual([403, "POL1038"]);
+    expect((await B.node().context.store.listActiveTwins(1000)).filter((t) => t.secondaryAddress === s.address)).toEqual([]);
+  });
+
+  it("a peer cannot claim one of our subscribers as its own (codes, activations)", async () => {
+    const ours = await A.party(addr(A));
+    const federation = B.node().context.federation!;
+    const code = await federation.send("001-01", { method: "POST", path: "/activationCodes", msgId: randomUUID(), body: { secondaryAddress: ours.address, secondaryOperatorId: "002-01" } });
+    expect([code.status, messageId(code.body)]).toEqual([403, "POL2003"]);
+    const s = await B.party(addr(B));
+    const act = await federation.send("001-01", {
+      method: "POST",
+      path: "/activations",
+      msgId: randomUUID(),
+      body: { twinId: randomUUID(), secondaryAddress: s.address, primaryAddress: ours.address, primaryOperatorId: "002-01", name: "x" },
+    });
+    expect(act.status).toBe(403);
+  });
+
+  it("OAU-001 introspection reports a de-provisioned subscriber's token inactive", async () => {
+    const p = await A.party(addr(A));
+    const introspect = async () =>
+      (await (
+        await fetch(`${A.t.url}/oauth/introspect`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${A.t.node.adminToken}`, "content-type": "application/x-www-form-urlencoded" },
+          body: `token=${encodeURIComponent(p.token)}`,
+        })
+      ).json()) as any;
+    expect((await introspect()).active).toBe(true);
+    await A.api.call("DELETE", `/admin/v1/subscribers/${enc(p.address)}`, { token: A.t.node.adminToken });
+    expect(await introspect()).toEqual({ active: false });
+  });
+
+  it("OAU-002 a twin-scoped token cannot read or change the subscriber's notifications", async () => {
+    const [p, s] = [await A.party(addr(A)), await A.party(addr(A))];
+    const { primaryTwinToken } = await A.api.twin(p, s);
+    const sub = await A.api.call("GET", `/twinning/v1/primary/${enc(p.address)}/subscriptions`, { token: primaryTwinToken });
+    expect([sub.status, messageId(sub.body)]).toEqual([403, "POL2003"]);
+  });
+
+  it("only a refusal of the message itself ends a peer delivery; 401, 403, 409, 429 and 5xx are retried", () => {
+    expect([400, 404].map(isFinalRefusal)).toEqual([true, true]);
+    expect([401, 403, 409, 429, 500, 503].map(isFinalRefusal)).toEqual([false, false, false, false, false, false]);
+  });
+});
