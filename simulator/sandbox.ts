@@ -90,6 +90,8 @@ export class Sandbox {
         device: { host: "127.0.0.1", port: plan.devicePort },
         // Short lifetimes and quick retries keep a simulation run under two minutes.
         policy: { codeTtlSeconds: 10 },
+        // The scenarios' callback servers listen on loopback.
+        limits: { allowPrivateCallbackTargets: true },
         delivery: { retryBaseDelayMs: 100, retryMaxDelayMs: 1_000 },
         federation: {
           host: "127.0.0.1",

@@ -44,6 +44,8 @@ const limitsSchema = z
     maxSubscriptionsPerSubscriber: z.number().int().min(1).max(1_000).default(20),
     /** Largest `duration` accepted for a subscription. */
     maxSubscriptionDurationSeconds: z.number().int().min(60).max(31_536_000).default(2_592_000),
+    /** Allow callbacks to loopback, link-local and private addresses (labs, simulators); off in production. */
+    allowPrivateCallbackTargets: z.boolean().default(false),
     /** Deadline for one callback POST. */
     callbackTimeoutMs: z.number().int().min(100).max(60_000).default(5_000),
     /** How long notifications stay replayable for SSE clients (Last-Event-ID). */

@@ -12,6 +12,7 @@ import { encodeAddress } from "../domain/address.ts";
 import { createHash } from "node:crypto";
 import { subscriptionView } from "./resources.ts";
 import { streamNotifications } from "./notification-stream.ts";
+import { isInternalHostLiteral } from "../notifications/callback-target.ts";
 
 const tags = ["notifications"];
 const base = "/twinning/v1/{role}/{addr}";
@@ -59,6 +60,9 @@ export function registerSubscriptionRoutes(app: App, ctx: NodeContext): void {
       const role = pathRole(c);
       const address = pathSubject(c);
       const body = validBody(c, subscriptionRequest);
+      if (!ctx.config.limits.allowPrivateCallbackTargets && isInternalHostLiteral(body.callbackReference.notifyURL)) {
+        throw new TwinningError("invalid_input", { variables: ["callbackReference.notifyURL"], detail: "internal callback address refused" });
+      }
       const nowMs = ctx.nowMs();
       const durationS = Math.min(body.duration ?? ctx.config.limits.maxSubscriptionDurationSeconds, ctx.config.limits.maxSubscriptionDurationSeconds);
       const fingerprint = createHash("sha256").update(JSON.stringify([body.callbackReference, body.duration ?? null])).digest("base64url");

@@ -1,5 +1,6 @@
 import { request, type Dispatcher } from "undici";
 import type { OutboxEntry } from "../store/store-port.ts";
+import { resolvesInternally } from "./callback-target.ts";
 
 /** A failed delivery: the receiver's status and a shortened body, never our payload. */
 export class DeliveryError extends Error {
@@ -17,8 +18,12 @@ export class DeliveryError extends Error {
 }
 
 /** POSTs one callback notification (OMA REST NetAPI callback style) with a deadline. */
-export function createCallbackSender(options: { dispatcher: Dispatcher; timeoutMs: number }) {
+export function createCallbackSender(options: { dispatcher: Dispatcher; timeoutMs: number; allowPrivateTargets: boolean }) {
   return async function sendCallback(entry: OutboxEntry): Promise<void> {
+    // Again at send time: a name may resolve to an internal address now (DNS rebinding).
+    if (!options.allowPrivateTargets && (await resolvesInternally(entry.target).catch(() => true))) {
+      throw new DeliveryError("callback address is internal or does not resolve", undefined, { permanent: true });
+    }
     let response: Dispatcher.ResponseData;
     try {
       response = await request(entry.target, {

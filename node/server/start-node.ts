@@ -72,7 +72,7 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
       })
     : undefined;
   if (federation) federation.logger = logger;
-  const sendCallback = createCallbackSender({ dispatcher, timeoutMs: config.limits.callbackTimeoutMs });
+  const sendCallback = createCallbackSender({ dispatcher, timeoutMs: config.limits.callbackTimeoutMs, allowPrivateTargets: config.limits.allowPrivateCallbackTargets });
   const sendToPeer = federation ? createPeerSender(federation) : undefined;
 
   const outbox = new OutboxWorker({

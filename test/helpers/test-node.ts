@@ -26,6 +26,8 @@ export async function startTestNode(
     dataDir,
     device: { host: "127.0.0.1", port: 0, ...(overrides.device ?? {}) },
     delivery: { retryBaseDelayMs: 20, retryMaxDelayMs: 200, ...(overrides.delivery ?? {}) },
+    // Test callback receivers listen on 127.0.0.1.
+    limits: { allowPrivateCallbackTargets: true, ...(overrides.limits ?? {}) },
   });
   const node = await startNode(config, options);
   let stopped = false;

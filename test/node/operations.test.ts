@@ -80,7 +80,7 @@ describe("graceful shutdown", () => {
     const dataDir = mkdtempSync(join(tmpdir(), "twinning-sigterm-"));
     const child = spawn(process.execPath, ["--import", "tsx", "node/main.ts"], {
       cwd: join(import.meta.dirname, "../.."),
-      env: { ...process.env, TWINNING_DATA_DIR: dataDir, TWINNING_DEVICE_PORT: "0", TWINNING_LOG_LEVEL: "silent" },
+      env: { ...process.env, TWINNING_DATA_DIR: dataDir, TWINNING_DEVICE_PORT: "0", TWINNING_LOG_LEVEL: "silent", TWINNING_LIMITS_ALLOW_PRIVATE_CALLBACK_TARGETS: "true" },
       stdio: ["ignore", "pipe", "pipe"],
     });
     try {
