@@ -21,7 +21,7 @@ import { AccessTokens } from "../tokens/access-tokens.ts";
 import { loadOrCreateSecrets } from "./node-secrets.ts";
 import { Federation } from "../federation/federation.ts";
 import { createFederationApp } from "../federation/federation-app.ts";
-import { createPeerBatchSender, createPeerSender } from "../federation/peer-delivery.ts";
+import { createPeerBatchSender } from "../federation/peer-delivery.ts";
 
 export interface StartNodeOptions {
   /** Injected clock; defaults to Date.now. */
@@ -73,11 +73,11 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
     : undefined;
   if (federation) federation.logger = logger;
   const sendCallback = createCallbackSender({ dispatcher, timeoutMs: config.limits.callbackTimeoutMs, allowPrivateTargets: config.limits.allowPrivateCallbackTargets });
-  const sendToPeer = federation ? createPeerSender(federation) : undefined;
 
   const outbox = new OutboxWorker({
     store,
-    deliver: (entry) => (entry.kind === "peer" && sendToPeer ? sendToPeer(entry) : sendCallback(entry)),
+    // Callbacks one by one; peer lanes in batches (one message per request to peers without the extension).
+    deliver: sendCallback,
     ...(federation ? { deliverBatch: createPeerBatchSender(federation) } : {}),
     policy: { ...config.delivery, maxAgeMs: config.delivery.maxAgeSeconds * 1000 },
     concurrency: config.delivery.concurrency,
