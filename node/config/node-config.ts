@@ -50,6 +50,10 @@ const limitsSchema = z
     callbackTimeoutMs: z.number().int().min(100).max(60_000).default(5_000),
     /** How long notifications stay replayable for SSE clients (Last-Event-ID). */
     notificationRetentionSeconds: z.number().int().min(60).max(2_592_000).default(86_400),
+    /** Largest request header block accepted (both listeners); larger ones get 431. */
+    maxHeaderBytes: z.number().int().min(4_096).max(65_536).default(16_384),
+    /** Time a client has to send its whole request (headers and body); then 408. */
+    requestTimeoutMs: z.number().int().min(1_000).max(300_000).default(30_000),
     /** Time given to in-flight requests on SIGTERM before the listener is closed hard. */
     shutdownGraceMs: z.number().int().min(0).max(120_000).default(10_000),
   })

@@ -116,6 +116,14 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
     },
   };
 
+  // Both listeners: header size and request time bounded (Node checks timeouts on an interval,
+  // so the interval follows the timeout).
+  const requestBounds = {
+    maxHeaderSize: config.limits.maxHeaderBytes,
+    requestTimeout: config.limits.requestTimeoutMs,
+    headersTimeout: Math.min(config.limits.requestTimeoutMs, 60_000),
+    connectionsCheckingInterval: Math.max(250, Math.min(30_000, Math.floor(config.limits.requestTimeoutMs / 4))),
+  };
   const app = createDeviceApp(context);
   const tls = config.device.tlsCertFile && config.device.tlsKeyFile
     ? { cert: readFileSync(config.device.tlsCertFile), key: readFileSync(config.device.tlsKeyFile) }
@@ -126,7 +134,7 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
         fetch: app.fetch,
         hostname: config.device.host,
         port: config.device.port,
-        serverOptions: { maxHeaderSize: 16_384, ...(tls ?? {}) },
+        serverOptions: { ...requestBounds, ...(tls ?? {}) },
         ...(tls ? { createServer: createHttpsServer } : {}),
       },
       () => resolveListening(s),
@@ -149,7 +157,14 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
           port: f.port,
           createServer: createHttpsServer,
           // requestCert without rejectUnauthorized: a foreign certificate gets a clear error body instead of a bare TLS failure.
-          serverOptions: { cert: federation.tls.cert, key: federation.tls.key, ca: federation.tls.ca, requestCert: true, rejectUnauthorized: false, maxHeaderSize: 16_384 },
+          serverOptions: {
+            cert: federation.tls.cert,
+            key: federation.tls.key,
+            ca: federation.tls.ca,
+            requestCert: true,
+            rejectUnauthorized: false,
+            ...requestBounds,
+          },
         },
         () => resolveListening(s),
       );

@@ -1,0 +1,41 @@
+import { connect } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestNode, type TestNode } from "../helpers/test-node.ts";
+
+let t: TestNode;
+beforeAll(async () => {
+  t = await startTestNode({ limits: { maxHeaderBytes: 4_096, requestTimeoutMs: 1_000 } });
+});
+afterAll(async () => t.cleanup());
+
+/** Writes raw bytes to the device listener and returns what comes back before it closes (bounded). */
+function raw(send: (write: (s: string) => void) => void, timeoutMs = 5_000): Promise<string> {
+  const { port } = new URL(t.url);
+  return new Promise((resolve) => {
+    const socket = connect(Number(port), "127.0.0.1");
+    let data = "";
+    const done = () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(data);
+    };
+    const timer = setTimeout(done, timeoutMs);
+    socket.on("data", (d) => (data += String(d)));
+    socket.on("close", done);
+    socket.on("error", done);
+    socket.on("connect", () => send((s) => socket.write(s)));
+  });
+}
+
+describe("HLF-CM-006 resource limits are bounded by configuration", () => {
+  it("request headers over limits.maxHeaderBytes are refused with 431 before the app sees them", async () => {
+    const answer = await raw((w) => w(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(6_000)}\r\n\r\n`));
+    expect(answer).toMatch(/^HTTP\/1\.1 431 /);
+  });
+
+  it("a client that does not finish its request within limits.requestTimeoutMs gets 408, and the node stays healthy", async () => {
+    const answer = await raw((w) => w(`POST /twinning/v1/primary/acr%3AAuthorization/twins HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"a":`));
+    expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+    expect((await fetch(`${t.url}/healthz`)).status).toBe(200);
+  });
+});
