@@ -113,6 +113,14 @@ describe("secondary device: twinning", () => {
     expect(seen.body.twin.status).toBe("Off");
   });
 
+  it("HLF-TE-002 a status change persists in the enabler: the store holds it, with its version", async () => {
+    const [p, s] = [await party(), await party()];
+    const { twin } = await api.twin(p, s);
+    await api.call("PUT", `/twinning/v1/secondary/${enc(s.address)}/twinning/status`, { token: s.token, body: { status: "Off" } });
+    const stored = await t.node.context.store.getTwin(twin.twinId);
+    expect([stored?.status, stored?.version, stored?.active]).toEqual(["Off", 2, true]);
+  });
+
   it("HLF-TE-003 toggling Off does not end the relationship", async () => {
     const [p, s] = [await party(), await party()];
     await api.twin(p, s);

@@ -64,6 +64,20 @@ describe("federation between operators over mutual TLS", () => {
     expect(q.body.twinning.primaryOperatorId).toBe("001-01");
   });
 
+  it("HLF-IC-003 HLF-SD-003 the primary's operator answers a peer's code request with the code and its own identity, signed", async () => {
+    const s = await B.party(addr(B));
+    const answer = await B.node().context.federation!.send("001-01", {
+      method: "POST",
+      path: "/activationCodes",
+      msgId: `ic3-${n}`,
+      body: { secondaryAddress: s.address, secondaryOperatorId: "002-01" },
+    });
+    expect(answer.status).toBe(201);
+    expect(answer.body.code).toMatch(/^\d{6}$/);
+    expect(answer.body.operatorId).toBe("001-01");
+    expect(Date.parse(answer.body.expiresAt)).toBeGreaterThan(Date.now());
+  });
+
   it("HLF-IC-004 a code issued by the secondary's operator is redeemed across; the primary's address is exposed to that operator", async () => {
     const p = await A.party(addr(A));
     const s = await B.party(addr(B));
@@ -137,7 +151,7 @@ describe("federation between operators over mutual TLS", () => {
     expect(list.status).toBe(200);
   });
 
-  it("HLF-SD-009 HLF-IC-006 the secondary at B gets a primary-services token minted by A, with A's endpoints, introspectable at A, dead after deactivation", async () => {
+  it("HLF-IC-006 HLF-SD-009 the secondary at B gets a primary-services token minted by A, with A's endpoints, introspectable at A, dead after deactivation", async () => {
     const p = await A.party(addr(A));
     const s = await B.party(addr(B));
     const { twin } = await twinAcross(A, p, B, s, "secondary-operator");

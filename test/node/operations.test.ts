@@ -51,6 +51,25 @@ describe("the API around the node", () => {
     expect(page).not.toContain("<script");
   });
 
+  it("HLF-CM-003 every resource URL the API hands out carries the API version", async () => {
+    const [pa, sa] = [newAddress(), newAddress()];
+    const p = { address: pa, token: await api.subscriber(t.node.adminToken, pa) };
+    const s = { address: sa, token: await api.subscriber(t.node.adminToken, sa) };
+    const { twin, codeResource } = await api.twin(p, s);
+    const list = await api.call("GET", `/twinning/v1/primary/${enc(pa)}/twins`, { token: p.token });
+    for (const url of [twin.resourceURL, codeResource.resourceURL, list.body.twinList.resourceURL]) expect(new URL(url).pathname).toMatch(/^\/twinning\/v1\//);
+  });
+
+  it("HLF-CM-004 resources speak of the user's twins, codes and statuses, not of underlying protocols", async () => {
+    const [pa, sa] = [newAddress(), newAddress()];
+    const p = { address: pa, token: await api.subscriber(t.node.adminToken, pa) };
+    const s = { address: sa, token: await api.subscriber(t.node.adminToken, sa) };
+    const { twin } = await api.twin(p, s, "my-watch");
+    const one = await api.call("GET", `/twinning/v1/primary/${enc(pa)}/twins/my-watch`, { token: p.token });
+    expect(Object.keys(one.body.twin).sort()).toEqual(["name", "primaryAddress", "resourceURL", "secondaryAddress", "secondaryOperatorId", "status", "twinId"]);
+    expect(one.body.twin).toMatchObject({ twinId: twin.twinId, name: "my-watch", status: "On", primaryAddress: pa, secondaryAddress: sa });
+  });
+
   it("health, readiness and Prometheus metrics", async () => {
     expect((await fetch(`${t.url}/healthz`)).status).toBe(200);
     expect(await (await fetch(`${t.url}/readyz`)).json()).toEqual({ status: "ready" });
