@@ -17,6 +17,12 @@ const policySchema = z
     maxFailedAttemptsPerPrimary: z.number().int().min(1).max(1_000).default(5),
     /** Failed redemptions all primaries of one operator may make within the window. */
     maxFailedAttemptsPerOperator: z.number().int().min(1).max(1_000_000).default(100),
+    /**
+     * Failed redemptions of this node's codes within the window, whoever makes them (our
+     * primaries and every peer operator together): what bounds a lucky guess, since each peer
+     * also has its own per-operator budget. Default 50: at most 50 guesses per code lifetime.
+     */
+    maxFailedAttemptsTotal: z.number().int().min(1).max(1_000_000).default(50),
     /** The sliding window over which failed redemptions are counted. */
     failedAttemptWindowSeconds: z.number().int().min(1).max(86_400).default(900),
     /** HLF-PD-006: how many secondaries one primary may have. */

@@ -156,6 +156,7 @@ export function registerInboundMessages(
         attemptBudgets: [
           { key: `primary:${peer}:${body.primaryAddress}`, limit: policy.maxFailedAttemptsPerPrimary },
           { key: `operator:${peer}`, limit: policy.maxFailedAttemptsPerOperator },
+          { key: `codes:${own}`, limit: policy.maxFailedAttemptsTotal },
         ],
         attemptWindowMs: policy.failedAttemptWindowSeconds * 1000,
         correlator,

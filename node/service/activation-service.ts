@@ -122,6 +122,7 @@ export async function activateTwin(
     attemptBudgets: [
       { key: `primary:${primary}`, limit: policy.maxFailedAttemptsPerPrimary },
       { key: `operator:${own}`, limit: policy.maxFailedAttemptsPerOperator },
+      { key: `codes:${own}`, limit: policy.maxFailedAttemptsTotal },
     ],
     attemptWindowMs: policy.failedAttemptWindowSeconds * 1000,
     ...(correlator ? { correlator } : {}),
