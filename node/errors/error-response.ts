@@ -42,6 +42,18 @@ export function errorBody(error: TwinningError): OmaErrorBody {
   };
 }
 
+/**
+ * For requests Node's HTTP layer refuses before the app sees them (headers too large, a
+ * request that does not arrive in time, a malformed request line): the raw HTTP answer, still
+ * with the OMA body.
+ */
+export function rawErrorResponse(code: string | undefined): string {
+  const [status, reason, part] =
+    code === "HPE_HEADER_OVERFLOW" ? [431, "Request Header Fields Too Large", "headers"] : code === "ERR_HTTP_REQUEST_TIMEOUT" ? [408, "Request Timeout", "request"] : [400, "Bad Request", "request"];
+  const body = JSON.stringify(errorBody(new TwinningError("invalid_input", { variables: [part], status })));
+  return `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+}
+
 export function errorResponse(error: TwinningError): Response {
   const headers = new Headers({ "content-type": "application/json" });
   if (error.retryAfterSeconds !== undefined) headers.set("retry-after", String(Math.max(1, Math.ceil(error.retryAfterSeconds))));

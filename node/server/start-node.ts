@@ -8,6 +8,8 @@ import { Agent } from "undici";
 import type { NodeConfig } from "../config/node-config.ts";
 import { CodeHasher } from "../domain/activation-code.ts";
 import { createDeviceApp } from "../http/create-app.ts";
+import { rawErrorResponse } from "../errors/error-response.ts";
+import type { Socket } from "node:net";
 import { createCallbackSender } from "../notifications/callback-sender.ts";
 import { NotificationHub } from "../notifications/notification-hub.ts";
 import { OutboxWorker } from "../notifications/outbox-worker.ts";
@@ -48,6 +50,15 @@ export interface RunningNode {
   reloadFederation(): Promise<{ peers: number; keys: number }>;
   /** Graceful stop: streams end, in-flight requests finish, the outbox keeps its state. */
   stop(): Promise<void>;
+}
+
+/** Requests Node refuses before the app (431, 408, 400) still get the OMA error body. */
+function answerClientErrors(server: ServerType): void {
+  server.on("clientError", (error: NodeJS.ErrnoException, socket: Socket) => {
+    // As Node's own handler: answer only if nothing was written on this connection yet.
+    if (!socket.writable || socket.bytesWritten > 0) return void socket.destroy();
+    socket.end(rawErrorResponse(error.code));
+  });
 }
 
 export async function startNode(config: NodeConfig, options: StartNodeOptions = {}): Promise<RunningNode> {
@@ -141,6 +152,7 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
     );
     s.once("error", reject);
   });
+  answerClientErrors(server);
   const address = server.address() as AddressInfo;
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
   if (!baseUrl) baseUrl = `${tls ? "https" : "http"}://${host}:${address.port}`;
@@ -170,6 +182,7 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
       );
       s.once("error", reject);
     });
+    answerClientErrors(federationServer);
     const fedAddress = federationServer.address() as AddressInfo;
     federation.publicUrl = f.publicUrl?.replace(/\/$/, "") ?? `https://${fedAddress.family === "IPv6" ? `[${fedAddress.address}]` : fedAddress.address}:${fedAddress.port}`;
   }

@@ -31,11 +31,15 @@ describe("HLF-CM-006 resource limits are bounded by configuration", () => {
   it("request headers over limits.maxHeaderBytes are refused with 431 before the app sees them", async () => {
     const answer = await raw((w) => w(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(6_000)}\r\n\r\n`));
     expect(answer).toMatch(/^HTTP\/1\.1 431 /);
+    expect(JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4))).toEqual({
+      requestError: { serviceException: { messageId: "SVC0002", text: "Invalid input value for message part headers", variables: ["headers"] } },
+    });
   });
 
   it("a client that does not finish its request within limits.requestTimeoutMs gets 408, and the node stays healthy", async () => {
     const answer = await raw((w) => w(`POST /twinning/v1/primary/acr%3AAuthorization/twins HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"a":`));
     expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+    expect(answer).toContain('"messageId":"SVC0002"');
     expect((await fetch(`${t.url}/healthz`)).status).toBe(200);
   });
 });
