@@ -44,13 +44,6 @@ export function effectsOfChange(kind: ChangeKind, twin: Twin, changedBy: TwinRol
   return { notifications: [], peerMessages: [message] };
 }
 
-/** The operator on the other side of a twin, seen from `ownOperatorId` (undefined if both are local). */
-export function peerOperatorOf(twin: Twin, ownOperatorId: string): string | undefined {
-  if (twin.primaryOperatorId !== ownOperatorId) return twin.primaryOperatorId;
-  if (twin.secondaryOperatorId !== ownOperatorId) return twin.secondaryOperatorId;
-  return undefined;
-}
-
 /** HLF-IC-005 convergence: the last-writer-wins order of (version, origin operator). */
 export function isNewerStatus(incoming: { version: number; origin: string }, current: { version: number; origin: string }): boolean {
   return incoming.version > current.version || (incoming.version === current.version && incoming.origin > current.origin);

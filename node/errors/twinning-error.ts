@@ -19,7 +19,6 @@ const catalogue = {
   invalid_input: { messageId: "SVC0002", status: 400, kind: "serviceException", text: "Invalid input value for message part %1" },
   body_too_large: { messageId: "SVC0002", status: 413, kind: "serviceException", text: "Invalid input value for message part %1: the request body is larger than allowed" },
   not_found: { messageId: "SVC0002", status: 404, kind: "serviceException", text: "Unknown resource %1" },
-  method_not_allowed: { messageId: "SVC0002", status: 405, kind: "serviceException", text: "Method not allowed on %1" },
   invalid_address: { messageId: "SVC0004", status: 400, kind: "serviceException", text: "No valid addresses provided in message part %1" },
   correlator_conflict: { messageId: "SVC0005", status: 409, kind: "serviceException", text: "Correlator %1 specified in message part %2 is a duplicate" },
   undefined_role: { messageId: "SVC1014", status: 400, kind: "serviceException", text: "Undefined twinning role %1" },
