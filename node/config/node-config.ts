@@ -23,6 +23,12 @@ const policySchema = z
      * also has its own per-operator budget. Default 50: at most 50 guesses per code lifetime.
      */
     maxFailedAttemptsTotal: z.number().int().min(1).max(1_000_000).default(50),
+    /**
+     * The per-code limit: a pending code is void once this many failed redemptions of this
+     * node's codes were made since it was issued (whoever made them). With the defaults, a
+     * lucky guess has at most (20 + 1) / 10^6 chance per code: below 1 in 47,000.
+     */
+    maxFailedAttemptsPerCode: z.number().int().min(1).max(1_000_000).default(20),
     /** The sliding window over which failed redemptions are counted. */
     failedAttemptWindowSeconds: z.number().int().min(1).max(86_400).default(900),
     /** HLF-PD-006: how many secondaries one primary may have. */

@@ -159,6 +159,7 @@ export function registerInboundMessages(
           { key: `codes:${own}`, limit: policy.maxFailedAttemptsTotal },
         ],
         attemptWindowMs: policy.failedAttemptWindowSeconds * 1000,
+        codeBudget: { key: `codes:${own}`, limit: policy.maxFailedAttemptsPerCode },
         correlator,
       });
       if (result.kind === "invalid-code" || result.kind === "remote-secondary") throw new TwinningError("invalid_code");

@@ -190,7 +190,12 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
   outbox.start();
   const pruneTimer = setInterval(() => {
     store
-      .prune({ nowMs: nowMs(), notificationRetentionMs: config.limits.notificationRetentionSeconds * 1000, attemptWindowMs: config.policy.failedAttemptWindowSeconds * 1000 })
+      .prune({
+        nowMs: nowMs(),
+        notificationRetentionMs: config.limits.notificationRetentionSeconds * 1000,
+        // Failures are kept while a code they count against can still be redeemed (per-code limit).
+        attemptWindowMs: Math.max(config.policy.failedAttemptWindowSeconds, config.policy.codeTtlSeconds) * 1000,
+      })
       .catch((error: unknown) => logger.warn({ err: error }, "prune failed"));
   }, 60_000);
   pruneTimer.unref();

@@ -125,6 +125,7 @@ export async function activateTwin(
       { key: `codes:${own}`, limit: policy.maxFailedAttemptsTotal },
     ],
     attemptWindowMs: policy.failedAttemptWindowSeconds * 1000,
+    codeBudget: { key: `codes:${own}`, limit: policy.maxFailedAttemptsPerCode },
     ...(correlator ? { correlator } : {}),
   });
   switch (result.kind) {

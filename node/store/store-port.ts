@@ -163,6 +163,12 @@ export interface RedeemCodeInput {
   /** Failed-attempt budgets (HLF-CM-006): keys such as `primary:tel:+1…` with their limits. */
   readonly attemptBudgets: readonly { key: string; limit: number }[];
   readonly attemptWindowMs: number;
+  /**
+   * The per-code limit: once `limit` failures have been recorded under `key` (one of the
+   * attemptBudgets) since a pending code was issued, that code is void (a guess names no code,
+   * so each failure counts against every code it could have hit).
+   */
+  readonly codeBudget?: { readonly key: string; readonly limit: number };
   readonly correlator?: CorrelatorInput;
 }
 

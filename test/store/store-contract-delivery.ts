@@ -201,6 +201,25 @@ export function deliveryContract(makeStore: MakeStore): void {
       expect((await store.redeemActivationCode(redeemInput(P2, code, later))).kind).toBe("activated");
     });
 
+    it("HLF-CM-006 a pending code is void once the per-code limit of failures was made since it was issued", async () => {
+      const { store } = h();
+      const codeBudget = { key: `codes:${OP}`, limit: 3 };
+      const attemptBudgets = [{ key: codeBudget.key, limit: 1_000 }];
+      const older = newCode();
+      const olderCode = await issued(store, S1, older, { nowMs: T0 });
+      const guess = (at: number) => store.redeemActivationCode(redeemInput(P2, newCode(), { attemptBudgets, codeBudget, nowMs: at }));
+      for (const at of [T0 + 1, T0 + 2]) expect((await guess(at)).kind).toBe("invalid-code");
+      // A code issued after two of the failures has seen only the later ones.
+      const newer = newCode();
+      await issued(store, S2, newer, { nowMs: T0 + 3 });
+      expect((await guess(T0 + 4)).kind).toBe("invalid-code");
+      // The older code has now seen three failures: void, though right and unexpired.
+      expect((await store.redeemActivationCode(redeemInput(P1, older, { attemptBudgets, codeBudget, nowMs: T0 + 5 }))).kind).toBe("invalid-code");
+      expect((await store.getActivationCode(S1, olderCode.codeId, T0 + 5))?.state).not.toBe("Pending");
+      // The newer one has seen one and still works.
+      expect((await store.redeemActivationCode(redeemInput(P1, newer, { attemptBudgets, codeBudget, nowMs: T0 + 6 }))).kind).toBe("activated");
+    });
+
     it("ping resolves on an open store", async () => {
       await expect(h().store.ping()).resolves.toBeUndefined();
     });

@@ -92,6 +92,7 @@ export function redeemActivationCode(d: SqliteDatabase, input: RedeemCodeInput):
     const code = candidates.find((c) => input.verify(c.code_hash) && c.expires_at > input.nowMs);
     if (!code) {
       for (const budget of input.attemptBudgets) d.sql(`INSERT INTO failed_attempts (budget_key, at) VALUES (?, ?)`).run(budget.key, input.nowMs);
+      if (input.codeBudget) voidOverGuessedCodes(d, input.issuerOperatorId, input.codeBudget);
       return { kind: "invalid-code" };
     }
 
@@ -123,6 +124,16 @@ export function redeemActivationCode(d: SqliteDatabase, input: RedeemCodeInput):
     const { notifications, queued } = recordEffects(d, effectsOfChange("activation", twin, "primary", own, input.nowMs), input.nowMs);
     return { kind: "activated", twin, codeId: code.code_id, notifications, queued };
   });
+}
+
+/**
+ * The per-code limit: the limit-th most recent failure under the key is the time T after which
+ * that many guesses were made; every pending code issued at or before T has seen them all.
+ */
+function voidOverGuessedCodes(d: SqliteDatabase, issuerOperatorId: string, budget: { key: string; limit: number }): void {
+  const kth = d.sql(`SELECT at FROM failed_attempts WHERE budget_key = ? ORDER BY at DESC LIMIT 1 OFFSET ?`).get(budget.key, budget.limit - 1) as { at: number } | undefined;
+  if (!kth) return;
+  d.sql(`UPDATE activation_codes SET state = 'Superseded' WHERE issuer_operator_id = ? AND state = 'Pending' AND created_at <= ?`).run(issuerOperatorId, kth.at);
 }
 
 export function findTwinOfPrimary(d: SqliteDatabase, primary: string, ref: TwinRef): Twin | undefined {
