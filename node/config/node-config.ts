@@ -26,7 +26,7 @@ const policySchema = z
     /**
      * The per-code limit: a pending code is void once this many failed redemptions of this
      * node's codes were made since it was issued (whoever made them). With the defaults, a
-     * lucky guess has at most (20 + 1) / 10^6 chance per code: below 1 in 47,000.
+     * lucky guess has at most 20 / 10^6 chance per code lifetime: 1 in 50,000.
      */
     maxFailedAttemptsPerCode: z.number().int().min(1).max(1_000_000).default(20),
     /** The sliding window over which failed redemptions are counted. */
@@ -83,6 +83,13 @@ const deliverySchema = z
     maxAgeSeconds: z.number().int().min(1).max(2_592_000).default(86_400),
     /** Entries delivered concurrently (one at a time per lane, so order per target holds). */
     concurrency: z.number().int().min(1).max(256).default(16),
+    /**
+     * Messages waiting for one peer operator. At this many, toggles of twins shared with that
+     * peer are refused (503 SVC3002, Retry-After) until its backlog drains, so an outage cannot
+     * grow the outbox without bound. Deactivations and compensations are never refused (each
+     * twin has at most one).
+     */
+    maxQueuedMessagesPerPeer: z.number().int().min(1).max(100_000_000).default(100_000),
   })
   .strict();
 

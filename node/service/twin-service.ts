@@ -39,7 +39,14 @@ export async function resolveSecondaryTwin(ctx: NodeContext, secondary: string, 
 
 /** HLF-PD-002, HLF-SD-004, HLF-TE-002/003: toggling persists and keeps the relationship. */
 export async function toggleTwin(ctx: NodeContext, twin: Twin, status: TwinStatus, changedBy: TwinRole): Promise<Twin> {
-  const result = await ctx.store.changeTwinStatus({ twinId: twin.twinId, status, changedBy, origin: ctx.config.operatorId, nowMs: ctx.nowMs() });
+  const result = await ctx.store.changeTwinStatus({
+    twinId: twin.twinId,
+    status,
+    changedBy,
+    origin: ctx.config.operatorId,
+    nowMs: ctx.nowMs(),
+    maxQueuedPerPeer: ctx.config.delivery.maxQueuedMessagesPerPeer,
+  });
   if (result.changed) ctx.committed(result.notifications, result.queued);
   return result.twin;
 }

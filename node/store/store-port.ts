@@ -187,6 +187,8 @@ export interface ChangeStatusInput {
   /** The operator where the change is made: this node. A recipient of another operator gets a peer message. */
   readonly origin: string;
   readonly nowMs: number;
+  /** Refuses (SVC3002) a change that would queue a peer message behind this many for that peer. */
+  readonly maxQueuedPerPeer?: number;
 }
 
 export interface DeactivateInput {

@@ -33,13 +33,16 @@ export function recordNotifications(d: SqliteDatabase, drafts: readonly Notifica
   return { stored, queued };
 }
 
+/** The outbox lane of a peer operator's messages. */
+export const peerLane = (operatorId: string): string => `peer:${operatorId}`;
+
 /** Federation messages go to the outbox, one lane per peer operator (order of effect per peer). */
 export function recordPeerMessages(d: SqliteDatabase, messages: readonly PeerMessageDraft[], nowMs: number, dueAtMs = nowMs): number[] {
   return messages.map((m) =>
     Number(
       d
         .sql(`INSERT INTO outbox (lane, kind, target, payload, state, attempts, next_attempt_at, created_at) VALUES (?, 'peer', ?, ?, 'pending', 0, ?, ?)`)
-        .run(m.lane ?? `peer:${m.operatorId}`, m.operatorId, JSON.stringify({ method: m.method, path: m.path, msgId: m.msgId, body: m.body }), dueAtMs, nowMs).lastInsertRowid,
+        .run(m.lane ?? peerLane(m.operatorId), m.operatorId, JSON.stringify({ method: m.method, path: m.path, msgId: m.msgId, body: m.body }), dueAtMs, nowMs).lastInsertRowid,
     ),
   );
 }

@@ -13,7 +13,7 @@ import type {
 import type { Twin } from "../../domain/twin.ts";
 import { findCorrelator, recordCorrelator } from "./sqlite-correlators.ts";
 import type { SqliteDatabase } from "./sqlite-database.ts";
-import { recordEffects } from "./sqlite-notifications.ts";
+import { peerLane, recordEffects } from "./sqlite-notifications.ts";
 import { toCode, toTwin, type CodeRow, type TwinRow } from "./sqlite-rows.ts";
 
 export const activeTwinOfSecondary = (d: SqliteDatabase, address: string) =>
@@ -191,9 +191,19 @@ export function changeTwinStatus(d: SqliteDatabase, input: ChangeStatusInput): C
       input.twinId,
     );
     const twin = toTwin(twinRow(d, input.twinId)!);
-    const { notifications, queued } = recordEffects(d, effectsOfChange("status", twin, input.changedBy, input.origin, input.nowMs), input.nowMs);
+    const effects = effectsOfChange("status", twin, input.changedBy, input.origin, input.nowMs);
+    if (input.maxQueuedPerPeer !== undefined) for (const m of effects.peerMessages) assertPeerBacklogRoom(d, m.operatorId, input.maxQueuedPerPeer);
+    const { notifications, queued } = recordEffects(d, effects, input.nowMs);
     return { twin, changed: true, notifications, queued };
   });
+}
+
+/** The outbox bound per peer: counting stops at the limit, so a check costs at most that. */
+function assertPeerBacklogRoom(d: SqliteDatabase, operatorId: string, limit: number): void {
+  const { n } = d.sql(`SELECT COUNT(*) AS n FROM (SELECT 1 FROM outbox WHERE lane = ? AND state = 'pending' LIMIT ?)`).get(peerLane(operatorId), limit) as { n: number };
+  if (n >= limit) {
+    throw new TwinningError("peer_unreachable", { variables: [operatorId], detail: `${limit} messages already queued for this peer`, retryAfterSeconds: 60 });
+  }
 }
 
 export function deactivateTwin(d: SqliteDatabase, input: DeactivateInput): ChangeResult {
