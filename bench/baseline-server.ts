@@ -8,13 +8,43 @@ import { Hono } from "hono";
 /**
  * The baselines the goals are ratios to, served by the same stack in its own process:
  * `get`: a bare Hono JSON GET; `insert`: a Hono POST that parses JSON and does one
- * better-sqlite3 INSERT (WAL, synchronous=NORMAL, as the node uses).
+ * better-sqlite3 INSERT (WAL, synchronous=NORMAL, as the node uses); `reads`: a reference, the
+ * list route's two reads and nothing else.
  */
 const mode = process.argv[2];
 const app = new Hono();
 let cleanup = () => {};
 if (mode === "get") {
   app.get("/", (c) => c.json({ hello: "world" }));
+} else if (mode === "reads") {
+  // Not a goal's baseline: a reference for what the reads goal costs at the floor, the list
+  // route's two SQLite reads (subscriber, then its twins) with no authentication, validation,
+  // metrics or request ids.
+  const dir = mkdtempSync(join(tmpdir(), "twinning-bench-"));
+  const db = new Database(join(dir, "b.sqlite"));
+  db.pragma("journal_mode = WAL");
+  db.exec("CREATE TABLE subscribers (address TEXT PRIMARY KEY, twinning_enabled INTEGER NOT NULL) STRICT");
+  db.exec("CREATE TABLE twins (twin_id TEXT PRIMARY KEY, primary_address TEXT NOT NULL, secondary_address TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL, active INTEGER NOT NULL, created_at INTEGER NOT NULL) STRICT");
+  db.exec("CREATE INDEX twins_active_primary ON twins (primary_address, created_at) WHERE active = 1");
+  const seed = db.transaction(() => {
+    for (let i = 0; i < 1000; i++) {
+      db.prepare("INSERT INTO subscribers VALUES (?, 1)").run(`tel:+1${i}`);
+      db.prepare("INSERT INTO twins VALUES (?, ?, ?, 'twin-1', 'On', 1, ?)").run(`t${i}`, `tel:+1${i}`, `tel:+2${i}`, i);
+    }
+  });
+  seed();
+  const subscriber = db.prepare("SELECT * FROM subscribers WHERE address = ?");
+  const twins = db.prepare("SELECT * FROM twins WHERE primary_address = ? AND active = 1 ORDER BY created_at, twin_id");
+  app.get("/primary/:addr/twins", (c) => {
+    const address = c.req.param("addr");
+    if (!subscriber.get(address)) return c.json({ error: "not provisioned" }, 403);
+    const rows = twins.all(address) as { twin_id: string; primary_address: string; secondary_address: string; name: string; status: string }[];
+    return c.json({ twinList: { twin: rows.map((r) => ({ twinId: r.twin_id, primaryAddress: r.primary_address, secondaryAddress: r.secondary_address, name: r.name, status: r.status })) } });
+  });
+  cleanup = () => {
+    db.close();
+    rmSync(dir, { recursive: true, force: true });
+  };
 } else {
   const dir = mkdtempSync(join(tmpdir(), "twinning-bench-"));
   const db = new Database(join(dir, "b.sqlite"));

@@ -29,7 +29,11 @@ const instance = autocannon(
     method: (job.method ?? "GET") as "GET",
     ...(job.body ? { body: job.body } : {}),
     headers: { ...(job.headers ?? {}) },
-    ...(job.targets
+    // Reads are fixed requests (autocannon builds each once and cycles through them per
+    // connection); toggles need a per-request body, so they are set up request by request.
+    ...(job.targets && !job.toggle
+      ? { requests: job.targets.map((t) => ({ method: "GET" as const, path: t.path, headers: { authorization: `Bearer ${t.token}` } })) }
+      : job.targets
       ? {
           requests: [
             {

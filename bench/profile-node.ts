@@ -38,14 +38,26 @@ let t = profile.startTime;
 const at = (profile.timeDeltas as number[]).map((d) => (t += d));
 const end = at[at.length - 1]!;
 const [from, to] = [end - loadMs * 1000 + 500_000, end - 700_000];
+const parent = new Map<number, number>();
+for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+const keyOf = (cf: any) => `${cf.functionName || "(anonymous)"} ${String(cf.url).replace(/.*node_modules\//, "").replace(/.*\/work\/main\//, "")}:${cf.lineNumber}`;
 const self = new Map<string, number>();
+const inclusive = new Map<string, number>();
 let total = 0;
 profile.samples.forEach((id: number, i: number) => {
   if (at[i]! < from || at[i]! > to) return;
-  const cf = byId.get(id).callFrame;
-  const key = `${cf.functionName || "(anonymous)"} ${String(cf.url).replace(/.*node_modules\//, "").replace(/.*\/work\/main\//, "")}:${cf.lineNumber}`;
-  self.set(key, (self.get(key) ?? 0) + profile.timeDeltas[i]);
-  total += profile.timeDeltas[i];
+  const dt = profile.timeDeltas[i] as number;
+  const key = keyOf(byId.get(id).callFrame);
+  self.set(key, (self.get(key) ?? 0) + dt);
+  total += dt;
+  // Inclusive time: each function once per sample, however deep the recursion.
+  const seen = new Set<string>();
+  for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
+    const k = keyOf(byId.get(cur).callFrame);
+    if (!seen.has(k)) inclusive.set(k, (inclusive.get(k) ?? 0) + dt);
+    seen.add(k);
+  }
 });
-for (const [k, v] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 25)) console.log(`${((100 * v) / total).toFixed(1).padStart(5)}%  ${k}`);
+const top = (m: Map<string, number>, n: number) => [...m].sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, v]) => `${((100 * v) / total).toFixed(1).padStart(5)}%  ${k}`).join("\n");
+console.log(`self time\n${top(self, 25)}\n\ninclusive time\n${top(inclusive, Number(process.env.PROFILE_INCLUSIVE ?? 40))}`);
 rmSync(dir, { recursive: true, force: true });

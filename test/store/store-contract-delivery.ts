@@ -18,6 +18,7 @@ import {
   SECOND,
   subscribe,
   T0,
+  uuid,
   useStore,
   type MakeStore,
 } from "./store-fixtures.ts";
@@ -218,6 +219,25 @@ export function deliveryContract(makeStore: MakeStore): void {
       expect((await store.getActivationCode(S1, olderCode.codeId, T0 + 5))?.state).not.toBe("Pending");
       // The newer one has seen one and still works.
       expect((await store.redeemActivationCode(redeemInput(P1, newer, { attemptBudgets, codeBudget, nowMs: T0 + 6 }))).kind).toBe("activated");
+    });
+
+    it("HLF-IC-007 a toggle that would queue a peer message behind maxQueuedPerPeer others is refused (SVC3002) and not applied; a deactivation is not", async () => {
+      const { store } = h();
+      const twinId = uuid();
+      await store.insertFederatedTwin({
+        twin: { twinId, primaryAddress: P1, primaryOperatorId: OP, secondaryAddress: S1, secondaryOperatorId: OTHER_OP, name: "watch", status: "On", version: 1, statusOrigin: OP },
+        localSide: "primary",
+        nowMs: T0,
+        maxTwinsPerPrimary: 10,
+      });
+      const toggle = (status: "On" | "Off") => store.changeTwinStatus({ twinId, status, changedBy: "primary", origin: OP, nowMs: T0 + SECOND, maxQueuedPerPeer: 2 });
+      await toggle("Off");
+      await toggle("On");
+      await expect(toggle("Off")).rejects.toMatchObject({ messageId: "SVC3002" });
+      expect((await store.getTwin(twinId))?.status).toBe("On");
+      expect((await store.outboxStats()).pending).toBe(2);
+      await store.deactivateTwin({ twinId, changedBy: "primary", nowMs: T0 + 2 * SECOND, ownOperatorId: OP });
+      expect((await store.outboxStats()).pending).toBe(3);
     });
 
     it("ping resolves on an open store", async () => {
