@@ -107,6 +107,9 @@ export async function verifyMessage(jws: string, expect: VerifyExpectations): Pr
   }
   if (header.typ !== FEDERATION_TYP) throw reject("wrong typ");
   if (header.alg !== "ES256" && header.alg !== "EdDSA") throw reject("algorithm not allowed");
+  // DESIGN: kid must be one of iss's keys; and no JWS extension is understood (RFC 7515 §4.1.11 crit, RFC 7797 b64).
+  if (typeof header.kid !== "string" || header.kid === "") throw reject("missing kid");
+  if ("crit" in header || "b64" in header) throw reject("unsupported header parameter");
   let key: KeyObject;
   try {
     key = asKeyObject(await expect.getKey({ alg: header.alg, ...(typeof header.kid === "string" ? { kid: header.kid } : {}) }));

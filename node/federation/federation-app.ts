@@ -41,10 +41,13 @@ export function createFederationApp(ctx: NodeContext, federation: Federation): H
   app.use("*", limitBody(options.maxBodyBytes));
   app.use(`${FEDERATION_BASE}/*`, async (c, next) => {
     const socket = c.env.incoming.socket;
-    if (!socket.authorized) {
+    // Node reports a resumed TLS 1.3 session as authorized even when the first handshake
+    // carried no certificate: the certificate itself must be there too.
+    const certificate = socket.authorized ? socket.getPeerCertificate() : undefined;
+    if (!certificate?.raw) {
       throw new TwinningError("federation_rejected", { variables: ["client certificate not issued by the federation CA"], detail: String(socket.authorizationError ?? "no certificate") });
     }
-    const operator = operatorFromSubjectAltName(socket.getPeerCertificate().subjectaltname);
+    const operator = operatorFromSubjectAltName(certificate.subjectaltname);
     if (!operator) throw new TwinningError("federation_rejected", { variables: ["client certificate names no operator"] });
     if (!federation.hasPeer(operator)) throw new TwinningError("peer_not_allowed", { variables: [`operator ${operator} is not a known peer`] });
     c.set("peer", operator);
