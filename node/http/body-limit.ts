@@ -27,10 +27,16 @@ export function limitBody(maxBytes: number): MiddlewareHandler {
     if (!incoming) return fallback(c, next); // not on Node (e.g. app.request in a test)
     const chunks: Buffer[] = [];
     let size = 0;
-    for await (const chunk of incoming as AsyncIterable<Buffer>) {
-      size += chunk.length;
-      if (size > maxBytes) throw tooLarge();
-      chunks.push(chunk);
+    try {
+      for await (const chunk of incoming as AsyncIterable<Buffer>) {
+        size += chunk.length;
+        if (size > maxBytes) throw tooLarge();
+        chunks.push(chunk);
+      }
+    } catch (error) {
+      if (error instanceof TwinningError) throw error;
+      // The client went away or stalled (Node answers 408 itself): a refused request, not a fault.
+      throw new TwinningError("invalid_input", { variables: ["body"], detail: "the request body was not received" });
     }
     const text = Buffer.concat(chunks).toString("utf8");
     const cache = (c.req as unknown as { bodyCache: Record<string, Promise<unknown>> }).bodyCache;
