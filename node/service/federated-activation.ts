@@ -88,8 +88,10 @@ async function armCompensation(ctx: NodeContext, peer: string, twinId: string): 
 
 /** The activation failed where the peer may have committed: undo there now (DESIGN "Invariants"). */
 async function compensate(ctx: NodeContext, peer: string, twinId: string, armedId: number): Promise<void> {
-  await ctx.store.completeOutboxEntry(armedId);
+  // The immediate DELETE is written before the armed one is withdrawn: a crash in between leaves
+  // two (idempotent) DELETEs, never none.
   await ctx.store.enqueuePeerMessages([compensation(peer, twinId)], ctx.nowMs());
+  await ctx.store.completeOutboxEntry(armedId);
   ctx.wakeOutbox();
   ctx.logger.warn({ peer, twinId }, "activation compensated at peer");
 }
