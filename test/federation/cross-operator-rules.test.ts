@@ -35,6 +35,21 @@ describe("cross-operator forms of the device rules", () => {
     expect(fromA.body.activationCode.code).toMatch(/^\d{6}$/);
   });
 
+  it("HLF-TE-007 names belong to the primary's operator: after a rename there, the old name is free again for a twin with another secondary at B", async () => {
+    const { p, s } = await pair();
+    const first = await activateAtA(p, (await codeAtB(s)).body.activationCode.code, "002-01", "watch");
+    expect(first.status).toBe(201);
+    const renamed = await A.api.call("PATCH", `/twinning/v1/primary/${enc(p.address)}/twins/${first.body.twin.twinId}`, { token: p.token, body: { name: "car" } });
+    expect(renamed.status, JSON.stringify(renamed.body)).toBe(200);
+    // B still holds the first twin as "watch" (renames are not sent to peers); that must not
+    // refuse a second twin of the same primary named "watch", with a code from either side.
+    const s2 = await B.party(addr(B));
+    const second = await activateAtA(p, (await codeAtB(s2)).body.activationCode.code, "002-01", "watch");
+    expect(second.status, JSON.stringify(second.body)).toBe(201);
+    const listed = await A.api.call("GET", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token });
+    expect(listed.body.twinList.twin.map((t: { name: string }) => t.name).sort()).toEqual(["car", "watch"]);
+  });
+
   it("HLF-PD-001 HLF-TE-007 the primary at A activates a secondary at B with a chosen name; the name is the same on both nodes", async () => {
     const { p, s } = await pair();
     const code = await codeAtB(s);

@@ -128,6 +128,17 @@ const migrations: readonly { version: number; name: string; sql: string }[] = [
       ) STRICT;
     `,
   },
+  {
+    version: 4,
+    name: "twin names are unique at the primary's operator only",
+    sql: `
+      -- The primary's node checks a name's uniqueness in the write transaction. A secondary's node
+      -- holds copies of a remote primary's twins whose names may be stale (renames stay at the
+      -- primary's operator), so a unique index here would refuse valid activations.
+      DROP INDEX twins_active_name;
+      CREATE INDEX twins_active_name ON twins (primary_address, name) WHERE active = 1;
+    `,
+  },
 ];
 
 export const latestSchemaVersion = migrations[migrations.length - 1]!.version;

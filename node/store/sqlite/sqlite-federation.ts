@@ -5,7 +5,7 @@ import { findCorrelator, recordCorrelator } from "./sqlite-correlators.ts";
 import type { SqliteDatabase } from "./sqlite-database.ts";
 import { recordEffects } from "./sqlite-notifications.ts";
 import { toTwin } from "./sqlite-rows.ts";
-import { assertCanBePrimary, assertCanBeSecondary, assertNameFree, twinRow } from "./sqlite-twins.ts";
+import { assertCanBePrimary, assertCanBeSecondary, twinRow } from "./sqlite-twins.ts";
 
 /**
  * Store operations of the federation (HLF-IC-*): twins agreed with a peer, and changes the
@@ -40,8 +40,9 @@ export function insertFederatedTwin(d: SqliteDatabase, input: InsertFederatedTwi
       const names = assertCanBePrimary(d, t.primaryAddress, input.maxTwinsPerPrimary);
       if (names.has(t.name)) throw new TwinningError("invalid_input", { variables: ["name"], detail: "name already used by another twin of this primary" });
     } else {
+      // Names belong to the primary's operator, which checked this one (HLF-TE-007): renames are
+      // not sent to peers, so names held here may be stale and must not refuse a new twin.
       assertCanBeSecondary(d, t.secondaryAddress);
-      assertNameFree(d, t.primaryAddress, t.name);
     }
     let consumedCodeId: string | undefined;
     if (input.consumeCodeId !== undefined) {

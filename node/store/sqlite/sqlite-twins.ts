@@ -111,7 +111,7 @@ export function redeemActivationCode(d: SqliteDatabase, input: RedeemCodeInput):
       return { kind: "remote-secondary", codeId: code.code_id, secondaryAddress: secondary, secondaryOperatorId: code.secondary_operator_id };
     }
     assertCanBeSecondary(d, secondary);
-    if (input.name !== undefined) assertNameFree(d, primary, input.name);
+    if (primaryLocal && input.name !== undefined) assertNameFree(d, primary, input.name);
     const name = input.name ?? defaultTwinName(names);
 
     d.sql(
