@@ -23,6 +23,7 @@ if (mode === "get") {
   const dir = mkdtempSync(join(tmpdir(), "twinning-bench-"));
   const db = new Database(join(dir, "b.sqlite"));
   db.pragma("journal_mode = WAL");
+  if (process.env.EXP_EXCLUSIVE) db.pragma("locking_mode = EXCLUSIVE");
   db.exec("CREATE TABLE subscribers (address TEXT PRIMARY KEY, twinning_enabled INTEGER NOT NULL) STRICT");
   db.exec("CREATE TABLE twins (twin_id TEXT PRIMARY KEY, primary_address TEXT NOT NULL, secondary_address TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL, active INTEGER NOT NULL, created_at INTEGER NOT NULL) STRICT");
   db.exec("CREATE INDEX twins_active_primary ON twins (primary_address, created_at) WHERE active = 1");

@@ -84,10 +84,11 @@ const deliverySchema = z
     /** Entries delivered concurrently (one at a time per lane, so order per target holds). */
     concurrency: z.number().int().min(1).max(256).default(16),
     /**
-     * Messages waiting for one peer operator. At this many, toggles of twins shared with that
-     * peer are refused (503 SVC3002, Retry-After) until its backlog drains, so an outage cannot
-     * grow the outbox without bound. Deactivations and compensations are never refused (each
-     * twin has at most one).
+     * Messages waiting for one peer operator, in all its lanes. At this many, toggles of twins
+     * shared with that peer and activations across to it are refused (503 SVC3002, Retry-After)
+     * until its backlog drains, so an outage cannot grow the outbox without bound. A deactivation
+     * and the compensation of an activation already attempted are never refused (each twin has
+     * at most one of each), so the backlog can pass the bound by at most that.
      */
     maxQueuedMessagesPerPeer: z.number().int().min(1).max(100_000_000).default(100_000),
   })
@@ -131,6 +132,12 @@ const configSchema = z
     dataDir: z.string().min(1).default("./data"),
     /** SQLite file; default `<dataDir>/node-<operatorId>.sqlite`. */
     databaseFile: z.string().min(1).optional(),
+    /**
+     * The node holds the SQLite file's lock while it runs: no file-lock system calls per
+     * transaction (faster), and no second process can open the file (another node started on
+     * the same data by mistake is refused). false lets tools read the live file.
+     */
+    databaseExclusiveLock: z.boolean().default(true),
     device: z
       .object({
         host: z.string().min(1).default("127.0.0.1"),

@@ -82,3 +82,8 @@ export class TwinningError extends Error {
 export function isTwinningError(value: unknown): value is TwinningError {
   return value instanceof TwinningError;
 }
+
+/** 503 SVC3002 with Retry-After: the peer's outbox backlog is full (it has been unreachable a while). */
+export function peerBacklogFull(operatorId: string, limit: number): TwinningError {
+  return new TwinningError("peer_unreachable", { variables: [operatorId], detail: `${limit} messages already queued for this peer`, retryAfterSeconds: 60 });
+}

@@ -66,7 +66,7 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
   const dataDir = resolve(config.dataDir);
   const databaseFile = config.databaseFile ?? join(dataDir, `node-${config.operatorId}.sqlite`);
   const secrets = await loadOrCreateSecrets(dataDir, config.adminToken);
-  const store = options.store ?? new SqliteStore({ file: databaseFile, nowMs: nowMs() });
+  const store = options.store ?? new SqliteStore({ file: databaseFile, nowMs: nowMs(), exclusiveLock: config.databaseExclusiveLock });
   const logger = createLogger({ level: config.logLevel, operatorId: config.operatorId, ...(options.logDestination ? { destination: options.logDestination } : {}) });
   const metrics = new NodeMetrics({ defaultMetrics: options.defaultMetrics ?? false, outboxStats: () => store.outboxStats() });
   const hub = new NotificationHub();

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { isAddress } from "../domain/address.ts";
 import { defaultTwinName, type Twin } from "../domain/twin.ts";
-import { TwinningError } from "../errors/twinning-error.ts";
+import { peerBacklogFull, TwinningError } from "../errors/twinning-error.ts";
 import { requirePeer } from "../federation/federation.ts";
 import { peerErrorToTwinningError } from "../../peers/peer-client.ts";
 import type { ActivationCodeRecord, CorrelatorInput } from "../store/store-port.ts";
@@ -117,6 +117,9 @@ export async function activateAcross(
   const own = ctx.config.operatorId;
   if (!input.ownCode) await ctx.store.assertCanTwinAsPrimary(input.primary, ctx.config.policy.maxTwinsPerPrimary);
   const name = await freeName(ctx, input.primary, input.name);
+  // An activation may leave a compensation queued: refused while the peer's backlog is full.
+  const maxQueued = ctx.config.delivery.maxQueuedMessagesPerPeer;
+  if ((await ctx.store.countQueuedForPeer(input.peer, maxQueued)) >= maxQueued) throw peerBacklogFull(input.peer, maxQueued);
   const twinId = randomUUID();
   const armed = await armCompensation(ctx, input.peer, twinId);
   let answer;

@@ -58,6 +58,8 @@ export interface TwinningStore {
    * (default now); returns their outbox ids.
    */
   enqueuePeerMessages(messages: readonly PeerMessageDraft[], nowMs: number, dueAtMs?: number): Promise<number[]>;
+  /** Messages waiting for one peer operator, in every lane, counted up to `limit` (the backlog bound). */
+  countQueuedForPeer(operatorId: string, limit: number): Promise<number>;
   /** The replay cache of federation `jti`s: false when already seen. */
   rememberJti(jti: string, expiresAtMs: number, nowMs: number): Promise<boolean>;
 
@@ -187,7 +189,7 @@ export interface ChangeStatusInput {
   /** The operator where the change is made: this node. A recipient of another operator gets a peer message. */
   readonly origin: string;
   readonly nowMs: number;
-  /** Refuses (SVC3002) a change that would queue a peer message behind this many for that peer. */
+  /** Refuses (SVC3002) a change that would queue a peer message behind this many for that peer (all its lanes). */
   readonly maxQueuedPerPeer?: number;
 }
 

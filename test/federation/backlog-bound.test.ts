@@ -57,4 +57,20 @@ describe("HLF-CM-006 the outbox is bounded per peer", () => {
     const atB = await eventually(() => B().node().context.store.getTwin(twinId), (t) => t?.active === false);
     expect(atB?.active).toBe(false);
   });
+
+  it("HLF-IC-004 activation attempts toward a peer that is down cannot grow the outbox past the bound (each may leave a compensation)", async () => {
+    await eventually(async () => (await A().node().context.store.outboxStats()).pending, (pending) => pending === 0);
+    await fed.stopNode("002-01");
+    const answers = [];
+    for (let i = 0; i < 6; i++) {
+      const p = await A().party(addr(A()));
+      const res = await A().api.call("POST", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token, body: { activationCode: "123456", operatorId: "002-01" } });
+      answers.push([res.status, messageId(res.body)]);
+      expect((await A().node().context.store.countQueuedForPeer("002-01", 100))).toBeLessThanOrEqual(3);
+    }
+    expect(answers.every(([status, id]) => status === 503 && id === "SVC3002")).toBe(true);
+    expect(await A().node().context.store.countQueuedForPeer("002-01", 100)).toBe(3);
+    await fed.restartNode("002-01");
+    await eventually(async () => (await A().node().context.store.outboxStats()).pending, (pending) => pending === 0);
+  });
 });

@@ -42,7 +42,7 @@ describe("cross-operator forms of the device rules", () => {
     const renamed = await A.api.call("PATCH", `/twinning/v1/primary/${enc(p.address)}/twins/${first.body.twin.twinId}`, { token: p.token, body: { name: "car" } });
     expect(renamed.status, JSON.stringify(renamed.body)).toBe(200);
     // B still holds the first twin as "watch" (renames are not sent to peers); that must not
-    // refuse a second twin of the same primary named "watch", with a code from either side.
+    // refuse a second twin of the same primary named "watch".
     const s2 = await B.party(addr(B));
     const second = await activateAtA(p, (await codeAtB(s2)).body.activationCode.code, "002-01", "watch");
     expect(second.status, JSON.stringify(second.body)).toBe(201);

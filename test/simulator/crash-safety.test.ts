@@ -31,6 +31,9 @@ describe("crash safety: SIGKILL during mixed operations across 3 operators", () 
       expect(report.notificationsChecked).toBeGreaterThan(report.toggles / 2);
       expect(report.drained).toBe(true);
       expect(report.problems.filter((p) => !p.startsWith("unsettled:"))).toEqual([]);
+      // Outcomes the device's retries could not settle are only checked loosely: keep them rare,
+      // so the exact checks carry the proof.
+      expect(report.unsettled).toBeLessThanOrEqual(2);
       expect(report.divergences).toBe(0);
       expect(report.lostCommits).toBe(0);
       expect(report.duplicateEffects).toBe(0);

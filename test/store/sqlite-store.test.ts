@@ -9,10 +9,10 @@ import { runStoreContract } from "./store-contract.ts";
 import { activated, P1, S1, T0 } from "./store-fixtures.ts";
 
 /** A fresh database file in its own temporary directory; cleanup closes the store and removes it. */
-function tempStore(nowMs = T0) {
+function tempStore(nowMs = T0, exclusiveLock = false) {
   const dir = mkdtempSync(join(tmpdir(), "twinning-store-"));
   const file = join(dir, "node.db");
-  let current: TwinningStore = new SqliteStore({ file, nowMs });
+  let current: TwinningStore = new SqliteStore({ file, nowMs, exclusiveLock });
   return {
     file,
     get store(): TwinningStore {
@@ -20,7 +20,7 @@ function tempStore(nowMs = T0) {
     },
     reopen: async (reopenNowMs = nowMs): Promise<TwinningStore> => {
       await current.close();
-      current = new SqliteStore({ file, nowMs: reopenNowMs });
+      current = new SqliteStore({ file, nowMs: reopenNowMs, exclusiveLock });
       return current;
     },
     cleanup: async (): Promise<void> => {
@@ -31,6 +31,8 @@ function tempStore(nowMs = T0) {
 }
 
 runStoreContract("SqliteStore", async () => tempStore());
+// The node's default: the file's lock held for the store's lifetime.
+runStoreContract("SqliteStore with an exclusive lock", async () => tempStore(T0, true));
 
 /** Reads the file directly, read-only, as an operator's tooling would. */
 function inspect<T>(file: string, fn: (db: Database.Database) => T): T {
@@ -55,10 +57,20 @@ describe("SqliteStore on disk", () => {
     expect(inspect(t.file, (db) => db.pragma("journal_mode", { simple: true }))).toBe("wal");
   });
 
+  it("with an exclusive lock, no other connection can read the live file; after close it can, and nothing committed is lost", async () => {
+    t = tempStore(T0, true);
+    const twin = await activated(t.store, P1, S1);
+    expect(() => inspect(t!.file, (db) => db.prepare(`SELECT COUNT(*) AS n FROM twins`).get())).toThrow(/locked|busy/i);
+    await t.store.close();
+    expect(inspect(t.file, (db) => db.prepare(`SELECT twin_id FROM twins`).all())).toEqual([{ twin_id: twin.twinId }]);
+    const again = await t.reopen();
+    expect(await again.getTwin(twin.twinId)).toEqual(twin);
+  });
+
   it("records every applied schema version, in order, in schema_migrations", async () => {
     t = tempStore(T0);
     const rows = inspect(t.file, (db) => db.prepare(`SELECT version, name, applied_at FROM schema_migrations ORDER BY version`).all()) as { version: number; name: string; applied_at: number }[];
-    expect(rows.map((r) => r.version)).toEqual([1, 2, 3, 4]);
+    expect(rows.map((r) => r.version)).toEqual([1, 2, 3, 4, 5]);
     expect(rows[0]).toEqual({ version: 1, name: "initial schema", applied_at: T0 });
     expect(rows.every((r) => r.applied_at === T0)).toBe(true);
   });
@@ -74,6 +86,7 @@ describe("SqliteStore on disk", () => {
       { version: 2, applied_at: T0 },
       { version: 3, applied_at: T0 },
       { version: 4, applied_at: T0 },
+      { version: 5, applied_at: T0 },
     ]);
   });
 });

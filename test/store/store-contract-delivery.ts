@@ -210,6 +210,8 @@ export function deliveryContract(makeStore: MakeStore): void {
       const olderCode = await issued(store, S1, older, { nowMs: T0 });
       const guess = (at: number) => store.redeemActivationCode(redeemInput(P2, newCode(), { attemptBudgets, codeBudget, nowMs: at }));
       for (const at of [T0 + 1, T0 + 2]) expect((await guess(at)).kind).toBe("invalid-code");
+      // One failure short of the limit, the older code is still pending.
+      expect((await store.getActivationCode(S1, olderCode.codeId, T0 + 2))?.state).toBe("Pending");
       // A code issued after two of the failures has seen only the later ones.
       const newer = newCode();
       await issued(store, S2, newer, { nowMs: T0 + 3 });
@@ -232,9 +234,12 @@ export function deliveryContract(makeStore: MakeStore): void {
       });
       const toggle = (status: "On" | "Off") => store.changeTwinStatus({ twinId, status, changedBy: "primary", origin: OP, nowMs: T0 + SECOND, maxQueuedPerPeer: 2 });
       await toggle("Off");
-      await toggle("On");
-      await expect(toggle("Off")).rejects.toMatchObject({ messageId: "SVC3002" });
-      expect((await store.getTwin(twinId))?.status).toBe("On");
+      // A message in another lane for the same peer (a compensation) counts too.
+      await store.enqueuePeerMessages([{ operatorId: OTHER_OP, method: "DELETE", path: `/twins/${uuid()}`, msgId: uuid(), body: { changedBy: "primary" }, lane: `peer:${OTHER_OP}:activation:x` }], T0);
+      expect(await store.countQueuedForPeer(OTHER_OP, 100)).toBe(2);
+      expect(await store.countQueuedForPeer(OTHER_OP, 1)).toBe(1);
+      await expect(toggle("On")).rejects.toMatchObject({ messageId: "SVC3002" });
+      expect((await store.getTwin(twinId))?.status).toBe("Off");
       expect((await store.outboxStats()).pending).toBe(2);
       await store.deactivateTwin({ twinId, changedBy: "primary", nowMs: T0 + 2 * SECOND, ownOperatorId: OP });
       expect((await store.outboxStats()).pending).toBe(3);

@@ -139,6 +139,14 @@ const migrations: readonly { version: number; name: string; sql: string }[] = [
       CREATE INDEX twins_active_name ON twins (primary_address, name) WHERE active = 1;
     `,
   },
+  {
+    version: 5,
+    name: "pending peer messages by peer",
+    sql: `
+      -- The backlog bound counts a peer's pending messages in all its lanes.
+      CREATE INDEX outbox_pending_peer ON outbox (target, id) WHERE state = 'pending' AND kind = 'peer';
+    `,
+  },
 ];
 
 export const latestSchemaVersion = migrations[migrations.length - 1]!.version;

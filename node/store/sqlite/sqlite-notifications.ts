@@ -36,6 +36,11 @@ export function recordNotifications(d: SqliteDatabase, drafts: readonly Notifica
 /** The outbox lane of a peer operator's messages. */
 export const peerLane = (operatorId: string): string => `peer:${operatorId}`;
 
+/** Pending messages for a peer in all its lanes (compensations have their own), counted up to limit. */
+export function countQueuedForPeer(d: SqliteDatabase, operatorId: string, limit: number): number {
+  return (d.sql(`SELECT COUNT(*) AS n FROM (SELECT 1 FROM outbox WHERE kind = 'peer' AND target = ? AND state = 'pending' LIMIT ?)`).get(operatorId, limit) as { n: number }).n;
+}
+
 /** Federation messages go to the outbox, one lane per peer operator (order of effect per peer). */
 export function recordPeerMessages(d: SqliteDatabase, messages: readonly PeerMessageDraft[], nowMs: number, dueAtMs = nowMs): number[] {
   return messages.map((m) =>

@@ -39,8 +39,9 @@ const isDue = (row: OutboxRow, nowMs: number) => row.next_attempt_at <= nowMs;
 export class SqliteStore implements TwinningStore {
   readonly #d: SqliteDatabase;
 
-  constructor(options: { file: string; nowMs?: number }) {
-    this.#d = new SqliteDatabase(options.file, options.nowMs ?? Date.now());
+  /** `exclusiveLock`: hold the file's lock for the store's lifetime (see SqliteDatabase). */
+  constructor(options: { file: string; nowMs?: number; exclusiveLock?: boolean }) {
+    this.#d = new SqliteDatabase(options.file, options.nowMs ?? Date.now(), { exclusiveLock: options.exclusiveLock ?? false });
   }
 
   async putSubscriber(r: SubscriberRecord): Promise<{ created: boolean }> {
@@ -132,6 +133,10 @@ export class SqliteStore implements TwinningStore {
 
   async applyRemoteDeactivation(input: RemoteDeactivationInput): Promise<ChangeResult | undefined> {
     return federation.applyRemoteDeactivation(this.#d, input);
+  }
+
+  async countQueuedForPeer(operatorId: string, limit: number): Promise<number> {
+    return notifications.countQueuedForPeer(this.#d, operatorId, limit);
   }
 
   async enqueuePeerMessages(messages: readonly PeerMessageDraft[], nowMs: number, dueAtMs?: number): Promise<number[]> {

@@ -1,6 +1,6 @@
 import { effectsOfChange } from "../../domain/change-effects.ts";
 import { defaultTwinName, type TwinRef } from "../../domain/twin.ts";
-import { TwinningError } from "../../errors/twinning-error.ts";
+import { peerBacklogFull, TwinningError } from "../../errors/twinning-error.ts";
 import type {
   ChangeResult,
   ChangeStatusInput,
@@ -13,7 +13,7 @@ import type {
 import type { Twin } from "../../domain/twin.ts";
 import { findCorrelator, recordCorrelator } from "./sqlite-correlators.ts";
 import type { SqliteDatabase } from "./sqlite-database.ts";
-import { peerLane, recordEffects } from "./sqlite-notifications.ts";
+import { countQueuedForPeer, recordEffects } from "./sqlite-notifications.ts";
 import { toCode, toTwin, type CodeRow, type TwinRow } from "./sqlite-rows.ts";
 
 export const activeTwinOfSecondary = (d: SqliteDatabase, address: string) =>
@@ -200,10 +200,7 @@ export function changeTwinStatus(d: SqliteDatabase, input: ChangeStatusInput): C
 
 /** The outbox bound per peer: counting stops at the limit, so a check costs at most that. */
 function assertPeerBacklogRoom(d: SqliteDatabase, operatorId: string, limit: number): void {
-  const { n } = d.sql(`SELECT COUNT(*) AS n FROM (SELECT 1 FROM outbox WHERE lane = ? AND state = 'pending' LIMIT ?)`).get(peerLane(operatorId), limit) as { n: number };
-  if (n >= limit) {
-    throw new TwinningError("peer_unreachable", { variables: [operatorId], detail: `${limit} messages already queued for this peer`, retryAfterSeconds: 60 });
-  }
+  if (countQueuedForPeer(d, operatorId, limit) >= limit) throw peerBacklogFull(operatorId, limit);
 }
 
 export function deactivateTwin(d: SqliteDatabase, input: DeactivateInput): ChangeResult {
