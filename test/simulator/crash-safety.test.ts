@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { emptyCounts, formatCrashReport, runCrashLoop, verifyFinalState, type AdminTwin, type ExpectedTwin, type VerifyInput } from "../../simulator/crash-loop.ts";
+import { formatCrashReport, runCrashLoop } from "../../simulator/crash-loop.ts";
+import { emptyCounts, verifyFinalState, type AdminTwin, type ExpectedTwin, type VerifyInput } from "../../simulator/crash-verify.ts";
 
 /**
  * Crash safety (issue 6, item 5): real node processes SIGKILLed at random points during mixed
