@@ -812,6 +812,28 @@ describe("fuzzing the federation API (issue 6)", () => {
     } finally {
       await agent.close();
     }
+    // The same on a connection that demonstrably resumed a session (raw TLS, so the test cannot
+    // pass without resumption happening).
+    const { hostname: host, port } = new URL(fedUrl);
+    const ask = (session: Buffer | undefined) =>
+      new Promise<{ reused: boolean; session: Buffer | undefined; answer: string }>((resolve, reject) => {
+        let latest = session;
+        let answer = "";
+        let reused = false;
+        const socket = tlsConnect({ host, port: Number(port), ca: fed.ca!.certPem, ...(session ? { session } : {}) }, () => {
+          reused = socket.isSessionReused();
+          socket.write(`GET ${BASE}/operator HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+        });
+        socket.on("session", (s: Buffer) => (latest = s));
+        socket.on("data", (d) => (answer += String(d)));
+        socket.on("error", reject);
+        socket.on("close", () => resolve({ reused, session: latest, answer }));
+      });
+    const first = await ask(undefined);
+    const resumed = await ask(first.session);
+    expect(resumed.reused).toBe(true);
+    expect(resumed.answer).toMatch(/^HTTP\/1\.1 401/);
+    expect(resumed.answer).toContain("client certificate not issued by the federation CA");
   });
 
   it("HLF-CM-001 a body that stops short of its Content-Length is answered 408 with the OMA body once the request deadline passes", async () => {
