@@ -162,6 +162,7 @@ export async function activateAcross(
     const { twin, notifications, queued } = await ctx.store.insertFederatedTwin({
       twin: { twinId, primaryAddress: input.primary, primaryOperatorId: own, secondaryAddress, secondaryOperatorId: input.peer, name, status: "On", version: 1, statusOrigin: own },
       localSide: "primary",
+      nameIsDefault: input.name === undefined,
       nowMs: ctx.nowMs(),
       maxTwinsPerPrimary: ctx.config.policy.maxTwinsPerPrimary,
       ...(input.ownCode ? { consumeCodeId: input.ownCode.codeId } : {}),

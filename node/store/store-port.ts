@@ -205,6 +205,8 @@ export interface InsertFederatedTwinInput {
   readonly twin: Omit<Twin, "active" | "createdAtMs" | "updatedAtMs">;
   /** Which side of the twin this node serves; that side's rules are checked here. */
   readonly localSide: TwinRole;
+  /** The name was a default, not the user's choice: if taken meanwhile, the next free default is used. */
+  readonly nameIsDefault?: boolean;
   readonly nowMs: number;
   readonly maxTwinsPerPrimary: number;
   /** A code of ours consumed by this activation (it must still be Pending). */

@@ -131,6 +131,34 @@ export function twinContract(makeStore: MakeStore): void {
       expect(await store.latestNotificationId()).toBe(latest);
     });
 
+    it("HLF-TE-007 a federated twin at the primary's side: a chosen name already used is refused, a default one taken meanwhile becomes the next free default", async () => {
+      const { store } = h();
+      await activated(store, P1, S1, { name: "twin-1" });
+      const federated = (name: string, nameIsDefault: boolean, secondary: string) =>
+        store.insertFederatedTwin({
+          twin: { twinId: uuid(), primaryAddress: P1, primaryOperatorId: OP, secondaryAddress: secondary, secondaryOperatorId: OTHER_OP, name, status: "On", version: 1, statusOrigin: OP },
+          localSide: "primary",
+          nameIsDefault,
+          nowMs: T0 + SECOND,
+          maxTwinsPerPrimary: 10,
+        });
+      await expectTwinningError(federated("twin-1", false, "tel:+19990000001"), "invalid_input");
+      expect((await federated("twin-1", true, "tel:+19990000002")).twin.name).toBe("twin-2");
+    });
+
+    it("HLF-TE-007 at the secondary's side a remote primary's names are not checked (they may be stale there)", async () => {
+      const { store } = h();
+      const remote = (secondary: string) =>
+        store.insertFederatedTwin({
+          twin: { twinId: uuid(), primaryAddress: "tel:+19990000009", primaryOperatorId: OTHER_OP, secondaryAddress: secondary, secondaryOperatorId: OP, name: "watch", status: "On", version: 1, statusOrigin: OTHER_OP },
+          localSide: "secondary",
+          nowMs: T0,
+          maxTwinsPerPrimary: 10,
+        });
+      await remote(S1);
+      expect((await remote(S2)).twin.name).toBe("watch");
+    });
+
     it("listActiveTwins lists every active twin, oldest first, without deactivated ones, up to limit", async () => {
       const { store } = h();
       const a = await activated(store, P1, S1, { nowMs: T0 });

@@ -1,4 +1,5 @@
 import { effectsOfChange, isNewerStatus } from "../../domain/change-effects.ts";
+import { defaultTwinName } from "../../domain/twin.ts";
 import { TwinningError } from "../../errors/twinning-error.ts";
 import type { ChangeResult, FederatedTwinResult, InsertFederatedTwinInput, RemoteDeactivationInput, RemoteStatusInput } from "../store-port.ts";
 import { findCorrelator, recordCorrelator } from "./sqlite-correlators.ts";
@@ -36,9 +37,15 @@ export function insertFederatedTwin(d: SqliteDatabase, input: InsertFederatedTwi
       throw new TwinningError("update_not_allowed", { variables: ["the twin id is already used"] });
     }
     assertNotCancelled(d, t.twinId);
+    let name = t.name;
     if (input.localSide === "primary") {
       const names = assertCanBePrimary(d, t.primaryAddress, input.maxTwinsPerPrimary);
-      if (names.has(t.name)) throw new TwinningError("invalid_input", { variables: ["name"], detail: "name already used by another twin of this primary" });
+      if (names.has(name)) {
+        // A default name taken meanwhile (two activations at once) is replaced by the next free
+        // one: names belong to this side (HLF-TE-007). A name the user chose is refused.
+        if (!input.nameIsDefault) throw new TwinningError("invalid_input", { variables: ["name"], detail: "name already used by another twin of this primary" });
+        name = defaultTwinName(names);
+      }
     } else {
       // Names belong to the primary's operator, which checked this one (HLF-TE-007): renames are
       // not sent to peers, so names held here may be stale and must not refuse a new twin.
@@ -62,7 +69,7 @@ export function insertFederatedTwin(d: SqliteDatabase, input: InsertFederatedTwi
     d.sql(
       `INSERT INTO twins (twin_id, primary_address, primary_operator_id, secondary_address, secondary_operator_id, name, status, version, status_origin, active, created_at, updated_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)`,
-    ).run(t.twinId, t.primaryAddress, t.primaryOperatorId, t.secondaryAddress, t.secondaryOperatorId, t.name, t.status, t.version, t.statusOrigin, input.nowMs, input.nowMs);
+    ).run(t.twinId, t.primaryAddress, t.primaryOperatorId, t.secondaryAddress, t.secondaryOperatorId, name, t.status, t.version, t.statusOrigin, input.nowMs, input.nowMs);
     recordCorrelator(d, input.correlator, t.twinId, input.nowMs);
     for (const id of input.disarmOutboxIds ?? []) d.sql(`DELETE FROM outbox WHERE id = ? AND state = 'pending'`).run(id);
     const twin = toTwin(twinRow(d, t.twinId)!);
