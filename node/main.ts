@@ -18,7 +18,13 @@ async function main(): Promise<void> {
     }
     throw error;
   }
-  const node = await startNode(config, { defaultMetrics: true });
+  let node;
+  try {
+    node = await startNode(config, { defaultMetrics: true });
+  } catch (error) {
+    process.stderr.write(`Cannot start the node: ${(error as Error).message}\n`);
+    process.exit(1);
+  }
   // The one place a secret is shown: the operator starting the node needs its admin token.
   process.stdout.write(
     [

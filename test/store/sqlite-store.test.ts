@@ -36,7 +36,7 @@ runStoreContract("SqliteStore with an exclusive lock", async () => tempStore(T0,
 
 /** Reads the file directly, read-only, as an operator's tooling would. */
 function inspect<T>(file: string, fn: (db: Database.Database) => T): T {
-  const db = new Database(file, { readonly: true, fileMustExist: true });
+  const db = new Database(file, { readonly: true, fileMustExist: true, timeout: 200 });
   try {
     return fn(db);
   } finally {
@@ -64,6 +64,9 @@ describe("SqliteStore on disk", () => {
     await t.store.close();
     expect(inspect(t.file, (db) => db.prepare(`SELECT twin_id FROM twins`).all())).toEqual([{ twin_id: twin.twinId }]);
     const again = await t.reopen();
+    expect(await again.getTwin(twin.twinId)).toEqual(twin);
+    // A second store on the same file (a second node by mistake) is refused, and says why.
+    expect(() => new SqliteStore({ file: t!.file, exclusiveLock: true })).toThrow(/in use by another process/);
     expect(await again.getTwin(twin.twinId)).toEqual(twin);
   });
 

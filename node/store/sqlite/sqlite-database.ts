@@ -16,15 +16,21 @@ export class SqliteDatabase {
    */
   constructor(file: string, nowMs: number, options: { exclusiveLock: boolean } = { exclusiveLock: false }) {
     if (file !== ":memory:") mkdirSync(dirname(file), { recursive: true });
-    this.db = new Database(file);
-    if (options.exclusiveLock) this.db.pragma("locking_mode = EXCLUSIVE");
-    // WAL: readers never block the writer; NORMAL is durable across process crashes in WAL mode
-    // (only an OS crash or power loss can lose the last transactions).
-    this.db.pragma("journal_mode = WAL");
-    this.db.pragma("synchronous = NORMAL");
-    this.db.pragma("foreign_keys = ON");
-    this.db.pragma("busy_timeout = 5000");
-    migrate(this.db, nowMs);
+    // Busy timeout: alone on its file, the node waits on a lock only at start, for a previous process.
+    this.db = new Database(file, { timeout: options.exclusiveLock ? 1_000 : 5_000 });
+    try {
+      if (options.exclusiveLock) this.db.pragma("locking_mode = EXCLUSIVE");
+      // WAL: readers never block the writer; NORMAL is durable across process crashes in WAL
+      // mode (only an OS crash or power loss can lose the last transactions).
+      this.db.pragma("journal_mode = WAL");
+      this.db.pragma("synchronous = NORMAL");
+      this.db.pragma("foreign_keys = ON");
+      migrate(this.db, nowMs);
+    } catch (error) {
+      this.db.close();
+      if ((error as { code?: string }).code !== "SQLITE_BUSY") throw error;
+      throw new Error(`the database ${file} is in use by another process (is another node running on the same data?)`, { cause: error });
+    }
   }
 
   /** A prepared statement for this SQL; parameters are always bound, never interpolated. */
