@@ -34,6 +34,7 @@ async function main(): Promise<void> {
       ...(node.federationUrl ? [`  Federation:  ${node.federationUrl}/federation/v1   (mutual TLS)`] : []),
       `  Admin token: ${node.adminToken}`,
       `  Database:    ${node.databaseFile}`,
+      `  Process id:  ${process.pid}   (SIGTERM stops it gracefully, SIGHUP reloads the peer list)`,
       "",
     ].join("\n") + "\n",
   );

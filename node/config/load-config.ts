@@ -24,5 +24,16 @@ export function loadNodeConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig
     }
   }
   const { input, origins } = mergeEnvironment(fileInput, env);
-  return parseNodeConfig(input, origins);
+  // Fields set in the file and not overridden by the environment come from the file.
+  const fromFile = new Map<string, string>();
+  if (file) for (const path of valuePaths(fileInput)) if (!origins.has(path)) fromFile.set(path, file);
+  return parseNodeConfig(input, new Map([...fromFile, ...origins]));
+}
+
+/** Dotted paths of every value in a parsed JSON object (objects are walked, arrays are values). */
+function valuePaths(value: Record<string, unknown>, prefix = ""): string[] {
+  return Object.entries(value).flatMap(([key, v]) => {
+    const path = prefix ? `${prefix}.${key}` : key;
+    return v !== null && typeof v === "object" && !Array.isArray(v) ? [path, ...valuePaths(v as Record<string, unknown>, path)] : [path];
+  });
 }

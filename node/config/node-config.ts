@@ -188,7 +188,8 @@ export function parseNodeConfig(input: unknown, origins: ReadonlyMap<string, str
   if (result.success) return result.data;
   const lines = result.error.issues.map((issue) => {
     const field = issue.path.join(".") || "(root)";
-    const origin = origins.get(field);
+    // The deepest part of the path with a known origin (an array item's is its array's).
+    const origin = issue.path.map((_, i) => origins.get(issue.path.slice(0, issue.path.length - i).join("."))).find((o) => o !== undefined);
     return `  ${field}: ${issue.message}${origin ? ` (from ${origin})` : ""}`;
   });
   throw new ConfigError(`Invalid configuration:\n${lines.join("\n")}`);

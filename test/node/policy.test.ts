@@ -37,6 +37,16 @@ describe("HLF-CM-006 service-provider policy is configuration, validated at star
       expect(c.policy.codeLength).toBe(8);
       expect(c.policy.maxTwinsPerPrimary).toBe(4);
       expect(c.policy.allowedPeerOperators).toEqual(["001-01", "003-001"]);
+      // A bad value names its source: the file, or the variable that overrode it.
+      writeFileSync(file, JSON.stringify({ policy: { codeLength: 20, maxTwinsPerPrimary: 0 } }));
+      let message = "";
+      try {
+        loadNodeConfig({ TWINNING_CONFIG: file, TWINNING_POLICY_MAX_TWINS_PER_PRIMARY: "-1" });
+      } catch (error) {
+        message = (error as ConfigError).message;
+      }
+      expect(message).toMatch(/policy\.codeLength: .*\(from .*node\.json\)/);
+      expect(message).toMatch(/policy\.maxTwinsPerPrimary: .*\(from TWINNING_POLICY_MAX_TWINS_PER_PRIMARY\)/);
       writeFileSync(file, "{not json");
       expect(() => loadNodeConfig({ TWINNING_CONFIG: file })).toThrow(/not a JSON object/);
     } finally {
