@@ -42,6 +42,69 @@ export function runStoreContract(
     twinContract(makeStore);
     deliveryContract(makeStore);
     durabilityContract(makeStore);
+    freshReadsContract(makeStore);
+  });
+}
+
+/**
+ * An implementation may keep reads in memory (the SQLite store does, between writes): a read
+ * made before a write must never hide that write afterwards. Each read is made first, then the
+ * write, then the read again.
+ */
+function freshReadsContract(makeStore: MakeStore): void {
+  describe("reads after writes", () => {
+    const h = useStore(makeStore);
+
+    it("a subscriber read before its update or deletion is never served after it", async () => {
+      const { store } = h();
+      await store.putSubscriber({ address: S1, twinningEnabled: true, credentialHash: "scrypt:a", updatedAtMs: T0 });
+      expect((await store.getSubscriber(S1))?.twinningEnabled).toBe(true);
+      await store.putSubscriber({ address: S1, twinningEnabled: false, credentialHash: "scrypt:a", updatedAtMs: T0 + 1 });
+      expect((await store.getSubscriber(S1))?.twinningEnabled).toBe(false);
+      await store.deleteSubscriber(S1);
+      expect(await store.getSubscriber(S1)).toBeUndefined();
+      expect(await store.getSubscriber(S2)).toBeUndefined();
+      await store.putSubscriber({ address: S2, twinningEnabled: true, credentialHash: "scrypt:b", updatedAtMs: T0 });
+      expect((await store.getSubscriber(S2))?.address).toBe(S2);
+    });
+
+    it("twin reads made before a toggle, rename, activation or deactivation show it right after", async () => {
+      const { store } = h();
+      const twin = await activated(store, P1, S1);
+      const reads = async () => ({
+        list: await store.listTwinsOfPrimary(P1),
+        byId: await store.getTwin(twin.twinId),
+        ofPrimary: await store.findTwinOfPrimary(P1, { kind: "twinId", twinId: twin.twinId }),
+        bySecondary: await store.findTwinOfPrimary(P1, { kind: "secondary", address: S1 }),
+        ofSecondary: await store.findTwinOfSecondary(S1),
+      });
+      expect((await reads()).list.map((t) => t.status)).toEqual(["On"]);
+      await store.changeTwinStatus({ twinId: twin.twinId, status: "Off", changedBy: "primary", origin: OP, nowMs: T0 + SECOND });
+      const off = await reads();
+      expect([off.list[0]?.status, off.byId?.status, off.ofPrimary?.status, off.bySecondary?.status, off.ofSecondary?.status]).toEqual(["Off", "Off", "Off", "Off", "Off"]);
+      expect(await store.findTwinOfPrimary(P1, { kind: "name", name: "Watch" })).toBeUndefined();
+      await store.renameTwin({ twinId: twin.twinId, name: "Watch", nowMs: T0 + 2 * SECOND });
+      expect((await store.findTwinOfPrimary(P1, { kind: "name", name: "Watch" }))?.twinId).toBe(twin.twinId);
+      expect((await reads()).list.map((t) => t.name)).toEqual(["Watch"]);
+      expect(await store.findTwinOfSecondary(S2)).toBeUndefined();
+      const second = await activated(store, P1, S2, { nowMs: T0 + 3 * SECOND });
+      expect((await store.findTwinOfSecondary(S2))?.twinId).toBe(second.twinId);
+      expect((await store.listTwinsOfPrimary(P1)).map((t) => t.twinId)).toEqual([twin.twinId, second.twinId]);
+      await store.deactivateTwin({ twinId: twin.twinId, changedBy: "secondary", nowMs: T0 + 4 * SECOND });
+      const gone = await reads();
+      expect(gone.list.map((t) => t.twinId)).toEqual([second.twinId]);
+      expect(gone.byId?.active).toBe(false);
+      expect([gone.ofPrimary, gone.bySecondary, gone.ofSecondary]).toEqual([undefined, undefined, undefined]);
+    });
+
+    it("records handed out are not changed by later writes", async () => {
+      const { store } = h();
+      const twin = await activated(store, P1, S1);
+      const before = await store.getTwin(twin.twinId);
+      await store.changeTwinStatus({ twinId: twin.twinId, status: "Off", changedBy: "primary", origin: OP, nowMs: T0 + SECOND });
+      expect(before?.status).toBe("On");
+      expect((await store.getTwin(twin.twinId))?.status).toBe("Off");
+    });
   });
 }
 

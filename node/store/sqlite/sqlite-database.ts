@@ -7,6 +7,7 @@ import { migrate } from "./migrations.ts";
 export class SqliteDatabase {
   readonly db: Database.Database;
   readonly #statements = new Map<string, Database.Statement>();
+  #generation = 0;
 
   /**
    * `exclusiveLock` (SQLite locking_mode EXCLUSIVE, set before the first WAL access): the
@@ -33,6 +34,15 @@ export class SqliteDatabase {
     }
   }
 
+  /**
+   * Changes whenever this connection may have written: a statement that writes was handed out,
+   * or a transaction ended. Cached reads are valid only for the generation they were read in
+   * (see ReadCache). Alone on its file (the exclusive lock), no other writer exists.
+   */
+  get generation(): number {
+    return this.#generation;
+  }
+
   /** A prepared statement for this SQL; parameters are always bound, never interpolated. */
   sql(text: string): Database.Statement {
     let statement = this.#statements.get(text);
@@ -40,12 +50,18 @@ export class SqliteDatabase {
       statement = this.db.prepare(text);
       this.#statements.set(text, statement);
     }
+    // Handed out to be run at once: whatever it writes, cached reads are stale from here.
+    if (!statement.reader) this.#generation++;
     return statement;
   }
 
   /** Runs fn in one IMMEDIATE transaction (takes the write lock up front, no upgrade deadlocks). */
   write<T>(fn: () => T): T {
-    return this.db.transaction(fn).immediate();
+    try {
+      return this.db.transaction(fn).immediate();
+    } finally {
+      this.#generation++;
+    }
   }
 
   close(): void {

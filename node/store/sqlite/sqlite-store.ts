@@ -21,6 +21,7 @@ import type {
   SubscriptionRecord,
   TwinningStore,
 } from "../store-port.ts";
+import { ReadCache } from "./read-cache.ts";
 import { SqliteDatabase } from "./sqlite-database.ts";
 import * as notifications from "./sqlite-notifications.ts";
 import { toCode, toOutboxEntry, toSubscriber, toSubscription, toTwin, type CodeRow, type OutboxRow, type SubscriberRow, type SubscriptionRow, type TwinRow } from "./sqlite-rows.ts";
@@ -38,10 +39,21 @@ const isDue = (row: OutboxRow, nowMs: number) => row.next_attempt_at <= nowMs;
  */
 export class SqliteStore implements TwinningStore {
   readonly #d: SqliteDatabase;
+  /** The request path's reads between writes; only with the exclusive lock (see ReadCache). */
+  readonly #cache: ReadCache | undefined;
 
-  /** `exclusiveLock`: hold the file's lock for the store's lifetime (see SqliteDatabase). */
-  constructor(options: { file: string; nowMs?: number; exclusiveLock?: boolean }) {
+  /**
+   * `exclusiveLock`: hold the file's lock for the store's lifetime (see SqliteDatabase), which
+   * also makes this connection the only writer, so reads are cached between writes.
+   */
+  constructor(options: { file: string; nowMs?: number; exclusiveLock?: boolean; readCacheEntries?: number }) {
     this.#d = new SqliteDatabase(options.file, options.nowMs ?? Date.now(), { exclusiveLock: options.exclusiveLock ?? false });
+    const entries = options.readCacheEntries ?? 10_000;
+    this.#cache = options.exclusiveLock && entries > 0 ? new ReadCache({ generation: () => this.#d.generation, maxEntries: entries }) : undefined;
+  }
+
+  #cached<T>(key: string, load: () => T): T {
+    return this.#cache ? this.#cache.get(key, load) : load();
   }
 
   async putSubscriber(r: SubscriberRecord): Promise<{ created: boolean }> {
@@ -58,8 +70,10 @@ export class SqliteStore implements TwinningStore {
   }
 
   async getSubscriber(address: string): Promise<SubscriberRecord | undefined> {
-    const row = this.#d.sql(`SELECT * FROM subscribers WHERE address = ?`).get(address) as SubscriberRow | undefined;
-    return row ? toSubscriber(row) : undefined;
+    return this.#cached(`s${address}`, () => {
+      const row = this.#d.sql(`SELECT * FROM subscribers WHERE address = ?`).get(address) as SubscriberRow | undefined;
+      return row ? toSubscriber(row) : undefined;
+    });
   }
 
   async deleteSubscriber(address: string): Promise<boolean> {
@@ -80,7 +94,7 @@ export class SqliteStore implements TwinningStore {
   }
 
   async listTwinsOfPrimary(primaryAddress: string): Promise<Twin[]> {
-    return twins.listTwinsOfPrimary(this.#d, primaryAddress);
+    return this.#cached(`p${primaryAddress}`, () => twins.listTwinsOfPrimary(this.#d, primaryAddress));
   }
 
   async listActiveTwins(limit: number): Promise<Twin[]> {
@@ -88,15 +102,15 @@ export class SqliteStore implements TwinningStore {
   }
 
   async findTwinOfPrimary(primaryAddress: string, ref: TwinRef): Promise<Twin | undefined> {
-    return twins.findTwinOfPrimary(this.#d, primaryAddress, ref);
+    return this.#cached(`r${JSON.stringify([primaryAddress, ref])}`, () => twins.findTwinOfPrimary(this.#d, primaryAddress, ref));
   }
 
   async findTwinOfSecondary(secondaryAddress: string): Promise<Twin | undefined> {
-    return twins.findTwinOfSecondary(this.#d, secondaryAddress);
+    return this.#cached(`2${secondaryAddress}`, () => twins.findTwinOfSecondary(this.#d, secondaryAddress));
   }
 
   async getTwin(twinId: string): Promise<Twin | undefined> {
-    return twins.getTwin(this.#d, twinId);
+    return this.#cached(`t${twinId}`, () => twins.getTwin(this.#d, twinId));
   }
 
   async renameTwin(input: { twinId: string; name: string; nowMs: number }): Promise<Twin> {

@@ -1,0 +1,43 @@
+/**
+ * Reads of the request path (subscriber, twins of a primary, twin of a secondary, twin by id)
+ * kept in memory between writes. Coherent by construction rather than by invalidating keys:
+ * every entry belongs to the database generation it was read in, and any write starts a new
+ * generation (SqliteDatabase.generation), which empties the cache on the next read. A
+ * deprovisioned subscriber or a deactivated twin is therefore never served from the cache.
+ * Only sound while this connection is the file's only writer: the store enables it with the
+ * exclusive lock. Cached values are frozen, as they are shared between requests.
+ */
+export class ReadCache {
+  readonly #generation: () => number;
+  readonly #maxEntries: number;
+  #seen = -1;
+  #entries = new Map<string, unknown>();
+
+  constructor(options: { generation: () => number; maxEntries: number }) {
+    this.#generation = options.generation;
+    this.#maxEntries = options.maxEntries;
+  }
+
+  /** The cached value of `key`, or `load()` (cached when the generation did not move meanwhile). */
+  get<T>(key: string, load: () => T): T {
+    const generation = this.#generation();
+    if (generation !== this.#seen) {
+      this.#entries = new Map();
+      this.#seen = generation;
+    }
+    if (this.#entries.has(key)) return this.#entries.get(key) as T;
+    const value = deepFreeze(load());
+    if (this.#generation() !== generation) return value;
+    if (this.#entries.size >= this.#maxEntries) this.#entries.delete(this.#entries.keys().next().value as string);
+    this.#entries.set(key, value);
+    return value;
+  }
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === "object" && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const inner of Object.values(value)) deepFreeze(inner);
+  }
+  return value;
+}
