@@ -4,14 +4,16 @@ import { bodyLimit } from "hono/body-limit";
 import { TwinningError } from "../errors/twinning-error.ts";
 
 const tooLarge = () => new TwinningError("body_too_large", { variables: ["body"] });
+const JSON_TYPE = /^application\/([\w.-]+\+)?json$/i;
 
 /**
  * Reads a request body once, refusing it with 413 SVC0002 as soon as it passes the limit
  * (both listeners). On Node it reads the IncomingMessage directly and primes hono's body
  * cache (text, and JSON when it parses), so neither validators nor handlers make the adapter
  * build a WHATWG Request and stream for it. Bodiless requests pass straight through.
+ * `jsonOnly(path)`: JSON APIs take JSON; any other body there is SVC0002 naming Content-Type.
  */
-export function limitBody(maxBytes: number): MiddlewareHandler {
+export function limitBody(maxBytes: number, jsonOnly: (path: string) => boolean = () => false): MiddlewareHandler {
   const fallback = bodyLimit({
     maxSize: maxBytes,
     onError: () => {
@@ -24,6 +26,11 @@ export function limitBody(maxBytes: number): MiddlewareHandler {
     if (!chunked && (length === undefined || length === "0")) return next();
     if (length !== undefined && Number(length) > maxBytes) throw tooLarge();
     const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+    const method = c.req.method;
+    if ((method === "POST" || method === "PUT" || method === "PATCH") && jsonOnly(c.req.path)) {
+      const type = (c.req.header("content-type") ?? "").split(";")[0]!.trim();
+      if (!JSON_TYPE.test(type)) throw new TwinningError("invalid_input", { variables: ["Content-Type"] });
+    }
     if (!incoming) return fallback(c, next); // not on Node (e.g. app.request in a test)
     const chunks: Buffer[] = [];
     let size = 0;

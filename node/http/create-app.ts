@@ -1,7 +1,5 @@
 import { limitBody } from "./body-limit.ts";
 import { OpenAPIHono } from "@hono/zod-openapi";
-import { requestId } from "hono/request-id";
-import { matchedRoutes } from "hono/route";
 import { registerAdminRoutes } from "../admin-api/subscriber-routes.ts";
 import { registerPrimaryRoutes } from "../device-api/primary-routes.ts";
 import { registerSecondaryRoutes } from "../device-api/secondary-routes.ts";
@@ -12,31 +10,15 @@ import { registerOAuthRoutes } from "../oauth/oauth-routes.ts";
 import type { NodeContext } from "../service/node-context.ts";
 import type { AppEnv } from "./app-env.ts";
 import { registerOperationalRoutes } from "./operational-routes.ts";
+import { requestEnvelope } from "./request-envelope.ts";
 import { validationHook } from "./route-helper.ts";
-
-const JSON_TYPE = /^application\/([\w.-]+\+)?json$/i;
 
 /** The device listener's app: device API, OAuth, admin API, docs and operations endpoints. */
 export function createDeviceApp(ctx: NodeContext): OpenAPIHono<AppEnv> {
   const app = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
 
-  app.use("*", requestId({ limitLength: 64 }));
-  app.use("*", async (c, next) => {
-    const started = performance.now();
-    await next();
-    // Route templates, not paths: paths carry subscriber addresses.
-    const route = matchedRoutes(c).findLast((r) => r.method !== "ALL")?.path ?? "unmatched";
-    const seconds = (performance.now() - started) / 1000;
-    ctx.metrics.requests.inc({ method: c.req.method, route, status: String(c.res.status) });
-    ctx.metrics.latency.observe({ method: c.req.method, route }, seconds);
-    if (ctx.logger.isLevelEnabled("info")) {
-      ctx.logger.info({ requestId: c.get("requestId"), method: c.req.method, route, status: c.res.status, ms: Math.round(seconds * 1e4) / 10 }, "request");
-    }
-  });
-  app.use("*", limitBody(ctx.config.limits.maxBodyBytes));
-  // JSON APIs take JSON: anything else with a body is SVC0002 naming Content-Type.
-  app.use("/twinning/*", requireJsonBody);
-  app.use("/admin/*", requireJsonBody);
+  app.use("*", requestEnvelope(ctx));
+  app.use("*", limitBody(ctx.config.limits.maxBodyBytes, (path) => path.startsWith("/twinning/") || path.startsWith("/admin/")));
 
   registerSecondaryRoutes(app, ctx);
   registerPrimaryRoutes(app, ctx);
@@ -55,15 +37,4 @@ export function createDeviceApp(ctx: NodeContext): OpenAPIHono<AppEnv> {
     return errorResponse(e);
   });
   return app;
-}
-
-async function requireJsonBody(c: import("hono").Context<AppEnv>, next: () => Promise<void>): Promise<void> {
-  const method = c.req.method;
-  if (method === "POST" || method === "PUT" || method === "PATCH") {
-    const length = c.req.header("content-length");
-    const hasBody = (length !== undefined && length !== "0") || c.req.header("transfer-encoding") !== undefined;
-    const type = (c.req.header("content-type") ?? "").split(";")[0]!.trim();
-    if (hasBody && !JSON_TYPE.test(type)) throw new TwinningError("invalid_input", { variables: ["Content-Type"] });
-  }
-  await next();
 }
