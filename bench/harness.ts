@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 
 export const ROOT = join(import.meta.dirname, "..");
@@ -22,12 +23,12 @@ export function runScript<T>(script: string, args: string[], timeoutMs = 180_000
 }
 
 /** Starts a server script that prints `listening PORT`; returns its port and a stop function. */
-export function startServer(script: string, args: string[]): Promise<{ port: number; stop: () => void }> {
+export function startServer(script: string, args: string[]): Promise<{ port: number; pid: number; stop: () => void }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, script), ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
     child.stdout.on("data", (d) => {
       const m = /listening (\d+)/.exec(String(d));
-      if (m) resolve({ port: Number(m[1]), stop: () => child.kill("SIGTERM") });
+      if (m) resolve({ port: Number(m[1]), pid: child.pid!, stop: () => child.kill("SIGTERM") });
     });
     child.on("exit", (code) => reject(new Error(`${script} exited ${code}`)));
   });
@@ -41,9 +42,31 @@ export interface LoadResult {
   non2xx: number;
   errors: number;
   timeouts: number;
+  /** Main-thread CPU of the server per request, µs (when its pid was given). */
+  serverCpuUs?: number;
 }
 
-export const load = (job: object) => runScript<LoadResult>("bench/load.ts", [JSON.stringify(job)]);
+/**
+ * CPU seconds the process's main thread (its event loop: JavaScript, SQLite, system calls) has
+ * used, from /proc (Linux; clock ticks of 10 ms). Helper threads (JIT, GC) are left out.
+ */
+function mainThreadCpuS(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/task/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/**
+ * Runs a load job; with `serverPid`, also what each request cost the server's main thread
+ * (`serverCpuUs`): a server that is not saturated (idle while the load generator is the
+ * limit) shows it here, where its req/s cannot.
+ */
+export async function load(job: object, serverPid?: number): Promise<LoadResult> {
+  const before = serverPid && existsSync(`/proc/${serverPid}`) ? mainThreadCpuS(serverPid) : undefined;
+  const result = await runScript<LoadResult>("bench/load.ts", [JSON.stringify(job)]);
+  if (before === undefined) return result;
+  const serverCpuUs = Math.round(((mainThreadCpuS(serverPid!) - before) * 1e6) / Math.max(1, result.total));
+  return { ...result, serverCpuUs };
+}
 
 export function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? Number.NaN;

@@ -43,11 +43,11 @@ async function twinPairs(api: Api, admin: string, n: number, prefix: string) {
 async function baselines(raw: Record<string, unknown>) {
   log("baseline: bare Hono JSON GET …");
   const get = await startServer("bench/baseline-server.ts", ["get"]);
-  const bareGet = await load({ url: `http://127.0.0.1:${get.port}/`, connections: CONNECTIONS, durationS: DURATION_S });
+  const bareGet = await load({ url: `http://127.0.0.1:${get.port}/`, connections: CONNECTIONS, durationS: DURATION_S }, get.pid);
   get.stop();
   log("baseline: Hono POST + JSON + one better-sqlite3 INSERT …");
   const ins = await startServer("bench/baseline-server.ts", ["insert"]);
-  const postInsert = await load({ url: `http://127.0.0.1:${ins.port}/`, connections: CONNECTIONS, durationS: DURATION_S, method: "POST", body: '{"status":"On"}', headers: { "content-type": "application/json" } });
+  const postInsert = await load({ url: `http://127.0.0.1:${ins.port}/`, connections: CONNECTIONS, durationS: DURATION_S, method: "POST", body: '{"status":"On"}', headers: { "content-type": "application/json" } }, ins.pid);
   ins.stop();
   log("reference: Hono GET doing only the list route's two SQLite reads …");
   const reads = await startServer("bench/baseline-server.ts", ["reads"]);
@@ -56,7 +56,7 @@ async function baselines(raw: Record<string, unknown>) {
     connections: CONNECTIONS,
     durationS: DURATION_S,
     targets: Array.from({ length: CONNECTIONS }, (_, i) => ({ path: `/primary/${encodeURIComponent(`tel:+1${i}`)}/twins`, token: "unused" })),
-  });
+  }, reads.pid);
   reads.stop();
   log("baseline: undici mTLS keep-alive round trip …");
   const rtt = await runScript<{ p50Ms: number; p99Ms: number; handshakes: number }>("bench/mtls-rtt.ts", ["3000"]);
@@ -70,6 +70,7 @@ async function localGoals(dir: string, base: { bareGet: LoadResult; postInsert: 
   try {
     const op = sandbox.operators[0]!;
     const pairs = await twinPairs(op.api, op.adminToken, CONNECTIONS, "1001");
+    const pid = op.process.child?.pid;
     log("goal 1: local toggles …");
     const toggles = await load({
       url: op.deviceUrl,
@@ -77,16 +78,19 @@ async function localGoals(dir: string, base: { bareGet: LoadResult; postInsert: 
       durationS: DURATION_S,
       toggle: true,
       targets: pairs.map((x) => ({ path: `/twinning/v1/primary/${enc(x.p.address)}/twins/${x.twinId}/status`, token: x.p.token })),
-    });
+    }, pid);
     goals.push({ name: "local toggle req/s ÷ POST+INSERT baseline", value: round(toggles.requestsPerSec / base.postInsert.requestsPerSec), goal: "≥ 0.7", met: toggles.requestsPerSec >= 0.7 * base.postInsert.requestsPerSec });
     goals.push({ name: "local toggle p99 ÷ POST+INSERT baseline p99", value: round(toggles.p99Ms / base.postInsert.p99Ms), goal: "≤ 2", met: toggles.p99Ms <= 2 * base.postInsert.p99Ms });
     log("goal 2: reads …");
-    const list = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: pairs.map((x) => ({ path: `/twinning/v1/primary/${enc(x.p.address)}/twins`, token: x.p.token })) });
-    const query = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: pairs.map((x) => ({ path: `/twinning/v1/secondary/${enc(x.s.address)}/twinning`, token: x.s.token })) });
+    const list = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: pairs.map((x) => ({ path: `/twinning/v1/primary/${enc(x.p.address)}/twins`, token: x.p.token })) }, pid);
+    const query = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: pairs.map((x) => ({ path: `/twinning/v1/secondary/${enc(x.s.address)}/twinning`, token: x.s.token })) }, pid);
     goals.push({ name: "list twins req/s ÷ bare GET baseline", value: round(list.requestsPerSec / base.bareGet.requestsPerSec), goal: "≥ 0.5", met: list.requestsPerSec >= 0.5 * base.bareGet.requestsPerSec });
     goals.push({ name: "secondary status req/s ÷ bare GET baseline", value: round(query.requestsPerSec / base.bareGet.requestsPerSec), goal: "≥ 0.5", met: query.requestsPerSec >= 0.5 * base.bareGet.requestsPerSec });
     Object.assign(raw, { localToggle: toggles, readList: list, readQuery: query, listVsSameReads: round(list.requestsPerSec / base.sameReads.requestsPerSec) });
     log(`  list twins serves ${round(list.requestsPerSec / base.sameReads.requestsPerSec)} × the reference doing only its two reads`);
+    const cpu = { bareGet: base.bareGet.serverCpuUs, postInsert: base.postInsert.serverCpuUs, sameReads: base.sameReads.serverCpuUs, toggle: toggles.serverCpuUs, list: list.serverCpuUs, query: query.serverCpuUs };
+    Object.assign(raw, { serverCpuUsPerRequest: cpu });
+    log(`  server main-thread CPU per request, µs: ${Object.entries(cpu).map(([k, v]) => `${k} ${v}`).join(", ")}`);
     for (const [name, r] of [["toggle", toggles], ["list", list], ["query", query]] as const) {
       if (r.non2xx || r.errors) log(`  warning: ${name} had ${r.non2xx} non-2xx and ${r.errors} errors`);
     }
