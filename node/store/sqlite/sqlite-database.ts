@@ -8,6 +8,8 @@ export class SqliteDatabase {
   readonly db: Database.Database;
   readonly #statements = new Map<string, Database.Statement>();
   #generation = 0;
+  /** One transaction function for every write (better-sqlite3 builds four variants per call to `transaction`). */
+  #transaction: Database.Transaction<(fn: () => unknown) => unknown> | undefined;
 
   /**
    * `exclusiveLock` (SQLite locking_mode EXCLUSIVE, set before the first WAL access): the
@@ -50,15 +52,17 @@ export class SqliteDatabase {
       statement = this.db.prepare(text);
       this.#statements.set(text, statement);
     }
-    // Handed out to be run at once: whatever it writes, cached reads are stale from here.
-    if (!statement.reader) this.#generation++;
+    // Handed out to be run at once: if it can write (SQLite's own judgement, which also sees
+    // INSERT … RETURNING as a writer), cached reads are stale from here.
+    if (!statement.readonly) this.#generation++;
     return statement;
   }
 
   /** Runs fn in one IMMEDIATE transaction (takes the write lock up front, no upgrade deadlocks). */
   write<T>(fn: () => T): T {
     try {
-      return this.db.transaction(fn).immediate();
+      this.#transaction ??= this.db.transaction((body: () => unknown) => body());
+      return this.#transaction.immediate(fn) as T;
     } finally {
       this.#generation++;
     }
