@@ -23,9 +23,9 @@ export function runScript<T>(script: string, args: string[], timeoutMs = 180_000
 }
 
 /** Starts a server script that prints `listening PORT`; returns its port and a stop function. */
-export function startServer(script: string, args: string[]): Promise<{ port: number; pid: number; stop: () => void }> {
+export function startServer(script: string, args: string[], nodeFlags: string[] = []): Promise<{ port: number; pid: number; stop: () => void }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, script), ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
+    const child = spawn(process.execPath, [...nodeFlags, "--import", "tsx", join(ROOT, script), ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
     child.stdout.on("data", (d) => {
       const m = /listening (\d+)/.exec(String(d));
       if (m) resolve({ port: Number(m[1]), pid: child.pid!, stop: () => child.kill("SIGTERM") });

@@ -1,38 +1,22 @@
-import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Api, enc } from "../simulator/device-client.ts";
+import { modeArgument, startProfiledTarget } from "./profile-target.ts";
 
 /**
- * `npx tsx bench/profile-node.ts toggle|list`: one node under --cpu-prof, 50 connections of
- * load for 4 s, then the top self-time functions of the load window only (setup excluded).
+ * `npx tsx bench/profile-node.ts toggle|list|query|get`: one node (or, with `get`, the bare GET
+ * baseline) under --cpu-prof, 50 connections of load for 4 s, then the top self-time and
+ * inclusive-time functions of the load window only (setup excluded). JavaScript only: for the
+ * kernel's share, see bench/profile-perf.ts.
  */
-const mode = process.argv[2] ?? "toggle";
-const dir = mkdtempSync(join(tmpdir(), "twinning-prof-"));
-const port = 18000 + Math.floor(Math.random() * 1000);
-writeFileSync(join(dir, "node.json"), JSON.stringify({ operatorId: "001-01", dataDir: join(dir, "data"), logLevel: "warn", device: { port } }));
-const node = spawn(process.execPath, ["--cpu-prof", `--cpu-prof-dir=${dir}`, "--import", "tsx", "node/main.ts"], {
-  env: { ...process.env, TWINNING_CONFIG: join(dir, "node.json") },
-  stdio: ["ignore", "pipe", "inherit"],
-});
-await new Promise<void>((r) => node.stdout.on("data", (d) => String(d).includes("is running") && r()));
-const api = new Api(`http://127.0.0.1:${port}`);
-const admin = readFileSync(join(dir, "data/admin-token"), "utf8").trim();
-const targets = [];
-for (let i = 0; i < 50; i++) {
-  const p = { address: `tel:+1700${String(i).padStart(6, "0")}`, token: await api.subscriber(admin, `tel:+1700${String(i).padStart(6, "0")}`) };
-  const s = { address: `tel:+1800${String(i).padStart(6, "0")}`, token: await api.subscriber(admin, `tel:+1800${String(i).padStart(6, "0")}`) };
-  const { twin } = await api.twin(p, s);
-  targets.push({ path: mode === "list" ? `/twinning/v1/primary/${enc(p.address)}/twins` : `/twinning/v1/primary/${enc(p.address)}/twins/${twin.twinId}/status`, token: p.token });
-}
+const mode = modeArgument();
+const dir = mkdtempSync(join(tmpdir(), "twinning-cpuprof-"));
+const target = await startProfiledTarget(mode, ["--cpu-prof", `--cpu-prof-dir=${dir}`]);
 const t0 = Date.now();
-const load = spawn(process.execPath, ["--import", "tsx", "bench/load.ts", JSON.stringify({ url: `http://127.0.0.1:${port}`, connections: 50, durationS: 4, targets, toggle: mode !== "list" })], { stdio: ["ignore", "inherit", "ignore"] });
-await new Promise((r) => load.on("exit", r));
+console.log(JSON.stringify(await target.load(4)));
 const loadMs = Date.now() - t0;
-node.kill("SIGTERM");
-await new Promise((r) => node.on("exit", r));
-const profile = JSON.parse(readFileSync(join(dir, readdirSync(dir).find((f) => f.endsWith(".001.cpuprofile"))!), "utf8"));
+await target.stop();
+const profile = JSON.parse(readFileSync(join(dir, readdirSync(dir).find((f) => f.endsWith(".cpuprofile"))!), "utf8"));
 const byId = new Map<number, any>(profile.nodes.map((n: any) => [n.id, n]));
 let t = profile.startTime;
 const at = (profile.timeDeltas as number[]).map((d) => (t += d));
