@@ -1,5 +1,6 @@
 import { limitBody } from "./body-limit.ts";
 import { OpenAPIHono } from "@hono/zod-openapi";
+import type { Context } from "hono";
 import { registerAdminRoutes } from "../admin-api/subscriber-routes.ts";
 import { registerPrimaryRoutes } from "../device-api/primary-routes.ts";
 import { registerSecondaryRoutes } from "../device-api/secondary-routes.ts";
@@ -27,14 +28,21 @@ export function createDeviceApp(ctx: NodeContext): OpenAPIHono<AppEnv> {
   registerOAuthRoutes(app, ctx);
   registerOperationalRoutes(app, ctx);
 
-  app.notFound(() => errorResponse(new TwinningError("not_found", { variables: ["path"] })));
+  // Error answers are new Responses, which hono does not give the envelope's headers: the
+  // request id is set on them here, so a refusal can be traced as well as a success.
+  const traced = (c: Context<AppEnv>, res: Response) => {
+    const id = c.get("requestId");
+    if (id) res.headers.set("X-Request-Id", id);
+    return res;
+  };
+  app.notFound((c) => traced(c, errorResponse(new TwinningError("not_found", { variables: ["path"] }))));
   app.onError((error, c) => {
     const e = toTwinningError(error);
     // Messages of our own errors never hold secrets; causes are logged by class only.
     const log = { requestId: c.get("requestId"), code: e.code, messageId: e.messageId, status: e.status, detail: e.detail, cause: (e.cause as Error | undefined)?.name };
     if (e.status >= 500) ctx.logger.error({ ...log, err: e.cause ?? e }, "request failed");
     else ctx.logger.info(log, "request refused");
-    return errorResponse(e);
+    return traced(c, errorResponse(e));
   });
   return app;
 }

@@ -89,6 +89,11 @@ describe("the API around the node", () => {
     expect(res.headers.get("x-request-id")).toBe("trace-42");
     const entries = logLines.map((l) => JSON.parse(l));
     expect(entries.some((e) => e.requestId === "trace-42" && e.status === 200)).toBe(true);
+    // Refusals carry it too: not found, no token, another subscriber's address.
+    for (const [path, token, status] of [["/twinning/v1/nowhere", p.token, 404], [`/twinning/v1/primary/${enc(pa)}/twins`, undefined, 401], [`/twinning/v1/primary/${enc(sa)}/twins`, p.token, 403]] as const) {
+      const refused = await api.call("GET", path, { ...(token ? { token } : {}), headers: { "x-request-id": "trace-43" } });
+      expect([refused.status, refused.headers.get("x-request-id")]).toEqual([status, "trace-43"]);
+    }
     const all = logLines.join("\n");
     for (const secret of [p.token, s.token, primaryTwinToken, t.node.adminToken, `secret-${pa.slice(-6)}`, `"${codeResource.code}"`]) expect(all).not.toContain(secret);
   });

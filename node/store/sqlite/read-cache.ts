@@ -1,10 +1,11 @@
 /**
  * Reads of the request path (subscriber, twins of a primary, twin of a secondary, twin by id)
  * kept in memory between writes. Coherent by construction rather than by invalidating keys:
- * every entry belongs to the database generation it was read in, and any write starts a new
- * generation (SqliteDatabase.generation), which empties the cache on the next read. A
- * deprovisioned subscriber or a deactivated twin is therefore never served from the cache.
- * Only sound while this connection is the file's only writer: the store enables it with the
+ * every entry belongs to the generation of its table it was read in, and any write to that
+ * table starts a new generation (SqliteDatabase.generationOf), which empties the cache on the
+ * next read. A deprovisioned subscriber or a deactivated twin is therefore never served from
+ * the cache. Nothing read inside a transaction is kept (it could still be rolled back). Only
+ * sound while this connection is the file's only writer: the store enables it with the
  * exclusive lock. Cached values are frozen, as they are shared between requests.
  */
 export class ReadCache {
@@ -13,13 +14,18 @@ export class ReadCache {
   #seen = -1;
   #entries = new Map<string, unknown>();
 
-  constructor(options: { generation: () => number; maxEntries: number }) {
+  readonly #bypass: () => boolean;
+
+  /** `generation`: changes whenever the cached table may have been written; `bypass`: read through, keep nothing. */
+  constructor(options: { generation: () => number; bypass: () => boolean; maxEntries: number }) {
     this.#generation = options.generation;
+    this.#bypass = options.bypass;
     this.#maxEntries = options.maxEntries;
   }
 
   /** The cached value of `key`, or `load()` (cached when the generation did not move meanwhile). */
   get<T>(key: string, load: () => T): T {
+    if (this.#bypass()) return load();
     const generation = this.#generation();
     if (generation !== this.#seen) {
       this.#entries = new Map();

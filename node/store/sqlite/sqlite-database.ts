@@ -6,8 +6,9 @@ import { migrate } from "./migrations.ts";
 /** An open database with a cache of prepared statements (each SQL text is prepared once). */
 export class SqliteDatabase {
   readonly db: Database.Database;
-  readonly #statements = new Map<string, Database.Statement>();
-  #generation = 0;
+  readonly #statements = new Map<string, { statement: Database.Statement; writes: string | undefined }>();
+  /** Per table, how many times it may have been written; `*` counts writes to any table. */
+  readonly #generations = new Map<string, number>([["*", 0]]);
   /** One transaction function for every write (better-sqlite3 builds four variants per call to `transaction`). */
   #transaction: Database.Transaction<(fn: () => unknown) => unknown> | undefined;
 
@@ -37,39 +38,60 @@ export class SqliteDatabase {
   }
 
   /**
-   * Changes whenever this connection may have written: a statement that writes was handed out,
-   * or a transaction ended. Cached reads are valid only for the generation they were read in
-   * (see ReadCache). Alone on its file (the exclusive lock), no other writer exists.
+   * Changes whenever this connection may have written `table`: a statement that writes it (or
+   * that may write anything) was handed out. Cached reads are valid only
+   * for the generation they were read in (see ReadCache). Alone on its file (the exclusive
+   * lock), no other writer exists.
    */
-  get generation(): number {
-    return this.#generation;
+  generationOf(table: string): number {
+    return (this.#generations.get(table) ?? 0) + this.#generations.get("*")!;
+  }
+
+  /** True inside a transaction: what is read there may still be rolled back. */
+  get inTransaction(): boolean {
+    return this.db.inTransaction;
   }
 
   /** A prepared statement for this SQL; parameters are always bound, never interpolated. */
   sql(text: string): Database.Statement {
-    let statement = this.#statements.get(text);
-    if (!statement) {
-      statement = this.db.prepare(text);
-      this.#statements.set(text, statement);
+    let entry = this.#statements.get(text);
+    if (!entry) {
+      const statement = this.db.prepare(text);
+      entry = { statement, writes: writtenTable(text, statement) };
+      this.#statements.set(text, entry);
     }
-    // Handed out to be run at once: if it can write (SQLite's own judgement, which also sees
-    // INSERT … RETURNING as a writer), cached reads are stale from here.
-    if (!statement.readonly) this.#generation++;
-    return statement;
+    // Handed out to be run at once: whatever it may write, cached reads of it are stale from here.
+    if (entry.writes !== undefined) this.#bump(entry.writes);
+    return entry.statement;
+  }
+
+  #bump(table: string): void {
+    this.#generations.set(table, (this.#generations.get(table) ?? 0) + 1);
   }
 
   /** Runs fn in one IMMEDIATE transaction (takes the write lock up front, no upgrade deadlocks). */
   write<T>(fn: () => T): T {
-    try {
-      this.#transaction ??= this.db.transaction((body: () => unknown) => body());
-      return this.#transaction.immediate(fn) as T;
-    } finally {
-      this.#generation++;
-    }
+    // Each statement that writes bumps its table's generation as it is handed out, and nothing
+    // read inside the transaction is cached, so a rollback leaves no stale entry behind.
+    this.#transaction ??= this.db.transaction((body: () => unknown) => body());
+    return this.#transaction.immediate(fn) as T;
   }
 
   close(): void {
     this.#statements.clear();
     if (this.db.open) this.db.close();
   }
+}
+
+const DML = /^\s*(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|REPLACE\s+INTO|UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM)\s+(\w+)\s/i;
+
+/**
+ * Which table a statement may write: undefined for a query (a reader SQLite judges read-only),
+ * the table of a plain INSERT, UPDATE or DELETE (the schema has no triggers and no foreign-key
+ * actions, so nothing else changes with it), and `*` for anything else that is not a query
+ * (transaction control, WITH … INSERT, DDL, pragmas that set): treated as writing every table.
+ */
+function writtenTable(text: string, statement: Database.Statement): string | undefined {
+  if (statement.reader && statement.readonly) return undefined;
+  return DML.exec(text)?.[1]?.toLowerCase() ?? "*";
 }

@@ -39,8 +39,8 @@ const isDue = (row: OutboxRow, nowMs: number) => row.next_attempt_at <= nowMs;
  */
 export class SqliteStore implements TwinningStore {
   readonly #d: SqliteDatabase;
-  /** The request path's reads between writes; only with the exclusive lock (see ReadCache). */
-  readonly #cache: ReadCache | undefined;
+  /** The request path's reads between writes, per table; only with the exclusive lock (see ReadCache). */
+  readonly #caches: { subscribers: ReadCache; twins: ReadCache } | undefined;
 
   /**
    * `exclusiveLock`: hold the file's lock for the store's lifetime (see SqliteDatabase), which
@@ -49,11 +49,13 @@ export class SqliteStore implements TwinningStore {
   constructor(options: { file: string; nowMs?: number; exclusiveLock?: boolean; readCacheEntries?: number }) {
     this.#d = new SqliteDatabase(options.file, options.nowMs ?? Date.now(), { exclusiveLock: options.exclusiveLock ?? false });
     const entries = options.readCacheEntries ?? 10_000;
-    this.#cache = options.exclusiveLock && entries > 0 ? new ReadCache({ generation: () => this.#d.generation, maxEntries: entries }) : undefined;
+    const cacheOf = (table: string) => new ReadCache({ generation: () => this.#d.generationOf(table), bypass: () => this.#d.inTransaction, maxEntries: entries });
+    this.#caches = options.exclusiveLock && entries > 0 ? { subscribers: cacheOf("subscribers"), twins: cacheOf("twins") } : undefined;
   }
 
-  #cached<T>(key: string, load: () => T): T {
-    return this.#cache ? this.#cache.get(key, load) : load();
+  #cached<T>(table: "subscribers" | "twins", key: string, load: () => T): T {
+    const cache = this.#caches?.[table];
+    return cache ? cache.get(key, load) : load();
   }
 
   async putSubscriber(r: SubscriberRecord): Promise<{ created: boolean }> {
@@ -70,7 +72,7 @@ export class SqliteStore implements TwinningStore {
   }
 
   async getSubscriber(address: string): Promise<SubscriberRecord | undefined> {
-    return this.#cached(`s${address}`, () => {
+    return this.#cached("subscribers", address, () => {
       const row = this.#d.sql(`SELECT * FROM subscribers WHERE address = ?`).get(address) as SubscriberRow | undefined;
       return row ? toSubscriber(row) : undefined;
     });
@@ -94,7 +96,7 @@ export class SqliteStore implements TwinningStore {
   }
 
   async listTwinsOfPrimary(primaryAddress: string): Promise<Twin[]> {
-    return this.#cached(`p${primaryAddress}`, () => twins.listTwinsOfPrimary(this.#d, primaryAddress));
+    return this.#cached("twins", `p${primaryAddress}`, () => twins.listTwinsOfPrimary(this.#d, primaryAddress));
   }
 
   async listActiveTwins(limit: number): Promise<Twin[]> {
@@ -102,15 +104,15 @@ export class SqliteStore implements TwinningStore {
   }
 
   async findTwinOfPrimary(primaryAddress: string, ref: TwinRef): Promise<Twin | undefined> {
-    return this.#cached(`r${JSON.stringify([primaryAddress, ref])}`, () => twins.findTwinOfPrimary(this.#d, primaryAddress, ref));
+    return this.#cached("twins", `r${JSON.stringify([primaryAddress, ref])}`, () => twins.findTwinOfPrimary(this.#d, primaryAddress, ref));
   }
 
   async findTwinOfSecondary(secondaryAddress: string): Promise<Twin | undefined> {
-    return this.#cached(`2${secondaryAddress}`, () => twins.findTwinOfSecondary(this.#d, secondaryAddress));
+    return this.#cached("twins", `2${secondaryAddress}`, () => twins.findTwinOfSecondary(this.#d, secondaryAddress));
   }
 
   async getTwin(twinId: string): Promise<Twin | undefined> {
-    return this.#cached(`t${twinId}`, () => twins.getTwin(this.#d, twinId));
+    return this.#cached("twins", `t${twinId}`, () => twins.getTwin(this.#d, twinId));
   }
 
   async renameTwin(input: { twinId: string; name: string; nowMs: number }): Promise<Twin> {
