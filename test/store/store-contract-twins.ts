@@ -24,6 +24,24 @@ export function twinContract(makeStore: MakeStore): void {
   describe("twins", () => {
     const h = useStore(makeStore);
 
+    it("HLF-TE-002 concurrent status changes are independent: one refused leaves the others committed, in the order asked", async () => {
+      const { store } = h();
+      const a = await activated(store, P1, S1);
+      const b = await activated(store, P1, S2, { nowMs: T0 + SECOND });
+      const gone = await activated(store, P2, S3);
+      await store.deactivateTwin({ twinId: gone.twinId, changedBy: "primary", nowMs: T0 + SECOND });
+      // Asked together, without awaiting in between (an implementation may commit them as one group).
+      const change = (twinId: string, status: "On" | "Off", at: number) => store.changeTwinStatus({ twinId, status, changedBy: "primary", origin: OP, nowMs: T0 + at * SECOND });
+      const results = await Promise.allSettled([change(a.twinId, "Off", 2), change(gone.twinId, "Off", 2), change(b.twinId, "Off", 2), change(a.twinId, "On", 3)]);
+      expect(results.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled", "fulfilled"]);
+      expect(((results[1] as PromiseRejectedResult).reason as { code?: string }).code).toBe("update_not_allowed");
+      const [first, , , second] = results as PromiseFulfilledResult<Awaited<ReturnType<typeof change>>>[];
+      expect([first!.value.twin.version, second!.value.twin.version]).toEqual([a.version + 1, a.version + 2]);
+      expect(((await store.getTwin(a.twinId)) ?? {}).status).toBe("On");
+      expect(((await store.getTwin(b.twinId)) ?? {}).status).toBe("Off");
+      expect(((await store.getTwin(gone.twinId)) ?? {}).status).toBe("On");
+    });
+
     it("HLF-PD-003 a primary lists its twins in creation order and finds each by twinId, secondary address or name", async () => {
       const { store } = h();
       const a = await activated(store, P1, S1, { name: "Watch" });

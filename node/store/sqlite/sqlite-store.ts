@@ -21,6 +21,7 @@ import type {
   SubscriptionRecord,
   TwinningStore,
 } from "../store-port.ts";
+import { GroupCommit } from "./group-commit.ts";
 import { ReadCache } from "./read-cache.ts";
 import { SqliteDatabase } from "./sqlite-database.ts";
 import * as notifications from "./sqlite-notifications.ts";
@@ -41,6 +42,7 @@ export class SqliteStore implements TwinningStore {
   readonly #d: SqliteDatabase;
   /** The request path's reads between writes, per table; only with the exclusive lock (see ReadCache). */
   readonly #caches: { subscribers: ReadCache; twins: ReadCache } | undefined;
+  readonly #group: GroupCommit;
 
   /**
    * `exclusiveLock`: hold the file's lock for the store's lifetime (see SqliteDatabase), which
@@ -49,6 +51,7 @@ export class SqliteStore implements TwinningStore {
   constructor(options: { file: string; nowMs?: number; exclusiveLock?: boolean; readCacheEntries?: number }) {
     this.#d = new SqliteDatabase(options.file, options.nowMs ?? Date.now(), { exclusiveLock: options.exclusiveLock ?? false });
     const entries = options.readCacheEntries ?? 10_000;
+    this.#group = new GroupCommit(this.#d);
     const cacheOf = (table: string) => new ReadCache({ generation: () => this.#d.generationOf(table), bypass: () => this.#d.inTransaction, maxEntries: entries });
     this.#caches = options.exclusiveLock && entries > 0 ? { subscribers: cacheOf("subscribers"), twins: cacheOf("twins") } : undefined;
   }
@@ -120,7 +123,8 @@ export class SqliteStore implements TwinningStore {
   }
 
   async changeTwinStatus(input: ChangeStatusInput): Promise<ChangeResult> {
-    return twins.changeTwinStatus(this.#d, input);
+    // The hot write (toggles): concurrent ones share a transaction (see GroupCommit).
+    return this.#group.run(() => twins.changeTwinStatus(this.#d, input));
   }
 
   async deactivateTwin(input: DeactivateInput): Promise<ChangeResult> {

@@ -1,0 +1,55 @@
+import type { SqliteDatabase } from "./sqlite-database.ts";
+
+interface Pending {
+  readonly operation: () => unknown;
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+/**
+ * Group commit: write operations asked for in the same turn of the event loop run in one
+ * IMMEDIATE transaction, each in its own savepoint (its own `write` nests as one), and are
+ * answered once that transaction has committed. One refused operation rolls back only its own
+ * savepoint; if the transaction itself fails (its commit, or an error after which SQLite has
+ * rolled it back), every operation in it fails, and none was committed. So an answer still
+ * means committed, and the commit and its WAL writes are paid once per group.
+ */
+export class GroupCommit {
+  readonly #d: SqliteDatabase;
+  #pending: Pending[] = [];
+
+  constructor(d: SqliteDatabase) {
+    this.#d = d;
+  }
+
+  run<T>(operation: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.#pending.push({ operation, resolve: resolve as (value: unknown) => void, reject });
+      if (this.#pending.length === 1) setImmediate(() => this.#commit());
+    });
+  }
+
+  #commit(): void {
+    const group = this.#pending;
+    this.#pending = [];
+    const outcomes: { ok: boolean; value: unknown }[] = [];
+    try {
+      this.#d.write(() => {
+        for (const { operation } of group) {
+          try {
+            outcomes.push({ ok: true, value: operation() });
+          } catch (error) {
+            // SQLite may have rolled the whole transaction back (I/O error, disk full): then
+            // nothing of the group stands, and the group fails as one.
+            if (!this.#d.inTransaction) throw error;
+            outcomes.push({ ok: false, value: error });
+          }
+        }
+      });
+    } catch (error) {
+      for (const { reject } of group) reject(error);
+      return;
+    }
+    group.forEach(({ resolve, reject }, i) => (outcomes[i]!.ok ? resolve : reject)(outcomes[i]!.value));
+  }
+}
