@@ -33,7 +33,11 @@ export interface TwinningStore {
   /** A twin by id, active or deactivated. */
   getTwin(twinId: string): Promise<Twin | undefined>;
   renameTwin(input: { twinId: string; name: string; nowMs: number }): Promise<Twin>;
-  /** Sets the status if it differs; bumps the version; records the notifications. */
+  /**
+   * Sets the status if it differs; bumps the version; records the notifications. Committed when
+   * the promise resolves (an implementation may commit concurrent ones together); writes still
+   * take effect in the order they were asked, while a read asked before the answer may not see it.
+   */
   changeTwinStatus(input: ChangeStatusInput): Promise<ChangeResult>;
   deactivateTwin(input: DeactivateInput): Promise<ChangeResult>;
 

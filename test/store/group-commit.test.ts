@@ -46,6 +46,28 @@ describe("GroupCommit", () => {
     expect(stored()).toEqual(["tel:+3"]);
   });
 
+  it("undoes all of a refused operation, also what it wrote outside a write of its own or after a promise", async () => {
+    const writesThenThrows = () => {
+      d.sql(`INSERT INTO subscribers (address, twinning_enabled, credential_hash, updated_at) VALUES ('tel:+8', 1, 'scrypt:x', 0)`).run();
+      throw new Error("refused");
+    };
+    const returnsAPromise = () => {
+      d.sql(`INSERT INTO subscribers (address, twinning_enabled, credential_hash, updated_at) VALUES ('tel:+7', 1, 'scrypt:x', 0)`).run();
+      return Promise.resolve("too late");
+    };
+    const results = await Promise.allSettled([group.run(writesThenThrows), group.run(returnsAPromise), group.run(insert("tel:+1"))]);
+    expect(results.map((r) => r.status)).toEqual(["rejected", "rejected", "fulfilled"]);
+    expect(stored()).toEqual(["tel:+1"]);
+  });
+
+  it("flush commits what is queued at once (before another write, or a close)", async () => {
+    const queued = group.run(insert("tel:+1"));
+    group.flush();
+    expect(d.inTransaction).toBe(false);
+    expect(stored()).toEqual(["tel:+1"]);
+    await expect(queued).resolves.toBe("tel:+1");
+  });
+
   it("runs operations asked in different turns in different transactions, in order", async () => {
     const first = group.run(insert("tel:+1"));
     await new Promise((r) => setImmediate(r));

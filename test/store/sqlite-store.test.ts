@@ -51,6 +51,15 @@ describe("SqliteStore on disk", () => {
     t = undefined;
   });
 
+  it("a status change asked just before the store closes is committed, not dropped with the queue", async () => {
+    t = tempStore(T0, true);
+    const twin = await activated(t.store, P1, S1);
+    const change = t.store.changeTwinStatus({ twinId: twin.twinId, status: "Off", changedBy: "primary", origin: "001-01", nowMs: T0 + 1_000 });
+    const reopened = await t.reopen();
+    await expect(change).resolves.toMatchObject({ changed: true });
+    expect((await reopened.getTwin(twin.twinId))?.status).toBe("Off");
+  });
+
   it("runs in WAL journal mode", async () => {
     t = tempStore();
     await activated(t.store, P1, S1);

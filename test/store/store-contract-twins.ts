@@ -42,6 +42,16 @@ export function twinContract(makeStore: MakeStore): void {
       expect(((await store.getTwin(gone.twinId)) ?? {}).status).toBe("On");
     });
 
+    it("HLF-TE-004 writes take effect in the order they were asked, even when none is awaited in between", async () => {
+      const { store } = h();
+      const twin = await activated(store, P1, S1);
+      const toggled = store.changeTwinStatus({ twinId: twin.twinId, status: "Off", changedBy: "primary", origin: OP, nowMs: T0 + SECOND });
+      const ended = store.deactivateTwin({ twinId: twin.twinId, changedBy: "secondary", nowMs: T0 + 2 * SECOND });
+      const [toggle, deactivation] = await Promise.all([toggled, ended]);
+      expect([toggle.changed, toggle.twin.status, deactivation.twin.active, deactivation.twin.status]).toEqual([true, "Off", false, "Off"]);
+      expect(Math.max(...toggle.notifications.map((n) => n.id))).toBeLessThan(Math.min(...deactivation.notifications.map((n) => n.id)));
+    });
+
     it("HLF-PD-003 a primary lists its twins in creation order and finds each by twinId, secondary address or name", async () => {
       const { store } = h();
       const a = await activated(store, P1, S1, { name: "Watch" });

@@ -12,7 +12,9 @@ interface Pending {
  * answered once that transaction has committed. One refused operation rolls back only its own
  * savepoint; if the transaction itself fails (its commit, or an error after which SQLite has
  * rolled it back), every operation in it fails, and none was committed. So an answer still
- * means committed, and the commit and its WAL writes are paid once per group.
+ * means committed, and the commit and its WAL writes are paid once per group. Any other write
+ * of the store commits the queued group first (SqliteDatabase's `beforeWrite`), so writes keep
+ * the order they were asked in; a read asked before a change's answer may not see it yet.
  */
 export class GroupCommit {
   readonly #d: SqliteDatabase;
@@ -25,11 +27,17 @@ export class GroupCommit {
   run<T>(operation: () => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.#pending.push({ operation, resolve: resolve as (value: unknown) => void, reject });
-      if (this.#pending.length === 1) setImmediate(() => this.#commit());
+      if (this.#pending.length === 1) setImmediate(() => this.flush());
     });
   }
 
-  #commit(): void {
+  /**
+   * Commits what is queued, now. The store calls it before any other write and before closing,
+   * so writes still take effect in the order they were asked, across all of the store's
+   * operations, and nothing asked before a close is left behind.
+   */
+  flush(): void {
+    if (this.#pending.length === 0) return;
     const group = this.#pending;
     this.#pending = [];
     const outcomes: { ok: boolean; value: unknown }[] = [];
@@ -37,7 +45,8 @@ export class GroupCommit {
       this.#d.write(() => {
         for (const { operation } of group) {
           try {
-            outcomes.push({ ok: true, value: operation() });
+            // Its own savepoint, whatever the operation does itself: a refusal undoes all of it.
+            outcomes.push({ ok: true, value: this.#d.write(operation) });
           } catch (error) {
             // SQLite may have rolled the whole transaction back (I/O error, disk full): then
             // nothing of the group stands, and the group fails as one.

@@ -52,6 +52,9 @@ export class SqliteDatabase {
     return this.db.inTransaction;
   }
 
+  /** Runs before any write that starts outside a transaction (the store commits queued writes there). */
+  beforeWrite: (() => void) | undefined;
+
   /** A prepared statement for this SQL; parameters are always bound, never interpolated. */
   sql(text: string): Database.Statement {
     let entry = this.#statements.get(text);
@@ -61,7 +64,10 @@ export class SqliteDatabase {
       this.#statements.set(text, entry);
     }
     // Handed out to be run at once: whatever it may write, cached reads of it are stale from here.
-    if (entry.writes !== undefined) this.#bump(entry.writes);
+    if (entry.writes !== undefined) {
+      if (!this.db.inTransaction) this.beforeWrite?.();
+      this.#bump(entry.writes);
+    }
     return entry.statement;
   }
 
@@ -73,6 +79,7 @@ export class SqliteDatabase {
   write<T>(fn: () => T): T {
     // Each statement that writes bumps its table's generation as it is handed out, and nothing
     // read inside the transaction is cached, so a rollback leaves no stale entry behind.
+    if (!this.db.inTransaction) this.beforeWrite?.();
     this.#transaction ??= this.db.transaction((body: () => unknown) => body());
     return this.#transaction.immediate(fn) as T;
   }

@@ -52,6 +52,7 @@ export class SqliteStore implements TwinningStore {
     this.#d = new SqliteDatabase(options.file, options.nowMs ?? Date.now(), { exclusiveLock: options.exclusiveLock ?? false });
     const entries = options.readCacheEntries ?? 10_000;
     this.#group = new GroupCommit(this.#d);
+    this.#d.beforeWrite = () => this.#group.flush();
     const cacheOf = (table: string) => new ReadCache({ generation: () => this.#d.generationOf(table), bypass: () => this.#d.inTransaction, maxEntries: entries });
     this.#caches = options.exclusiveLock && entries > 0 ? { subscribers: cacheOf("subscribers"), twins: cacheOf("twins") } : undefined;
   }
@@ -257,6 +258,7 @@ export class SqliteStore implements TwinningStore {
   }
 
   async close(): Promise<void> {
+    this.#group.flush();
     this.#d.close();
   }
 }
