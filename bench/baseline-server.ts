@@ -15,16 +15,27 @@ import { Hono } from "hono";
 const mode = process.argv[2];
 const app = new Hono();
 let cleanup = () => {};
+
+/** A database in a temporary directory, set up as the node's; removed at exit. */
+function openLikeTheNode(): Database.Database {
+  const dir = mkdtempSync(join(tmpdir(), "twinning-bench-"));
+  const db = new Database(join(dir, "b.sqlite"));
+  db.pragma("locking_mode = EXCLUSIVE");
+  db.pragma("journal_mode = WAL");
+  db.pragma("synchronous = NORMAL");
+  cleanup = () => {
+    db.close();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return db;
+}
 if (mode === "get") {
   app.get("/", (c) => c.json({ hello: "world" }));
 } else if (mode === "reads") {
   // Not a goal's baseline: a reference for what the reads goal costs at the floor, the list
   // route's two SQLite reads (subscriber, then its twins) with no authentication, validation,
   // metrics or request ids.
-  const dir = mkdtempSync(join(tmpdir(), "twinning-bench-"));
-  const db = new Database(join(dir, "b.sqlite"));
-  db.pragma("locking_mode = EXCLUSIVE");
-  db.pragma("journal_mode = WAL");
+  const db = openLikeTheNode();
   db.exec("CREATE TABLE subscribers (address TEXT PRIMARY KEY, twinning_enabled INTEGER NOT NULL) STRICT");
   db.exec("CREATE TABLE twins (twin_id TEXT PRIMARY KEY, primary_address TEXT NOT NULL, secondary_address TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL, active INTEGER NOT NULL, created_at INTEGER NOT NULL) STRICT");
   db.exec("CREATE INDEX twins_active_primary ON twins (primary_address, created_at) WHERE active = 1");
@@ -43,16 +54,8 @@ if (mode === "get") {
     const rows = twins.all(address) as { twin_id: string; primary_address: string; secondary_address: string; name: string; status: string }[];
     return c.json({ twinList: { twin: rows.map((r) => ({ twinId: r.twin_id, primaryAddress: r.primary_address, secondaryAddress: r.secondary_address, name: r.name, status: r.status })) } });
   });
-  cleanup = () => {
-    db.close();
-    rmSync(dir, { recursive: true, force: true });
-  };
 } else {
-  const dir = mkdtempSync(join(tmpdir(), "twinning-bench-"));
-  const db = new Database(join(dir, "b.sqlite"));
-  db.pragma("locking_mode = EXCLUSIVE");
-  db.pragma("journal_mode = WAL");
-  db.pragma("synchronous = NORMAL");
+  const db = openLikeTheNode();
   db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, status TEXT NOT NULL, at INTEGER NOT NULL)");
   const insert = db.prepare("INSERT INTO t (status, at) VALUES (?, ?)");
   app.post("/", async (c) => {
@@ -60,10 +63,6 @@ if (mode === "get") {
     insert.run(body.status, Date.now());
     return c.json({ ok: true });
   });
-  cleanup = () => {
-    db.close();
-    rmSync(dir, { recursive: true, force: true });
-  };
 }
 const server = serve({ fetch: app.fetch, hostname: "127.0.0.1", port: 0 }, (info) => process.stdout.write(`listening ${info.port}\n`));
 process.on("SIGTERM", () => {
