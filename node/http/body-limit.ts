@@ -32,20 +32,7 @@ export function limitBody(maxBytes: number, jsonOnly: (path: string) => boolean 
       if (!JSON_TYPE.test(type)) throw new TwinningError("invalid_input", { variables: ["Content-Type"] });
     }
     if (!incoming) return fallback(c, next); // not on Node (e.g. app.request in a test)
-    const chunks: Buffer[] = [];
-    let size = 0;
-    try {
-      for await (const chunk of incoming as AsyncIterable<Buffer>) {
-        size += chunk.length;
-        if (size > maxBytes) throw tooLarge();
-        chunks.push(chunk);
-      }
-    } catch (error) {
-      if (error instanceof TwinningError) throw error;
-      // The client went away or stalled (Node answers 408 itself): a refused request, not a fault.
-      throw new TwinningError("invalid_input", { variables: ["body"], detail: "the request body was not received" });
-    }
-    const text = Buffer.concat(chunks).toString("utf8");
+    const text = (await bufferedBody(incoming, maxBytes)) ?? (await streamedBody(incoming, maxBytes));
     const cache = (c.req as unknown as { bodyCache: Record<string, Promise<unknown>> }).bodyCache;
     cache.text = Promise.resolve(text);
     try {
@@ -56,4 +43,34 @@ export function limitBody(maxBytes: number, jsonOnly: (path: string) => boolean 
     }
     return next();
   };
+}
+
+/**
+ * The body when it came whole with its headers (the usual small request): Node's parser
+ * finishes the packet once this turn's synchronous work is done, so after one await the whole
+ * message may be buffered, and one read takes it without an async iterator's round per chunk.
+ */
+async function bufferedBody(incoming: IncomingMessage, maxBytes: number): Promise<string | undefined> {
+  if (!incoming.complete) await undefined;
+  if (!incoming.complete || incoming.readableFlowing || incoming.readableLength > maxBytes) return undefined;
+  const data = incoming.read() as Buffer | null;
+  return data === null ? "" : data.toString("utf8");
+}
+
+/** The body as it streams in, refused as soon as it passes the limit. */
+async function streamedBody(incoming: IncomingMessage, maxBytes: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of incoming as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > maxBytes) throw tooLarge();
+      chunks.push(chunk);
+    }
+  } catch (error) {
+    if (error instanceof TwinningError) throw error;
+    // The client went away or stalled (Node answers 408 itself): a refused request, not a fault.
+    throw new TwinningError("invalid_input", { variables: ["body"], detail: "the request body was not received" });
+  }
+  return Buffer.concat(chunks).toString("utf8");
 }
