@@ -4,9 +4,9 @@ import { join } from "node:path";
 import { Sandbox } from "../simulator/sandbox.ts";
 import { enc, type Api } from "../simulator/device-client.ts";
 import { ROOT, load, metric, percentile, runScript, startServer, type LoadResult } from "./harness.ts";
-import { seedTwins } from "./seed.ts";
-import { TimedEventStream } from "./event-stream.ts";
 import { Pool } from "undici";
+import { TimedEventStream } from "./event-stream.ts";
+import { seedTwins } from "./seed.ts";
 
 /**
  * `npm run bench`: baselines and goals measured in the same run on this machine, as ratios

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
-import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../helpers/manual-clock.ts";
+import { rawHttp } from "../helpers/raw-http.ts";
 import { Api, enc, messageId, newAddress, startTestNode, type TestNode } from "../helpers/test-node.ts";
 import { expectRefused, expectUnauthorized, foreignToken, postChunked, requestToken, tamperedToken, unsignedToken } from "./bad-input-helpers.ts";
 
@@ -112,19 +112,12 @@ describe("malformed and mistyped bodies", () => {
     const body = JSON.stringify({ activationCode: "12x456", operatorId: "001-01" });
     const whole = await api.call("POST", `${P(p)}/twins`, { token: p.token, rawBody: body, headers: { "content-type": "application/json" } });
     expectRefused(whole, 400, "SVC3001");
-    const { hostname: host, port } = new URL(t.url);
-    const answer = await new Promise<string>((resolve, reject) => {
-      const socket = connect({ host, port: Number(port) }, async () => {
-        socket.write(`POST ${P(p)}/twins HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${p.token}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n`);
-        for (const piece of [body.slice(0, 10), body.slice(10, 30), body.slice(30)]) {
-          await new Promise((r) => setTimeout(r, 30));
-          socket.write(piece);
-        }
-      });
-      let text = "";
-      socket.on("data", (d) => (text += String(d)));
-      socket.on("end", () => resolve(text));
-      socket.on("error", reject);
+    const answer = await rawHttp(t.url, async (write) => {
+      write(`POST ${P(p)}/twins HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${p.token}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n`);
+      for (const piece of [body.slice(0, 10), body.slice(10, 30), body.slice(30)]) {
+        await new Promise((r) => setTimeout(r, 30));
+        write(piece);
+      }
     });
     expect(answer.split("\r\n")[0]).toBe("HTTP/1.1 400 Bad Request");
     expect(messageId(JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4)))).toBe(messageId(whole.body));

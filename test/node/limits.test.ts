@@ -1,5 +1,5 @@
-import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { rawHttp } from "../helpers/raw-http.ts";
 import { startTestNode, type TestNode } from "../helpers/test-node.ts";
 
 let t: TestNode;
@@ -8,24 +8,7 @@ beforeAll(async () => {
 });
 afterAll(async () => t.cleanup());
 
-/** Writes raw bytes to the device listener and returns what comes back before it closes (bounded). */
-function raw(send: (write: (s: string) => void) => void, timeoutMs = 5_000): Promise<string> {
-  const { port } = new URL(t.url);
-  return new Promise((resolve) => {
-    const socket = connect(Number(port), "127.0.0.1");
-    let data = "";
-    const done = () => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(data);
-    };
-    const timer = setTimeout(done, timeoutMs);
-    socket.on("data", (d) => (data += String(d)));
-    socket.on("close", done);
-    socket.on("error", done);
-    socket.on("connect", () => send((s) => socket.write(s)));
-  });
-}
+const raw = (send: (write: (s: string) => void) => void, timeoutMs?: number) => rawHttp(t.url, send, timeoutMs);
 
 describe("HLF-CM-006 resource limits are bounded by configuration", () => {
   it("request headers over limits.maxHeaderBytes are refused with 431 before the app sees them", async () => {
