@@ -59,6 +59,7 @@ export class SqliteDatabase {
   sql(text: string): Database.Statement {
     let entry = this.#statements.get(text);
     if (!entry) {
+      if (BARE_LIMIT.test(text)) throw new Error(`bind a LIMIT as CAST(? AS INTEGER), not as a bare ?: ${text}`);
       const statement = this.db.prepare(text);
       entry = { statement, writes: writtenTable(text, statement) };
       this.#statements.set(text, entry);
@@ -89,6 +90,14 @@ export class SqliteDatabase {
     if (this.db.open) this.db.close();
   }
 }
+
+/**
+ * `LIMIT ?` makes SQLite (3.53) plan with the bound value: it marks the parameter so that binding
+ * it again expires the plan, and the statement is prepared anew at every run (measured: a lane
+ * read 12 µs instead of 3.8, the outbox heads 25 µs instead of 8.5). `LIMIT CAST(? AS INTEGER)`
+ * is an expression, not a parameter, to the planner: still bound, planned once.
+ */
+const BARE_LIMIT = /\bLIMIT\s+\?/i;
 
 const DML = /^\s*(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|REPLACE\s+INTO|UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM)\s+(\w+)\s/i;
 

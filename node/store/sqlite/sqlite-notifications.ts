@@ -38,7 +38,7 @@ export const peerLane = (operatorId: string): string => `peer:${operatorId}`;
 
 /** Pending messages for a peer in all its lanes (compensations have their own), counted up to limit. */
 export function countQueuedForPeer(d: SqliteDatabase, operatorId: string, limit: number): number {
-  return (d.sql(`SELECT COUNT(*) AS n FROM (SELECT 1 FROM outbox WHERE kind = 'peer' AND target = ? AND state = 'pending' LIMIT ?)`).get(operatorId, limit) as { n: number }).n;
+  return (d.sql(`SELECT COUNT(*) AS n FROM (SELECT 1 FROM outbox WHERE kind = 'peer' AND target = ? AND state = 'pending' LIMIT CAST(? AS INTEGER))`).get(operatorId, limit) as { n: number }).n;
 }
 
 /** Federation messages go to the outbox, one lane per peer operator (order of effect per peer). */
@@ -90,14 +90,14 @@ export function listSubscriptions(d: SqliteDatabase, address: string, role: Twin
 
 export function notificationsAfter(d: SqliteDatabase, address: string, role: TwinRole, afterId: number, limit: number): StoredNotification[] {
   return (
-    d.sql(`SELECT id, address, role, type, content FROM notifications WHERE address = ? AND role = ? AND id > ? ORDER BY id LIMIT ?`).all(address, role, afterId, limit) as NotificationRow[]
+    d.sql(`SELECT id, address, role, type, content FROM notifications WHERE address = ? AND role = ? AND id > ? ORDER BY id LIMIT CAST(? AS INTEGER)`).all(address, role, afterId, limit) as NotificationRow[]
   ).map(toNotification);
 }
 
 const LANE_HEADS = `SELECT o.* FROM outbox o JOIN (SELECT MIN(id) AS id FROM outbox WHERE state = 'pending' GROUP BY lane) h ON o.id = h.id`;
 
 export function dueOutboxHeads(d: SqliteDatabase, nowMs: number, limit: number): OutboxEntry[] {
-  return (d.sql(`${LANE_HEADS} WHERE o.next_attempt_at <= ? ORDER BY o.next_attempt_at, o.id LIMIT ?`).all(nowMs, limit) as OutboxRow[]).map(toOutboxEntry);
+  return (d.sql(`${LANE_HEADS} WHERE o.next_attempt_at <= ? ORDER BY o.next_attempt_at, o.id LIMIT CAST(? AS INTEGER)`).all(nowMs, limit) as OutboxRow[]).map(toOutboxEntry);
 }
 
 export function nextOutboxDueAtMs(d: SqliteDatabase): number | undefined {

@@ -104,7 +104,7 @@ export class SqliteStore implements TwinningStore {
   }
 
   async listActiveTwins(limit: number): Promise<Twin[]> {
-    return (this.#d.sql(`SELECT * FROM twins WHERE active = 1 ORDER BY created_at, twin_id LIMIT ?`).all(limit) as TwinRow[]).map(toTwin);
+    return (this.#d.sql(`SELECT * FROM twins WHERE active = 1 ORDER BY created_at, twin_id LIMIT CAST(? AS INTEGER)`).all(limit) as TwinRow[]).map(toTwin);
   }
 
   async findTwinOfPrimary(primaryAddress: string, ref: TwinRef): Promise<Twin | undefined> {
@@ -205,7 +205,7 @@ export class SqliteStore implements TwinningStore {
   }
 
   async nextOutboxEntriesInLane(lane: string, afterId: number, nowMs: number, limit: number): Promise<OutboxEntry[]> {
-    const rows = this.#d.sql(`SELECT * FROM outbox WHERE lane = ? AND state = 'pending' AND id > ? ORDER BY id LIMIT ?`).all(lane, afterId, limit) as OutboxRow[];
+    const rows = this.#d.sql(`SELECT * FROM outbox WHERE lane = ? AND state = 'pending' AND id > ? ORDER BY id LIMIT CAST(? AS INTEGER)`).all(lane, afterId, limit) as OutboxRow[];
     const due = rows.findIndex((row) => !isDue(row, nowMs));
     return (due < 0 ? rows : rows.slice(0, due)).map(toOutboxEntry);
   }
@@ -236,7 +236,7 @@ export class SqliteStore implements TwinningStore {
   }
 
   async listDeadLetters(limit: number): Promise<OutboxEntry[]> {
-    return (this.#d.sql(`SELECT * FROM outbox WHERE state = 'dead' ORDER BY id DESC LIMIT ?`).all(limit) as OutboxRow[]).map(toOutboxEntry);
+    return (this.#d.sql(`SELECT * FROM outbox WHERE state = 'dead' ORDER BY id DESC LIMIT CAST(? AS INTEGER)`).all(limit) as OutboxRow[]).map(toOutboxEntry);
   }
 
   async prune(input: { nowMs: number; notificationRetentionMs: number; attemptWindowMs: number }): Promise<void> {

@@ -1,0 +1,29 @@
+import { describe, expect, it } from "vitest";
+import { SqliteDatabase } from "../../node/store/sqlite/sqlite-database.ts";
+
+describe("SqliteDatabase statements", () => {
+  it("refuses a LIMIT bound as a bare parameter (SQLite would prepare the statement anew at every run)", () => {
+    const d = new SqliteDatabase(":memory:", 0);
+    try {
+      expect(() => d.sql(`SELECT * FROM outbox ORDER BY id LIMIT ?`)).toThrow(/CAST\(\? AS INTEGER\)/);
+      expect(() => d.sql(`SELECT * FROM outbox ORDER BY id limit  ?`)).toThrow(/CAST/);
+    } finally {
+      d.close();
+    }
+  });
+
+  it("a LIMIT bound through CAST honours each run's value", () => {
+    const d = new SqliteDatabase(":memory:", 0);
+    try {
+      const insert = d.sql(`INSERT INTO outbox (lane, kind, target, payload, state, attempts, next_attempt_at, created_at) VALUES (?, 'peer', 'x', '{}', 'pending', 0, 0, 0)`);
+      for (let i = 0; i < 5; i++) insert.run(`lane-${i}`);
+      const firstN = d.sql(`SELECT lane FROM outbox ORDER BY id LIMIT CAST(? AS INTEGER)`);
+      expect(firstN.all(2)).toEqual([{ lane: "lane-0" }, { lane: "lane-1" }]);
+      expect(firstN.all(4)).toHaveLength(4);
+      expect(firstN.all(0)).toHaveLength(0);
+      expect(firstN.all(10)).toHaveLength(5);
+    } finally {
+      d.close();
+    }
+  });
+});
