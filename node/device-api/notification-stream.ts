@@ -1,5 +1,5 @@
+import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import type { Context } from "hono";
-import { streamSSE } from "hono/streaming";
 import { notificationBody, type StoredNotification } from "../domain/notification.ts";
 import type { TwinRole } from "../domain/twin.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
@@ -7,60 +7,94 @@ import type { AppEnv } from "../http/app-env.ts";
 import type { NodeContext } from "../service/node-context.ts";
 
 const HEARTBEAT_MS = 15_000;
+/**
+ * Unsent bytes a stream may hold for a client that does not read. Past it the stream is closed:
+ * the events are committed, and the client resumes from Last-Event-ID without a gap.
+ */
+const MAX_UNSENT_BYTES = 1 << 20;
 
 /**
  * HLF-CM-005 device-based clients: an SSE stream of committed notifications. With
  * Last-Event-ID the stream first replays what was committed after it, with no gap: the live
  * listener is attached before the replay is read, and duplicates are skipped by id.
+ *
+ * Events are written to the Node response as the hub publishes them, inside the commit's own
+ * callback: no stream pipeline and no turn of the event loop between a commit and its event's
+ * bytes (the federation listener signs its answer to the peer after that, not before).
  */
 export function streamNotifications(ctx: NodeContext, c: Context<AppEnv>, address: string, role: TwinRole): Response {
   if (ctx.hub.connections(address, role) >= ctx.config.limits.maxSseConnectionsPerSubscriber) {
     throw new TwinningError("policy_error", { variables: [`at most ${ctx.config.limits.maxSseConnectionsPerSubscriber} notification streams per subscriber`] });
   }
-  const lastEventId = Number(c.req.header("last-event-id") ?? "");
-  const queue: StoredNotification[] = [];
-  let wake: (() => void) | undefined;
-  const unsubscribe = ctx.hub.subscribe(address, role, (n) => {
-    queue.push(n);
-    wake?.();
+  const res = c.env.outgoing;
+  const lastEventIdHeader = c.req.header("last-event-id");
+  const lastEventId = Number(lastEventIdHeader ?? "");
+  const resume = lastEventIdHeader !== undefined && Number.isInteger(lastEventId) && lastEventId >= 0;
+
+  res.writeHead(200, {
+    "content-type": "text/event-stream",
+    "cache-control": "no-cache",
+    connection: "keep-alive",
+    "x-request-id": c.get("requestId"),
   });
+  // Until the replay is written, live events wait in order; after it, they are written at once.
+  let replaying: StoredNotification[] | undefined = resume ? [] : undefined;
+  let sentId = resume ? lastEventId : 0;
+  let open = true;
+  const write = (text: string) => {
+    if (!open) return;
+    res.write(text);
+    if (res.writableLength > MAX_UNSENT_BYTES) close();
+  };
+  const send = (n: StoredNotification) => {
+    if (n.id <= sentId) return;
+    sentId = n.id;
+    write(sseEvent(n));
+  };
+  const unsubscribe = ctx.hub.subscribe(address, role, (n) => (replaying ? replaying.push(n) : send(n)));
+  const heartbeat = setInterval(() => write(": heartbeat\n\n"), HEARTBEAT_MS);
+  heartbeat.unref();
   ctx.metrics.sseConnections.inc();
-  return streamSSE(c, async (stream) => {
-    let open = true;
-    const close = () => {
-      open = false;
-      wake?.();
-    };
-    stream.onAbort(close);
-    ctx.lifecycle.addEventListener("abort", close, { once: true });
-    try {
-      let sentId = 0;
-      const send = async (n: StoredNotification) => {
-        if (n.id <= sentId) return;
-        sentId = n.id;
-        await stream.writeSSE({ id: String(n.id), event: n.type, data: JSON.stringify(notificationBody(n)) });
-      };
-      if (Number.isInteger(lastEventId) && lastEventId >= 0 && c.req.header("last-event-id") !== undefined) {
-        sentId = lastEventId;
-        for (const n of await ctx.store.notificationsAfter(address, role, lastEventId, 1_000)) await send(n);
-      }
-      await stream.write(": connected\n\n");
-      while (open && !ctx.lifecycle.aborted) {
-        while (queue.length > 0) await send(queue.shift()!);
-        const timedOut = await new Promise<boolean>((resolve) => {
-          const timer = setTimeout(() => resolve(true), HEARTBEAT_MS);
-          wake = () => {
-            clearTimeout(timer);
-            resolve(false);
-          };
-        });
-        wake = undefined;
-        if (timedOut && open) await stream.write(": heartbeat\n\n");
-      }
-    } finally {
-      unsubscribe();
-      ctx.lifecycle.removeEventListener("abort", close);
-      ctx.metrics.sseConnections.dec();
-    }
-  });
+  const close = () => {
+    if (!open) return;
+    open = false;
+    clearInterval(heartbeat);
+    unsubscribe();
+    ctx.lifecycle.removeEventListener("abort", close);
+    ctx.metrics.sseConnections.dec();
+    res.end();
+  };
+  res.once("close", close);
+  ctx.lifecycle.addEventListener("abort", close, { once: true });
+  // The client may have gone before this handler ran (then no "close" is to come), or the node be stopping.
+  if (!res.socket || res.socket.destroyed || ctx.lifecycle.aborted) close();
+
+  // `: connected` marks the end of the replay (the simulator's crash check reads up to it).
+  if (!replaying) write(": connected\n\n");
+  else {
+    ctx.store
+      .notificationsAfter(address, role, lastEventId, 1_000)
+      .then(
+        (missed) => missed.forEach(send),
+        (error: unknown) => {
+          ctx.logger.error({ err: error }, "notification replay failed");
+          close();
+        },
+      )
+      .finally(() => {
+        write(": connected\n\n");
+        const live = replaying ?? [];
+        replaying = undefined;
+        live.forEach(send);
+      });
+  }
+  // @hono/node-server's marker for "the handler wrote the answer itself". It must be this very
+  // object: a Response built while the server runs is node-server's own lighter class, whose
+  // fast path writes a head regardless (the SSE tests fail if that ever changes).
+  return RESPONSE_ALREADY_SENT;
+}
+
+function sseEvent(n: StoredNotification): string {
+  // JSON text has no raw line breaks, so the data is one `data:` line.
+  return `id: ${n.id}\nevent: ${n.type}\ndata: ${JSON.stringify(notificationBody(n))}\n\n`;
 }
