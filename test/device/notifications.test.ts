@@ -1,3 +1,6 @@
+import { once } from "node:events";
+import { connect } from "node:net";
+import { Pool } from "undici";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { CallbackReceiver } from "../helpers/callback-receiver.ts";
 import { SseClient } from "../helpers/sse-client.ts";
@@ -85,6 +88,55 @@ describe("notifications", () => {
     const replay = await resumed.waitFor(2);
     expect(replay.map((e) => e.data.twinningStatusNotification.status)).toEqual(["On", "Off"]);
     expect(Number(replay[1]!.id)).toBeGreaterThan(Number(replay[0]!.id));
+  });
+
+  it("HLF-CM-005 an SSE client that stops reading is disconnected once 1 MiB is unsent, and resumes from Last-Event-ID without a gap", async () => {
+    const [p, s] = [await party(), await party()];
+    const { twin } = await api.twin(p, s);
+    const hub = t.node.context.hub;
+    const path = `/twinning/v1/secondary/${enc(s.address)}/notifications`;
+    const { hostname, port } = new URL(t.url);
+    // A client that opens the stream and never reads it.
+    const socket = connect(Number(port), hostname);
+    cleanups.push(async () => void socket.destroy());
+    await once(socket, "connect");
+    socket.pause();
+    socket.write(`GET ${path} HTTP/1.1\r\nHost: ${hostname}\r\nAuthorization: Bearer ${s.token}\r\n\r\n`);
+    for (let i = 0; i < 100 && hub.connections(s.address, "secondary") === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(hub.connections(s.address, "secondary")).toBe(1);
+
+    // Toggles until the node gives up on the stream, bounded. The kernel's socket buffers fill
+    // first (~4 MB here: about 20,000 toggles, 10 s).
+    const pool = new Pool(t.url, { connections: 8 });
+    cleanups.push(() => pool.close());
+    const statusPath = `/twinning/v1/primary/${enc(p.address)}/twins/${twin.twinId}/status`;
+    const toggle = async (status: string) => {
+      const res = await pool.request({ method: "PUT", path: statusPath, headers: { authorization: `Bearer ${p.token}`, "content-type": "application/json" }, body: JSON.stringify({ status }) });
+      await res.body.dump();
+    };
+    let rounds = 0;
+    while (hub.connections(s.address, "secondary") > 0) {
+      if (++rounds > 250) throw new Error("the stream was not closed after 50,000 toggles");
+      await Promise.all(Array.from({ length: 8 }, async (_, k) => { for (let i = 0; i < 25; i++) await toggle((i + k) % 2 ? "On" : "Off"); }));
+    }
+
+    // What the node had queued still arrives, then the answer ends.
+    let text = "";
+    socket.on("data", (d) => (text += String(d)));
+    socket.resume();
+    await Promise.race([once(socket, "end"), new Promise((_, reject) => setTimeout(() => reject(new Error("the stream did not end")), 20_000))]);
+    expect(text.endsWith("0\r\n\r\n")).toBe(true);
+    const ids = [...text.matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]));
+    expect(text.length).toBeGreaterThan(1 << 20);
+    expect(ids.every((id, i) => i === 0 || id > ids[i - 1]!)).toBe(true);
+
+    // Resumed from the last id read: every later event, none lost, none twice.
+    const committed = await t.node.context.store.notificationsAfter(s.address, "secondary", ids[ids.length - 1]!, 10_000);
+    expect(committed.length).toBeGreaterThan(0);
+    const resumed = await SseClient.open(`${t.url}${path}`, s.token, String(ids[ids.length - 1]));
+    cleanups.push(() => resumed.close());
+    const replay = await resumed.waitFor(committed.length);
+    expect(replay.map((e) => Number(e.id))).toEqual(committed.map((n) => n.id));
   });
 
   it("HLF-CM-005 server-based clients: subscriptions can be listed, read and cancelled", async () => {
