@@ -41,9 +41,15 @@ export function streamNotifications(ctx: NodeContext, c: Context<AppEnv>, addres
   let replaying: StoredNotification[] | undefined = resume ? [] : undefined;
   let sentId = resume ? lastEventId : 0;
   let open = true;
+  // Called from the hub inside a commit's callback: whatever happens to this stream must not
+  // reach the request that committed.
   const write = (text: string) => {
     if (!open) return;
-    res.write(text);
+    try {
+      res.write(text);
+    } catch {
+      return close();
+    }
     if (res.writableLength > MAX_UNSENT_BYTES) close();
   };
   const send = (n: StoredNotification) => {
