@@ -119,6 +119,9 @@ describe("notifications", () => {
       if (++rounds > 250) throw new Error("the stream was not closed after 50,000 toggles");
       await Promise.all(Array.from({ length: 8 }, async (_, k) => { for (let i = 0; i < 25; i++) await toggle((i + k) % 2 ? "On" : "Off"); }));
     }
+    // Changes after the cut, whenever in its round the cut came: at least one of these two is one.
+    await toggle("On");
+    await toggle("Off");
 
     // What the node had queued still arrives, then the answer ends.
     let text = "";
