@@ -66,6 +66,12 @@ const limitsSchema = z
     maxHeaderBytes: z.number().int().min(4_096).max(65_536).default(16_384),
     /** Time a client has to send its whole request (headers and body); then 408. */
     requestTimeoutMs: z.number().int().min(1_000).max(300_000).default(30_000),
+    /**
+     * Memory for ready answers: a repeated read (twin list, one twin, a secondary's twinning)
+     * by the same token is answered from bytes kept since the last write to subscribers or
+     * twins (ReadyAnswers). 0 turns it off. Only with databaseExclusiveLock.
+     */
+    readyAnswerBytes: z.number().int().min(0).max(1_073_741_824).default(8_388_608),
     /** Time given to in-flight requests on SIGTERM before the listener is closed hard. */
     shutdownGraceMs: z.number().int().min(0).max(120_000).default(10_000),
   })

@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { encodeAddress } from "../domain/address.ts";
 import { pathSubject, requireToken } from "../http/authenticate.ts";
-import { addRoute, json, validBody, type App } from "../http/route-helper.ts";
+import { addRoute, json, reusableJson, validBody, type App } from "../http/route-helper.ts";
 import { addrParam, bearer, clientCorrelatorSchema, errorResponses, nameSchema, operatorIdSchema, statusSchema, twinSchema } from "../http/schemas.ts";
 import { activateTwin } from "../service/activation-service.ts";
 import type { NodeContext } from "../service/node-context.ts";
@@ -62,7 +62,7 @@ export function registerPrimaryRoutes(app: App, ctx: NodeContext): void {
     async (c) => {
       const primary = pathSubject(c);
       const twins = await ctx.store.listTwinsOfPrimary(primary);
-      return json(c, {
+      return reusableJson(c, {
         twinList: { twin: twins.map((t) => twinView(ctx, t)), resourceURL: `${ctx.deviceBaseUrl()}/twinning/v1/primary/${encodeAddress(primary)}/twins` },
       });
     },
@@ -80,7 +80,7 @@ export function registerPrimaryRoutes(app: App, ctx: NodeContext): void {
       request: { params: refParams },
       responses: { 200: twinResponse("The twin"), ...errorResponses },
     }),
-    async (c) => json(c, { twin: twinView(ctx, await twinRef(c)) }),
+    async (c) => reusableJson(c, { twin: twinView(ctx, await twinRef(c)) }),
   );
 
   addRoute(

@@ -3,7 +3,7 @@ import type { NodeContext } from "../service/node-context.ts";
 import { readActivationCode, requestActivationCode } from "../service/activation-service.ts";
 import { deactivateTwin, primaryServicesToken, resolveSecondaryTwin, toggleTwin } from "../service/twin-service.ts";
 import { pathSubject, requireToken } from "../http/authenticate.ts";
-import { addRoute, json, validBody, type App } from "../http/route-helper.ts";
+import { addRoute, json, reusableJson, validBody, type App } from "../http/route-helper.ts";
 import { addrParam, bearer, clientCorrelatorSchema, errorResponses, operatorIdSchema, statusSchema } from "../http/schemas.ts";
 import { activationCodeView, twinningView } from "./resources.ts";
 
@@ -77,7 +77,7 @@ export function registerSecondaryRoutes(app: App, ctx: NodeContext): void {
     }),
     async (c) => {
       const twin = await resolveSecondaryTwin(ctx, pathSubject(c), c.get("principal"));
-      return json(c, twinningView(twin));
+      return reusableJson(c, twinningView(twin));
     },
   );
 

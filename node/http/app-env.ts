@@ -8,5 +8,7 @@ export interface AppEnv {
   Variables: {
     requestId: string;
     principal: Principal;
+    /** Set by reusableJson: this 200 answer may be kept in ReadyAnswers. */
+    reusableBody: string;
   };
 }

@@ -29,3 +29,14 @@ export function validationHook(result: { success: boolean; error?: { issues: { p
 }
 
 export const json = (c: Context<AppEnv>, body: unknown, status: 200 | 201 = 200): Response => c.json(body as object, status);
+
+/**
+ * A 200 JSON answer that ReadyAnswers may send again while the store's read version holds. Only
+ * for a GET whose answer is made of nothing but its target, its bearer token and reads of
+ * subscribers and twins (no clock, no other table, no other header).
+ */
+export function reusableJson(c: Context<AppEnv>, body: unknown): Response {
+  const text = JSON.stringify(body);
+  c.set("reusableBody", text);
+  return c.body(text, 200, { "content-type": "application/json" });
+}

@@ -5,6 +5,7 @@ export class NodeMetrics {
   readonly registry = new Registry();
   readonly requests: Counter<"method" | "route" | "status">;
   readonly latency: Histogram<"method" | "route">;
+  readonly readyAnswers: Counter<"route">;
   readonly deliveries: Counter<"kind" | "result">;
   readonly outboxPending: Gauge;
   readonly outboxDead: Gauge;
@@ -19,6 +20,12 @@ export class NodeMetrics {
       help: "HTTP request latency",
       labelNames: ["method", "route"],
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [this.registry],
+    });
+    this.readyAnswers = new Counter({
+      name: "twinning_http_ready_answers_total",
+      help: "Requests answered from ready answers kept since the last write (also counted in twinning_http_requests_total)",
+      labelNames: ["route"],
       registers: [this.registry],
     });
     this.deliveries = new Counter({ name: "twinning_outbox_deliveries_total", help: "Outbox delivery attempts by result", labelNames: ["kind", "result"], registers: [this.registry] });

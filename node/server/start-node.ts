@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { createServer as createHttpServer, type RequestListener, type ServerOptions } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { join, resolve } from "node:path";
@@ -8,6 +9,8 @@ import { Agent } from "undici";
 import type { NodeConfig } from "../config/node-config.ts";
 import { CodeHasher } from "../domain/activation-code.ts";
 import { createDeviceApp } from "../http/create-app.ts";
+import { answeringReady, ReadyAnswers } from "../http/ready-answers.ts";
+import { answerRecorder, requestIdOf } from "../http/request-envelope.ts";
 import { rawErrorResponse } from "../errors/error-response.ts";
 import type { Socket } from "node:net";
 import { createCallbackSender } from "../notifications/callback-sender.ts";
@@ -98,6 +101,11 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
     onFailed: (e, dead) => metrics.deliveries.inc({ kind: e.kind, result: dead ? "dead" : "retry" }),
   });
 
+  const answers =
+    config.limits.readyAnswerBytes > 0 && store.readVersion() !== undefined
+      ? new ReadyAnswers({ version: () => store.readVersion(), nowMs, maxBytes: config.limits.readyAnswerBytes })
+      : undefined;
+
   const context: NodeContext = {
     config,
     store,
@@ -117,6 +125,7 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
     adminToken: secrets.adminToken,
     federation,
     wakeOutbox: () => outbox.wake(),
+    answers,
     nowMs,
     deviceBaseUrl: () => baseUrl,
     jwks: () => ({ keys: [secrets.signingKey.publicJwk] }),
@@ -139,6 +148,11 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
   const tls = config.device.tlsCertFile && config.device.tlsKeyFile
     ? { cert: readFileSync(config.device.tlsCertFile), key: readFileSync(config.device.tlsKeyFile) }
     : undefined;
+  // Repeated reads with a ready answer are sent before the app (ReadyAnswers).
+  const createDeviceServer = (options: ServerOptions, app: RequestListener) => {
+    const listener = answers ? answeringReady(answers, requestIdOf, answerRecorder(context), app) : app;
+    return tls ? createHttpsServer(options, listener) : createHttpServer(options, listener);
+  };
   const server: ServerType = await new Promise((resolveListening, reject) => {
     const s = serve(
       {
@@ -146,7 +160,7 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
         hostname: config.device.host,
         port: config.device.port,
         serverOptions: { ...requestBounds, ...(tls ?? {}) },
-        ...(tls ? { createServer: createHttpsServer } : {}),
+        createServer: createDeviceServer as typeof createHttpServer,
       },
       () => resolveListening(s),
     );

@@ -8,6 +8,7 @@ import type { TwinningStore } from "../store/store-port.ts";
 import type { AccessTokens } from "../tokens/access-tokens.ts";
 import type { ReplaySealer } from "./replay-sealer.ts";
 import type { Federation } from "../federation/federation.ts";
+import type { ReadyAnswers } from "../http/ready-answers.ts";
 
 /** Everything a request handler may use; built once in start-node and injected. */
 export interface NodeContext {
@@ -24,6 +25,8 @@ export interface NodeContext {
   readonly federation: Federation | undefined;
   /** Wakes the outbox after a commit that wrote entries without notifications (compensations). */
   readonly wakeOutbox: () => void;
+  /** Answers to repeated reads kept between writes; absent when off or the store cannot tell when to drop them. */
+  readonly answers: ReadyAnswers | undefined;
   /** Injected clock (ms since epoch); tests move it by hand. */
   readonly nowMs: () => number;
   /** The base devices use: `/twinning/v1`, `/oauth` and `/admin/v1` hang off it. */

@@ -93,6 +93,14 @@ export interface TwinningStore {
   /** Deletes expired codes, old attempts, old notifications and expired subscriptions. */
   prune(input: { nowMs: number; notificationRetentionMs: number; attemptWindowMs: number }): Promise<void>;
 
+  /**
+   * A number that changes whenever anything the device API's reads return (subscribers, twins)
+   * may have changed, or undefined when this store cannot tell (another writer may exist, as
+   * with many replicas). An answer built from reads taken at one version may be served again
+   * while the version holds (ReadyAnswers); it must move before a write can be read.
+   */
+  readVersion(): number | undefined;
+
   ping(): Promise<void>;
   close(): Promise<void>;
 }

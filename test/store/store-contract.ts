@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { TwinningStore } from "../../node/store/store-port.ts";
+import type { Twin } from "../../node/domain/twin.ts";
 import { deliveryContract } from "./store-contract-delivery.ts";
 import { durabilityContract } from "./store-contract-durability.ts";
 import { twinContract } from "./store-contract-twins.ts";
@@ -95,6 +96,31 @@ function freshReadsContract(makeStore: MakeStore): void {
       expect(gone.list.map((t) => t.twinId)).toEqual([second.twinId]);
       expect(gone.byId?.active).toBe(false);
       expect([gone.ofPrimary, gone.bySecondary, gone.ofSecondary]).toEqual([undefined, undefined, undefined]);
+    });
+
+    it("readVersion holds across reads and moves with every write to subscribers or twins (or is never known)", async () => {
+      const { store } = h();
+      const known = store.readVersion() !== undefined;
+      let last = store.readVersion();
+      const moved = async (write: () => Promise<unknown>) => {
+        await write();
+        const now = store.readVersion();
+        if (!known) return expect(now).toBeUndefined();
+        expect(now).not.toBe(last);
+        last = now;
+      };
+      await moved(() => store.putSubscriber({ address: P1, twinningEnabled: true, credentialHash: "scrypt:a", updatedAtMs: T0 }));
+      let twin: Twin | undefined;
+      await moved(async () => (twin = await activated(store, P1, S1)));
+      await store.listTwinsOfPrimary(P1);
+      await store.getSubscriber(P1);
+      await store.findTwinOfSecondary(S1);
+      expect(store.readVersion()).toBe(last);
+      await moved(() => store.changeTwinStatus({ twinId: twin!.twinId, status: "Off", changedBy: "primary", origin: OP, nowMs: T0 + SECOND }));
+      await moved(() => store.renameTwin({ twinId: twin!.twinId, name: "Watch", nowMs: T0 + 2 * SECOND }));
+      await moved(() => store.deactivateTwin({ twinId: twin!.twinId, changedBy: "secondary", nowMs: T0 + 3 * SECOND }));
+      await moved(() => store.putSubscriber({ address: P1, twinningEnabled: false, credentialHash: "scrypt:a", updatedAtMs: T0 + 4 * SECOND }));
+      await moved(() => store.deleteSubscriber(P1));
     });
 
     it("records handed out are not changed by later writes", async () => {

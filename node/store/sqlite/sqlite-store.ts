@@ -57,6 +57,11 @@ export class SqliteStore implements TwinningStore {
     this.#caches = options.exclusiveLock && entries > 0 ? { subscribers: cacheOf("subscribers"), twins: cacheOf("twins") } : undefined;
   }
 
+  /** Only while this connection is the file's only writer (the read caches' condition). */
+  readVersion(): number | undefined {
+    return this.#caches ? this.#d.generationOf("subscribers") + this.#d.generationOf("twins") : undefined;
+  }
+
   #cached<T>(table: "subscribers" | "twins", key: string, load: () => T): T {
     const cache = this.#caches?.[table];
     return cache ? cache.get(key, load) : load();
