@@ -15,9 +15,7 @@ import { streamNotifications } from "./notification-stream.ts";
 import { isInternalHostLiteral } from "../notifications/callback-target.ts";
 
 const tags = ["notifications"];
-const base = "/twinning/v1/{role}/{addr}";
 const params = z.object({
-  role: z.string().openapi({ param: { name: "role", in: "path" }, example: "primary", description: "primary or secondary" }),
   addr: z.string().openapi({ param: { name: "addr", in: "path" }, example: "tel:+15550001" }),
 });
 
@@ -31,18 +29,29 @@ const subscriptionRequest = z.object({
 });
 const ok = (description: string) => ({ description, content: { "application/json": { schema: z.object({}).passthrough() } } });
 
-/** SVC1014 for a role other than primary or secondary. */
-export function pathRole(c: Context<AppEnv>): TwinRole {
-  const role = c.req.param("role");
-  if (role === "primary" || role === "secondary") return role;
-  throw new TwinningError("undefined_role", { variables: [String(role).slice(0, 40)] });
+/**
+ * A path of these routes with a role other than primary or secondary (the routes are
+ * registered per role, so such a path matches none of them): the app's not-found answer is
+ * SVC1014 for it instead of a 404.
+ */
+const OTHER_ROLE = /^\/twinning\/v1\/([^/]+)\/[^/]+\/(?:subscriptions(?:\/[^/]+)?|notifications)$/;
+export function undefinedRoleOf(path: string): TwinningError | undefined {
+  const role = OTHER_ROLE.exec(path)?.[1];
+  if (role === undefined || role === "primary" || role === "secondary") return undefined;
+  return new TwinningError("undefined_role", { variables: [role.slice(0, 40)] });
 }
 
 /** Callback subscriptions and the SSE stream (HLF-PD-007, HLF-SD-008, HLF-CM-005). */
 export function registerSubscriptionRoutes(app: App, ctx: NodeContext): void {
+  for (const role of ["primary", "secondary"] as const) registerRoleRoutes(app, ctx, role);
+}
+
+/** One role's routes: each role has its own paths, so hono's RegExpRouter can take them all. */
+function registerRoleRoutes(app: App, ctx: NodeContext, role: TwinRole): void {
+  const base = `/twinning/v1/${role}/{addr}`;
   // The full scope: a twin-scoped token covers one twin, not all of a subscriber's notifications.
   const auth = requireToken(ctx, ["twinning"]);
-  const listUrl = (role: TwinRole, address: string) => `${ctx.deviceBaseUrl()}/twinning/v1/${role}/${encodeAddress(address)}/subscriptions`;
+  const listUrl = (address: string) => `${ctx.deviceBaseUrl()}/twinning/v1/${role}/${encodeAddress(address)}/subscriptions`;
 
   addRoute(
     app,
@@ -50,14 +59,13 @@ export function registerSubscriptionRoutes(app: App, ctx: NodeContext): void {
       method: "post",
       path: `${base}/subscriptions`,
       tags,
-      summary: "Subscribe a callback URL to twinning notifications (server-based clients)",
+      summary: `${role}: subscribe a callback URL to twinning notifications (server-based clients)`,
       security: bearer,
       middleware: [auth] as const,
       request: { params, body: { content: { "application/json": { schema: subscriptionRequest } }, required: true } },
       responses: { 201: ok("The subscription"), ...errorResponses },
     }),
     async (c) => {
-      const role = pathRole(c);
       const address = pathSubject(c);
       const body = validBody(c, subscriptionRequest);
       if (!ctx.config.limits.allowPrivateCallbackTargets && isInternalHostLiteral(body.callbackReference.notifyURL)) {
@@ -85,21 +93,19 @@ export function registerSubscriptionRoutes(app: App, ctx: NodeContext): void {
 
   addRoute(
     app,
-    createRoute({ method: "get", path: `${base}/subscriptions`, tags, summary: "List subscriptions", security: bearer, middleware: [auth] as const, request: { params }, responses: { 200: ok("The subscriptions"), ...errorResponses } }),
+    createRoute({ method: "get", path: `${base}/subscriptions`, tags, summary: `${role}: list subscriptions`, security: bearer, middleware: [auth] as const, request: { params }, responses: { 200: ok("The subscriptions"), ...errorResponses } }),
     async (c) => {
-      const role = pathRole(c);
       const address = pathSubject(c);
       const list = await ctx.store.listSubscriptions(address, role, ctx.nowMs());
-      return json(c, { subscriptionList: { subscription: list.map((s) => subscriptionView(ctx, s)), resourceURL: listUrl(role, address) } });
+      return json(c, { subscriptionList: { subscription: list.map((s) => subscriptionView(ctx, s)), resourceURL: listUrl(address) } });
     },
   );
 
   const one = params.extend({ id: z.string().openapi({ param: { name: "id", in: "path" } }) });
   addRoute(
     app,
-    createRoute({ method: "get", path: `${base}/subscriptions/{id}`, tags, summary: "Read a subscription", security: bearer, middleware: [auth] as const, request: { params: one }, responses: { 200: ok("The subscription"), ...errorResponses } }),
+    createRoute({ method: "get", path: `${base}/subscriptions/{id}`, tags, summary: `${role}: read a subscription`, security: bearer, middleware: [auth] as const, request: { params: one }, responses: { 200: ok("The subscription"), ...errorResponses } }),
     async (c) => {
-      const role = pathRole(c);
       const s = await ctx.store.getSubscription(pathSubject(c), role, c.req.param("id") ?? "", ctx.nowMs());
       if (!s) throw new TwinningError("not_found", { variables: ["subscription"] });
       return json(c, { subscription: subscriptionView(ctx, s) });
@@ -108,9 +114,8 @@ export function registerSubscriptionRoutes(app: App, ctx: NodeContext): void {
 
   addRoute(
     app,
-    createRoute({ method: "delete", path: `${base}/subscriptions/{id}`, tags, summary: "Cancel a subscription", security: bearer, middleware: [auth] as const, request: { params: one }, responses: { 204: { description: "Cancelled" }, ...errorResponses } }),
+    createRoute({ method: "delete", path: `${base}/subscriptions/{id}`, tags, summary: `${role}: cancel a subscription`, security: bearer, middleware: [auth] as const, request: { params: one }, responses: { 204: { description: "Cancelled" }, ...errorResponses } }),
     async (c) => {
-      const role = pathRole(c);
       if (!(await ctx.store.deleteSubscription(pathSubject(c), role, c.req.param("id") ?? ""))) throw new TwinningError("not_found", { variables: ["subscription"] });
       return c.body(null, 204);
     },
@@ -122,12 +127,12 @@ export function registerSubscriptionRoutes(app: App, ctx: NodeContext): void {
       method: "get",
       path: `${base}/notifications`,
       tags,
-      summary: "Server-Sent Events stream of the same notifications (device-based clients); resumes from Last-Event-ID",
+      summary: `${role}: Server-Sent Events stream of the same notifications (device-based clients); resumes from Last-Event-ID`,
       security: bearer,
       middleware: [auth] as const,
       request: { params },
       responses: { 200: { description: "text/event-stream", content: { "text/event-stream": { schema: z.string() } } }, ...errorResponses },
     }),
-    async (c) => streamNotifications(ctx, c, pathSubject(c), pathRole(c)),
+    async (c) => streamNotifications(ctx, c, pathSubject(c), role),
   );
 }
