@@ -32,7 +32,7 @@ export function limitBody(maxBytes: number, jsonOnly: (path: string) => boolean 
       if (!JSON_TYPE.test(type)) throw new TwinningError("invalid_input", { variables: ["Content-Type"] });
     }
     if (!incoming) return fallback(c, next); // not on Node (e.g. app.request in a test)
-    const text = (await bufferedBody(incoming, maxBytes)) ?? (await streamedBody(incoming, maxBytes));
+    const text = await readBody(incoming, maxBytes);
     const cache = (c.req as unknown as { bodyCache: Record<string, Promise<unknown>> }).bodyCache;
     cache.text = Promise.resolve(text);
     try {
@@ -46,31 +46,34 @@ export function limitBody(maxBytes: number, jsonOnly: (path: string) => boolean 
 }
 
 /**
- * The body when it came whole with its headers (the usual small request): Node's parser
- * finishes the packet once this turn's synchronous work is done, so after one await the whole
- * message may be buffered, and one read takes it without an async iterator's round per chunk.
+ * The body, refused as soon as it passes the limit. Node parses a request's body only after
+ * the callback that announced its headers (where this runs) has returned, so the body is
+ * awaited through the stream's events (cheaper per request than an async iterator); it is
+ * read at once when already complete and buffered.
  */
-async function bufferedBody(incoming: IncomingMessage, maxBytes: number): Promise<string | undefined> {
-  if (!incoming.complete) await undefined;
-  if (!incoming.complete || incoming.readableFlowing || incoming.readableLength > maxBytes) return undefined;
-  const data = incoming.read() as Buffer | null;
-  return data === null ? "" : data.toString("utf8");
-}
-
-/** The body as it streams in, refused as soon as it passes the limit. */
-async function streamedBody(incoming: IncomingMessage, maxBytes: number): Promise<string> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  try {
-    for await (const chunk of incoming as AsyncIterable<Buffer>) {
-      size += chunk.length;
-      if (size > maxBytes) throw tooLarge();
-      chunks.push(chunk);
-    }
-  } catch (error) {
-    if (error instanceof TwinningError) throw error;
-    // The client went away or stalled (Node answers 408 itself): a refused request, not a fault.
-    throw new TwinningError("invalid_input", { variables: ["body"], detail: "the request body was not received" });
+function readBody(incoming: IncomingMessage, maxBytes: number): Promise<string> {
+  if (incoming.complete && !incoming.readableFlowing && incoming.readableLength <= maxBytes) {
+    const data = incoming.read() as Buffer | null;
+    return Promise.resolve(data === null ? "" : data.toString("utf8"));
   }
-  return Buffer.concat(chunks).toString("utf8");
+  if (incoming.readableEnded) return Promise.resolve("");
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const settle = (error?: TwinningError) => {
+      incoming.off("data", onData).off("end", onEnd).off("error", onFailure).off("close", onFailure);
+      if (error === undefined) return resolve(chunks.length === 1 ? chunks[0]!.toString("utf8") : Buffer.concat(chunks).toString("utf8"));
+      incoming.pause();
+      reject(error);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > maxBytes) settle(tooLarge());
+      else chunks.push(chunk);
+    };
+    const onEnd = () => settle();
+    // The client went away or stalled (Node answers 408 itself): a refused request, not a fault.
+    const onFailure = () => settle(new TwinningError("invalid_input", { variables: ["body"], detail: "the request body was not received" }));
+    incoming.on("data", onData).on("end", onEnd).on("error", onFailure).on("close", onFailure);
+  });
 }

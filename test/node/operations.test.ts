@@ -42,7 +42,10 @@ describe("the API around the node", () => {
         "/twinning/v1/primary/{addr}/twins",
         "/twinning/v1/primary/{addr}/twins/{ref}",
         "/twinning/v1/primary/{addr}/twins/{ref}/status",
-        "/twinning/v1/{role}/{addr}/subscriptions",
+        "/twinning/v1/primary/{addr}/subscriptions",
+        "/twinning/v1/secondary/{addr}/subscriptions",
+        "/twinning/v1/primary/{addr}/notifications",
+        "/twinning/v1/secondary/{addr}/notifications",
       ]),
     );
     expect(doc.paths["/twinning/v1/primary/{addr}/twins/{ref}/status"].put.requestBody.content["application/json"].schema).toBeDefined();

@@ -182,15 +182,13 @@ export function renameTwin(d: SqliteDatabase, input: { twinId: string; name: str
 
 export function changeTwinStatus(d: SqliteDatabase, input: ChangeStatusInput): ChangeResult {
   return d.write(() => {
-    const row = activeTwin(d, input.twinId);
-    if (row.status === input.status) return { twin: toTwin(row), changed: false, notifications: [], queued: false };
-    d.sql(`UPDATE twins SET status = ?, version = version + 1, status_origin = ?, updated_at = ? WHERE twin_id = ?`).run(
-      input.status,
-      input.origin,
-      input.nowMs,
-      input.twinId,
-    );
-    const twin = toTwin(twinRow(d, input.twinId)!);
+    // One statement in the usual case (an active twin whose status changes); only when it
+    // changes nothing is the twin read, to say why: unknown, deactivated, or already so.
+    const updated = d
+      .sql(`UPDATE twins SET status = ?, version = version + 1, status_origin = ?, updated_at = ? WHERE twin_id = ? AND active = 1 AND status <> ? RETURNING *`)
+      .get(input.status, input.origin, input.nowMs, input.twinId, input.status) as TwinRow | undefined;
+    if (!updated) return { twin: toTwin(activeTwin(d, input.twinId)), changed: false, notifications: [], queued: false };
+    const twin = toTwin(updated);
     const effects = effectsOfChange("status", twin, input.changedBy, input.origin, input.nowMs);
     if (input.maxQueuedPerPeer !== undefined) for (const m of effects.peerMessages) assertPeerBacklogRoom(d, m.operatorId, input.maxQueuedPerPeer);
     const { notifications, queued } = recordEffects(d, effects, input.nowMs);
