@@ -1,31 +1,31 @@
 import type { RouteConfig } from "@hono/zod-openapi";
 import type { OpenAPIHono } from "@hono/zod-openapi";
-import type { Context } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import type { z } from "zod";
 import { TwinningError } from "../errors/twinning-error.ts";
 import type { AppEnv } from "./app-env.ts";
+import { requestCheck } from "./request-check.ts";
 
 export type App = OpenAPIHono<AppEnv>;
 
 /**
- * Registers a documented route. Handlers return plain Responses: the route's schemas drive
- * validation and the OpenAPI document, while the one error mapping shapes every failure.
+ * Registers a documented route. The route's schemas drive the OpenAPI document and are checked
+ * in one step before the handler (requestCheck); handlers return plain Responses, and the one
+ * error mapping shapes every failure. Route middleware (authentication) runs first, as with
+ * `app.openapi`.
  */
 export function addRoute(app: App, route: RouteConfig, handler: (c: Context<AppEnv>) => Promise<Response>): void {
-  app.openapi(route, handler as never);
+  const { middleware, hide, ...spec } = route;
+  if (!hide) app.openAPIRegistry.registerPath(spec);
+  const check = requestCheck(spec.request);
+  const before = (middleware === undefined ? [] : Array.isArray(middleware) ? middleware : [middleware]) as MiddlewareHandler<AppEnv>[];
+  const run = check ? async (c: Context<AppEnv>) => (await check(c), handler(c)) : handler;
+  app.on([spec.method.toUpperCase()], [spec.path.replaceAll(/\/{(.+?)}/g, "/:$1")], ...before, run);
 }
 
 /** The validated JSON body (validated by the route's schema before the handler runs). */
 export function validBody<S extends z.ZodType>(c: Context<AppEnv>, _schema: S): z.infer<S> {
   return (c.req as unknown as { valid(target: "json"): z.infer<S> }).valid("json");
-}
-
-/** Validation failures become SVC0002 naming the first bad field (DESIGN "Errors"). */
-export function validationHook(result: { success: boolean; error?: { issues: { path: PropertyKey[]; message: string }[] } }): void {
-  if (result.success) return;
-  const issue = result.error?.issues[0];
-  const field = issue && issue.path.length > 0 ? issue.path.map(String).join(".") : "body";
-  throw new TwinningError("invalid_input", { variables: [field], detail: issue?.message });
 }
 
 export const json = (c: Context<AppEnv>, body: unknown, status: 200 | 201 = 200): Response => c.json(body as object, status);

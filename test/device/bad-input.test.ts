@@ -87,6 +87,10 @@ describe("malformed and mistyped bodies", () => {
     { what: "admin: twinning: \"yes\"", method: "PUT", path: () => `/admin/v1/subscribers/${enc(newAddress())}`, body: { subscriber: { twinning: "yes", credential: "long-enough-secret" } }, admin: true, field: "subscriber.twinning" },
     { what: "admin: missing credential", method: "PUT", path: () => `/admin/v1/subscribers/${enc(newAddress())}`, body: { subscriber: { twinning: true } }, admin: true, field: "subscriber.credential" },
     { what: "admin: text/plain", method: "PUT", path: () => `/admin/v1/subscribers/${enc(newAddress())}`, raw: "twinning", type: "text/plain", admin: true, field: "Content-Type" },
+    { what: "an empty JSON body on a status toggle", method: "PUT", path: () => `${P(p)}/twins/${twinId}/status`, raw: "", field: "body" },
+    { what: "?wait=soon on a code read", method: "GET", path: () => `${S(s)}/activationCodes/${randomUUID()}?wait=soon`, field: "wait" },
+    { what: "?wait=99999 on a code read", method: "GET", path: () => `${S(s)}/activationCodes/${randomUUID()}?wait=99999`, field: "wait" },
+    { what: "?wait given twice on a code read", method: "GET", path: () => `${S(s)}/activationCodes/${randomUUID()}?wait=1&wait=2`, field: "wait" },
   ];
 
   it.each(cases)("HLF-CM-001 $what → 400 SVC0002", async (c) => {
@@ -94,6 +98,19 @@ describe("malformed and mistyped bodies", () => {
     const headers = { "content-type": c.type ?? "application/json" };
     const res = await api.call(c.method, c.path(), { token, headers, ...(c.raw !== undefined ? { rawBody: c.raw } : { body: c.body }) });
     expectRefused(res, 400, "SVC0002", c.field);
+  });
+
+  it.each(["application/json; charset=utf-8", "application/merge-patch+json", "APPLICATION/JSON"])("HLF-CM-001 a JSON body sent as %s is read as JSON", async (type) => {
+    const res = await api.call("PUT", `${P(p)}/twins/${twinId}/status`, { token: p.token, headers: { "content-type": type }, rawBody: '{"status":"On"}' });
+    expect(res.status).toBe(200);
+    expect(res.body.twin.status).toBe("On");
+  });
+
+  it("HLF-SD-002 a code request may come with no body at all (primaryOperatorId is optional)", async () => {
+    const own = await party();
+    const ok = await api.call("POST", `${S(own)}/activationCodes`, { token: own.token });
+    expect(ok.status).toBe(201);
+    expect(ok.body.activationCode.operatorId).toBe("001-01");
   });
 
   it("HLF-CM-006 a body larger than limits.maxBodyBytes → 413 SVC0002, with or without Content-Length", async () => {

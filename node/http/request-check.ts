@@ -1,0 +1,64 @@
+import type { RouteConfig } from "@hono/zod-openapi";
+import type { Context } from "hono";
+import type { z } from "zod";
+import { TwinningError } from "../errors/twinning-error.ts";
+import type { AppEnv } from "./app-env.ts";
+
+/** A Content-Type a JSON body route accepts (zod-openapi's media-type gate). */
+const JSON_REQUEST = /^application\/([a-z-.]+\+)?json(;\s*[a-zA-Z0-9-]+=([^;]+))*$/i;
+/** A media type whose body is parsed as JSON (hono's validator); other bodies validate as `{}`. */
+const JSON_MEDIA = /^application\/([\w.-]+\+)?json$/i;
+const IS_JSON = /^application\/([a-z-.]+\+)?json/i;
+
+type Request = NonNullable<RouteConfig["request"]>;
+
+/**
+ * A route's declared query, path parameters and JSON body, checked in one step before its
+ * handler: what @hono/zod-openapi does with one validator middleware per part (each an async
+ * hop, each an async parse), with the same rules and order (query, parameters, media type,
+ * body), synchronous schemas, and every failure answered as validationHook answers it.
+ * Validated parts are read as usual (`c.req.valid(…)`, validBody).
+ */
+export function requestCheck(request: Request | undefined): ((c: Context<AppEnv>) => Promise<void>) | undefined {
+  const query = request?.query as z.ZodType | undefined;
+  const params = request?.params as z.ZodType | undefined;
+  const content = request?.body?.content as Record<string, { schema?: unknown }> | undefined;
+  const types = Object.keys(content ?? {});
+  if (types.some((t) => t !== "application/json")) throw new Error(`requestCheck takes JSON bodies only, not ${types.join(", ")}`);
+  const json = content?.["application/json"]?.schema as z.ZodType | undefined;
+  const required = request?.body?.required === true;
+  if (!query && !params && !json) return undefined;
+  return async (c) => {
+    const valid = c.req as unknown as { addValidatedData(target: string, data: unknown): void };
+    if (query) valid.addValidatedData("query", parsed(query, queryOf(c)));
+    if (params) valid.addValidatedData("param", parsed(params, c.req.param()));
+    if (json) {
+      const type = c.req.header("content-type");
+      if (type ? !JSON_REQUEST.test(type) : (await c.req.text()).length > 0) throw new TwinningError("invalid_input", { variables: ["Content-Type"] });
+      valid.addValidatedData("json", required || (type !== undefined && IS_JSON.test(type)) ? parsed(json, await bodyOf(c, type)) : {});
+    }
+  };
+}
+
+/** The schema's output, or SVC0002 naming the first bad field (as validationHook). */
+function parsed(schema: z.ZodType, value: unknown): unknown {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  const field = issue && issue.path.length > 0 ? issue.path.map(String).join(".") : "body";
+  throw new TwinningError("invalid_input", { variables: [field], detail: issue?.message });
+}
+
+/** Query parameters as hono's validator gives them: one value, or an array when repeated. */
+function queryOf(c: Context<AppEnv>): Record<string, string | string[]> {
+  return Object.fromEntries(Object.entries(c.req.queries()).map(([k, v]) => [k, v.length === 1 ? v[0]! : v]));
+}
+
+async function bodyOf(c: Context<AppEnv>, type: string | undefined): Promise<unknown> {
+  if (!JSON_MEDIA.test(type ? type.split(";")[0]!.trim() : "")) return {};
+  try {
+    return await c.req.json();
+  } catch {
+    throw new TwinningError("invalid_input", { variables: ["body"], detail: "Malformed JSON in request body" });
+  }
+}
