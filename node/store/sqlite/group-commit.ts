@@ -8,13 +8,13 @@ interface Pending {
 
 /**
  * Group commit: write operations asked for in the same turn of the event loop run in one
- * IMMEDIATE transaction, each in its own savepoint (its own `write` nests as one), and are
- * answered once that transaction has committed. One refused operation rolls back only its own
- * savepoint; if the transaction itself fails (its commit, or an error after which SQLite has
- * rolled it back), every operation in it fails, and none was committed. So an answer still
- * means committed, and the commit and its WAL writes are paid once per group. Any other write
- * of the store commits the queued group first (SqliteDatabase's `beforeWrite`), so writes keep
- * the order they were asked in; a read asked before a change's answer may not see it yet.
+ * IMMEDIATE transaction, each in a savepoint of its own (given here; the operations do not open
+ * one), and are answered once that transaction has committed. One refused operation rolls back
+ * only its own savepoint; if the transaction itself fails (its commit, or an error after which
+ * SQLite has rolled it back), every operation in it fails, and none was committed. So an answer
+ * still means committed, and the commit and its WAL writes are paid once per group. Any other
+ * write of the store commits the queued group first (SqliteDatabase's `beforeWrite`), so writes
+ * keep the order they were asked in; a read asked before a change's answer may not see it yet.
  */
 export class GroupCommit {
   readonly #d: SqliteDatabase;

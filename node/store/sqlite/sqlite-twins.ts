@@ -180,20 +180,23 @@ export function renameTwin(d: SqliteDatabase, input: { twinId: string; name: str
   });
 }
 
+/**
+ * Runs in the caller's transaction, which must give it a savepoint of its own: group commit does
+ * (one savepoint per change; a second one here measured ~3 µs more per toggle).
+ */
 export function changeTwinStatus(d: SqliteDatabase, input: ChangeStatusInput): ChangeResult {
-  return d.write(() => {
-    // One statement in the usual case (an active twin whose status changes); only when it
-    // changes nothing is the twin read, to say why: unknown, deactivated, or already so.
-    const updated = d
-      .sql(`UPDATE twins SET status = ?, version = version + 1, status_origin = ?, updated_at = ? WHERE twin_id = ? AND active = 1 AND status <> ? RETURNING *`)
-      .get(input.status, input.origin, input.nowMs, input.twinId, input.status) as TwinRow | undefined;
-    if (!updated) return { twin: toTwin(activeTwin(d, input.twinId)), changed: false, notifications: [], queued: false };
-    const twin = toTwin(updated);
-    const effects = effectsOfChange("status", twin, input.changedBy, input.origin, input.nowMs);
-    if (input.maxQueuedPerPeer !== undefined) for (const m of effects.peerMessages) assertPeerBacklogRoom(d, m.operatorId, input.maxQueuedPerPeer);
-    const { notifications, queued } = recordEffects(d, effects, input.nowMs);
-    return { twin, changed: true, notifications, queued };
-  });
+  if (!d.inTransaction) throw new Error("changeTwinStatus runs inside a transaction (GroupCommit gives it its savepoint)");
+  // One statement in the usual case (an active twin whose status changes); only when it
+  // changes nothing is the twin read, to say why: unknown, deactivated, or already so.
+  const updated = d
+    .sql(`UPDATE twins SET status = ?, version = version + 1, status_origin = ?, updated_at = ? WHERE twin_id = ? AND active = 1 AND status <> ? RETURNING *`)
+    .get(input.status, input.origin, input.nowMs, input.twinId, input.status) as TwinRow | undefined;
+  if (!updated) return { twin: toTwin(activeTwin(d, input.twinId)), changed: false, notifications: [], queued: false };
+  const twin = toTwin(updated);
+  const effects = effectsOfChange("status", twin, input.changedBy, input.origin, input.nowMs);
+  if (input.maxQueuedPerPeer !== undefined) for (const m of effects.peerMessages) assertPeerBacklogRoom(d, m.operatorId, input.maxQueuedPerPeer);
+  const { notifications, queued } = recordEffects(d, effects, input.nowMs);
+  return { twin, changed: true, notifications, queued };
 }
 
 /** The outbox bound per peer: counting stops at the limit, so a check costs at most that. */
