@@ -5,7 +5,7 @@ import { addRoute, json, reusableJson, validBody, type App } from "../http/route
 import { addrParam, bearer, clientCorrelatorSchema, errorResponses, nameSchema, operatorIdSchema, statusSchema, twinSchema } from "../http/schemas.ts";
 import { activateTwin } from "../service/activation-service.ts";
 import type { NodeContext } from "../service/node-context.ts";
-import { deactivateTwin, renameTwin, resolvePrimaryTwin, toggleTwin } from "../service/twin-service.ts";
+import { deactivateTwin, renameTwin, resolvePrimaryTwin, togglePrimaryTwin } from "../service/twin-service.ts";
 import { twinView } from "./resources.ts";
 
 const tags = ["primary"];
@@ -132,8 +132,8 @@ export function registerPrimaryRoutes(app: App, ctx: NodeContext): void {
       responses: { 200: twinResponse("The updated twin"), ...errorResponses },
     }),
     async (c) => {
-      const twin = await twinRef(c);
-      return json(c, { twin: twinView(ctx, await toggleTwin(ctx, twin, validBody(c, statusRequest).status, "primary")) });
+      const twin = await togglePrimaryTwin(ctx, pathSubject(c), c.req.param("ref") ?? "", c.get("principal"), validBody(c, statusRequest).status);
+      return json(c, { twin: twinView(ctx, twin) });
     },
   );
 }

@@ -49,7 +49,8 @@ export function limitBody(maxBytes: number, jsonOnly: (path: string) => boolean 
  * The body, refused as soon as it passes the limit. Node parses a request's body only after
  * the callback that announced its headers (where this runs) has returned, so the body is
  * awaited through the stream's events (cheaper per request than an async iterator); it is
- * read at once when already complete and buffered.
+ * read at once when already complete and buffered. The listeners are module functions that
+ * find their read on the request, so a request creates no closures for them.
  */
 function readBody(incoming: IncomingMessage, maxBytes: number): Promise<string> {
   if (incoming.complete && !incoming.readableFlowing && incoming.readableLength <= maxBytes) {
@@ -58,22 +59,40 @@ function readBody(incoming: IncomingMessage, maxBytes: number): Promise<string> 
   }
   if (incoming.readableEnded) return Promise.resolve("");
   return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const settle = (error?: TwinningError) => {
-      incoming.off("data", onData).off("end", onEnd).off("error", onFailure).off("close", onFailure);
-      if (error === undefined) return resolve(chunks.length === 1 ? chunks[0]!.toString("utf8") : Buffer.concat(chunks).toString("utf8"));
-      incoming.pause();
-      reject(error);
-    };
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > maxBytes) settle(tooLarge());
-      else chunks.push(chunk);
-    };
-    const onEnd = () => settle();
-    // The client went away or stalled (Node answers 408 itself): a refused request, not a fault.
-    const onFailure = () => settle(new TwinningError("invalid_input", { variables: ["body"], detail: "the request body was not received" }));
-    incoming.on("data", onData).on("end", onEnd).on("error", onFailure).on("close", onFailure);
+    (incoming as Reading)[READ] = { chunks: [], size: 0, maxBytes, resolve, reject };
+    incoming.on("data", onBodyData).on("end", onBodyEnd).on("error", onBodyFailure).on("close", onBodyFailure);
   });
+}
+
+const READ = Symbol("body read");
+type Reading = IncomingMessage & {
+  [READ]?: { chunks: Buffer[]; size: number; readonly maxBytes: number; resolve(text: string): void; reject(error: unknown): void } | undefined;
+};
+
+function onBodyData(this: Reading, chunk: Buffer): void {
+  const read = this[READ]!;
+  read.size += chunk.length;
+  if (read.size > read.maxBytes) settleBody(this, tooLarge());
+  else read.chunks.push(chunk);
+}
+
+function onBodyEnd(this: Reading): void {
+  settleBody(this);
+}
+
+/** The client went away or stalled (Node answers 408 itself): a refused request, not a fault. */
+function onBodyFailure(this: Reading): void {
+  settleBody(this, new TwinningError("invalid_input", { variables: ["body"], detail: "the request body was not received" }));
+}
+
+function settleBody(incoming: Reading, error?: TwinningError): void {
+  const read = incoming[READ];
+  if (read === undefined) return;
+  incoming[READ] = undefined;
+  incoming.off("data", onBodyData).off("end", onBodyEnd).off("error", onBodyFailure).off("close", onBodyFailure);
+  if (error !== undefined) {
+    incoming.pause();
+    return read.reject(error);
+  }
+  read.resolve(read.chunks.length === 1 ? read.chunks[0]!.toString("utf8") : Buffer.concat(read.chunks).toString("utf8"));
 }

@@ -37,10 +37,27 @@ export async function resolveSecondaryTwin(ctx: NodeContext, secondary: string, 
   return twin;
 }
 
+/**
+ * HLF-PD-002: the primary toggles a twin it names. Named by twinId, with a token that covers
+ * that twin, nothing is read first: the store checks, in the change's own transaction, that the
+ * twin is this primary's and active (the same answers as resolvePrimaryTwin: SVC0002 404, POL1038).
+ */
+export async function togglePrimaryTwin(ctx: NodeContext, primary: string, ref: string, principal: Principal, status: TwinStatus): Promise<Twin> {
+  const parsed = parseTwinRef(ref);
+  if (parsed.kind === "twinId" && (principal.scope !== "twinning:twin" || principal.twinId === parsed.twinId)) {
+    return changeStatus(ctx, { twinId: parsed.twinId, primaryAddress: primary }, status, "primary");
+  }
+  return toggleTwin(ctx, await resolvePrimaryTwin(ctx, primary, ref, principal), status, "primary");
+}
+
 /** HLF-PD-002, HLF-SD-004, HLF-TE-002/003: toggling persists and keeps the relationship. */
 export async function toggleTwin(ctx: NodeContext, twin: Twin, status: TwinStatus, changedBy: TwinRole): Promise<Twin> {
+  return changeStatus(ctx, { twinId: twin.twinId }, status, changedBy);
+}
+
+async function changeStatus(ctx: NodeContext, which: { twinId: string; primaryAddress?: string }, status: TwinStatus, changedBy: TwinRole): Promise<Twin> {
   const result = await ctx.store.changeTwinStatus({
-    twinId: twin.twinId,
+    ...which,
     status,
     changedBy,
     origin: ctx.config.operatorId,

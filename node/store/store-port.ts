@@ -196,6 +196,8 @@ export type RedeemCodeResult =
 
 export interface ChangeStatusInput {
   readonly twinId: string;
+  /** When set, the twin must be this primary's: another's is not found (SVC0002 404), whatever its state. */
+  readonly primaryAddress?: string;
   readonly status: TwinStatus;
   readonly changedBy: TwinRole;
   /** The operator where the change is made: this node. A recipient of another operator gets a peer message. */

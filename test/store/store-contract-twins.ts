@@ -130,6 +130,27 @@ export function twinContract(makeStore: MakeStore): void {
       await expectTwinningError(store.changeTwinStatus({ twinId: uuid(), status: "Off", changedBy: "primary", origin: OP, nowMs: T0 }), "not_found");
     });
 
+    it("HLF-PD-002 changeTwinStatus with primaryAddress changes only that primary's twin: another's is not_found and unchanged, whatever its state", async () => {
+      const { store } = h();
+      const mine = await activated(store, P1, S1);
+      const theirs = await activated(store, P2, S2);
+      const gone = await activated(store, P2, S3);
+      await store.deactivateTwin({ twinId: gone.twinId, changedBy: "primary", nowMs: T0 + SECOND });
+      const latest = await store.latestNotificationId();
+      const change = (twinId: string, status: "On" | "Off") => store.changeTwinStatus({ twinId, primaryAddress: P1, status, changedBy: "primary", origin: OP, nowMs: T0 + 2 * SECOND });
+      await expectTwinningError(change(theirs.twinId, "Off"), "not_found");
+      await expectTwinningError(change(theirs.twinId, "On"), "not_found");
+      await expectTwinningError(change(gone.twinId, "Off"), "not_found");
+      await expectTwinningError(change(uuid(), "Off"), "not_found");
+      expect(await store.getTwin(theirs.twinId)).toMatchObject({ status: "On", version: theirs.version });
+      expect(await store.latestNotificationId()).toBe(latest);
+      const result = await change(mine.twinId, "Off");
+      expect(result).toMatchObject({ changed: true, twin: { twinId: mine.twinId, status: "Off", version: mine.version + 1 } });
+      expect(await change(mine.twinId, "Off")).toMatchObject({ changed: false, twin: { status: "Off", version: mine.version + 1 } });
+      await store.deactivateTwin({ twinId: mine.twinId, changedBy: "primary", nowMs: T0 + 3 * SECOND });
+      await expectTwinningError(change(mine.twinId, "On"), "update_not_allowed");
+    });
+
     it("HLF-TE-004 a deactivated twin leaves lists and finds; getTwin still returns it with active:false", async () => {
       const { store } = h();
       const twin = await activated(store, P1, S1, { name: "Watch" });

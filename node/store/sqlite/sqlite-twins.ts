@@ -189,9 +189,16 @@ export function changeTwinStatus(d: SqliteDatabase, input: ChangeStatusInput): C
   // One statement in the usual case (an active twin whose status changes); only when it
   // changes nothing is the twin read, to say why: unknown, deactivated, or already so.
   const updated = d
-    .sql(`UPDATE twins SET status = ?, version = version + 1, status_origin = ?, updated_at = ? WHERE twin_id = ? AND active = 1 AND status <> ? RETURNING *`)
-    .get(input.status, input.origin, input.nowMs, input.twinId, input.status) as TwinRow | undefined;
-  if (!updated) return { twin: toTwin(activeTwin(d, input.twinId)), changed: false, notifications: [], queued: false };
+    .sql(
+      `UPDATE twins SET status = ?, version = version + 1, status_origin = ?, updated_at = ?
+       WHERE twin_id = ? AND active = 1 AND status <> ? AND primary_address = coalesce(?, primary_address) RETURNING *`,
+    )
+    .get(input.status, input.origin, input.nowMs, input.twinId, input.status, input.primaryAddress ?? null) as TwinRow | undefined;
+  if (!updated) {
+    const row = twinRow(d, input.twinId);
+    if (row && input.primaryAddress !== undefined && row.primary_address !== input.primaryAddress) throw new TwinningError("not_found", { variables: ["twin"] });
+    return { twin: toTwin(activeTwin(d, input.twinId)), changed: false, notifications: [], queued: false };
+  }
   const twin = toTwin(updated);
   const effects = effectsOfChange("status", twin, input.changedBy, input.origin, input.nowMs);
   if (input.maxQueuedPerPeer !== undefined) for (const m of effects.peerMessages) assertPeerBacklogRoom(d, m.operatorId, input.maxQueuedPerPeer);
