@@ -23,12 +23,14 @@ export function runScript<T>(script: string, args: string[], timeoutMs = 180_000
 }
 
 /** Starts a server script that prints `listening PORT`; returns its port and a stop function. */
-export function startServer(script: string, args: string[], nodeFlags: string[] = []): Promise<{ port: number; pid: number; stop: () => void }> {
+export function startServer(script: string, args: string[], nodeFlags: string[] = []): Promise<{ port: number; pid: number; stop: () => Promise<void> }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [...nodeFlags, "--import", "tsx", join(ROOT, script), ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
     child.stdout.on("data", (d) => {
       const m = /listening (\d+)/.exec(String(d));
-      if (m) resolve({ port: Number(m[1]), pid: child.pid!, stop: () => child.kill("SIGTERM") });
+      // Stopped once it has exited (so a --cpu-prof profile has been written).
+      const stop = () => new Promise<void>((done) => (child.exitCode !== null ? done() : (child.once("exit", () => done()), child.kill("SIGTERM"))));
+      if (m) resolve({ port: Number(m[1]), pid: child.pid!, stop });
     });
     child.on("exit", (code) => reject(new Error(`${script} exited ${code}`)));
   });

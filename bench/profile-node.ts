@@ -6,8 +6,9 @@ import { modeArgument, startProfiledTarget } from "./profile-target.ts";
 /**
  * `npx tsx bench/profile-node.ts toggle|list|query|get`: one node (or, with `get`, the bare GET
  * baseline) under --cpu-prof, 50 connections of load for 4 s, then the top self-time and
- * inclusive-time functions of the load window only (setup excluded). JavaScript only: for the
- * kernel's share, see bench/profile-perf.ts.
+ * inclusive-time functions of the load window only (setup excluded; PROFILE_SELF and
+ * PROFILE_INCLUSIVE set how many rows). JavaScript only: for the kernel's share, see
+ * bench/profile-perf.ts.
  */
 const mode = modeArgument();
 const dir = mkdtempSync(join(tmpdir(), "twinning-cpuprof-"));
@@ -43,5 +44,5 @@ profile.samples.forEach((id: number, i: number) => {
   }
 });
 const top = (m: Map<string, number>, n: number) => [...m].sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, v]) => `${((100 * v) / total).toFixed(1).padStart(5)}%  ${k}`).join("\n");
-console.log(`self time\n${top(self, 25)}\n\ninclusive time\n${top(inclusive, Number(process.env.PROFILE_INCLUSIVE ?? 40))}`);
+console.log(`self time\n${top(self, Number(process.env.PROFILE_SELF ?? 25))}\n\ninclusive time\n${top(inclusive, Number(process.env.PROFILE_INCLUSIVE ?? 40))}`);
 rmSync(dir, { recursive: true, force: true });

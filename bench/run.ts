@@ -45,11 +45,11 @@ async function baselines(raw: Record<string, unknown>) {
   log("baseline: bare Hono JSON GET …");
   const get = await startServer("bench/baseline-server.ts", ["get"]);
   const bareGet = await load({ url: `http://127.0.0.1:${get.port}/`, connections: CONNECTIONS, durationS: DURATION_S }, get.pid);
-  get.stop();
+  await get.stop();
   log("baseline: Hono POST + JSON + one better-sqlite3 INSERT …");
   const ins = await startServer("bench/baseline-server.ts", ["insert"]);
   const postInsert = await load({ url: `http://127.0.0.1:${ins.port}/`, connections: CONNECTIONS, durationS: DURATION_S, method: "POST", body: '{"status":"On"}', headers: { "content-type": "application/json" } }, ins.pid);
-  ins.stop();
+  await ins.stop();
   log("reference: Hono GET doing only the list route's two SQLite reads …");
   const reads = await startServer("bench/baseline-server.ts", ["reads"]);
   const sameReads = await load({
@@ -58,7 +58,7 @@ async function baselines(raw: Record<string, unknown>) {
     durationS: DURATION_S,
     targets: Array.from({ length: CONNECTIONS }, (_, i) => ({ path: `/primary/${encodeURIComponent(`tel:+1${i}`)}/twins`, token: "unused" })),
   }, reads.pid);
-  reads.stop();
+  await reads.stop();
   log("baseline: undici mTLS keep-alive round trip …");
   const rtt = await runScript<{ p50Ms: number; p99Ms: number; handshakes: number }>("bench/mtls-rtt.ts", ["3000"]);
   log("reference: the same round trip to a server in another process …");
