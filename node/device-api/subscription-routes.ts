@@ -29,16 +29,32 @@ const subscriptionRequest = z.object({
 });
 const ok = (description: string) => ({ description, content: { "application/json": { schema: z.object({}).passthrough() } } });
 
+/** These routes' method and path pairs, with any word where the role goes. */
+const ROLE_ROUTES: readonly (readonly [string, RegExp])[] = [
+  ["POST", /^\/twinning\/v1\/([^/]+)\/[^/]+\/subscriptions$/],
+  ["GET", /^\/twinning\/v1\/([^/]+)\/[^/]+\/subscriptions$/],
+  ["GET", /^\/twinning\/v1\/([^/]+)\/[^/]+\/subscriptions\/[^/]+$/],
+  ["DELETE", /^\/twinning\/v1\/([^/]+)\/[^/]+\/subscriptions\/[^/]+$/],
+  ["GET", /^\/twinning\/v1\/([^/]+)\/[^/]+\/notifications$/],
+];
+
 /**
- * A path of these routes with a role other than primary or secondary (the routes are
- * registered per role, so such a path matches none of them): the app's not-found answer is
- * SVC1014 for it instead of a 404.
+ * One of these routes asked with a role other than primary or secondary matches no route (they
+ * are registered per role), so the app's not-found answer asks here first: authenticated as
+ * the routes are (401, 403 and POL2001 come first, as before), such a request gets SVC1014.
+ * Anything else returns, for a 404.
  */
-const OTHER_ROLE = /^\/twinning\/v1\/([^/]+)\/[^/]+\/(?:subscriptions(?:\/[^/]+)?|notifications)$/;
-export function undefinedRoleOf(path: string): TwinningError | undefined {
-  const role = OTHER_ROLE.exec(path)?.[1];
-  if (role === undefined || role === "primary" || role === "secondary") return undefined;
-  return new TwinningError("undefined_role", { variables: [role.slice(0, 40)] });
+export function undefinedRoleCheck(ctx: NodeContext): (c: Context<AppEnv>) => Promise<void> {
+  const auth = requireToken(ctx, ["twinning"]);
+  return async (c) => {
+    const method = c.req.method;
+    const path = c.req.path;
+    const role = ROLE_ROUTES.find(([m, pattern]) => m === method && pattern.test(path))?.[1].exec(path)?.[1];
+    if (role === undefined || role === "primary" || role === "secondary") return;
+    await auth(c, async () => {
+      throw new TwinningError("undefined_role", { variables: [role.slice(0, 40)] });
+    });
+  };
 }
 
 /** Callback subscriptions and the SSE stream (HLF-PD-007, HLF-SD-008, HLF-CM-005). */

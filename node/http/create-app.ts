@@ -5,7 +5,7 @@ import type { Context } from "hono";
 import { registerAdminRoutes } from "../admin-api/subscriber-routes.ts";
 import { registerPrimaryRoutes } from "../device-api/primary-routes.ts";
 import { registerSecondaryRoutes } from "../device-api/secondary-routes.ts";
-import { registerSubscriptionRoutes, undefinedRoleOf } from "../device-api/subscription-routes.ts";
+import { registerSubscriptionRoutes, undefinedRoleCheck } from "../device-api/subscription-routes.ts";
 import { errorResponse, toTwinningError } from "../errors/error-response.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
 import { registerOAuthRoutes } from "../oauth/oauth-routes.ts";
@@ -38,7 +38,11 @@ export function createDeviceApp(ctx: NodeContext): OpenAPIHono<AppEnv> {
     if (id) res.headers.set("X-Request-Id", id);
     return res;
   };
-  app.notFound((c) => traced(c, errorResponse(undefinedRoleOf(c.req.path) ?? new TwinningError("not_found", { variables: ["path"] }))));
+  const undefinedRole = undefinedRoleCheck(ctx);
+  app.notFound(async (c) => {
+    await undefinedRole(c); // throws SVC1014 (or the authentication error) for a subscription path with an unknown role
+    return traced(c, errorResponse(new TwinningError("not_found", { variables: ["path"] })));
+  });
   app.onError((error, c) => {
     const e = toTwinningError(error);
     // Messages of our own errors never hold secrets; causes are logged by class only.

@@ -42,13 +42,19 @@ export class ReadyAnswers {
     this.#maxBytes = options.maxBytes;
   }
 
-  /** The key of a request that may be answered from here: a bodiless GET with a bearer token. */
+  /**
+   * The key of a request that may be answered from here: a bodiless GET with one Authorization
+   * header. The Host header is part of it, as the app refuses a malformed one (400); a second
+   * Authorization header is not, as Node's parsed headers keep only the first while the app sees
+   * both (and refuses them, 401).
+   */
   static keyOf(req: IncomingMessage): string | undefined {
     if (req.method !== "GET") return undefined;
     const h = req.headers;
     const authorization = h.authorization;
     if (authorization === undefined || h["transfer-encoding"] !== undefined || (h["content-length"] !== undefined && h["content-length"] !== "0")) return undefined;
-    return `${req.url}\n${authorization}`;
+    if (!singleAuthorization(req.rawHeaders)) return undefined;
+    return `${h.host}\n${req.url}\n${authorization}`;
   }
 
   /** The store's version now, to be passed to `keep` (undefined: the store cannot tell, keep nothing). */
@@ -100,6 +106,12 @@ export class ReadyAnswers {
     this.#bytes = 0;
     this.#seen = version;
   }
+}
+
+function singleAuthorization(raw: readonly string[]): boolean {
+  let seen = 0;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === 13 && raw[i]!.toLowerCase() === "authorization") seen += 1;
+  return seen === 1;
 }
 
 /**

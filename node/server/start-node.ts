@@ -3,7 +3,7 @@ import { createServer as createHttpServer, type RequestListener, type ServerOpti
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { join, resolve } from "node:path";
-import { serve, type ServerType } from "@hono/node-server";
+import { getRequestListener, RequestError, serve, type ServerType } from "@hono/node-server";
 import type pino from "pino";
 import { Agent } from "undici";
 import type { NodeConfig } from "../config/node-config.ts";
@@ -11,7 +11,8 @@ import { CodeHasher } from "../domain/activation-code.ts";
 import { createDeviceApp } from "../http/create-app.ts";
 import { answeringReady, ReadyAnswers } from "../http/ready-answers.ts";
 import { answerRecorder, requestIdOf } from "../http/request-envelope.ts";
-import { rawErrorResponse } from "../errors/error-response.ts";
+import { errorResponse, rawErrorResponse, toTwinningError } from "../errors/error-response.ts";
+import { TwinningError } from "../errors/twinning-error.ts";
 import type { Socket } from "node:net";
 import { createCallbackSender } from "../notifications/callback-sender.ts";
 import { NotificationHub } from "../notifications/notification-hub.ts";
@@ -56,6 +57,19 @@ export interface RunningNode {
 }
 
 /** Requests Node refuses before the app (431, 408, 400) still get the OMA error body. */
+/**
+ * @hono/node-server's listener for an app (used instead of the one `serve` builds), with the
+ * OMA body on a request it cannot turn into a WHATWG Request at all (a malformed Host header or
+ * request target), which it would answer with a bare 400: SVC0002 naming the request.
+ */
+function listenerFor(fetch: (request: Request) => Response | Promise<Response>, hostname: string): RequestListener {
+  return getRequestListener(fetch, {
+    hostname,
+    errorHandler: (error) =>
+      errorResponse(error instanceof RequestError ? new TwinningError("invalid_input", { variables: ["request"], detail: error.message }) : toTwinningError(error)),
+  });
+}
+
 function answerClientErrors(server: ServerType): void {
   server.on("clientError", (error: NodeJS.ErrnoException, socket: Socket) => {
     // As Node's own handler: answer only if nothing was written on this connection yet.
@@ -149,8 +163,9 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
     ? { cert: readFileSync(config.device.tlsCertFile), key: readFileSync(config.device.tlsKeyFile) }
     : undefined;
   // Repeated reads with a ready answer are sent before the app (ReadyAnswers).
-  const createDeviceServer = (options: ServerOptions, app: RequestListener) => {
-    const listener = answers ? answeringReady(answers, requestIdOf, answerRecorder(context), app) : app;
+  const createDeviceServer = (options: ServerOptions) => {
+    const appListener = listenerFor(app.fetch, config.device.host);
+    const listener = answers ? answeringReady(answers, requestIdOf, answerRecorder(context), appListener) : appListener;
     return tls ? createHttpsServer(options, listener) : createHttpServer(options, listener);
   };
   const server: ServerType = await new Promise((resolveListening, reject) => {
@@ -181,7 +196,7 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
           fetch: fedApp.fetch,
           hostname: f.host,
           port: f.port,
-          createServer: createHttpsServer,
+          createServer: ((options: object) => createHttpsServer(options, listenerFor(fedApp.fetch, f.host))) as typeof createHttpsServer,
           // requestCert without rejectUnauthorized: a foreign certificate gets a clear error body instead of a bare TLS failure.
           serverOptions: {
             cert: federation.tls.cert,

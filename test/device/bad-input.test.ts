@@ -395,6 +395,12 @@ describe("roles, correlators and peers", () => {
     expectRefused(await api.call("GET", `${base}/subscriptions`, { token: p.token }), 400, "SVC1014");
     expectRefused(await api.call("GET", `${base}/subscriptions/${randomUUID()}`, { token: p.token }), 400, "SVC1014");
     expectRefused(await api.call("GET", `${base}/notifications`, { token: p.token }), 400, "SVC1014");
+    expectRefused(await api.call("DELETE", `${base}/subscriptions/${randomUUID()}`, { token: p.token }), 400, "SVC1014");
+    // Authentication comes first, as on the routes themselves; a method those routes lack is a 404.
+    expectUnauthorized(await api.call("GET", `${base}/subscriptions`));
+    expectRefused(await api.call("GET", `${V1}/${role}/${enc(newAddress())}/subscriptions`, { token: p.token }), 400, "SVC1014");
+    expectRefused(await api.call("PUT", `${base}/subscriptions`, { token: p.token, body }), 404, "SVC0002");
+    expectRefused(await api.call("POST", `${base}/subscriptions/${randomUUID()}`, { token: p.token, body }), 404, "SVC0002");
   });
 
   it("HLF-PD-001 the same clientCorrelator with the same activation returns the first twin; with a different request → 409 SVC0005", async () => {

@@ -2,6 +2,7 @@ import type { IncomingMessage } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ReadyAnswers } from "../../node/http/ready-answers.ts";
 import { ManualClock } from "../helpers/manual-clock.ts";
+import { rawHttp } from "../helpers/raw-http.ts";
 import { Api, enc, messageId, newAddress, startTestNode, type TestNode } from "../helpers/test-node.ts";
 
 // Ready answers (node/http/ready-answers.ts): repeated reads sent from kept bytes. Every test
@@ -147,6 +148,27 @@ describe("ready answers", () => {
     expect(ids[0]).not.toBe(ids[1]);
   });
 
+  it("HLF-CM-006 a kept answer never goes to a request the app refuses: a second Authorization header (401), a malformed Host (400)", async () => {
+    const [p, s] = [await party(), await party()];
+    await api.twin(p, s);
+    const path = `/twinning/v1/primary/${enc(p.address)}/twins`;
+    const { sent } = await readyRead(path, p.token, LIST);
+    const host = new URL(t.url).host; // the Host the kept answer was asked with
+    const status = (answer: string) => answer.split("\r\n")[0];
+    const body = (answer: string) => JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4));
+    const twice = await rawHttp(t.url, (w) => w(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${p.token}\r\nAuthorization: Bearer junk\r\nConnection: close\r\n\r\n`));
+    expect(status(twice)).toBe("HTTP/1.1 401 Unauthorized");
+    expect(messageId(body(twice))).toBe("SVC2003");
+    const badHost = await rawHttp(t.url, (w) => w(`GET ${path} HTTP/1.1\r\nHost: a b\r\nAuthorization: Bearer ${p.token}\r\nConnection: close\r\n\r\n`));
+    expect(status(badHost)).toBe("HTTP/1.1 400 Bad Request");
+    expect(messageId(body(badHost))).toBe("SVC0002");
+    expect(await readySent(t, LIST)).toBe(sent);
+    // The same request, well-formed, is still answered from the kept bytes.
+    const again = await rawHttp(t.url, (w) => w(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${p.token}\r\nConnection: close\r\n\r\n`));
+    expect(status(again)).toBe("HTTP/1.1 200 OK");
+    expect(await readySent(t, LIST)).toBe(sent + 1);
+  });
+
   it("HLF-PD-003 with readyAnswerBytes 0 every read runs the app", async () => {
     const offApi = new Api(off.url);
     const [p, s] = [await party(off), await party(off)];
@@ -158,17 +180,20 @@ describe("ready answers", () => {
 });
 
 describe("ReadyAnswers", () => {
-  const request = (method: string, headers: Record<string, string>) => ({ method, url: "/x", headers }) as unknown as IncomingMessage;
+  const request = (method: string, headers: Record<string, string>) =>
+    ({ method, url: "/x", headers: { host: "h", ...headers }, rawHeaders: Object.entries({ host: "h", ...headers }).flat() }) as unknown as IncomingMessage;
   const answer = (version: number, body = "{}") => ({ body, route: "/x", version, expiresAtS: 2_000_000_000 });
 
-  it("HLF-CM-006 only a bodiless GET with an Authorization header has a key, made of the target and the whole header", () => {
-    expect(ReadyAnswers.keyOf(request("GET", { authorization: "Bearer a" }))).toBe("/x\nBearer a");
-    expect(ReadyAnswers.keyOf(request("GET", { authorization: "Bearer a", "content-length": "0" }))).toBe("/x\nBearer a");
+  it("HLF-CM-006 only a bodiless GET with one Authorization header has a key, made of the host, the target and the whole header", () => {
+    expect(ReadyAnswers.keyOf(request("GET", { authorization: "Bearer a" }))).toBe("h\n/x\nBearer a");
+    expect(ReadyAnswers.keyOf(request("GET", { authorization: "Bearer a", "content-length": "0" }))).toBe("h\n/x\nBearer a");
     expect(ReadyAnswers.keyOf(request("GET", {}))).toBeUndefined();
     expect(ReadyAnswers.keyOf(request("HEAD", { authorization: "Bearer a" }))).toBeUndefined();
     expect(ReadyAnswers.keyOf(request("POST", { authorization: "Bearer a" }))).toBeUndefined();
     expect(ReadyAnswers.keyOf(request("GET", { authorization: "Bearer a", "content-length": "2" }))).toBeUndefined();
     expect(ReadyAnswers.keyOf(request("GET", { authorization: "Bearer a", "transfer-encoding": "chunked" }))).toBeUndefined();
+    const twice = { method: "GET", url: "/x", headers: { host: "h", authorization: "Bearer a" }, rawHeaders: ["Host", "h", "Authorization", "Bearer a", "authorization", "Bearer b"] };
+    expect(ReadyAnswers.keyOf(twice as unknown as IncomingMessage)).toBeUndefined();
   });
 
   it("HLF-CM-006 an answer built before the last write is never kept, and a write drops every kept answer", () => {

@@ -836,6 +836,16 @@ describe("fuzzing the federation API (issue 6)", () => {
     expect(resumed.answer).toContain("client certificate not issued by the federation CA");
   });
 
+  it("HLF-CM-001 a malformed Host header on the mTLS listener is answered 400 SVC0002 with the OMA body (node-server's own answer was a bare 400)", async () => {
+    for (const host of ["a b", "x/y", "[::1"]) {
+      const answer = await rawExchange(`GET ${BASE}/operator HTTP/1.1\r\nhost: ${host}\r\nconnection: close\r\n\r\n`, B.tls);
+      expect(answer.status, host).toBe(400);
+      expect(JSON.parse(answer.body).requestError.serviceException.messageId, host).toBe("SVC0002");
+      await check({ method: "RAW", path: `${BASE}/operator`, status: answer.status, type: answer.type, text: answer.body }, `host ${host}`);
+    }
+    await expectAlive();
+  });
+
   it("HLF-CM-001 a body that stops short of its Content-Length is answered 408 with the OMA body once the request deadline passes", async () => {
     const path = `${BASE}/activationCodes`;
     const jws = signedMessage("POST", path, validBodyFor(path));
