@@ -169,6 +169,44 @@ describe("ready answers", () => {
     expect(await readySent(t, LIST)).toBe(sent + 1);
   });
 
+  it("HLF-TE-002 under concurrent reads and toggles, every read made after a toggle's answer shows it", async () => {
+    const pairs: { p: { address: string; token: string }; s: { address: string; token: string }; twinId: string }[] = [];
+    for (let i = 0; i < 4; i++) {
+      const [p, s] = [await party(), await party()];
+      pairs.push({ p, s, twinId: (await api.twin(p, s)).twin.twinId });
+    }
+    const before = (await Promise.all([LIST, ONE, TWINNING].map((r) => readySent(t, r)))).reduce((a, b) => a + b);
+    let running = true;
+    let stale = 0;
+    let checks = 0;
+    const reads = (x: (typeof pairs)[number]) => Promise.all([
+      api.call("GET", `/twinning/v1/primary/${enc(x.p.address)}/twins`, { token: x.p.token }),
+      api.call("GET", `/twinning/v1/primary/${enc(x.p.address)}/twins/${x.twinId}`, { token: x.p.token }),
+      api.call("GET", `/twinning/v1/secondary/${enc(x.s.address)}/twinning`, { token: x.s.token }),
+    ]);
+    // Readers keep the kept answers warm (bounded: they stop with the togglers).
+    const readers = pairs.map(async (x) => {
+      while (running) await reads(x);
+    });
+    const togglers = pairs.map(async (x) => {
+      for (let i = 0; i < 25; i++) {
+        const status = i % 2 === 0 ? "Off" : "On";
+        const put = await api.call("PUT", `/twinning/v1/primary/${enc(x.p.address)}/twins/${x.twinId}/status`, { token: x.p.token, body: { status } });
+        expect(put.status).toBe(200);
+        const [list, one, twinning] = await reads(x);
+        checks += 1;
+        if (list.body.twinList.twin[0].status !== status || one.body.twin.status !== status || twinning.body.twinning.status !== status) stale += 1;
+      }
+    });
+    await Promise.all(togglers);
+    running = false;
+    await Promise.all(readers);
+    const after = (await Promise.all([LIST, ONE, TWINNING].map((r) => readySent(t, r)))).reduce((a, b) => a + b);
+    expect(checks).toBe(100);
+    expect(stale).toBe(0);
+    expect(after - before).toBeGreaterThan(0); // the kept answers were in use all along
+  });
+
   it("HLF-PD-003 with readyAnswerBytes 0 every read runs the app", async () => {
     const offApi = new Api(off.url);
     const [p, s] = [await party(off), await party(off)];
