@@ -36,6 +36,20 @@ describe("ReadCache", () => {
     expect(loads).toBe(1);
   });
 
+  it("with keepMisses false, keeps hits but never a miss (keys unauthenticated callers choose cannot fill it)", () => {
+    const cache = new ReadCache({ generation: () => 0, bypass: () => false, maxEntries: 2, keepMisses: false });
+    let loads = 0;
+    const miss = () => ((loads += 1), undefined);
+    for (let i = 0; i < 5; i++) expect(cache.get(`none-${i % 2}`, miss)).toBeUndefined();
+    expect(loads).toBe(5);
+    let hits = 0;
+    const hit = () => ((hits += 1), "found");
+    expect([cache.get("a", hit), cache.get("a", hit), cache.get("none-0", miss)]).toEqual(["found", "found", undefined]);
+    expect(hits).toBe(1);
+    expect(cache.get("a", hit)).toBe("found");
+    expect(hits).toBe(1);
+  });
+
   it("keeps nothing read while bypassed (inside a transaction), nor what a write overtook during the load", () => {
     const { state, cache, read } = harness();
     state.bypass = true;

@@ -15,12 +15,18 @@ export class ReadCache {
   #entries = new Map<string, unknown>();
 
   readonly #bypass: () => boolean;
+  readonly #keepMisses: boolean;
 
-  /** `generation`: changes whenever the cached table may have been written; `bypass`: read through, keep nothing. */
-  constructor(options: { generation: () => number; bypass: () => boolean; maxEntries: number }) {
+  /**
+   * `generation`: changes whenever the cached table may have been written; `bypass`: read
+   * through, keep nothing; `keepMisses` (default true): keep `undefined` results too. Off where
+   * unauthenticated callers choose the keys (they could fill the cache with misses).
+   */
+  constructor(options: { generation: () => number; bypass: () => boolean; maxEntries: number; keepMisses?: boolean }) {
     this.#generation = options.generation;
     this.#bypass = options.bypass;
     this.#maxEntries = options.maxEntries;
+    this.#keepMisses = options.keepMisses ?? true;
   }
 
   /** The cached value of `key`, or `load()` (cached when the generation did not move meanwhile). */
@@ -33,7 +39,7 @@ export class ReadCache {
     }
     if (this.#entries.has(key)) return this.#entries.get(key) as T;
     const value = deepFreeze(load());
-    if (this.#generation() !== generation) return value;
+    if (this.#generation() !== generation || (value === undefined && !this.#keepMisses)) return value;
     if (this.#entries.size >= this.#maxEntries) this.#entries.delete(this.#entries.keys().next().value as string);
     this.#entries.set(key, value);
     return value;

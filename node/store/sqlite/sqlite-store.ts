@@ -53,8 +53,10 @@ export class SqliteStore implements TwinningStore {
     const entries = options.readCacheEntries ?? 10_000;
     this.#group = new GroupCommit(this.#d);
     this.#d.beforeWrite = () => this.#group.flush();
-    const cacheOf = (table: string) => new ReadCache({ generation: () => this.#d.generationOf(table), bypass: () => this.#d.inTransaction, maxEntries: entries });
-    this.#caches = options.exclusiveLock && entries > 0 ? { subscribers: cacheOf("subscribers"), twins: cacheOf("twins") } : undefined;
+    const cacheOf = (table: string, keepMisses: boolean) =>
+      new ReadCache({ generation: () => this.#d.generationOf(table), bypass: () => this.#d.inTransaction, maxEntries: entries, keepMisses });
+    // Subscriber misses are not kept: /oauth/token looks up any client id it is sent, before the credential is checked.
+    this.#caches = options.exclusiveLock && entries > 0 ? { subscribers: cacheOf("subscribers", false), twins: cacheOf("twins", true) } : undefined;
   }
 
   /** Only while this connection is the file's only writer (the read caches' condition). */
