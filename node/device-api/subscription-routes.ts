@@ -29,14 +29,9 @@ const subscriptionRequest = z.object({
 });
 const ok = (description: string) => ({ description, content: { "application/json": { schema: z.object({}).passthrough() } } });
 
-/** These routes' method and path pairs, with any word where the role goes. */
-const ROLE_ROUTES: readonly (readonly [string, RegExp])[] = [
-  ["POST", /^\/twinning\/v1\/([^/]+)\/[^/]+\/subscriptions$/],
-  ["GET", /^\/twinning\/v1\/([^/]+)\/[^/]+\/subscriptions$/],
-  ["GET", /^\/twinning\/v1\/([^/]+)\/[^/]+\/subscriptions\/[^/]+$/],
-  ["DELETE", /^\/twinning\/v1\/([^/]+)\/[^/]+\/subscriptions\/[^/]+$/],
-  ["GET", /^\/twinning\/v1\/([^/]+)\/[^/]+\/notifications$/],
-];
+/** These routes' paths with any word where the role goes, and the methods each path takes. */
+const ROLE_PATH = /^\/twinning\/v1\/([^/]+)\/[^/]+\/(subscriptions|subscriptions\/[^/]+|notifications)$/;
+const METHODS_OF = (rest: string): readonly string[] => (rest === "subscriptions" ? ["GET", "POST"] : rest === "notifications" ? ["GET"] : ["GET", "DELETE"]);
 
 /**
  * One of these routes asked with a role other than primary or secondary matches no route (they
@@ -47,10 +42,8 @@ const ROLE_ROUTES: readonly (readonly [string, RegExp])[] = [
 export function undefinedRoleCheck(ctx: NodeContext): (c: Context<AppEnv>) => Promise<void> {
   const auth = requireToken(ctx, ["twinning"]);
   return async (c) => {
-    const method = c.req.method;
-    const path = c.req.path;
-    const role = ROLE_ROUTES.find(([m, pattern]) => m === method && pattern.test(path))?.[1].exec(path)?.[1];
-    if (role === undefined || role === "primary" || role === "secondary") return;
+    const [, role, rest] = ROLE_PATH.exec(c.req.path) ?? [];
+    if (role === undefined || role === "primary" || role === "secondary" || !METHODS_OF(rest!).includes(c.req.method)) return;
     await auth(c, async () => {
       throw new TwinningError("undefined_role", { variables: [role.slice(0, 40)] });
     });

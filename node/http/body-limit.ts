@@ -4,7 +4,8 @@ import { bodyLimit } from "hono/body-limit";
 import { TwinningError } from "../errors/twinning-error.ts";
 
 const tooLarge = () => new TwinningError("body_too_large", { variables: ["body"] });
-const JSON_TYPE = /^application\/([\w.-]+\+)?json$/i;
+/** A JSON media type, with or without a structured suffix (`application/merge-patch+json`). */
+export const JSON_MEDIA_TYPE = /^application\/([\w.-]+\+)?json$/i;
 
 /**
  * Reads a request body once, refusing it with 413 SVC0002 as soon as it passes the limit
@@ -29,7 +30,7 @@ export function limitBody(maxBytes: number, jsonOnly: (path: string) => boolean 
     const method = c.req.method;
     if ((method === "POST" || method === "PUT" || method === "PATCH") && jsonOnly(c.req.path)) {
       const type = (c.req.header("content-type") ?? "").split(";")[0]!.trim();
-      if (!JSON_TYPE.test(type)) throw new TwinningError("invalid_input", { variables: ["Content-Type"] });
+      if (!JSON_MEDIA_TYPE.test(type)) throw new TwinningError("invalid_input", { variables: ["Content-Type"] });
     }
     if (!incoming) return fallback(c, next); // not on Node (e.g. app.request in a test)
     const text = await readBody(incoming, maxBytes);

@@ -3,11 +3,10 @@ import type { Context } from "hono";
 import type { z } from "zod";
 import { TwinningError } from "../errors/twinning-error.ts";
 import type { AppEnv } from "./app-env.ts";
+import { JSON_MEDIA_TYPE } from "./body-limit.ts";
 
 /** A Content-Type a JSON body route accepts (zod-openapi's media-type gate). */
 const JSON_REQUEST = /^application\/([a-z-.]+\+)?json(;\s*[a-zA-Z0-9-]+=([^;]+))*$/i;
-/** A media type whose body is parsed as JSON (hono's validator); other bodies validate as `{}`. */
-const JSON_MEDIA = /^application\/([\w.-]+\+)?json$/i;
 const IS_JSON = /^application\/([a-z-.]+\+)?json/i;
 
 type Request = NonNullable<RouteConfig["request"]>;
@@ -16,7 +15,7 @@ type Request = NonNullable<RouteConfig["request"]>;
  * A route's declared query, path parameters and JSON body, checked in one step before its
  * handler: what @hono/zod-openapi does with one validator middleware per part (each an async
  * hop, each an async parse), with the same rules and order (query, parameters, media type,
- * body), synchronous schemas, and every failure answered as validationHook answers it.
+ * body), synchronous schemas, and every failure answered SVC0002 naming the first bad field.
  * Validated parts are read as usual (`c.req.valid(…)`, validBody).
  */
 export function requestCheck(request: Request | undefined): ((c: Context<AppEnv>) => Promise<void>) | undefined {
@@ -40,7 +39,7 @@ export function requestCheck(request: Request | undefined): ((c: Context<AppEnv>
   };
 }
 
-/** The schema's output, or SVC0002 naming the first bad field (as validationHook). */
+/** The schema's output, or SVC0002 naming the first bad field (DESIGN "Errors"). */
 function parsed(schema: z.ZodType, value: unknown): unknown {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
@@ -55,7 +54,8 @@ function queryOf(c: Context<AppEnv>): Record<string, string | string[]> {
 }
 
 async function bodyOf(c: Context<AppEnv>, type: string | undefined): Promise<unknown> {
-  if (!JSON_MEDIA.test(type ? type.split(";")[0]!.trim() : "")) return {};
+  // Parsed as JSON only for a JSON media type (as hono's validator); any other body validates as `{}`.
+  if (!JSON_MEDIA_TYPE.test(type ? type.split(";")[0]!.trim() : "")) return {};
   try {
     return await c.req.json();
   } catch {

@@ -56,7 +56,6 @@ export interface RunningNode {
   stop(): Promise<void>;
 }
 
-/** Requests Node refuses before the app (431, 408, 400) still get the OMA error body. */
 /**
  * @hono/node-server's listener for an app (used instead of the one `serve` builds), with the
  * OMA body on a request it cannot turn into a WHATWG Request at all (a malformed Host header or
@@ -70,6 +69,7 @@ function listenerFor(fetch: (request: Request) => Response | Promise<Response>, 
   });
 }
 
+/** Requests Node refuses before the app (431, 408, 400) still get the OMA error body. */
 function answerClientErrors(server: ServerType): void {
   server.on("clientError", (error: NodeJS.ErrnoException, socket: Socket) => {
     // As Node's own handler: answer only if nothing was written on this connection yet.

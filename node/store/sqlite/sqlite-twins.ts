@@ -160,10 +160,10 @@ export function listTwinsOfPrimary(d: SqliteDatabase, primary: string): Twin[] {
   return (d.sql(`SELECT * FROM twins WHERE primary_address = ? AND active = 1 ORDER BY created_at, twin_id`).all(primary) as TwinRow[]).map(toTwin);
 }
 
-/** The active twin, or POL1038 (a deactivated twin cannot change). */
-function activeTwin(d: SqliteDatabase, twinId: string): TwinRow {
+/** The active twin, or POL1038 (a deactivated twin cannot change); with `primaryAddress`, another primary's twin is not found. */
+function activeTwin(d: SqliteDatabase, twinId: string, primaryAddress?: string): TwinRow {
   const row = twinRow(d, twinId);
-  if (!row) throw new TwinningError("not_found", { variables: ["twin"] });
+  if (!row || (primaryAddress !== undefined && row.primary_address !== primaryAddress)) throw new TwinningError("not_found", { variables: ["twin"] });
   if (row.active !== 1) throw new TwinningError("update_not_allowed", { variables: ["the twin is deactivated"] });
   return row;
 }
@@ -194,11 +194,7 @@ export function changeTwinStatus(d: SqliteDatabase, input: ChangeStatusInput): C
        WHERE twin_id = ? AND active = 1 AND status <> ? AND primary_address = coalesce(?, primary_address) RETURNING *`,
     )
     .get(input.status, input.origin, input.nowMs, input.twinId, input.status, input.primaryAddress ?? null) as TwinRow | undefined;
-  if (!updated) {
-    const row = twinRow(d, input.twinId);
-    if (row && input.primaryAddress !== undefined && row.primary_address !== input.primaryAddress) throw new TwinningError("not_found", { variables: ["twin"] });
-    return { twin: toTwin(activeTwin(d, input.twinId)), changed: false, notifications: [], queued: false };
-  }
+  if (!updated) return { twin: toTwin(activeTwin(d, input.twinId, input.primaryAddress)), changed: false, notifications: [], queued: false };
   const twin = toTwin(updated);
   const effects = effectsOfChange("status", twin, input.changedBy, input.origin, input.nowMs);
   if (input.maxQueuedPerPeer !== undefined) for (const m of effects.peerMessages) assertPeerBacklogRoom(d, m.operatorId, input.maxQueuedPerPeer);
