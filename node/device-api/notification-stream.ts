@@ -47,6 +47,10 @@ export function streamNotifications(ctx: NodeContext, c: Context<AppEnv>, addres
     if (!open) return;
     try {
       res.write(text);
+      // res.write corks the socket until the next tick, and the hub calls this inside the
+      // committing request's own work (a peer's message is signed and answered after it): sent
+      // now, the event leaves before that work instead of after it.
+      res.uncork();
     } catch {
       return close();
     }
