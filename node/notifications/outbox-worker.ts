@@ -22,15 +22,24 @@ export interface OutboxWorkerOptions {
   readonly deliverBatch?: (entries: OutboxEntry[]) => Promise<BatchOutcome[]>;
   /** Entries per batch (default 100). */
   readonly batchSize?: number;
+  /** And at most this many bytes of payload per batch (at least one entry; default: no bound). */
+  readonly batchBytes?: number;
 }
+
+/** After a round or a lane that failed on the store, the worker (or the lane) rests this long. */
+const FAILED_ROUND_PAUSE_MS = 1_000;
 
 export type BatchOutcome = { readonly outcome: "delivered" } | { readonly outcome: "retry" | "permanent"; readonly error: string };
 
+/** While lanes are being delivered, the due times of the others are looked at this often. */
+const BUSY_RECHECK_MS = 100;
+
 /**
  * Delivers the durable outbox: woken at commit (no slow polling), one entry at a time per lane
- * (so order per target holds), many lanes at once. A failed entry is written back with its
- * attempt count, last error and next due time from the pure retry policy, so retries survive
- * restarts; when the policy gives up, the entry becomes a dead letter.
+ * (so order per target holds), many lanes at once, each on its own: a lane that waits on a slow
+ * target holds back only itself, and a freed slot is filled at once. A failed entry is written
+ * back with its attempt count, last error and next due time from the pure retry policy, so
+ * retries survive restarts; when the policy gives up, the entry becomes a dead letter.
  */
 export class OutboxWorker {
   readonly #o: OutboxWorkerOptions;
@@ -39,6 +48,8 @@ export class OutboxWorker {
   #wake: (() => void) | undefined;
   #pendingWake = false;
   #timer: NodeJS.Timeout | undefined;
+  /** The lanes being delivered now (never two deliveries of one lane at once). */
+  readonly #active = new Map<string, Promise<void>>();
 
   constructor(options: OutboxWorkerOptions) {
     this.#o = options;
@@ -50,7 +61,7 @@ export class OutboxWorker {
     this.#loop = this.#run();
   }
 
-  /** Called after a commit that wrote outbox entries. */
+  /** Called after a commit that wrote outbox entries (and when a lane's delivery ends). */
   wake(): void {
     this.#pendingWake = true;
     this.#wake?.();
@@ -61,25 +72,21 @@ export class OutboxWorker {
     this.#running = false;
     this.#wake?.();
     await this.#loop;
+    await Promise.allSettled(this.#active.values());
   }
 
   async #run(): Promise<void> {
     while (this.#running) {
-      this.#pendingWake = false;
-      let due: OutboxEntry[] = [];
+      let waitMs: number;
       try {
-        due = await this.#o.store.dueOutboxHeads(this.#o.nowMs(), this.#o.concurrency);
+        waitMs = await this.#round();
       } catch (error) {
-        this.#o.logger.error({ err: error }, "outbox read failed");
+        // A failed read (disk full, I/O error): the entries stay queued; try again in a while
+        // rather than stop delivering until a restart.
+        this.#o.logger.error({ err: error }, "outbox delivery round failed");
+        waitMs = FAILED_ROUND_PAUSE_MS;
       }
-      if (due.length > 0) {
-        await Promise.all(due.map((entry) => this.#deliverLane(entry)));
-        continue;
-      }
-      if (this.#pendingWake) continue;
-      const next = await this.#o.store.nextOutboxDueAtMs().catch(() => undefined);
-      const waitMs = next === undefined ? 60_000 : Math.max(0, next - this.#o.nowMs());
-      if (waitMs === 0) continue;
+      if (waitMs === 0 || !this.#running) continue;
       await new Promise<void>((resolve) => {
         this.#wake = resolve;
         this.#timer = setTimeout(resolve, Math.min(waitMs, 60_000));
@@ -87,6 +94,41 @@ export class OutboxWorker {
       clearTimeout(this.#timer);
       this.#wake = undefined;
     }
+  }
+
+  /** Starts the due lanes that are not under way, up to the concurrency; returns how long to wait (0: at once). */
+  async #round(): Promise<number> {
+    this.#pendingWake = false;
+    const o = this.#o;
+    const free = o.concurrency - this.#active.size;
+    if (free > 0) {
+      // Lanes under way still have their heads pending: ask for enough to find `free` others.
+      const due = (await o.store.dueOutboxHeads(o.nowMs(), o.concurrency + this.#active.size)).filter((e) => !this.#active.has(e.lane));
+      for (const head of due.slice(0, free)) this.#startLane(head);
+      if (due.length > free) return this.#pendingWake ? 0 : 60_000; // a lane that ends wakes the loop
+    }
+    if (this.#pendingWake) return 0;
+    // While lanes are under way their heads count as due, so the next due time says nothing:
+    // a lane that ends wakes the loop, and the others' due times are looked at again soon.
+    if (this.#active.size > 0) return BUSY_RECHECK_MS;
+    const next = await o.store.nextOutboxDueAtMs();
+    if (this.#pendingWake) return 0;
+    return next === undefined ? 60_000 : Math.max(0, next - o.nowMs());
+  }
+
+  #startLane(head: OutboxEntry): void {
+    const task = this.#deliverLane(head)
+      .catch(async (error: unknown) => {
+        // A failed write-back or read in the lane: it stays queued; the lane rests before it is
+        // taken again, so a store that keeps failing is not hammered (nor the target).
+        this.#o.logger.error({ err: error, lane: head.lane }, "outbox lane delivery failed");
+        await new Promise((r) => setTimeout(r, FAILED_ROUND_PAUSE_MS).unref());
+      })
+      .finally(() => {
+        this.#active.delete(head.lane);
+        if (this.#running) this.wake();
+      });
+    this.#active.set(head.lane, task);
   }
 
   /**
@@ -111,8 +153,9 @@ export class OutboxWorker {
   async #deliverLaneInBatches(head: OutboxEntry): Promise<void> {
     const o = this.#o;
     const size = o.batchSize ?? 100;
-    let batch = [head, ...(await o.store.nextOutboxEntriesInLane(head.lane, head.id, o.nowMs(), size - 1))];
-    for (let round = 0; batch.length > 0 && this.#running && round < 20; round++) {
+    let fetched = [head, ...(await o.store.nextOutboxEntriesInLane(head.lane, head.id, o.nowMs(), size - 1))];
+    for (let round = 0; fetched.length > 0 && this.#running && round < 20; round++) {
+      const batch = this.#fitBytes(fetched);
       let outcomes: BatchOutcome[];
       try {
         outcomes = await o.deliverBatch!(batch);
@@ -133,9 +176,19 @@ export class OutboxWorker {
         if (!dead) return;
       }
       await this.#completed(delivered);
-      if (batch.length < size) return;
-      batch = await o.store.nextOutboxEntriesInLane(head.lane, batch[batch.length - 1]!.id, o.nowMs(), size);
+      if (fetched.length < size && batch.length === fetched.length) return;
+      fetched = await o.store.nextOutboxEntriesInLane(head.lane, batch[batch.length - 1]!.id, o.nowMs(), size);
     }
+  }
+
+  /** The leading entries whose payloads fit `batchBytes` (always the first). */
+  #fitBytes(entries: OutboxEntry[]): OutboxEntry[] {
+    const limit = this.#o.batchBytes;
+    if (limit === undefined) return entries;
+    let bytes = 0;
+    let n = 0;
+    while (n < entries.length && (n === 0 || bytes + Buffer.byteLength(entries[n]!.payload) <= limit)) bytes += Buffer.byteLength(entries[n++]!.payload);
+    return entries.slice(0, n);
   }
 
   async #completed(entries: readonly OutboxEntry[]): Promise<void> {

@@ -228,7 +228,11 @@ export interface InsertFederatedTwinInput {
   /** The secondary must hold a pending code obtained from this operator; it is marked Used (else SVC3001). */
   readonly consumeRemoteCodeFrom?: string;
   readonly correlator?: CorrelatorInput;
-  /** Outbox entries to withdraw in the same transaction (a compensation armed before the call). */
+  /**
+   * Outbox entries to withdraw in the same transaction (a compensation armed before the call).
+   * Each must still be pending and not yet due (else it may already be on its way): otherwise
+   * nothing is committed, and the insert fails with SVC3002.
+   */
   readonly disarmOutboxIds?: readonly number[];
 }
 

@@ -71,7 +71,15 @@ export function insertFederatedTwin(d: SqliteDatabase, input: InsertFederatedTwi
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)`,
     ).run(t.twinId, t.primaryAddress, t.primaryOperatorId, t.secondaryAddress, t.secondaryOperatorId, name, t.status, t.version, t.statusOrigin, input.nowMs, input.nowMs);
     recordCorrelator(d, input.correlator, t.twinId, input.nowMs);
-    for (const id of input.disarmOutboxIds ?? []) d.sql(`DELETE FROM outbox WHERE id = ? AND state = 'pending'`).run(id);
+    for (const id of input.disarmOutboxIds ?? []) {
+      // Withdrawn only while the worker cannot have taken it (it takes entries due by the same
+      // clock): once due, it may be on its way to the peer.
+      const withdrawn = d.sql(`DELETE FROM outbox WHERE id = ? AND state = 'pending' AND next_attempt_at > ?`).run(id, input.nowMs);
+      if (withdrawn.changes !== 1) {
+        const peer = input.localSide === "primary" ? t.secondaryOperatorId : t.primaryOperatorId;
+        throw new TwinningError("peer_unreachable", { variables: [peer], detail: "the activation's compensation fell due before it committed" });
+      }
+    }
     const twin = toTwin(twinRow(d, t.twinId)!);
     const own = input.localSide === "primary" ? t.primaryOperatorId : t.secondaryOperatorId;
     const { notifications, queued } = recordEffects(d, effectsOfChange("activation", twin, "primary", own, input.nowMs, true), input.nowMs);

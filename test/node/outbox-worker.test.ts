@@ -1,0 +1,99 @@
+import { randomUUID } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pino from "pino";
+import { afterEach, describe, expect, it } from "vitest";
+import { OutboxWorker, type BatchOutcome } from "../../node/notifications/outbox-worker.ts";
+import type { OutboxEntry } from "../../node/store/store-port.ts";
+import { SqliteStore } from "../../node/store/sqlite/sqlite-store.ts";
+import { eventually } from "../helpers/federation-fixture.ts";
+
+/**
+ * The delivery worker's scheduling, on a real SQLite store. The peers are functions here: what
+ * is under test is which lane the worker sends when, not the network (test/federation covers
+ * the same worker between real nodes).
+ */
+const dirs: string[] = [];
+const stores: SqliteStore[] = [];
+const workers: OutboxWorker[] = [];
+afterEach(async () => {
+  for (const w of workers.splice(0)) await w.stop();
+  for (const s of stores.splice(0)) await s.close();
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function storeInTempDir(): SqliteStore {
+  const dir = mkdtempSync(join(tmpdir(), "outbox-worker-"));
+  dirs.push(dir);
+  const store = new SqliteStore({ file: join(dir, "node.sqlite") });
+  stores.push(store);
+  return store;
+}
+
+const message = (operatorId: string) => ({ operatorId, method: "PUT" as const, path: `/twins/${randomUUID()}/status`, msgId: randomUUID(), body: { status: "Off", version: 2, changedBy: "primary" } });
+
+function startWorker(store: SqliteStore, deliverBatch: (entries: OutboxEntry[]) => Promise<BatchOutcome[]>): OutboxWorker {
+  const worker = new OutboxWorker({
+    store,
+    deliver: async () => {},
+    deliverBatch,
+    policy: { retryBaseDelayMs: 10, retryMaxDelayMs: 50, maxAttempts: 20, maxAgeMs: 60_000 },
+    concurrency: 4,
+    nowMs: () => Date.now(),
+    logger: pino({ level: "silent" }),
+  });
+  workers.push(worker);
+  worker.start();
+  return worker;
+}
+
+describe("outbox worker", () => {
+  it("a lane waiting on a slow peer holds back only itself: another peer's message, queued after, is delivered meanwhile", async () => {
+    const store = storeInTempDir();
+    let release!: () => void;
+    const slowPeerAnswers = new Promise<void>((r) => (release = r));
+    const delivered: string[] = [];
+    const worker = startWorker(store, async (entries) => {
+      if (entries[0]!.target === "002-01") await slowPeerAnswers;
+      delivered.push(...entries.map((e) => e.target));
+      return entries.map(() => ({ outcome: "delivered" as const }));
+    });
+    await store.enqueuePeerMessages([message("002-01")], Date.now());
+    worker.wake();
+    await new Promise((r) => setTimeout(r, 50)); // the slow lane is under way
+    await store.enqueuePeerMessages([message("003-01")], Date.now());
+    worker.wake();
+    await eventually(async () => delivered, (d) => d.includes("003-01"), 5_000);
+    expect(delivered).toEqual(["003-01"]);
+    release();
+    await eventually(async () => (await store.outboxStats()).pending, (n) => n === 0, 5_000);
+    expect(delivered).toEqual(["003-01", "002-01"]);
+  });
+
+  it("a store failure while a lane is delivered does not stop the worker: the lane is taken again and nothing is lost", async () => {
+    const store = storeInTempDir();
+    const complete = store.completeOutboxEntries;
+    let failures = 1;
+    // Fault injection on the real store: its completion write fails once (disk full).
+    store.completeOutboxEntries = async (ids) => {
+      if (failures-- > 0) throw new Error("SQLITE_FULL: database or disk is full");
+      return complete.call(store, ids);
+    };
+    const sent: string[] = [];
+    const worker = startWorker(store, async (entries) => {
+      sent.push(...entries.map((e) => e.id.toString()));
+      return entries.map(() => ({ outcome: "delivered" as const }));
+    });
+    const ids = await store.enqueuePeerMessages([message("002-01"), message("002-01")], Date.now());
+    worker.wake();
+    await eventually(async () => (await store.outboxStats()).pending, (n) => n === 0, 10_000);
+    // The first attempt's completion was lost, so the lane was sent again: at least once, in order.
+    expect(failures).toBeLessThan(0);
+    expect(sent.slice(-2)).toEqual(ids.map(String));
+    await store.enqueuePeerMessages([message("002-01")], Date.now());
+    worker.wake();
+    await eventually(async () => (await store.outboxStats()).pending, (n) => n === 0, 5_000);
+    expect(sent.length).toBe(5);
+  });
+});
