@@ -123,8 +123,11 @@ const federationSchema = z
     maxClockSkewSeconds: z.number().int().min(0).max(300).default(30),
     /** Longest exp - iat accepted and used (DESIGN: 60 s). */
     maxMessageLifetimeSeconds: z.number().int().min(1).max(300).default(60),
-    /** Largest signed message accepted from a peer (a batch of 100 queued messages is ~20 KiB). */
-    maxBodyBytes: z.number().int().min(16_384).max(4_194_304).default(262_144),
+    /**
+     * Largest signed message accepted from a peer. At least 64 KiB: a batch of 100 queued
+     * messages is ~20–27 KiB of JWS, and peers send batches of 100 without knowing our limit.
+     */
+    maxBodyBytes: z.number().int().min(65_536).max(4_194_304).default(262_144),
   })
   .strict();
 

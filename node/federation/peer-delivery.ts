@@ -26,13 +26,6 @@ export interface PeerDeliveryOptions {
   readonly unknownTwinGraceMs: number;
 }
 
-/**
- * The queued messages sent in one batch, by the length of their payloads: base64url-encoded in
- * the JWS they take 4/3 of it, which stays under the smallest federation body limit a node may
- * be configured with (16 KiB).
- */
-export const MAX_BATCH_PAYLOAD_BYTES = 11_264;
-
 const STATUS_MESSAGE = /^\/twins\/[^/]+\/status$/;
 
 /** Final for this message, now: a status for a twin the peer may not have committed yet waits out the grace. */

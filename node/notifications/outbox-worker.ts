@@ -22,8 +22,6 @@ export interface OutboxWorkerOptions {
   readonly deliverBatch?: (entries: OutboxEntry[]) => Promise<BatchOutcome[]>;
   /** Entries per batch (default 100). */
   readonly batchSize?: number;
-  /** And at most this many bytes of payload per batch (at least one entry; default: no bound). */
-  readonly batchBytes?: number;
 }
 
 /** After a round or a lane that failed on the store, the worker (or the lane) rests this long. */
@@ -153,9 +151,8 @@ export class OutboxWorker {
   async #deliverLaneInBatches(head: OutboxEntry): Promise<void> {
     const o = this.#o;
     const size = o.batchSize ?? 100;
-    let fetched = [head, ...(await o.store.nextOutboxEntriesInLane(head.lane, head.id, o.nowMs(), size - 1))];
-    for (let round = 0; fetched.length > 0 && this.#running && round < 20; round++) {
-      const batch = this.#fitBytes(fetched);
+    let batch = [head, ...(await o.store.nextOutboxEntriesInLane(head.lane, head.id, o.nowMs(), size - 1))];
+    for (let round = 0; batch.length > 0 && this.#running && round < 20; round++) {
       let outcomes: BatchOutcome[];
       try {
         outcomes = await o.deliverBatch!(batch);
@@ -176,19 +173,9 @@ export class OutboxWorker {
         if (!dead) return;
       }
       await this.#completed(delivered);
-      if (fetched.length < size && batch.length === fetched.length) return;
-      fetched = await o.store.nextOutboxEntriesInLane(head.lane, batch[batch.length - 1]!.id, o.nowMs(), size);
+      if (batch.length < size) return;
+      batch = await o.store.nextOutboxEntriesInLane(head.lane, batch[batch.length - 1]!.id, o.nowMs(), size);
     }
-  }
-
-  /** The leading entries whose payloads fit `batchBytes` (always the first). */
-  #fitBytes(entries: OutboxEntry[]): OutboxEntry[] {
-    const limit = this.#o.batchBytes;
-    if (limit === undefined) return entries;
-    let bytes = 0;
-    let n = 0;
-    while (n < entries.length && (n === 0 || bytes + Buffer.byteLength(entries[n]!.payload) <= limit)) bytes += Buffer.byteLength(entries[n++]!.payload);
-    return entries.slice(0, n);
   }
 
   async #completed(entries: readonly OutboxEntry[]): Promise<void> {

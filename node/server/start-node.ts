@@ -27,7 +27,7 @@ import { AccessTokens } from "../tokens/access-tokens.ts";
 import { loadOrCreateSecrets } from "./node-secrets.ts";
 import { Federation } from "../federation/federation.ts";
 import { createFederationApp } from "../federation/federation-app.ts";
-import { createPeerBatchSender, MAX_BATCH_PAYLOAD_BYTES } from "../federation/peer-delivery.ts";
+import { createPeerBatchSender } from "../federation/peer-delivery.ts";
 
 export interface StartNodeOptions {
   /** Injected clock; defaults to Date.now. */
@@ -109,7 +109,6 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
     // A 404 to a status message waits out the peer's activation commit (twice its call
     // timeout; twice ours again, as the peer's may be longer).
     ...(federation ? { deliverBatch: createPeerBatchSender(federation, { nowMs, unknownTwinGraceMs: 4 * config.federation!.callTimeoutMs }) } : {}),
-    batchBytes: MAX_BATCH_PAYLOAD_BYTES,
     policy: { ...config.delivery, maxAgeMs: config.delivery.maxAgeSeconds * 1000 },
     concurrency: config.delivery.concurrency,
     nowMs,

@@ -24,7 +24,7 @@ beforeAll(async () => {
   await fed.start(["001-01", "002-01"], (op) =>
     op === "001-01"
       ? { federation: { callTimeoutMs: 400 } as never, delivery: quickRetries as never }
-      : { federation: { maxBodyBytes: 16_384 } as never, delivery: quickRetries as never },
+      : { federation: { maxBodyBytes: 65_536 } as never, delivery: quickRetries as never },
   );
 }, 60_000);
 afterAll(async () => fed.stop());
@@ -85,13 +85,13 @@ describe("delivery around activations across operators", () => {
     expect(await A().node().context.store.listTwinsOfPrimary(p.address)).toEqual([]);
   });
 
-  it("HLF-IC-007 a backlog drains to a peer with the smallest allowed federation body limit: batches fit it", async () => {
+  it("HLF-IC-007 a backlog drains to a peer with the smallest allowed federation body limit: a full batch fits it", async () => {
     const { p, code } = await codeAtB();
     const act = await activate(p, code);
     expect(act.status).toBe(201);
     const twinId = act.body.twin.twinId as string;
     await fed.stopNode("002-01");
-    // ~220 bytes of payload each: 120 of them would be ~35 KiB of JWS in one batch of 100.
+    // Two batches: 100 messages, then 20.
     for (let i = 0; i < 120; i++) {
       expect((await A().api.call("PUT", `/twinning/v1/primary/${enc(p.address)}/twins/${twinId}/status`, { token: p.token, body: { status: i % 2 ? "On" : "Off" } })).status).toBe(200);
     }
@@ -104,18 +104,18 @@ describe("delivery around activations across operators", () => {
     expect(await A().node().context.store.listDeadLetters(10)).toEqual([]);
   });
 
-  it("HLF-IC-007 a batch the peer refuses as a whole (here: over its body limit) is sent again one message per request, in order", async () => {
+  it("HLF-IC-007 a batch the peer refuses as a whole (here: over its body limit, as a peer with a lower limit would) is sent again one message per request, in order", async () => {
     const { p, code } = await codeAtB();
     const act = await activate(p, code);
     const twinId = act.body.twin.twinId as string;
-    // 100 status messages (~30 KiB of JWS in one batch, over B's 16 KiB), built as A's outbox
-    // holds them; sent by the same sender the worker uses, without its byte bound.
+    // 100 status messages, each padded with a field B ignores (~120 KiB of JWS in one batch, over
+    // B's 64 KiB), built as A's outbox holds them and sent by the sender the worker uses.
     const entries: OutboxEntry[] = Array.from({ length: 100 }, (_, i) => ({
       id: i + 1,
       lane: "peer:002-01",
       kind: "peer",
       target: "002-01",
-      payload: JSON.stringify({ method: "PUT", path: `/twins/${twinId}/status`, msgId: randomUUID(), body: { status: i % 2 ? "On" : "Off", version: i + 2, changedBy: "primary" } }),
+      payload: JSON.stringify({ method: "PUT", path: `/twins/${twinId}/status`, msgId: randomUUID(), body: { status: i % 2 ? "On" : "Off", version: i + 2, changedBy: "primary", padding: "x".repeat(800) } }),
       attempts: 0,
       createdAtMs: Date.now(),
       lastError: undefined,

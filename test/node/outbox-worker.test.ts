@@ -49,7 +49,7 @@ function startWorker(store: SqliteStore, deliverBatch: (entries: OutboxEntry[]) 
 }
 
 describe("outbox worker", () => {
-  it("a lane waiting on a slow peer holds back only itself: another peer's message, queued after, is delivered meanwhile", async () => {
+  it("HLF-IC-007 a lane waiting on a slow peer holds back only itself: another peer's message, queued after, is delivered meanwhile", async () => {
     const store = storeInTempDir();
     let release!: () => void;
     const slowPeerAnswers = new Promise<void>((r) => (release = r));
@@ -71,7 +71,7 @@ describe("outbox worker", () => {
     expect(delivered).toEqual(["003-01", "002-01"]);
   });
 
-  it("a store failure while a lane is delivered does not stop the worker: the lane is taken again and nothing is lost", async () => {
+  it("HLF-IC-007 a store failure while a lane is delivered does not stop the worker: the lane is taken again and nothing is lost", async () => {
     const store = storeInTempDir();
     const complete = store.completeOutboxEntries;
     let failures = 1;

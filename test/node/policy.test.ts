@@ -27,6 +27,11 @@ describe("HLF-CM-006 service-provider policy is configuration, validated at star
     expect(() => parseNodeConfig({ policy: { codeTtlSecs: 10 } })).toThrow(/policy/);
   });
 
+  it("HLF-CM-006 a federation body limit below 64 KiB is refused at start: a peer's full batch of queued messages must fit it", () => {
+    expect(() => parseNodeConfig({ federation: { maxBodyBytes: 65_535 } })).toThrow(/federation\.maxBodyBytes/);
+    expect(() => parseNodeConfig({ federation: { maxBodyBytes: 65_536 } })).not.toThrow(/maxBodyBytes/);
+  });
+
   it("HLF-CM-006 a config file and the environment combine; the environment wins", () => {
     const dir = mkdtempSync(join(tmpdir(), "twinning-config-"));
     try {
