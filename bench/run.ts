@@ -10,11 +10,12 @@ import { seedTwins } from "./seed.ts";
 
 /**
  * `npm run bench`: baselines and goals measured in the same run on this machine, as ratios
- * (the machines are shared and noisy: absolute figures move, ratios much less). The bare-GET
- * and POST+INSERT baselines are measured before and again after the local goals, and those
- * goals are judged against the mean of the two. Writes bench/results.json and prints the table.
+ * (the machines are shared and noisy: absolute figures move, ratios much less). The local goals
+ * run in rounds beside their baselines (localGoals). Writes bench/results.json and prints the table.
  */
 const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 5);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+if (!(DURATION_S > 0) || !Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Error("BENCH_DURATION_S must be a positive number and BENCH_ROUNDS a positive integer");
 const CONNECTIONS = 50;
 const log = (s: string) => process.stdout.write(`${s}\n`);
 const round = (n: number, d = 2) => Math.round(n * 10 ** d) / 10 ** d;
@@ -56,27 +57,18 @@ async function measurePostInsert(): Promise<LoadResult> {
   return result;
 }
 
-/**
- * The mean of a baseline measured before and after the goals it judges: the machine's speed
- * drifts within minutes, and a baseline on one side only moved the ratios with it.
- */
-function bracketed(before: LoadResult, after: LoadResult): LoadResult {
-  const mean = (a: number, b: number) => (a + b) / 2;
-  return {
-    ...before,
-    requestsPerSec: mean(before.requestsPerSec, after.requestsPerSec),
-    p50Ms: mean(before.p50Ms, after.p50Ms),
-    p99Ms: mean(before.p99Ms, after.p99Ms),
-    total: before.total + after.total,
-    ...(before.serverCpuUs !== undefined && after.serverCpuUs !== undefined ? { serverCpuUs: Math.round(mean(before.serverCpuUs, after.serverCpuUs)) } : {}),
-  };
+interface Round {
+  postInsert: LoadResult;
+  toggle: LoadResult;
+  bareGet: LoadResult;
+  list: LoadResult;
+  query: LoadResult;
+  ratios: Record<"toggle" | "toggleP99" | "list" | "query", number>;
 }
 
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
 async function baselines(raw: Record<string, unknown>) {
-  log("baseline: bare Hono JSON GET …");
-  const bareGet = await measureBareGet();
-  log("baseline: Hono POST + JSON + one better-sqlite3 INSERT …");
-  const postInsert = await measurePostInsert();
   log("reference: Hono GET doing only the list route's two SQLite reads …");
   const reads = await startServer("bench/baseline-server.ts", ["reads"]);
   const sameReads = await load({
@@ -90,46 +82,66 @@ async function baselines(raw: Record<string, unknown>) {
   const rtt = await runScript<{ p50Ms: number; p99Ms: number; handshakes: number }>("bench/mtls-rtt.ts", ["3000"]);
   log("reference: the same round trip to a server in another process …");
   const rttCrossProcess = await runScript<{ p50Ms: number; p99Ms: number; handshakes: number }>("bench/mtls-rtt.ts", ["3000", "cross-process"]);
-  Object.assign(raw, { baselineBareGet: bareGet, baselinePostInsert: postInsert, baselineMtlsRtt: rtt, referenceMtlsRttCrossProcess: rttCrossProcess, referenceSameReads: sameReads });
-  log(`  reference: the two reads alone serve ${round(sameReads.requestsPerSec / bareGet.requestsPerSec)} × the bare GET`);
-  return { bareGet, postInsert, rtt, rttCrossProcess, sameReads };
+  Object.assign(raw, { baselineMtlsRtt: rtt, referenceMtlsRttCrossProcess: rttCrossProcess, referenceSameReads: sameReads });
+  return { rtt, rttCrossProcess, sameReads };
 }
 
-async function localGoals(dir: string, base: { bareGet: LoadResult; postInsert: LoadResult; sameReads: LoadResult }, goals: Goal[], raw: Record<string, unknown>) {
+/**
+ * Goals 1 and 2 in ROUNDS rounds, each goal measured right after its baseline (POST+INSERT,
+ * toggles, bare GET, list, query), and judged by the median of the rounds' ratios: the
+ * machine's speed drifts within minutes, and a ratio of two runs far apart moved with it.
+ */
+async function localGoals(dir: string, base: { sameReads: LoadResult }, goals: Goal[], raw: Record<string, unknown>) {
   const sandbox = await Sandbox.create({ operators: 1, dir: join(dir, "local"), proxies: false, logLevel: "warn" });
   try {
     const op = sandbox.operators[0]!;
     const pairs = await twinPairs(op.api, op.adminToken, CONNECTIONS, "1001");
     const pid = op.process.child?.pid;
-    log("goal 1: local toggles …");
-    const toggles = await load({
-      url: op.deviceUrl,
-      connections: CONNECTIONS,
-      durationS: DURATION_S,
-      toggle: true,
-      targets: pairs.map((x) => ({ path: `/twinning/v1/primary/${enc(x.p.address)}/twins/${x.twinId}/status`, token: x.p.token })),
-    }, pid);
-    log("goal 2: reads …");
-    const list = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: pairs.map((x) => ({ path: `/twinning/v1/primary/${enc(x.p.address)}/twins`, token: x.p.token })) }, pid);
-    const query = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: pairs.map((x) => ({ path: `/twinning/v1/secondary/${enc(x.s.address)}/twinning`, token: x.s.token })) }, pid);
-    log("baselines again, after the goals they judge …");
-    const postInsertAfter = await measurePostInsert();
-    const bareGetAfter = await measureBareGet();
-    const postInsert = bracketed(base.postInsert, postInsertAfter);
-    const bareGet = bracketed(base.bareGet, bareGetAfter);
-    Object.assign(raw, { baselinePostInsertAfter: postInsertAfter, baselineBareGetAfter: bareGetAfter, baselinesUsed: { bareGet, postInsert } });
-    goals.push({ name: "local toggle req/s ÷ POST+INSERT baseline", value: round(toggles.requestsPerSec / postInsert.requestsPerSec), goal: "≥ 0.7", met: toggles.requestsPerSec >= 0.7 * postInsert.requestsPerSec });
-    goals.push({ name: "local toggle p99 ÷ POST+INSERT baseline p99", value: round(toggles.p99Ms / postInsert.p99Ms), goal: "≤ 2", met: toggles.p99Ms <= 2 * postInsert.p99Ms });
-    goals.push({ name: "list twins req/s ÷ bare GET baseline", value: round(list.requestsPerSec / bareGet.requestsPerSec), goal: "≥ 0.5", met: list.requestsPerSec >= 0.5 * bareGet.requestsPerSec });
-    goals.push({ name: "secondary status req/s ÷ bare GET baseline", value: round(query.requestsPerSec / bareGet.requestsPerSec), goal: "≥ 0.5", met: query.requestsPerSec >= 0.5 * bareGet.requestsPerSec });
-    Object.assign(raw, { localToggle: toggles, readList: list, readQuery: query, listVsSameReads: round(list.requestsPerSec / base.sameReads.requestsPerSec) });
-    log(`  list twins serves ${round(list.requestsPerSec / base.sameReads.requestsPerSec)} × the reference doing only its two reads`);
-    const cpu = { bareGet: bareGet.serverCpuUs, postInsert: postInsert.serverCpuUs, sameReads: base.sameReads.serverCpuUs, toggle: toggles.serverCpuUs, list: list.serverCpuUs, query: query.serverCpuUs };
-    Object.assign(raw, { serverCpuUsPerRequest: cpu });
-    log(`  server main-thread CPU per request, µs: ${Object.entries(cpu).map(([k, v]) => `${k} ${v}`).join(", ")}`);
-    for (const [name, r] of [["toggle", toggles], ["list", list], ["query", query]] as const) {
-      if (r.non2xx || r.errors) log(`  warning: ${name} had ${r.non2xx} non-2xx and ${r.errors} errors`);
+    const rounds: Round[] = [];
+    for (let r = 1; r <= ROUNDS; r++) {
+      log(`goals 1 and 2, round ${r} of ${ROUNDS}: POST+INSERT baseline, local toggles, bare GET baseline, list, query …`);
+      const postInsert = await measurePostInsert();
+      const toggle = await load({
+        url: op.deviceUrl,
+        connections: CONNECTIONS,
+        durationS: DURATION_S,
+        toggle: true,
+        targets: pairs.map((x) => ({ path: `/twinning/v1/primary/${enc(x.p.address)}/twins/${x.twinId}/status`, token: x.p.token })),
+      }, pid);
+      const bareGet = await measureBareGet();
+      const list = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: pairs.map((x) => ({ path: `/twinning/v1/primary/${enc(x.p.address)}/twins`, token: x.p.token })) }, pid);
+      const query = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: pairs.map((x) => ({ path: `/twinning/v1/secondary/${enc(x.s.address)}/twinning`, token: x.s.token })) }, pid);
+      const ratios = {
+        toggle: toggle.requestsPerSec / postInsert.requestsPerSec,
+        toggleP99: toggle.p99Ms / postInsert.p99Ms,
+        list: list.requestsPerSec / bareGet.requestsPerSec,
+        query: query.requestsPerSec / bareGet.requestsPerSec,
+      };
+      for (const [name, x] of [["toggle", toggle], ["list", list], ["query", query]] as const) {
+        if (x.non2xx || x.errors) log(`  warning: ${name} had ${x.non2xx} non-2xx and ${x.errors} errors`);
+      }
+      log(`  toggles ${round(ratios.toggle)} × (p99 ${round(ratios.toggleP99)} ×), list ${round(ratios.list)} ×, query ${round(ratios.query)} ×`);
+      rounds.push({ postInsert, toggle, bareGet, list, query, ratios: { toggle: round(ratios.toggle, 3), toggleP99: round(ratios.toggleP99, 3), list: round(ratios.list, 3), query: round(ratios.query, 3) } });
     }
+    const of = (pick: (r: Round) => number) => median(rounds.map(pick));
+    const ratio = { toggle: of((r) => r.ratios.toggle), toggleP99: of((r) => r.ratios.toggleP99), list: of((r) => r.ratios.list), query: of((r) => r.ratios.query) };
+    goals.push({ name: "local toggle req/s ÷ POST+INSERT baseline", value: round(ratio.toggle), goal: "≥ 0.7", met: ratio.toggle >= 0.7 });
+    goals.push({ name: "local toggle p99 ÷ POST+INSERT baseline p99", value: round(ratio.toggleP99), goal: "≤ 2", met: ratio.toggleP99 <= 2 });
+    goals.push({ name: "list twins req/s ÷ bare GET baseline", value: round(ratio.list), goal: "≥ 0.5", met: ratio.list >= 0.5 });
+    goals.push({ name: "secondary status req/s ÷ bare GET baseline", value: round(ratio.query), goal: "≥ 0.5", met: ratio.query >= 0.5 });
+    const cpu = {
+      bareGet: of((r) => r.bareGet.serverCpuUs ?? NaN),
+      postInsert: of((r) => r.postInsert.serverCpuUs ?? NaN),
+      sameReads: base.sameReads.serverCpuUs,
+      toggle: of((r) => r.toggle.serverCpuUs ?? NaN),
+      list: of((r) => r.list.serverCpuUs ?? NaN),
+      query: of((r) => r.query.serverCpuUs ?? NaN),
+    };
+    const sameReadsVsBareGet = round(base.sameReads.requestsPerSec / of((r) => r.bareGet.requestsPerSec));
+    const listVsSameReads = round(of((r) => r.list.requestsPerSec) / base.sameReads.requestsPerSec);
+    Object.assign(raw, { localRounds: rounds, serverCpuUsPerRequest: cpu, sameReadsVsBareGet, listVsSameReads });
+    log(`  reference: the two reads alone serve ${sameReadsVsBareGet} × the bare GET; list twins serves ${listVsSameReads} × that reference`);
+    log(`  server main-thread CPU per request (medians), µs: ${Object.entries(cpu).map(([k, v]) => `${k} ${v}`).join(", ")}`);
   } finally {
     await sandbox.stop();
   }
@@ -275,7 +287,7 @@ async function scaleGoals(dir: string, goals: Goal[], raw: Record<string, unknow
 async function main() {
   const dir = mkdtempSync(join(tmpdir(), "twinning-bench-"));
   const goals: Goal[] = [];
-  const raw: Record<string, unknown> = { machine: { cpus: (await import("node:os")).cpus().length, node: process.version }, durationS: DURATION_S, connections: CONNECTIONS };
+  const raw: Record<string, unknown> = { machine: { cpus: (await import("node:os")).cpus().length, node: process.version }, durationS: DURATION_S, connections: CONNECTIONS, rounds: ROUNDS };
   try {
     const base = await baselines(raw);
     await localGoals(dir, base, goals, raw);
