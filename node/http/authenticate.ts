@@ -2,7 +2,7 @@ import type { Context, MiddlewareHandler } from "hono";
 import { parseAddress } from "../domain/address.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
 import type { NodeContext } from "../service/node-context.ts";
-import { secretsEqual } from "../tokens/credentials.ts";
+import { provisioningStamp, secretsEqual } from "../tokens/credentials.ts";
 import type { Principal, Scope } from "../tokens/scopes.ts";
 import type { AppEnv } from "./app-env.ts";
 
@@ -23,6 +23,27 @@ export async function assertNotRevoked(ctx: NodeContext, principal: Principal): 
   const twin = principal.twinId ? await ctx.store.getTwin(principal.twinId) : undefined;
   const parties = principal.scope === "primary-services" ? [twin?.primaryAddress] : [twin?.primaryAddress, twin?.secondaryAddress];
   if (!twin?.active || !parties.includes(principal.subject)) throw new TwinningError("invalid_token", { detail: "twin deactivated or not the token's" });
+  if (principal.scope !== "primary-services") return;
+  // HLF-SD-009: the secondary uses the primary's services while twinning is On, and while it is
+  // itself provisioned (checked here when this node serves it).
+  if (twin.status !== "On" || principal.actor !== twin.secondaryAddress) throw new TwinningError("invalid_token", { detail: "twinning is Off or the token's actor is not the twin's secondary" });
+  if (twin.secondaryOperatorId === ctx.config.operatorId && !(await ctx.store.getSubscriber(twin.secondaryAddress))?.twinningEnabled) {
+    throw new TwinningError("invalid_token", { detail: "the secondary is no longer provisioned" });
+  }
+}
+
+/**
+ * The token's subject is provisioned for twinning here, under the provisioning the token was
+ * minted under: a de-provisioned and re-provisioned subscriber, or one whose credential was
+ * changed, starts afresh. (Tokens of the operator's external issuer carry no stamp: that issuer
+ * answers for them.)
+ */
+export async function assertProvisioned(ctx: NodeContext, principal: Principal): Promise<void> {
+  const subscriber = await ctx.store.getSubscriber(principal.subject);
+  if (!subscriber?.twinningEnabled) throw new TwinningError("not_provisioned");
+  if (principal.source === "local" && principal.provisioning !== provisioningStamp(subscriber.credentialHash)) {
+    throw new TwinningError("invalid_token", { detail: "issued under an earlier provisioning" });
+  }
 }
 
 /** Authenticate, then check scope and provisioning; sets `principal` (HLF-CM-006, OAU-001/002). */
@@ -31,8 +52,7 @@ export function requireToken(ctx: NodeContext, scopes: readonly Scope[]): Middle
     const principal = await ctx.tokens.verify(bearerToken(c.req.header("authorization")));
     if (!scopes.includes(principal.scope)) throw new TwinningError("access_denied", { variables: ["the token's scope does not allow this operation"] });
     await assertNotRevoked(ctx, principal);
-    const subscriber = await ctx.store.getSubscriber(principal.subject);
-    if (!subscriber?.twinningEnabled) throw new TwinningError("not_provisioned");
+    await assertProvisioned(ctx, principal);
     c.set("principal", principal);
     await next();
   };

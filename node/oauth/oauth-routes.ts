@@ -3,7 +3,7 @@ import { isAddress } from "../domain/address.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
 import { errorBody } from "../errors/error-response.ts";
 import type { AppEnv } from "../http/app-env.ts";
-import { assertNotRevoked, requireAdmin } from "../http/authenticate.ts";
+import { assertNotRevoked, assertProvisioned, requireAdmin } from "../http/authenticate.ts";
 import type { App } from "../http/route-helper.ts";
 import type { NodeContext } from "../service/node-context.ts";
 import { verifyCredential } from "../tokens/credentials.ts";
@@ -21,7 +21,7 @@ function oauthError(c: Context<AppEnv>, status: 400 | 401, error: string, descri
 /** Client authentication: HTTP Basic (client id form-encoded per RFC 6749 §2.3.1, or a raw tel: URI) or the form body. */
 function clientCredentials(c: Context<AppEnv>, form: URLSearchParams): { id: string; secret: string } | undefined {
   const header = c.req.header("authorization");
-  if (header?.startsWith("Basic ")) {
+  if (header && /^basic /i.test(header)) { // RFC 7235: the scheme is case-insensitive
     let decoded: string;
     try {
       decoded = Buffer.from(header.slice(6).trim(), "base64").toString("utf8");
@@ -80,8 +80,7 @@ export function registerOAuthRoutes(app: App, ctx: NodeContext): void {
     try {
       const p = await ctx.tokens.verify(token);
       await assertNotRevoked(ctx, p);
-      const subscriber = await ctx.store.getSubscriber(p.subject);
-      if (!subscriber?.twinningEnabled) return c.json({ active: false }, 200, { "cache-control": "no-store" });
+      await assertProvisioned(ctx, p);
       return c.json(
         {
           active: true,
@@ -101,7 +100,8 @@ export function registerOAuthRoutes(app: App, ctx: NodeContext): void {
         { "cache-control": "no-store" },
       );
     } catch (error) {
-      if (error instanceof TwinningError && error.code === "invalid_token") return c.json({ active: false }, 200, { "cache-control": "no-store" });
+      // RFC 7662: a token that does not work here is simply inactive.
+      if (error instanceof TwinningError && (error.code === "invalid_token" || error.code === "not_provisioned")) return c.json({ active: false }, 200, { "cache-control": "no-store" });
       throw error;
     }
   });

@@ -28,6 +28,7 @@ import { loadOrCreateSecrets } from "./node-secrets.ts";
 import { Federation } from "../federation/federation.ts";
 import { createFederationApp } from "../federation/federation-app.ts";
 import { createPeerBatchSender } from "../federation/peer-delivery.ts";
+import { provisioningStamp } from "../tokens/credentials.ts";
 
 export interface StartNodeOptions {
   /** Injected clock; defaults to Date.now. */
@@ -132,6 +133,10 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
       kid: secrets.signingKey.kid,
       external: config.externalIssuer,
       nowMs,
+      provisioningOf: async (subject) => {
+        const subscriber = await store.getSubscriber(subject);
+        return subscriber && provisioningStamp(subscriber.credentialHash);
+      },
     }),
     codes: new CodeHasher(secrets.codeSecret),
     sealer: new ReplaySealer(secrets.codeSecret),

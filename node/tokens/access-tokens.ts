@@ -56,6 +56,7 @@ export class AccessTokens {
   readonly #external: (ExternalIssuerOptions & { keys: JWTVerifyGetKey }) | undefined;
   readonly issuer: string;
   readonly #nowMs: () => number;
+  readonly #provisioningOf: (subject: string) => Promise<string | undefined>;
 
   constructor(options: {
     issuer: string;
@@ -64,6 +65,8 @@ export class AccessTokens {
     kid: string;
     external?: ExternalIssuerOptions | undefined;
     nowMs: () => number;
+    /** The subject's current provisioning stamp (`prv` claim), if it is provisioned here. */
+    provisioningOf: (subject: string) => Promise<string | undefined>;
   }) {
     this.issuer = options.issuer;
     this.#key = options.privateKey;
@@ -71,6 +74,7 @@ export class AccessTokens {
     this.#localKeys = createLocalJWKSet({ keys: options.publicJwks });
     this.#external = options.external && { ...options.external, keys: createRemoteJWKSet(new URL(options.external.jwksUrl)) };
     this.#nowMs = options.nowMs;
+    this.#provisioningOf = options.provisioningOf;
   }
 
   async mint(input: MintInput): Promise<{ token: string; expiresAtS: number }> {
@@ -80,6 +84,8 @@ export class AccessTokens {
     if (input.twinId) claims.twin_id = input.twinId;
     if (input.actor) claims.act = { sub: input.actor };
     if (input.clientId) claims.client_id = input.clientId;
+    const provisioning = await this.#provisioningOf(input.subject);
+    if (provisioning) claims.prv = provisioning;
     const token = await new SignJWT(claims)
       .setProtectedHeader({ alg: "ES256", kid: this.#kid, typ: TOKEN_TYPE })
       .setIssuer(this.issuer)
@@ -166,6 +172,7 @@ function toPrincipal(payload: JWTPayload, source: Principal["source"]): Principa
     issuedAtS: typeof payload.iat === "number" ? payload.iat : 0,
     expiresAtS: payload.exp,
     clientId: typeof payload.client_id === "string" ? payload.client_id : undefined,
+    provisioning: typeof payload.prv === "string" ? payload.prv : undefined,
     audience: Array.isArray(payload.aud) ? (payload.aud[0] ?? "") : (payload.aud ?? ""),
     source,
   };

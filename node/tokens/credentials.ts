@@ -8,6 +8,15 @@ const N = 16_384;
 const R = 8;
 const P = 1;
 
+/**
+ * What ties a token to the provisioning it was issued under: a digest of the subscriber's stored
+ * credential hash, which every PUT of the subscriber renews (a fresh salt). A token minted before
+ * a de-provisioning and re-provisioning, or before a credential change, no longer matches.
+ */
+export function provisioningStamp(credentialHash: string): string {
+  return createHash("sha256").update(credentialHash).digest("base64url").slice(0, 22);
+}
+
 export async function hashCredential(credential: string): Promise<string> {
   const salt = randomBytes(16);
   const hash = await scrypt(credential, salt, 32, { N, r: R, p: P });

@@ -22,6 +22,8 @@ export interface Principal {
   readonly expiresAtS: number;
   readonly clientId: string | undefined;
   readonly audience: string;
+  /** The provisioning this node minted it under (`prv`; see provisioningStamp). */
+  readonly provisioning: string | undefined;
   /** Minted by this node, or by the operator's external authorization server. */
   readonly source: "local" | "external";
 }

@@ -96,6 +96,54 @@ describe("tokens", () => {
     expect(anonymous.status).toBe(401);
   });
 
+  it("OAU-001 HTTP Basic client authentication takes the scheme in any case (RFC 7235)", async () => {
+    const a = newAddress();
+    await api.provision(t.node.adminToken, a, "device-secret-2");
+    const header = basic(a, "device-secret-2").authorization.replace("Basic", "basic");
+    expect((await form("grant_type=client_credentials", { authorization: header })).status).toBe(200);
+  });
+
+  it("HLF-CM-006 a token dies with the provisioning it was issued under: de-provisioning then provisioning again, or a new credential, does not revive it", async () => {
+    const [p, s] = [newAddress(), newAddress()];
+    const pToken = await api.subscriber(t.node.adminToken, p);
+    const sToken = await api.subscriber(t.node.adminToken, s);
+    const { primaryTwinToken } = await api.twin({ address: p, token: pToken }, { address: s, token: sToken }, "watch");
+    const query = (token: string) => api.call("GET", `/twinning/v1/secondary/${enc(s)}/twinning`, { token });
+    expect((await query(sToken)).status).toBe(200);
+    expect((await api.call("DELETE", `/admin/v1/subscribers/${enc(s)}`, { token: t.node.adminToken })).status).toBe(204);
+    expect([(await query(sToken)).status, messageId((await query(sToken)).body)]).toEqual([403, "POL2001"]);
+    await api.provision(t.node.adminToken, s, "a-completely-new-credential");
+    const old = await query(sToken);
+    expect([old.status, messageId(old.body)]).toEqual([401, "SVC2003"]);
+    expect((await introspect(sToken)).active).toBe(false);
+    // A token minted under the new provisioning works.
+    expect((await query(await api.token(s, "a-completely-new-credential"))).status).toBe(200);
+    // A new credential for the primary ends its tokens too, twin-scoped ones included.
+    const list = (token: string) => api.call("GET", `/twinning/v1/primary/${enc(p)}/twins/watch`, { token });
+    expect((await list(primaryTwinToken)).status).toBe(200);
+    await api.provision(t.node.adminToken, p, "rotated-credential-1");
+    expect([(await list(pToken)).status, (await list(primaryTwinToken)).status]).toEqual([401, 401]);
+    expect((await list(await api.token(p, "rotated-credential-1"))).status).toBe(200);
+  });
+
+  it("HLF-SD-009 a primary-services token stops working while twinning is Off and once the secondary is de-provisioned", async () => {
+    const [p, s] = [newAddress(), newAddress()];
+    const pToken = await api.subscriber(t.node.adminToken, p);
+    const sToken = await api.subscriber(t.node.adminToken, s);
+    await api.twin({ address: p, token: pToken }, { address: s, token: sToken }, "watch");
+    const mint = await api.call("POST", `/twinning/v1/secondary/${enc(s)}/twinning/primaryServicesToken`, { token: sToken });
+    expect(mint.status).toBe(200);
+    const token = mint.body.primaryServices.accessToken as string;
+    expect((await introspect(token)).active).toBe(true);
+    const toggle = (status: string) => api.call("PUT", `/twinning/v1/primary/${enc(p)}/twins/watch/status`, { token: pToken, body: { status } });
+    expect((await toggle("Off")).status).toBe(200);
+    expect((await introspect(token)).active).toBe(false);
+    expect((await toggle("On")).status).toBe(200);
+    expect((await introspect(token)).active).toBe(true);
+    expect((await api.call("DELETE", `/admin/v1/subscribers/${enc(s)}`, { token: t.node.adminToken })).status).toBe(204);
+    expect((await introspect(token)).active).toBe(false);
+  });
+
   it("OAU-001 bearer JWTs of the operator's own authorization server are accepted when configured", async () => {
     const a = newAddress();
     await api.provision(t.node.adminToken, a);

@@ -453,9 +453,9 @@ async function introspect(w: World, primary: Party, token: string): Promise<bool
 }
 
 /**
- * HLF-TE-004, HLF-SD-009: every token of the twin works exactly while the twin is active, at the
- * node that issued it; for a twin across operators, the RFC 8693 exchange at the primary's
- * operator too.
+ * HLF-TE-004, HLF-SD-009: every token of the twin works exactly while the twin is active (a
+ * primary-services token: and On), at the node that issued it; for a twin across operators, the
+ * RFC 8693 exchange at the primary's operator too.
  */
 async function checkTokens(m: Model, w: World, t: TwinM): Promise<void> {
   const p = m.parties[t.p]!;
@@ -469,8 +469,10 @@ async function checkTokens(m: Model, w: World, t: TwinM): Promise<void> {
   if (t.active ? asSecondary.status !== 200 || asSecondary.body?.twinning?.twinId !== t.twinId : asSecondary.status !== 401 || messageId(asSecondary.body) !== "SVC2003") {
     fail(`the secondary's twin token of ${label} should ${t.active ? "work" : "be dead (401 SVC2003)"}`, asSecondary);
   }
+  // A primary-services token works while the twin is active and On (HLF-SD-009).
+  const servicesOn = t.active && t.status === "On";
   for (const token of t.psTokens) {
-    if ((await introspect(w, p, token)) !== t.active) fail(`a primary-services token of ${label} should introspect ${t.active ? "active" : "inactive"}`);
+    if ((await introspect(w, p, token)) !== servicesOn) fail(`a primary-services token of ${label} should introspect ${servicesOn ? "active" : "inactive"}`);
   }
   if (p.op !== s.op) {
     // The signed token exchange the secondary's operator makes (DESIGN "Federation API" /token).
