@@ -63,6 +63,17 @@ export class SseClient {
     return this.events;
   }
 
+  /** Resolves once the server has ended the stream; rejects after `timeoutMs`. */
+  async ended(timeoutMs = 5_000): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error("the stream did not end")), timeoutMs)));
+    try {
+      await Promise.race([this.#done ?? Promise.resolve(), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   async close(): Promise<void> {
     this.#controller.abort();
     await this.#done;

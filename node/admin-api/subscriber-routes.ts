@@ -45,6 +45,8 @@ export function registerAdminRoutes(app: App, ctx: NodeContext): void {
         credentialHash: await hashCredential(subscriber.credential),
         updatedAtMs: ctx.nowMs(),
       });
+      // A new credential: the tokens issued before no longer work, nor what they opened.
+      ctx.hub.revoke(address);
       return json(c, view(address, subscriber.twinning), created ? 201 : 200);
     },
   );
@@ -62,10 +64,11 @@ export function registerAdminRoutes(app: App, ctx: NodeContext): void {
 
   addRoute(
     app,
-    createRoute({ method: "delete", path: base, tags, summary: "De-provision a subscriber: its tokens stop working at once", security: admin, middleware: [guard] as const, request: { params: addrParam }, responses: { 204: { description: "Deleted" }, ...errorResponses } }),
+    createRoute({ method: "delete", path: base, tags, summary: "De-provision a subscriber: its tokens, notification streams and callback subscriptions end at once", security: admin, middleware: [guard] as const, request: { params: addrParam }, responses: { 204: { description: "Deleted" }, ...errorResponses } }),
     async (c) => {
       const address = parseAddress(c.req.param("addr") ?? "", "address");
       if (!(await ctx.store.deleteSubscriber(address))) throw new TwinningError("not_found", { variables: ["subscriber"] });
+      ctx.hub.revoke(address);
       return c.body(null, 204);
     },
   );

@@ -56,13 +56,19 @@ export function streamNotifications(ctx: NodeContext, c: Context<AppEnv>, addres
     }
     if (res.writableLength > MAX_UNSENT_BYTES) close();
   };
+  // The stream lives as long as the token it was opened with: until it expires (checked at each
+  // write, by the node's clock) or its subscriber's tokens are revoked (the hub says so).
+  const expiresAtMs = c.get("principal").expiresAtS * 1000;
+  const expired = () => ctx.nowMs() >= expiresAtMs;
   const send = (n: StoredNotification) => {
+    if (expired()) return close();
     if (n.id <= sentId) return;
     sentId = n.id;
     write(sseEvent(n));
   };
   const unsubscribe = ctx.hub.subscribe(address, role, (n) => (replaying ? replaying.push(n) : send(n)));
-  const heartbeat = setInterval(() => write(": heartbeat\n\n"), HEARTBEAT_MS);
+  const unwatch = ctx.hub.onRevoked(address, () => close());
+  const heartbeat = setInterval(() => (expired() ? close() : write(": heartbeat\n\n")), HEARTBEAT_MS);
   heartbeat.unref();
   ctx.metrics.sseConnections.inc();
   const close = () => {
@@ -70,6 +76,7 @@ export function streamNotifications(ctx: NodeContext, c: Context<AppEnv>, addres
     open = false;
     clearInterval(heartbeat);
     unsubscribe();
+    unwatch();
     ctx.lifecycle.removeEventListener("abort", close);
     ctx.metrics.sseConnections.dec();
     res.end();

@@ -11,6 +11,7 @@ type Listener = (n: StoredNotification) => void;
 export class NotificationHub {
   readonly #listeners = new Map<string, Set<Listener>>();
   readonly #codeWaiters = new Map<string, Set<() => void>>();
+  readonly #revocations = new Map<string, Set<() => void>>();
 
   subscribe(address: string, role: TwinRole, listener: Listener): () => void {
     const key = `${role}:${address}`;
@@ -31,6 +32,22 @@ export class NotificationHub {
     for (const n of notifications) {
       for (const listener of this.#listeners.get(`${n.recipientRole}:${n.recipientAddress}`) ?? []) listener(n);
     }
+  }
+
+  /** Calls `end` when the subscriber's tokens are revoked (de-provisioned, or a new credential); returns the undo. */
+  onRevoked(address: string, end: () => void): () => void {
+    let set = this.#revocations.get(address);
+    if (!set) this.#revocations.set(address, (set = new Set()));
+    set.add(end);
+    return () => {
+      set.delete(end);
+      if (set.size === 0) this.#revocations.delete(address);
+    };
+  }
+
+  /** The subscriber's tokens no longer work: what was opened with them ends now. */
+  revoke(address: string): void {
+    for (const end of [...(this.#revocations.get(address) ?? [])]) end();
   }
 
   /** Resolves when the code is redeemed, or after timeoutMs, or when signal aborts. */

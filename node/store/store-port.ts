@@ -13,6 +13,7 @@ export interface TwinningStore {
   // --- subscribers (admin API) ---
   putSubscriber(record: SubscriberRecord): Promise<{ created: boolean }>;
   getSubscriber(address: string): Promise<SubscriberRecord | undefined>;
+  /** Removes the subscriber and its callback subscriptions (both roles); false when there was none. */
   deleteSubscriber(address: string): Promise<boolean>;
 
   // --- activation codes (HLF-SD-001..003, HLF-TE-005) ---

@@ -4,6 +4,7 @@ import { Pool } from "undici";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { CallbackReceiver } from "../helpers/callback-receiver.ts";
 import { SseClient } from "../helpers/sse-client.ts";
+import { ManualClock } from "../helpers/manual-clock.ts";
 import { Api, enc, messageId, newAddress, startTestNode, type TestNode } from "../helpers/test-node.ts";
 
 let t: TestNode;
@@ -170,6 +171,59 @@ describe("notifications", () => {
     const got = await r.waitFor(3, 10_000);
     await new Promise((res) => setTimeout(res, 300));
     expect(r.received.map((n) => n.twinningStatusNotification.status)).toEqual(["Off", "On", "Off"]);
+  });
+
+  it("HLF-CM-005 a notification stream and the callback subscriptions end when their subscriber is de-provisioned or given a new credential", async () => {
+    const [p, s] = [await party(), await party()];
+    await api.twin(p, s, "watch");
+    const streamOf = async (who: { address: string; token: string }, role: string) => {
+      const stream = await SseClient.open(`${t.url}/twinning/v1/${role}/${enc(who.address)}/notifications`, who.token);
+      cleanups.push(() => stream.close());
+      expect(stream.status).toBe(200);
+      return stream;
+    };
+    const [ofSecondary, ofPrimary] = [await streamOf(s, "secondary"), await streamOf(p, "primary")];
+    const r = await receiver();
+    expect((await subscribe("secondary", s, r.url)).status).toBe(201);
+    expect((await api.call("DELETE", `/admin/v1/subscribers/${enc(s.address)}`, { token: t.node.adminToken })).status).toBe(204);
+    await ofSecondary.ended();
+    // Provisioned again: the old subscription is gone, and the toggle reaches no one at s.
+    const again = await api.subscriber(t.node.adminToken, s.address);
+    expect((await api.call("GET", `/twinning/v1/secondary/${enc(s.address)}/subscriptions`, { token: again })).body.subscriptionList.subscription ?? []).toEqual([]);
+    // The primary's toggle notifies the secondary (no one listens any more); the secondary's
+    // toggle notifies the primary, whose stream is still open.
+    expect((await api.call("PUT", `/twinning/v1/primary/${enc(p.address)}/twins/watch/status`, { token: p.token, body: { status: "Off" } })).status).toBe(200);
+    expect((await api.call("PUT", `/twinning/v1/secondary/${enc(s.address)}/twinning/status`, { token: again, body: { status: "On" } })).status).toBe(200);
+    await ofPrimary.waitFor(1);
+    await new Promise((resolve) => setTimeout(resolve, 200)); // a callback, were one queued, would be out by now
+    expect(ofSecondary.events).toEqual([]);
+    expect(r.received).toEqual([]);
+    // A new credential for the primary ends the stream its old token opened.
+    await api.provision(t.node.adminToken, p.address, "a-new-credential-for-p");
+    await ofPrimary.ended();
+  });
+
+  it("HLF-CM-005 a notification stream ends when the token it was opened with expires", async () => {
+    const clock = new ManualClock();
+    const node = await startTestNode({}, { nowMs: clock.now });
+    const nodeApi = new Api(node.url);
+    try {
+      const [p, s] = [newAddress(), newAddress()];
+      const [pToken, sToken] = [await nodeApi.subscriber(node.node.adminToken, p), await nodeApi.subscriber(node.node.adminToken, s)];
+      await nodeApi.twin({ address: p, token: pToken }, { address: s, token: sToken }, "watch");
+      const stream = await SseClient.open(`${node.url}/twinning/v1/secondary/${enc(s)}/notifications`, sToken);
+      cleanups.push(() => stream.close());
+      const toggle = async (token: string, status: string) =>
+        expect((await nodeApi.call("PUT", `/twinning/v1/primary/${enc(p)}/twins/watch/status`, { token, body: { status } })).status).toBe(200);
+      await toggle(pToken, "Off");
+      await stream.waitFor(1);
+      clock.advance(3_600_000); // past the access token's lifetime (3600 s)
+      await toggle(await nodeApi.token(p, `secret-${p.slice(-6)}`), "On");
+      await stream.ended();
+      expect(stream.events.length).toBe(1);
+    } finally {
+      await node.cleanup();
+    }
   });
 
   it("subscriptions and SSE streams per subscriber are bounded by configuration", async () => {

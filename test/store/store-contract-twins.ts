@@ -235,6 +235,17 @@ export function twinContract(makeStore: MakeStore): void {
       expect(await store.listSubscriptions(S1, "secondary", T0 + 365 * 24 * 60 * MINUTE)).toEqual([forever]);
     });
 
+    it("HLF-CM-005 deleteSubscriber also removes the subscriber's subscriptions in both roles, and no one else's", async () => {
+      const { store } = h();
+      for (const address of [S1, S2]) await store.putSubscriber({ address, twinningEnabled: true, credentialHash: "scrypt:a", updatedAtMs: T0 });
+      await subscribe(store, S1, "secondary");
+      await subscribe(store, S1, "primary");
+      const others = await subscribe(store, S2, "secondary");
+      expect(await store.deleteSubscriber(S1)).toBe(true);
+      expect([await store.listSubscriptions(S1, "secondary", T0), await store.listSubscriptions(S1, "primary", T0)]).toEqual([[], []]);
+      expect(await store.listSubscriptions(S2, "secondary", T0)).toEqual([others]);
+    });
+
     it("deleteSubscription removes only the subscriber's own subscription", async () => {
       const { store } = h();
       const record = await subscribe(store, S1, "secondary");

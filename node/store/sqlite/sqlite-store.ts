@@ -90,7 +90,11 @@ export class SqliteStore implements TwinningStore {
   }
 
   async deleteSubscriber(address: string): Promise<boolean> {
-    return this.#d.sql(`DELETE FROM subscribers WHERE address = ?`).run(address).changes > 0;
+    return this.#d.write(() => {
+      if (this.#d.sql(`DELETE FROM subscribers WHERE address = ?`).run(address).changes === 0) return false;
+      this.#d.sql(`DELETE FROM subscriptions WHERE address = ?`).run(address);
+      return true;
+    });
   }
 
   async issueActivationCode(input: IssueCodeInput): Promise<IssueCodeResult> {
