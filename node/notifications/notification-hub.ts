@@ -3,6 +3,17 @@ import type { TwinRole } from "../domain/twin.ts";
 
 type Listener = (n: StoredNotification) => void;
 
+/** Adds `value` to the set under `key`; returns its removal (the set goes with its last member). */
+function addTo<T>(map: Map<string, Set<T>>, key: string, value: T): () => void {
+  let set = map.get(key);
+  if (!set) map.set(key, (set = new Set()));
+  set.add(value);
+  return () => {
+    set.delete(value);
+    if (set.size === 0) map.delete(key);
+  };
+}
+
 /**
  * In-process fan-out of committed changes: SSE streams listen per subscriber, and long polls
  * on an activation code wait for its redemption. Only ever fed after a commit; the store's
@@ -14,14 +25,7 @@ export class NotificationHub {
   readonly #revocations = new Map<string, Set<() => void>>();
 
   subscribe(address: string, role: TwinRole, listener: Listener): () => void {
-    const key = `${role}:${address}`;
-    let set = this.#listeners.get(key);
-    if (!set) this.#listeners.set(key, (set = new Set()));
-    set.add(listener);
-    return () => {
-      set.delete(listener);
-      if (set.size === 0) this.#listeners.delete(key);
-    };
+    return addTo(this.#listeners, `${role}:${address}`, listener);
   }
 
   connections(address: string, role: TwinRole): number {
@@ -36,13 +40,7 @@ export class NotificationHub {
 
   /** Calls `end` when the subscriber's tokens are revoked (de-provisioned, or a new credential); returns the undo. */
   onRevoked(address: string, end: () => void): () => void {
-    let set = this.#revocations.get(address);
-    if (!set) this.#revocations.set(address, (set = new Set()));
-    set.add(end);
-    return () => {
-      set.delete(end);
-      if (set.size === 0) this.#revocations.delete(address);
-    };
+    return addTo(this.#revocations, address, end);
   }
 
   /** The subscriber's tokens no longer work: what was opened with them ends now. */
@@ -53,18 +51,15 @@ export class NotificationHub {
   /** Resolves when the code is redeemed, or after timeoutMs, or when signal aborts. */
   waitForCode(codeId: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
     return new Promise((resolve) => {
-      let set = this.#codeWaiters.get(codeId);
-      if (!set) this.#codeWaiters.set(codeId, (set = new Set()));
       const done = () => {
         clearTimeout(timer);
         signal?.removeEventListener("abort", done);
-        set.delete(done);
-        if (set.size === 0) this.#codeWaiters.delete(codeId);
+        remove();
         resolve();
       };
       const timer = setTimeout(done, timeoutMs);
       signal?.addEventListener("abort", done, { once: true });
-      set.add(done);
+      const remove = addTo(this.#codeWaiters, codeId, done);
     });
   }
 
