@@ -29,6 +29,7 @@ import { Federation } from "../federation/federation.ts";
 import { createFederationApp } from "../federation/federation-app.ts";
 import { createPeerBatchSender } from "../federation/peer-delivery.ts";
 import { provisioningStamp } from "../tokens/credentials.ts";
+import { KeyedLock } from "../service/keyed-lock.ts";
 
 export interface StartNodeOptions {
   /** Injected clock; defaults to Date.now. */
@@ -146,6 +147,7 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
     adminToken: secrets.adminToken,
     federation,
     wakeOutbox: () => outbox.wake(),
+    correlated: new KeyedLock(),
     answers,
     nowMs,
     deviceBaseUrl: () => baseUrl,

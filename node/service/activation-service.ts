@@ -7,6 +7,7 @@ import type { NodeContext } from "./node-context.ts";
 import { activateAcross, codeFromPeer } from "./federated-activation.ts";
 
 const fingerprint = (value: unknown): string => createHash("sha256").update(JSON.stringify(value)).digest("base64url");
+const lockKey = (c: { subscriber: string; operation: string; key: string }) => JSON.stringify([c.subscriber, c.operation, c.key]);
 
 /** HLF-SD-001..003, HLF-TE-005/006: issue a one-use, expiring code for a secondary. */
 export async function requestActivationCode(
@@ -19,7 +20,7 @@ export async function requestActivationCode(
     const correlator = body.clientCorrelator
       ? { subscriber: secondary, operation: "activationCode", key: body.clientCorrelator, fingerprint: fingerprint({ issuer }) }
       : undefined;
-    return codeFromPeer(ctx, secondary, issuer, correlator);
+    return correlator ? ctx.correlated.run(lockKey(correlator), () => codeFromPeer(ctx, secondary, issuer, correlator)) : codeFromPeer(ctx, secondary, issuer, correlator);
   }
   const nowMs = ctx.nowMs();
   for (let attempt = 0; attempt < 8; attempt++) {
@@ -74,12 +75,15 @@ export async function readActivationCode(
   return { record, twin, accessToken: token };
 }
 
+type ActivationBody = { activationCode: string; operatorId: string; name?: string | undefined; clientCorrelator?: string | undefined };
+
 /** HLF-PD-001, HLF-TE-007/008/009: the primary redeems a code and the twin starts On. */
-export async function activateTwin(
-  ctx: NodeContext,
-  primary: string,
-  body: { activationCode: string; operatorId: string; name?: string | undefined; clientCorrelator?: string | undefined },
-): Promise<{ twin: Twin; accessToken: string }> {
+export async function activateTwin(ctx: NodeContext, primary: string, body: ActivationBody): Promise<{ twin: Twin; accessToken: string }> {
+  if (body.clientCorrelator === undefined) return activateOnce(ctx, primary, body);
+  return ctx.correlated.run(lockKey({ subscriber: primary, operation: "activation", key: body.clientCorrelator }), () => activateOnce(ctx, primary, body));
+}
+
+async function activateOnce(ctx: NodeContext, primary: string, body: ActivationBody): Promise<{ twin: Twin; accessToken: string }> {
   const own = ctx.config.operatorId;
   if (!/^\d{4,12}$/.test(body.activationCode)) throw new TwinningError("invalid_code");
   const policy = ctx.config.policy;

@@ -9,6 +9,7 @@ import type { AccessTokens } from "../tokens/access-tokens.ts";
 import type { ReplaySealer } from "./replay-sealer.ts";
 import type { Federation } from "../federation/federation.ts";
 import type { ReadyAnswers } from "../http/ready-answers.ts";
+import type { KeyedLock } from "./keyed-lock.ts";
 
 /** Everything a request handler may use; built once in start-node and injected. */
 export interface NodeContext {
@@ -27,6 +28,8 @@ export interface NodeContext {
   readonly wakeOutbox: () => void;
   /** Answers to repeated reads kept between writes; absent when off or the store cannot tell when to drop them. */
   readonly answers: ReadyAnswers | undefined;
+  /** Requests with the same clientCorrelator that wait on a peer run one at a time. */
+  readonly correlated: KeyedLock;
   /** Injected clock (ms since epoch); tests move it by hand. */
   readonly nowMs: () => number;
   /** The base devices use: `/twinning/v1`, `/oauth` and `/admin/v1` hang off it. */

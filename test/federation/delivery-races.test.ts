@@ -54,6 +54,30 @@ async function codeAtB() {
 const activate = (p: { address: string; token: string }, code: string) =>
   A().api.call("POST", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token, body: { activationCode: code, operatorId: "002-01" } });
 
+describe("one clientCorrelator, requests at once, across operators", () => {
+  it("HLF-IC-002 concurrent code requests from the other operator with one clientCorrelator get one code, which works", async () => {
+    const s = await B().party(addr(B()));
+    const p = await A().party(addr(A()));
+    const ask = () => B().api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/activationCodes`, { token: s.token, body: { primaryOperatorId: "001-01", clientCorrelator: "c-1" } });
+    const answers = [...(await Promise.all([ask(), ask()])), await ask()];
+    expect(answers.map((a) => a.status)).toEqual([201, 201, 201]);
+    expect(new Set(answers.map((a) => a.body.activationCode.code)).size).toBe(1);
+    expect(new Set(answers.map((a) => a.body.activationCode.resourceURL)).size).toBe(1);
+    const act = await A().api.call("POST", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token, body: { activationCode: answers[2]!.body.activationCode.code, operatorId: "001-01" } });
+    expect(act.status).toBe(201);
+  });
+
+  it("HLF-IC-004 concurrent activations across with one clientCorrelator make one twin, and every answer is it", async () => {
+    const { p, code } = await codeAtB();
+    const body = { activationCode: code, operatorId: "002-01", clientCorrelator: "k-1" };
+    const activateOnce = () => A().api.call("POST", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token, body });
+    const answers = [...(await Promise.all([activateOnce(), activateOnce()])), await activateOnce()];
+    expect(answers.map((a) => a.status)).toEqual([201, 201, 201]);
+    expect(new Set(answers.map((a) => a.body.twin.twinId)).size).toBe(1);
+    expect(await A().node().context.store.listTwinsOfPrimary(p.address)).toHaveLength(1);
+  });
+});
+
 describe("delivery around activations across operators", () => {
   it("HLF-IC-005 a secondary's toggle that reaches the primary's node before that node has committed the twin is retried, not dropped: both nodes converge", async () => {
     const { p, s, code } = await codeAtB();
