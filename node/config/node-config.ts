@@ -100,6 +100,9 @@ const deliverySchema = z
   })
   .strict();
 
+/** URLs the node calls or hands out: http(s) only (a `file:` JWKS URL would fail only at the first token). */
+const httpUrl = () => z.url({ protocol: /^https?$/ });
+
 const federationSchema = z
   .object({
     /** The federation listener (mutual TLS), separate from the device listener. */
@@ -107,7 +110,7 @@ const federationSchema = z
     /** 0 lets the OS pick. */
     port: z.number().int().min(0).max(65_535).default(8443),
     /** Our federation base URL as peers call it (the `htu` they sign); default https://host:port. */
-    publicUrl: z.url().optional(),
+    publicUrl: httpUrl().optional(),
     /** The federation CA (PEM) that every peer certificate must chain to. */
     caFile: z.string().min(1),
     /** This node's certificate and key (PEM), with urn:twinning:operator:<operatorId> in the SAN. */
@@ -153,22 +156,28 @@ const configSchema = z
         /** 0 lets the OS pick. */
         port: z.number().int().min(0).max(65_535).default(8080),
         /** Base URL devices use (behind a gateway); default http://host:port. */
-        publicUrl: z.url().optional(),
+        publicUrl: httpUrl().optional(),
         tlsCertFile: z.string().optional(),
         tlsKeyFile: z.string().optional(),
       })
       .strict()
+      // Half a TLS setup must not quietly serve plain HTTP.
+      .refine((d) => (d.tlsCertFile === undefined) === (d.tlsKeyFile === undefined), { message: "set both tlsCertFile and tlsKeyFile, or neither", path: ["tlsKeyFile"] })
       .default({ host: "127.0.0.1", port: 8080 }),
     /** Bearer token for /admin/v1; default generated on first start into `<dataDir>/admin-token`. */
-    adminToken: z.string().min(24).optional(),
+    adminToken: z
+      .string()
+      .min(24)
+      .regex(/^[A-Za-z0-9\-._~+/]+=*$/, "letters, digits and - . _ ~ + / only (a bearer token, RFC 6750)")
+      .optional(),
     /** Bearer JWTs from the operator's own authorization server (DESIGN "Tokens"). */
     externalIssuer: z
-      .object({ issuer: z.string().min(1), jwksUrl: z.url(), audience: z.string().min(1).optional() })
+      .object({ issuer: z.string().min(1), jwksUrl: httpUrl(), audience: z.string().min(1).optional() })
       .strict()
       .optional(),
     /** Service endpoints of this operator's primaries, handed out with primary-services tokens (HLF-IC-006). */
     primaryServices: z
-      .object({ messagingUrl: z.url().optional(), nmsUrl: z.url().optional() })
+      .object({ messagingUrl: httpUrl().optional(), nmsUrl: httpUrl().optional() })
       .strict()
       .default({}),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),

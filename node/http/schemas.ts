@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { TWIN_NAME } from "../domain/twin.ts";
+import { isValidTwinName, TWIN_NAME } from "../domain/twin.ts";
 
 /** Shared request/response schemas of the device API (DESIGN "Device API"). */
 export const operatorIdSchema = z.string().regex(/^\d{3}-\d{2,3}$/).openapi({ example: "001-01" });
@@ -29,7 +29,9 @@ export const twinSchema = z
   })
   .openapi("Twin");
 
-export const nameSchema = z.string().regex(TWIN_NAME, "1-64 letters, digits, space . _ ' -; not starting with tel:");
+// A name is neither a UUID nor a tel: URI: a twin is named by its twinId, name or secondary address (HLF-PD-003).
+const NAME_RULE = "1-64 letters, digits, space . _ ' -; not a twin id, not starting with tel:";
+export const nameSchema = z.string().regex(TWIN_NAME, NAME_RULE).refine(isValidTwinName, NAME_RULE);
 
 export const errorResponses = {
   400: { description: "Invalid input (SVC0002, SVC0004, SVC1014, SVC3001)", content: { "application/json": { schema: errorSchema } } },

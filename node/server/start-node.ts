@@ -74,8 +74,10 @@ function listenerFor(fetch: (request: Request) => Response | Promise<Response>, 
 /** Requests Node refuses before the app (431, 408, 400) still get the OMA error body. */
 function answerClientErrors(server: ServerType): void {
   server.on("clientError", (error: NodeJS.ErrnoException, socket: Socket) => {
-    // As Node's own handler: answer only if nothing was written on this connection yet.
-    if (!socket.writable || socket.bytesWritten > 0) return void socket.destroy();
+    // As Node's own handler: answer unless a response on this connection has begun (a keep-alive
+    // connection that served earlier requests still gets its 431, 408 or 400).
+    const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
+    if (!socket.writable || inFlight?.headersSent) return void socket.destroy();
     socket.end(rawErrorResponse(error.code));
   });
 }

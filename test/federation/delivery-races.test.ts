@@ -78,6 +78,26 @@ describe("one clientCorrelator, requests at once, across operators", () => {
   });
 });
 
+describe("a stale copy of a peer's twin", () => {
+  it("HLF-TE-009 a secondary its home node has freed, whose deactivation has not reached the primary's node yet, is twinned again there: the stale twin ends, its primary notified", async () => {
+    const { p, s, code } = await codeAtB();
+    const first = await activate(p, code);
+    expect(first.status).toBe(201);
+    const staleId = first.body.twin.twinId as string;
+    // The secondary ends its twin at B; B's DELETE to A is still on its way (applied at B only).
+    await B().node().context.store.applyRemoteDeactivation({ twinId: staleId, changedBy: "secondary", fromOperatorId: "001-01", ownOperatorId: "002-01", nowMs: Date.now() });
+    expect((await A().node().context.store.getTwin(staleId))?.active).toBe(true);
+    const p2 = await A().party(addr(A()));
+    const code2 = await B().api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/activationCodes`, { token: s.token, body: {} });
+    const second = await activate(p2, code2.body.activationCode.code);
+    expect(second.status, JSON.stringify(second.body)).toBe(201);
+    expect((await A().node().context.store.getTwin(staleId))?.active).toBe(false);
+    expect((await A().node().context.store.findTwinOfSecondary(s.address))?.twinId).toBe(second.body.twin.twinId);
+    const feed = await A().node().context.store.notificationsAfter(p.address, "primary", 0, 100);
+    expect(feed.map((n) => n.type)).toContain("twinningDeactivatedNotification");
+  });
+});
+
 describe("delivery around activations across operators", () => {
   it("HLF-IC-005 a secondary's toggle that reaches the primary's node before that node has committed the twin is retried, not dropped: both nodes converge", async () => {
     const { p, s, code } = await codeAtB();

@@ -25,4 +25,16 @@ describe("HLF-CM-006 resource limits are bounded by configuration", () => {
     expect(answer).toContain('"messageId":"SVC0002"');
     expect((await fetch(`${t.url}/healthz`)).status).toBe(200);
   });
+
+  it("a keep-alive connection that already served requests still gets the 431 and the 408", async () => {
+    const afterOne = (next: string) => (w: (s: string) => void) =>
+      new Promise<void>((done) => {
+        w(`GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n`);
+        setTimeout(() => (w(next), done()), 200);
+      });
+    const headers = await raw(afterOne(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(6_000)}\r\n\r\n`));
+    expect(headers.match(/HTTP\/1\.1 \d{3}/g)).toEqual(["HTTP/1.1 200", "HTTP/1.1 431"]);
+    const late = await raw(afterOne(`POST /twinning/v1/primary/acr%3AAuthorization/twins HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"a":`));
+    expect(late.match(/HTTP\/1\.1 \d{3}/g)).toEqual(["HTTP/1.1 200", "HTTP/1.1 408"]);
+  });
 });

@@ -27,6 +27,16 @@ describe("HLF-CM-006 service-provider policy is configuration, validated at star
     expect(() => parseNodeConfig({ policy: { codeTtlSecs: 10 } })).toThrow(/policy/);
   });
 
+  it("HLF-CM-006 values that would break the node at run time are refused at start: an admin token no bearer header can carry, half a TLS setup, a non-http(s) URL", () => {
+    expect(() => parseNodeConfig({ adminToken: "Adm1n!Passw0rd#2024-operator-xyz" })).toThrow(/adminToken/);
+    expect(() => parseNodeConfig({ adminToken: "a-long-enough-admin-token-of-base64url_chars" })).not.toThrow();
+    expect(() => parseNodeConfig({ device: { tlsCertFile: "cert.pem" } })).toThrow(/tlsKeyFile/);
+    expect(() => parseNodeConfig({ device: { tlsCertFile: "cert.pem", tlsKeyFile: "key.pem" } })).not.toThrow();
+    expect(() => parseNodeConfig({ externalIssuer: { issuer: "https://idp.example", jwksUrl: "file:///etc/jwks.json" } })).toThrow(/externalIssuer\.jwksUrl/);
+    expect(() => parseNodeConfig({ primaryServices: { messagingUrl: "mailto:ops@example.com" } })).toThrow(/messagingUrl/);
+    expect(() => parseNodeConfig({ primaryServices: { messagingUrl: "https://msg.example/v1" } })).not.toThrow();
+  });
+
   it("HLF-CM-006 a federation body limit below 64 KiB is refused at start: a peer's full batch of queued messages must fit it", () => {
     expect(() => parseNodeConfig({ federation: { maxBodyBytes: 65_535 } })).toThrow(/federation\.maxBodyBytes/);
     expect(() => parseNodeConfig({ federation: { maxBodyBytes: 65_536 } })).not.toThrow(/maxBodyBytes/);

@@ -1,4 +1,5 @@
 import { effectsOfChange, isNewerStatus } from "../../domain/change-effects.ts";
+import type { StoredNotification } from "../../domain/notification.ts";
 import { defaultTwinName } from "../../domain/twin.ts";
 import { TwinningError } from "../../errors/twinning-error.ts";
 import type { ChangeResult, FederatedTwinResult, InsertFederatedTwinInput, RemoteDeactivationInput, RemoteStatusInput } from "../store-port.ts";
@@ -6,7 +7,7 @@ import { findCorrelator, recordCorrelator } from "./sqlite-correlators.ts";
 import type { SqliteDatabase } from "./sqlite-database.ts";
 import { recordEffects } from "./sqlite-notifications.ts";
 import { toTwin } from "./sqlite-rows.ts";
-import { assertCanBePrimary, assertCanBeSecondary, twinRow } from "./sqlite-twins.ts";
+import { activeTwinOfSecondary, assertCanBePrimary, assertCanBeSecondary, twinRow } from "./sqlite-twins.ts";
 
 /**
  * Store operations of the federation (HLF-IC-*): twins agreed with a peer, and changes the
@@ -38,7 +39,9 @@ export function insertFederatedTwin(d: SqliteDatabase, input: InsertFederatedTwi
     }
     assertNotCancelled(d, t.twinId);
     let name = t.name;
+    let ended: { notifications: StoredNotification[]; queued: boolean } | undefined;
     if (input.localSide === "primary") {
+      ended = endStaleTwinOfRemoteSecondary(d, t.secondaryAddress, t.secondaryOperatorId, t.primaryOperatorId, input.nowMs);
       const names = assertCanBePrimary(d, t.primaryAddress, input.maxTwinsPerPrimary);
       if (names.has(name)) {
         // A default name taken meanwhile (two activations at once) is replaced by the next free
@@ -83,8 +86,29 @@ export function insertFederatedTwin(d: SqliteDatabase, input: InsertFederatedTwi
     const twin = toTwin(twinRow(d, t.twinId)!);
     const own = input.localSide === "primary" ? t.primaryOperatorId : t.secondaryOperatorId;
     const { notifications, queued } = recordEffects(d, effectsOfChange("activation", twin, "primary", own, input.nowMs, true), input.nowMs);
-    return { twin, replayed: false, notifications, queued, consumedCodeId };
+    return { twin, replayed: false, notifications: [...(ended?.notifications ?? []), ...notifications], queued: queued || (ended?.queued ?? false), consumedCodeId };
   });
+}
+
+/**
+ * HLF-TE-009 at the primary's node: the secondary's home operator has just committed the
+ * secondary as free, so an active twin of it held here is a stale copy whose deactivation
+ * message is still on its way (a peer outage, a backoff). It ends now, as that message would
+ * end it; the message, when it comes, changes nothing.
+ */
+function endStaleTwinOfRemoteSecondary(d: SqliteDatabase, secondary: string, secondaryOperatorId: string, ownOperatorId: string, nowMs: number) {
+  const stale = activeTwinOfSecondary(d, secondary);
+  if (!stale) return undefined;
+  if (stale.secondary_operator_id !== secondaryOperatorId) throw new TwinningError("secondary_already_twinned");
+  return endTwin(d, stale.twin_id, "secondary", ownOperatorId, nowMs);
+}
+
+/** A twin ends by its peer's word: deactivated here, its local party notified, nothing sent back. */
+function endTwin(d: SqliteDatabase, twinId: string, changedBy: "primary" | "secondary", ownOperatorId: string, nowMs: number): ChangeResult {
+  d.sql(`UPDATE twins SET active = 0, updated_at = ? WHERE twin_id = ?`).run(nowMs, twinId);
+  const twin = toTwin(twinRow(d, twinId)!);
+  const { notifications, queued } = recordEffects(d, effectsOfChange("deactivation", twin, changedBy, ownOperatorId, nowMs, true), nowMs);
+  return { twin, changed: true, notifications, queued };
 }
 
 /** The peer must be the operator of the twin's other side. */
@@ -124,10 +148,7 @@ export function applyRemoteDeactivation(d: SqliteDatabase, input: RemoteDeactiva
       return undefined;
     }
     if (row.active !== 1) return { twin: toTwin(row), changed: false, notifications: [], queued: false };
-    d.sql(`UPDATE twins SET active = 0, updated_at = ? WHERE twin_id = ?`).run(input.nowMs, input.twinId);
-    const twin = toTwin(twinRow(d, input.twinId)!);
-    const { notifications, queued } = recordEffects(d, effectsOfChange("deactivation", twin, input.changedBy, input.ownOperatorId, input.nowMs, true), input.nowMs);
-    return { twin, changed: true, notifications, queued };
+    return endTwin(d, input.twinId, input.changedBy, input.ownOperatorId, input.nowMs);
   });
 }
 
