@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createFederationCa, createSigningKey, issueNodeCertificate, type SigningAlgorithm } from "./federation-pki.ts";
@@ -13,11 +13,21 @@ const usage = `Usage: npm run certs -- <command> [options]
   signing-key  --operator MCC-MNC --out DIR [--alg ES256|EdDSA] [--kid KID]
                Creates the node's JWS signing key: DIR/signing-key.jwk.json (private) and
                DIR/signing-jwks.json (public; give it to peers or serve it).
+
+  Files that exist are not overwritten (a key would be lost): --force replaces them.
 `;
 
-const write = (file: string, text: string, mode = 0o644) => {
-  writeFileSync(file, text, { mode });
-  process.stdout.write(`wrote ${file}\n`);
+let force = false;
+/** Writes all the files or none: without --force, any that exists stops the command first. */
+const writeAll = (files: [file: string, text: string, mode?: number][]) => {
+  const existing = force ? [] : files.filter(([file]) => existsSync(file)).map(([file]) => file);
+  if (existing.length > 0) throw new Error(`${existing.join(", ")} exist: not overwritten (--force replaces them)`);
+  for (const [file, text, mode = 0o644] of files) {
+    writeFileSync(file, text, { mode });
+    // The mode given to writeFileSync applies only to a file it creates.
+    chmodSync(file, mode);
+    process.stdout.write(`wrote ${file}\n`);
+  }
 };
 
 async function main(argv: string[]): Promise<number> {
@@ -32,9 +42,11 @@ async function main(argv: string[]): Promise<number> {
       host: { type: "string", multiple: true },
       alg: { type: "string" },
       kid: { type: "string" },
+      force: { type: "boolean" },
     },
     strict: true,
   });
+  force = values.force === true;
   const need = (key: keyof typeof values): string => {
     const v = values[key];
     if (typeof v !== "string" || !v) throw new Error(`--${key} is required`);
@@ -50,8 +62,10 @@ async function main(argv: string[]): Promise<number> {
       const out = need("out");
       mkdirSync(out, { recursive: true });
       const ca = await createFederationCa(values.name ? { name: values.name } : {});
-      write(join(out, "ca.crt.pem"), ca.certPem);
-      write(join(out, "ca.key.pem"), ca.keyPem, 0o600);
+      writeAll([
+        [join(out, "ca.crt.pem"), ca.certPem],
+        [join(out, "ca.key.pem"), ca.keyPem, 0o600],
+      ]);
       return 0;
     }
     case "node": {
@@ -61,8 +75,10 @@ async function main(argv: string[]): Promise<number> {
       mkdirSync(out, { recursive: true });
       const ca = { certPem: readFileSync(join(caDir, "ca.crt.pem"), "utf8"), keyPem: readFileSync(join(caDir, "ca.key.pem"), "utf8") };
       const node = await issueNodeCertificate({ ca, operatorId, ...(values.host ? { hosts: values.host } : {}) });
-      write(join(out, "node.crt.pem"), node.certPem);
-      write(join(out, "node.key.pem"), node.keyPem, 0o600);
+      writeAll([
+        [join(out, "node.crt.pem"), node.certPem],
+        [join(out, "node.key.pem"), node.keyPem, 0o600],
+      ]);
       return 0;
     }
     case "signing-key": {
@@ -71,8 +87,10 @@ async function main(argv: string[]): Promise<number> {
       if (alg !== "ES256" && alg !== "EdDSA") throw new Error("--alg must be ES256 or EdDSA");
       mkdirSync(out, { recursive: true });
       const key = await createSigningKey({ operatorId: operator(), alg, ...(values.kid ? { kid: values.kid } : {}) });
-      write(join(out, "signing-key.jwk.json"), JSON.stringify(key.privateJwk, null, 2) + "\n", 0o600);
-      write(join(out, "signing-jwks.json"), JSON.stringify(key.jwks, null, 2) + "\n");
+      writeAll([
+        [join(out, "signing-key.jwk.json"), JSON.stringify(key.privateJwk, null, 2) + "\n", 0o600],
+        [join(out, "signing-jwks.json"), JSON.stringify(key.jwks, null, 2) + "\n"],
+      ]);
       return 0;
     }
     default:

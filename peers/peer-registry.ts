@@ -1,11 +1,13 @@
-import { createLocalJWKSet, createRemoteJWKSet, type JSONWebKeySet, type JWTVerifyGetKey } from "jose";
+import { createLocalJWKSet, type JSONWebKeySet, type JWTVerifyGetKey } from "jose";
+import { RemoteJwks } from "./remote-jwks.ts";
 import { z } from "zod";
 
 /**
  * The peer operators this node federates with (DESIGN "Federation API"): operator id,
  * federation URL and signing keys, inline (a JWKS, several keys during a rotation overlap) or
- * from the peer's JWKS URL (refetched when an unknown kid shows up). Reloadable without a
- * restart: `reload()` swaps the whole table atomically, or keeps the old one if the new is bad.
+ * from the peer's JWKS URL (RemoteJwks: refetched when an unknown kid shows up, the last good
+ * keys kept through an outage and across reloads). Reloadable without a restart: `reload()`
+ * swaps the whole table atomically, or keeps the old one if the new is bad.
  */
 const jwkSchema = z.object({ kty: z.string(), kid: z.string().min(1) }).passthrough();
 export const peerEntrySchema = z
@@ -29,11 +31,13 @@ export interface Peer {
   readonly federationUrl: string;
   /** Resolves the verification key for a JWS header (kid) of this peer. */
   readonly keys: JWTVerifyGetKey;
+  /** The keys from its JWKS URL, if it has one: kept across reloads while the URL stays. */
+  readonly remote: RemoteJwks | undefined;
 }
 
-function toPeer(entry: PeerEntry): Peer {
+function toPeer(entry: PeerEntry, previous: Peer | undefined): Peer {
   const local = entry.jwks ? createLocalJWKSet(entry.jwks as JSONWebKeySet) : undefined;
-  const remote = entry.jwksUrl ? createRemoteJWKSet(new URL(entry.jwksUrl), { cooldownDuration: 5_000, cacheMaxAge: 600_000 }) : undefined;
+  const remote = entry.jwksUrl ? (previous?.remote?.url === entry.jwksUrl ? previous.remote : new RemoteJwks({ url: entry.jwksUrl })) : undefined;
   const keys: JWTVerifyGetKey = async (header, token) => {
     if (local) {
       try {
@@ -42,9 +46,9 @@ function toPeer(entry: PeerEntry): Peer {
         if (!remote) throw error;
       }
     }
-    return remote!(header, token);
+    return remote!.getKey(header, token);
   };
-  return { operatorId: entry.operatorId, name: entry.name, federationUrl: entry.federationUrl.replace(/\/$/, ""), keys };
+  return { operatorId: entry.operatorId, name: entry.name, federationUrl: entry.federationUrl.replace(/\/$/, ""), keys, remote };
 }
 
 export class PeerRegistry {
@@ -75,7 +79,7 @@ export class PeerRegistry {
     for (const entry of parsed.data.peers) {
       if (entry.operatorId === this.#self) continue;
       if (this.#allowed.size > 0 && !this.#allowed.has(entry.operatorId)) continue;
-      next.set(entry.operatorId, toPeer(entry));
+      next.set(entry.operatorId, toPeer(entry, this.#peers.get(entry.operatorId)));
     }
     this.#peers = next;
     return next.size;

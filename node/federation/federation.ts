@@ -73,16 +73,25 @@ export class Federation {
   }
 
   async #loadKeys(): Promise<void> {
+    this.#useKeys(await this.#readKeys());
+  }
+
+  /** Our signing keys from their files, imported; nothing changes until #useKeys. */
+  async #readKeys(): Promise<{ jwks: JWK[]; keys: SigningKey[] }> {
     const jwks = this.options.signingKeyFiles.map((file) => readJsonFile(file, "signing key") as JWK);
-    const keys = await Promise.all(jwks.map(importSigningKey));
+    return { jwks, keys: await Promise.all(jwks.map(importSigningKey)) };
+  }
+
+  #useKeys({ jwks, keys }: { jwks: JWK[]; keys: SigningKey[] }): void {
     this.#publicJwks = jwks.map(({ d: _d, ...pub }) => ({ ...pub, use: "sig" }));
     this.#keys = keys;
   }
 
-  /** Re-reads the peer list and our signing keys; on a bad file the old state stays. */
+  /** Re-reads the peer list and our signing keys; on a bad file of either, both stay as they were. */
   async reload(): Promise<{ peers: number; keys: number }> {
+    const keys = await this.#readKeys();
     const peers = this.registry.reload();
-    await this.#loadKeys();
+    this.#useKeys(keys);
     return { peers, keys: this.#keys.length };
   }
 

@@ -5,7 +5,7 @@ import { z } from "zod";
 import { FEDERATION_BASE } from "../../peers/peer-client.ts";
 import { generateCode } from "../domain/activation-code.ts";
 import { isAddress } from "../domain/address.ts";
-import { isValidTwinName } from "../domain/twin.ts";
+import { isTwinId, isValidTwinName } from "../domain/twin.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
 import { errorBody, toTwinningError } from "../errors/error-response.ts";
 import { twinView } from "../device-api/resources.ts";
@@ -80,8 +80,13 @@ export function registerInboundMessages(
 
   // The queued messages (toggles, deactivations): the same handling whether they come one by
   // one or in a batch.
+  // DESIGN: a twin id is a UUID; anything else names no twin (and is not remembered as cancelled).
+  const assertTwinId = (twinId: string) => {
+    if (!isTwinId(twinId)) throw new TwinningError("not_found", { variables: ["twin"] });
+  };
   const applyStatus = async (peer: string, twinId: string, raw: unknown) => {
     const body = parseBody(statusChange, raw);
+    assertTwinId(twinId);
     const result = await ctx.store.applyRemoteStatus({ twinId, ...body, fromOperatorId: peer, ownOperatorId: own, nowMs: ctx.nowMs() });
     ctx.committed(result.notifications, result.queued);
     // An acknowledgement of the message itself, so a retry of the msgId gets the same answer;
@@ -90,6 +95,7 @@ export function registerInboundMessages(
   };
   const applyDeactivation = async (peer: string, twinId: string, raw: unknown) => {
     const body = parseBody(deactivation, raw);
+    assertTwinId(twinId);
     const result = await ctx.store.applyRemoteDeactivation({ twinId, changedBy: body.changedBy, fromOperatorId: peer, ownOperatorId: own, nowMs: ctx.nowMs() });
     if (result) ctx.committed(result.notifications, result.queued);
     return { status: 200, body: { twinId, active: false } };

@@ -1,6 +1,6 @@
 import "reflect-metadata";
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -43,6 +43,18 @@ describe("certs CLI (npm run certs)", () => {
     expect(key).toMatchObject({ kty: "OKP", crv: "Ed25519", alg: "EdDSA", kid: "op2-1" });
     expect(jwks.keys[0]).toMatchObject({ kid: "op2-1", x: key.x });
     expect(jwks.keys[0].d).toBeUndefined();
+  });
+
+  it("never overwrites a key unless told to, and a replaced key file is the owner's only", async () => {
+    const dir = join(out, "again");
+    await certs("signing-key", "--operator", "003-01", "--out", dir, "--kid", "op3-1");
+    const first = readFileSync(join(dir, "signing-key.jwk.json"), "utf8");
+    await expect(certs("signing-key", "--operator", "003-01", "--out", dir, "--kid", "op3-2")).rejects.toMatchObject({ stderr: expect.stringContaining("not overwritten") });
+    expect(readFileSync(join(dir, "signing-key.jwk.json"), "utf8")).toBe(first);
+    chmodSync(join(dir, "signing-key.jwk.json"), 0o644);
+    await certs("signing-key", "--operator", "003-01", "--out", dir, "--kid", "op3-2", "--force");
+    expect(JSON.parse(readFileSync(join(dir, "signing-key.jwk.json"), "utf8")).kid).toBe("op3-2");
+    expect(statSync(join(dir, "signing-key.jwk.json")).mode & 0o077).toBe(0);
   });
 
   it("refuses a malformed operator id with a usage message", async () => {

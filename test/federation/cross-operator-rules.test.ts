@@ -138,4 +138,22 @@ describe("cross-operator forms of the device rules", () => {
     expect((await codeAtB(s, { primaryOperatorId: "001-01" })).status).toBe(201);
     writeFileSync(A.peersFile, good);
   });
+
+  it("a reload with a good peer list but a bad signing key file changes neither", async () => {
+    const reload = () => A.api.call("POST", "/admin/v1/peers/reload", { token: A.t.node.adminToken });
+    const { writeFileSync, readFileSync } = await import("node:fs");
+    const [goodPeers, goodKey] = [readFileSync(A.peersFile, "utf8"), readFileSync(A.signingKeyFile, "utf8")];
+    try {
+      writeFileSync(A.peersFile, JSON.stringify({ peers: [] }));
+      writeFileSync(A.signingKeyFile, "{ not a key");
+      expect((await reload()).status).toBe(400);
+      // B is still a peer of A: a code from A for B's secondary still works.
+      const { s } = await pair();
+      expect((await codeAtB(s, { primaryOperatorId: "001-01" })).status).toBe(201);
+    } finally {
+      writeFileSync(A.peersFile, goodPeers);
+      writeFileSync(A.signingKeyFile, goodKey);
+    }
+    expect((await reload()).body).toEqual({ peers: 1, keys: 1 });
+  });
 });

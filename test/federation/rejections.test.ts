@@ -88,6 +88,14 @@ const reasonOf = (body: any) => body?.requestError?.serviceException?.text ?? bo
 const logged = (reason: string) => logs.some((l) => l.msg === "federation message rejected" && String(l.reason).includes(reason));
 
 describe("the federation listener rejects", () => {
+  it("a status or deactivation for a twin id that is not a UUID: 404 (a DELETE of an unknown UUID is remembered as a cancellation; this names no twin)", async () => {
+    const id = "x".repeat(300);
+    const del = await send({ method: "DELETE", path: `/federation/v1/twins/${id}`, claims: { body: { changedBy: "secondary" } } });
+    expect([del.status, del.body?.requestError?.serviceException?.messageId]).toEqual([404, "SVC0002"]);
+    const put = await send({ method: "PUT", path: `/federation/v1/twins/${id}/status`, claims: { body: { status: "Off", version: 2, changedBy: "secondary" } } });
+    expect(put.status).toBe(404);
+  });
+
   it("a well-formed message from a known peer is accepted and answered with a signed response (control)", async () => {
     const res = await send();
     expect(res.status).toBe(201);

@@ -208,6 +208,22 @@ export function twinContract(makeStore: MakeStore): void {
       expect((await remote(S2)).twin.name).toBe("watch");
     });
 
+    it("a peer's deactivation of a twin not known yet refuses that twin's late activation, until prune drops it after the retention", async () => {
+      const { store } = h();
+      const twinId = uuid();
+      const remote = (nowMs: number) =>
+        store.insertFederatedTwin({
+          twin: { twinId, primaryAddress: "tel:+19990000019", primaryOperatorId: OTHER_OP, secondaryAddress: S1, secondaryOperatorId: OP, name: "watch", status: "On", version: 1, statusOrigin: OTHER_OP },
+          localSide: "secondary",
+          nowMs,
+          maxTwinsPerPrimary: 10,
+        });
+      expect(await store.applyRemoteDeactivation({ twinId, changedBy: "primary", fromOperatorId: OTHER_OP, ownOperatorId: OP, nowMs: T0 })).toBeUndefined();
+      await expectTwinningError(remote(T0 + SECOND), "update_not_allowed");
+      await store.prune({ nowMs: T0 + 2 * 60 * MINUTE, notificationRetentionMs: 60 * MINUTE, attemptWindowMs: MINUTE });
+      expect((await remote(T0 + 2 * 60 * MINUTE)).twin.twinId).toBe(twinId);
+    });
+
     it("listActiveTwins lists every active twin, oldest first, without deactivated ones, up to limit", async () => {
       const { store } = h();
       const a = await activated(store, P1, S1, { nowMs: T0 });

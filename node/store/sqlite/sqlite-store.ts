@@ -258,6 +258,8 @@ export class SqliteStore implements TwinningStore {
       this.#d.sql(`DELETE FROM activation_codes WHERE expires_at <= ?`).run(old);
       this.#d.sql(`DELETE FROM client_correlators WHERE created_at <= ?`).run(old);
       this.#d.sql(`DELETE FROM federation_jti WHERE expires_at <= ?`).run(input.nowMs);
+      // A cancellation waits for an activation message that overtook it; none lives this long.
+      this.#d.sql(`DELETE FROM cancelled_twins WHERE cancelled_at <= ?`).run(old);
       const expired = this.#d.sql(`SELECT subscription_id FROM subscriptions WHERE expires_at IS NOT NULL AND expires_at <= ?`).all(input.nowMs) as { subscription_id: string }[];
       for (const { subscription_id } of expired) this.#d.sql(`DELETE FROM outbox WHERE lane = ? AND state = 'pending'`).run(`callback:${subscription_id}`);
       this.#d.sql(`DELETE FROM subscriptions WHERE expires_at IS NOT NULL AND expires_at <= ?`).run(input.nowMs);

@@ -1,0 +1,87 @@
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { exportJWK, generateKeyPair, type JWK } from "jose";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { PeerRegistry } from "../../peers/peer-registry.ts";
+import { RemoteJwks } from "../../peers/remote-jwks.ts";
+
+/** A peer's JWKS endpoint on loopback whose answer the test sets; counts the fetches. */
+let server: Server;
+let url: string;
+let answer: { status: number; body: string };
+let fetches = 0;
+let key1: JWK;
+let key2: JWK;
+
+beforeAll(async () => {
+  const publicJwk = async (kid: string) => ({ ...(await exportJWK((await generateKeyPair("ES256", { extractable: true })).publicKey)), kid, alg: "ES256" });
+  [key1, key2] = [await publicJwk("k1"), await publicJwk("k2")];
+  server = createServer((_req, res) => {
+    fetches++;
+    res.writeHead(answer.status, { "content-type": "application/json" });
+    res.end(answer.body);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks`;
+});
+afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+const serve = (keys: JWK[], status = 200) => (answer = { status, body: JSON.stringify({ keys }) });
+const token = { payload: "", signature: "" } as never;
+const keyFor = (jwks: RemoteJwks, kid: string) => jwks.getKey({ alg: "ES256", kid }, token);
+
+describe("a peer's keys from its JWKS URL", () => {
+  it("a reload of the peer list keeps a peer's fetched keys while its JWKS URL stays, and drops them when it changes", async () => {
+    let jwksUrl = url;
+    const registry = new PeerRegistry({ selfOperatorId: "001-01", allowed: [], load: () => ({ peers: [{ operatorId: "002-01", federationUrl: "https://127.0.0.1:1", jwksUrl }] }) });
+    const first = registry.get("002-01")!.remote;
+    registry.reload();
+    expect(registry.get("002-01")!.remote).toBe(first);
+    jwksUrl = `${url}?v=2`;
+    registry.reload();
+    expect(registry.get("002-01")!.remote).not.toBe(first);
+  });
+
+  it("the last good keys keep verifying while the peer's JWKS endpoint fails, also once they are old", async () => {
+    serve([key1]);
+    const jwks = new RemoteJwks({ url, maxAgeMs: 0, cooldownMs: 0 });
+    expect(await keyFor(jwks, "k1")).toBeDefined();
+    serve([], 503);
+    const before = fetches;
+    for (let i = 0; i < 3; i++) expect(await keyFor(jwks, "k1")).toBeDefined();
+    await new Promise((r) => setTimeout(r, 50)); // the background refreshes have failed by now
+    expect(fetches).toBeGreaterThan(before);
+    expect(await keyFor(jwks, "k1")).toBeDefined();
+  });
+
+  it("an unknown kid (a rotation) fetches again, at most once per cooldown", async () => {
+    serve([key1]);
+    const jwks = new RemoteJwks({ url, cooldownMs: 60_000 });
+    expect(await keyFor(jwks, "k1")).toBeDefined();
+    const before = fetches;
+    serve([key1, key2]);
+    // The first fetch was just now: within the cooldown, an unknown kid is refused without a fetch.
+    await expect(keyFor(jwks, "k2")).rejects.toThrow();
+    expect(fetches).toBe(before);
+    const fresh = new RemoteJwks({ url, cooldownMs: 0 });
+    serve([key1]);
+    await keyFor(fresh, "k1");
+    serve([key1, key2]);
+    expect(await keyFor(fresh, "k2")).toBeDefined();
+  });
+
+  it("a JWKS over the byte or key bound is refused, and earlier keys stay", async () => {
+    answer = { status: 200, body: JSON.stringify({ keys: [key1], padding: "x".repeat(70_000) }) };
+    const big = new RemoteJwks({ url, cooldownMs: 0 });
+    await expect(keyFor(big, "k1")).rejects.toThrow(/larger than/);
+    serve(Array.from({ length: 21 }, (_, i) => ({ ...key1, kid: `k${i}` })));
+    await expect(keyFor(big, "k1")).rejects.toThrow(/1 to 20 keys/);
+    serve([key1]);
+    const kept = new RemoteJwks({ url, maxAgeMs: 0, cooldownMs: 0 });
+    expect(await keyFor(kept, "k1")).toBeDefined();
+    answer = { status: 200, body: JSON.stringify({ keys: [key2], padding: "x".repeat(70_000) }) };
+    expect(await keyFor(kept, "k1")).toBeDefined();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await keyFor(kept, "k1")).toBeDefined();
+  });
+});
