@@ -1,0 +1,63 @@
+import { createServer, type Server } from "node:https";
+import type { AddressInfo } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createFederationCa, createSigningKey, issueNodeCertificate } from "../../certs/federation-pki.ts";
+import { importSigningKey, MessageSigner } from "../../peers/message-codec.ts";
+import { MAX_PEER_ANSWER_BYTES, PeerClient } from "../../peers/peer-client.ts";
+import { PeerRegistry } from "../../peers/peer-registry.ts";
+
+/**
+ * Our side of a call to a hostile peer: a real mutual-TLS server on loopback, with a certificate
+ * from the federation CA, that answers far more than any federation answer needs.
+ */
+let server: Server;
+let client: PeerClient;
+let bytesSent = 0;
+
+beforeAll(async () => {
+  const ca = await createFederationCa();
+  const [ours, theirs] = [await issueNodeCertificate({ ca, operatorId: "001-01" }), await issueNodeCertificate({ ca, operatorId: "002-01" })];
+  const peerKey = await createSigningKey({ operatorId: "002-01" });
+  server = createServer({ cert: theirs.certPem, key: theirs.keyPem, ca: ca.certPem, requestCert: true, rejectUnauthorized: true }, (req, res) => {
+    req.resume();
+    res.writeHead(200, { "content-type": "application/jose" });
+    const chunk = Buffer.alloc(64 * 1024, "a");
+    const more = () => {
+      // Up to 32 MiB, as fast as the client reads; stops when the client goes away.
+      while (bytesSent < 32 * 1_048_576 && !res.destroyed) {
+        bytesSent += chunk.length;
+        if (!res.write(chunk)) return void res.once("drain", more);
+      }
+      res.end();
+    };
+    more();
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const registry = new PeerRegistry({ selfOperatorId: "001-01", allowed: [], load: () => ({ peers: [{ operatorId: "002-01", federationUrl: url, jwks: peerKey.jwks }] }) });
+  const ourKey = await importSigningKey((await createSigningKey({ operatorId: "001-01" })).privateJwk);
+  client = new PeerClient({
+    operatorId: "001-01",
+    registry,
+    signer: new MessageSigner("001-01", () => ourKey, Date.now),
+    tls: { ca: ca.certPem, cert: ours.certPem, key: ours.keyPem },
+    nowMs: Date.now,
+    timeoutMs: 10_000,
+    maxSkewSeconds: 30,
+    maxLifetimeSeconds: 60,
+  });
+});
+afterAll(async () => {
+  await client.close();
+  await new Promise<void>((r) => server.close(() => r()));
+});
+
+describe("calls to a peer", () => {
+  it("an answer over the size bound is refused (SVC3002) and not read to its end", async () => {
+    await expect(client.send("002-01", { method: "POST", path: "/activationCodes", msgId: "m-1", body: {} })).rejects.toMatchObject({
+      code: "peer_unreachable",
+      detail: expect.stringContaining(`answer over ${MAX_PEER_ANSWER_BYTES} bytes`),
+    });
+    expect(bytesSent).toBeLessThan(32 * 1_048_576);
+  });
+});
