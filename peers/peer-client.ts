@@ -2,26 +2,12 @@ import { Agent, request } from "undici";
 import { TwinningError } from "../node/errors/twinning-error.ts";
 import { FEDERATION_CONTENT_TYPE, verifyMessage, type MessageSigner } from "./message-codec.ts";
 import type { PeerRegistry } from "./peer-registry.ts";
+import { readCapped } from "./read-capped.ts";
 
 export const FEDERATION_BASE = "/federation/v1";
 
 /** A peer's answer is read up to this many bytes (a batch's results are ~20 KiB). */
 export const MAX_PEER_ANSWER_BYTES = 1_048_576;
-
-/** The body as text, or an error once it passes `maxBytes` (the rest is not read). */
-async function readCapped(body: AsyncIterable<Buffer> & { destroy(): void }, maxBytes: number): Promise<string> {
-  const chunks: Buffer[] = [];
-  let bytes = 0;
-  for await (const chunk of body) {
-    bytes += chunk.length;
-    if (bytes > maxBytes) {
-      body.destroy();
-      throw new Error(`answer over ${maxBytes} bytes`);
-    }
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks).toString("utf8");
-}
 
 export interface PeerAnswer {
   readonly status: number;
@@ -97,7 +83,7 @@ export class PeerClient {
       });
       status = res.statusCode;
       contentType = String(res.headers["content-type"] ?? "");
-      text = await readCapped(res.body, MAX_PEER_ANSWER_BYTES);
+      text = await readCapped(res.body, MAX_PEER_ANSWER_BYTES, () => new Error(`answer over ${MAX_PEER_ANSWER_BYTES} bytes`));
     } catch (error) {
       throw new TwinningError("peer_unreachable", { variables: [operatorId], detail: `transport: ${(error as Error).message}`, cause: error });
     }

@@ -1,5 +1,6 @@
 import { createLocalJWKSet, errors, type JSONWebKeySet, type JWTVerifyGetKey } from "jose";
 import { request } from "undici";
+import { readCapped } from "./read-capped.ts";
 
 export interface RemoteJwksOptions {
   /** The peer's JWKS URL (from our own peer list). */
@@ -71,17 +72,8 @@ export class RemoteJwks {
       await res.body.dump();
       throw new Error(`peer JWKS answered ${res.statusCode}`);
     }
-    const chunks: Buffer[] = [];
-    let bytes = 0;
-    for await (const chunk of res.body) {
-      bytes += (chunk as Buffer).length;
-      if (bytes > o.maxBytes) {
-        res.body.destroy();
-        throw new Error(`peer JWKS larger than ${o.maxBytes} bytes`);
-      }
-      chunks.push(chunk as Buffer);
-    }
-    const jwks = JSON.parse(Buffer.concat(chunks).toString("utf8")) as { keys?: unknown };
+    const text = await readCapped(res.body, o.maxBytes, () => new Error(`peer JWKS larger than ${o.maxBytes} bytes`));
+    const jwks = JSON.parse(text) as { keys?: unknown };
     if (!Array.isArray(jwks?.keys) || jwks.keys.length === 0 || jwks.keys.length > o.maxKeys) throw new Error(`peer JWKS must hold 1 to ${o.maxKeys} keys`);
     return jwks as JSONWebKeySet;
   }

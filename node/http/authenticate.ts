@@ -2,7 +2,6 @@ import type { Context, MiddlewareHandler } from "hono";
 import { parseAddress } from "../domain/address.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
 import type { NodeContext } from "../service/node-context.ts";
-import type { SubscriberRecord } from "../store/store-port.ts";
 import { provisioningStamp, secretsEqual } from "../tokens/credentials.ts";
 import type { Principal, Scope } from "../tokens/scopes.ts";
 import type { AppEnv } from "./app-env.ts";
@@ -33,15 +32,6 @@ export async function assertNotRevoked(ctx: NodeContext, principal: Principal): 
   }
 }
 
-// The store's read cache hands out the same record until the subscriber is written: its stamp
-// is computed once per record, not per request.
-const stamps = new WeakMap<SubscriberRecord, string>();
-function stampOf(subscriber: SubscriberRecord): string {
-  let stamp = stamps.get(subscriber);
-  if (stamp === undefined) stamps.set(subscriber, (stamp = provisioningStamp(subscriber.credentialHash)));
-  return stamp;
-}
-
 /**
  * The token's subject is provisioned for twinning here, under the provisioning the token was
  * minted under: a de-provisioned and re-provisioned subscriber, or one whose credential was
@@ -51,7 +41,7 @@ function stampOf(subscriber: SubscriberRecord): string {
 export async function assertProvisioned(ctx: NodeContext, principal: Principal): Promise<void> {
   const subscriber = await ctx.store.getSubscriber(principal.subject);
   if (!subscriber?.twinningEnabled) throw new TwinningError("not_provisioned");
-  if (principal.source === "local" && principal.provisioning !== stampOf(subscriber)) {
+  if (principal.source === "local" && principal.provisioning !== provisioningStamp(subscriber)) {
     throw new TwinningError("invalid_token", { detail: "issued under an earlier provisioning" });
   }
 }

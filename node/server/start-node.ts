@@ -138,7 +138,7 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
       nowMs,
       provisioningOf: async (subject) => {
         const subscriber = await store.getSubscriber(subject);
-        return subscriber && provisioningStamp(subscriber.credentialHash);
+        return subscriber && provisioningStamp(subscriber);
       },
     }),
     codes: new CodeHasher(secrets.codeSecret),

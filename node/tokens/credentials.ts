@@ -1,5 +1,6 @@
 import { createHash, randomBytes, scrypt as scryptCallback, timingSafeEqual } from "node:crypto";
 import { promisify } from "node:util";
+import type { SubscriberRecord } from "../store/store-port.ts";
 
 const scrypt = promisify(scryptCallback) as (password: string, salt: Buffer, keylen: number, options: { N: number; r: number; p: number }) => Promise<Buffer>;
 
@@ -8,13 +9,19 @@ const N = 16_384;
 const R = 8;
 const P = 1;
 
+// The store's read cache hands out the same record until the subscriber is written: a stamp is
+// computed once per record, not per request.
+const stamps = new WeakMap<SubscriberRecord, string>();
+
 /**
  * What ties a token to the provisioning it was issued under: a digest of the subscriber's stored
  * credential hash, which every PUT of the subscriber renews (a fresh salt). A token minted before
  * a de-provisioning and re-provisioning, or before a credential change, no longer matches.
  */
-export function provisioningStamp(credentialHash: string): string {
-  return createHash("sha256").update(credentialHash).digest("base64url").slice(0, 22);
+export function provisioningStamp(subscriber: SubscriberRecord): string {
+  let stamp = stamps.get(subscriber);
+  if (stamp === undefined) stamps.set(subscriber, (stamp = createHash("sha256").update(subscriber.credentialHash).digest("base64url").slice(0, 22)));
+  return stamp;
 }
 
 export async function hashCredential(credential: string): Promise<string> {
