@@ -32,7 +32,7 @@ export function durabilityContract(makeStore: MakeStore): void {
   describe("durability across close and reopen", () => {
     const h = useStore(makeStore);
 
-    it("HLF-TE-003 twins with their statuses and names, tombstones, codes and subscribers survive a reopen", async ({ skip }) => {
+    it("HLF-TE-001 HLF-TE-002 twins with their statuses and names, tombstones, codes and subscribers survive a reopen", async ({ skip }) => {
       const { store, reopen } = h();
       if (!reopen) return skip("the implementation offers no reopen");
       const a = await activated(store, P1, S1);
