@@ -1,3 +1,4 @@
+import { join } from "node:path";
 import { loadNodeConfig } from "./config/load-config.ts";
 import { ConfigError } from "./config/node-config.ts";
 import { startNode } from "./server/start-node.ts";
@@ -25,14 +26,20 @@ async function main(): Promise<void> {
     process.stderr.write(`Cannot start the node: ${(error as Error).message}\n`);
     process.exit(1);
   }
-  // The one place a secret is shown: the operator starting the node needs its admin token.
+  // The one place a secret is shown, and only on the start that generated it: the operator
+  // needs it once. A configured token, or one generated on an earlier start, is never printed.
+  const adminToken = node.adminTokenCreated
+    ? `${node.adminToken}   (generated now; kept in ${join(config.dataDir, "admin-token")})`
+    : config.adminToken
+      ? "as configured (adminToken)"
+      : `in ${join(config.dataDir, "admin-token")}`;
   process.stdout.write(
     [
       "",
       `Twinning node ${node.operatorId} is running.`,
       `  Device API:  ${node.deviceUrl}/twinning/v1   (reference: ${node.deviceUrl}/twinning/v1/docs)`,
       ...(node.federationUrl ? [`  Federation:  ${node.federationUrl}/federation/v1   (mutual TLS)`] : []),
-      `  Admin token: ${node.adminToken}`,
+      `  Admin token: ${adminToken}`,
       `  Database:    ${node.databaseFile}`,
       `  Process id:  ${process.pid}   (SIGTERM stops it gracefully, SIGHUP reloads the peer list)`,
       "",

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
@@ -150,6 +150,54 @@ describe("graceful shutdown", () => {
       expect(row.n).toBe(1);
     } finally {
       if (child.exitCode === null) child.kill("SIGKILL");
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("the admin token on the console", () => {
+  /** Starts `node/main.ts`, returns what it printed up to "is running", then stops it. */
+  async function consoleOfStart(env: Record<string, string>): Promise<string> {
+    const child = spawn(process.execPath, ["--import", "tsx", "node/main.ts"], {
+      cwd: join(import.meta.dirname, "../.."),
+      env: { ...process.env, TWINNING_DEVICE_PORT: "0", TWINNING_LOG_LEVEL: "silent", ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    try {
+      let out = "";
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`node did not start: ${out}`)), 15_000);
+        child.stdout.on("data", (d) => {
+          out += String(d);
+          if (/Process id:/.test(out)) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+      });
+      const exited = new Promise((r) => child.once("exit", r));
+      child.kill("SIGTERM");
+      await exited;
+      return out;
+    } finally {
+      if (child.exitCode === null) child.kill("SIGKILL");
+    }
+  }
+
+  it("HLF-CM-006 is printed only on the start that generated it, never when configured or on a restart", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "twinning-console-"));
+    try {
+      const first = await consoleOfStart({ TWINNING_DATA_DIR: dataDir });
+      const generated = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
+      expect(first).toContain(`Admin token: ${generated}`);
+      const again = await consoleOfStart({ TWINNING_DATA_DIR: dataDir });
+      expect(again).not.toContain(generated);
+      expect(again).toContain(`Admin token: in ${join(dataDir, "admin-token")}`);
+      const configured = "operator-configured-admin-token-0123456789";
+      const withConfigured = await consoleOfStart({ TWINNING_DATA_DIR: dataDir, TWINNING_ADMIN_TOKEN: configured });
+      expect(withConfigured).not.toContain(configured);
+      expect(withConfigured).toContain("Admin token: as configured");
+    } finally {
       rmSync(dataDir, { recursive: true, force: true });
     }
   });
