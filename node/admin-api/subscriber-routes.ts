@@ -5,6 +5,7 @@ import { requireAdmin } from "../http/authenticate.ts";
 import { addRoute, json, validBody, type App } from "../http/route-helper.ts";
 import { addrParam, errorResponses } from "../http/schemas.ts";
 import type { NodeContext } from "../service/node-context.ts";
+import type { SubscriberChange } from "../store/store-port.ts";
 import { hashCredential } from "../tokens/credentials.ts";
 
 const tags = ["admin"];
@@ -23,6 +24,12 @@ const subscriberResponse = { content: { "application/json": { schema: z.object({
 export function registerAdminRoutes(app: App, ctx: NodeContext): void {
   const guard = requireAdmin(ctx);
   const view = (address: string, twinning: boolean) => ({ subscriber: { address, twinning } });
+  // Twins that (de-)provisioning ended: their notifications go out, and the operator can see why.
+  const subscriberChanged = (change: SubscriberChange, why: string) => {
+    if (change.endedTwins.length === 0) return;
+    ctx.committed(change.notifications, change.queued);
+    for (const twin of change.endedTwins) ctx.logger.warn({ twinId: twin.twinId, primaryOperatorId: twin.primaryOperatorId, secondaryOperatorId: twin.secondaryOperatorId }, `subscriber ${why}`);
+  };
 
   addRoute(
     app,
@@ -39,14 +46,14 @@ export function registerAdminRoutes(app: App, ctx: NodeContext): void {
     async (c) => {
       const address = parseAddress(c.req.param("addr") ?? "", "address");
       const { subscriber } = validBody(c, subscriberRequest);
-      const { created } = await ctx.store.putSubscriber({
-        address,
-        twinningEnabled: subscriber.twinning,
-        credentialHash: await hashCredential(subscriber.credential),
-        updatedAtMs: ctx.nowMs(),
-      });
+      const change = await ctx.store.putSubscriber(
+        { address, twinningEnabled: subscriber.twinning, credentialHash: await hashCredential(subscriber.credential), updatedAtMs: ctx.nowMs() },
+        ctx.config.operatorId,
+      );
       // A new credential: the tokens issued before no longer work, nor what they opened.
       ctx.hub.revoke(address);
+      subscriberChanged(change, "provisioned here: another operator's twin naming it ended");
+      const { created } = change;
       return json(c, view(address, subscriber.twinning), created ? 201 : 200);
     },
   );
@@ -64,11 +71,13 @@ export function registerAdminRoutes(app: App, ctx: NodeContext): void {
 
   addRoute(
     app,
-    createRoute({ method: "delete", path: base, tags, summary: "De-provision a subscriber: its tokens, notification streams and callback subscriptions end at once", security: admin, middleware: [guard] as const, request: { params: addrParam }, responses: { 204: { description: "Deleted" }, ...errorResponses } }),
+    createRoute({ method: "delete", path: base, tags, summary: "De-provision a subscriber: its twins, tokens, notification streams, callback subscriptions and notification history end at once", security: admin, middleware: [guard] as const, request: { params: addrParam }, responses: { 204: { description: "Deleted" }, ...errorResponses } }),
     async (c) => {
       const address = parseAddress(c.req.param("addr") ?? "", "address");
-      if (!(await ctx.store.deleteSubscriber(address))) throw new TwinningError("not_found", { variables: ["subscriber"] });
+      const change = await ctx.store.deleteSubscriber({ address, ownOperatorId: ctx.config.operatorId, nowMs: ctx.nowMs() });
+      if (!change.deleted) throw new TwinningError("not_found", { variables: ["subscriber"] });
       ctx.hub.revoke(address);
+      subscriberChanged(change, "de-provisioned: its twin ended");
       return c.body(null, 204);
     },
   );

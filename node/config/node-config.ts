@@ -31,6 +31,11 @@ const policySchema = z
     maxFailedAttemptsPerCode: z.number().int().min(1).max(1_000_000).default(20),
     /** The sliding window over which failed redemptions are counted. */
     failedAttemptWindowSeconds: z.number().int().min(1).max(86_400).default(900),
+    /**
+     * Live activation codes one peer operator may hold for its secondaries (HLF-IC-003): each
+     * takes a number of the code space our own subscribers' codes share. Past it, POL0001.
+     */
+    maxPendingCodesPerPeer: z.number().int().min(1).max(1_000_000).default(1_000),
     /** HLF-PD-006: how many secondaries one primary may have. */
     maxTwinsPerPrimary: z.number().int().min(1).max(1_000).default(10),
     /** Lifetime of a `twinning` token from /oauth/token. */

@@ -11,10 +11,19 @@ import type { Twin, TwinRef, TwinRole, TwinStatus } from "../domain/twin.ts";
  */
 export interface TwinningStore {
   // --- subscribers (admin API) ---
-  putSubscriber(record: SubscriberRecord): Promise<{ created: boolean }>;
+  /**
+   * Creates or updates. A new subscriber's number is ours from then on: an active twin that
+   * names it as another operator's subscriber ends (that operator is sent a deactivation, our
+   * party is notified).
+   */
+  putSubscriber(record: SubscriberRecord, ownOperatorId: string): Promise<SubscriberChange & { created: boolean }>;
   getSubscriber(address: string): Promise<SubscriberRecord | undefined>;
-  /** Removes the subscriber and its callback subscriptions (both roles); false when there was none. */
-  deleteSubscriber(address: string): Promise<boolean>;
+  /**
+   * Removes the subscriber; its twins end (the other sides notified or sent a deactivation),
+   * and its callback subscriptions (both roles) with their queued callbacks and its
+   * notification feed are deleted. `deleted` is false when there was none (then nothing changes).
+   */
+  deleteSubscriber(input: DeleteSubscriberInput): Promise<SubscriberChange & { deleted: boolean }>;
 
   // --- activation codes (HLF-SD-001..003, HLF-TE-005) ---
   /** Supersedes the secondary's pending codes and stores the new one; checks the secondary's role. */
@@ -114,6 +123,20 @@ export interface SubscriberRecord {
   readonly updatedAtMs: number;
 }
 
+export interface DeleteSubscriberInput {
+  readonly address: string;
+  readonly ownOperatorId: string;
+  readonly nowMs: number;
+}
+
+/** What provisioning or de-provisioning a subscriber ended, with what that caused. */
+export interface SubscriberChange {
+  readonly endedTwins: readonly Twin[];
+  readonly notifications: StoredNotification[];
+  /** Whether outbox entries (peer deactivations, callbacks) were written. */
+  readonly queued: boolean;
+}
+
 /** `clientCorrelator` idempotency (DESIGN "Device API"): same key + same request → first result. */
 export interface CorrelatorInput {
   readonly subscriber: string;
@@ -153,6 +176,12 @@ export interface IssueCodeInput {
   readonly nowMs: number;
   readonly expiresAtMs: number;
   readonly correlator?: CorrelatorInput;
+  /**
+   * A bound on the live codes held for the secondary's operator (a peer asking for its
+   * secondaries): once that many are pending and unexpired, not counting this secondary's own,
+   * the code is refused (policy_error).
+   */
+  readonly maxPendingForOperator?: number;
 }
 
 export type IssueCodeResult =

@@ -190,12 +190,16 @@ describe("notifications", () => {
     // Provisioned again: the old subscription is gone, and the toggle reaches no one at s.
     const again = await api.subscriber(t.node.adminToken, s.address);
     expect((await api.call("GET", `/twinning/v1/secondary/${enc(s.address)}/subscriptions`, { token: again })).body.subscriptionList.subscription ?? []).toEqual([]);
-    // The primary's toggle notifies the secondary (no one listens any more); the secondary's
-    // toggle notifies the primary, whose stream is still open.
-    expect((await api.call("PUT", `/twinning/v1/primary/${enc(p.address)}/twins/watch/status`, { token: p.token, body: { status: "Off" } })).status).toBe(200);
-    expect((await api.call("PUT", `/twinning/v1/secondary/${enc(s.address)}/twinning/status`, { token: again, body: { status: "On" } })).status).toBe(200);
+    // De-provisioning ended s's twin: the primary, whose stream is still open, hears it, and
+    // the new holder of s's number has no twin and no history.
     await ofPrimary.waitFor(1);
-    await new Promise((resolve) => setTimeout(resolve, 200)); // a callback, were one queued, would be out by now
+    expect(ofPrimary.events.map((e) => [e.event, e.data.twinningDeactivatedNotification?.changedBy])).toEqual([["twinningDeactivatedNotification", "secondary"]]);
+    expect((await api.call("GET", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token })).body.twinList.twin).toEqual([]);
+    expect((await api.call("GET", `/twinning/v1/secondary/${enc(s.address)}/twinning`, { token: again })).status).toBe(404);
+    const replay = await SseClient.open(`${t.url}/twinning/v1/secondary/${enc(s.address)}/notifications`, again, "0");
+    cleanups.push(() => replay.close());
+    await new Promise((resolve) => setTimeout(resolve, 200)); // a callback or a replayed event, were one left, would be out by now
+    expect(replay.events).toEqual([]);
     expect(ofSecondary.events).toEqual([]);
     expect(r.received).toEqual([]);
     // A new credential for the primary ends the stream its old token opened.

@@ -108,6 +108,38 @@ describe("cross-operator forms of the device rules", () => {
     await eventually(() => A.node().context.store.getTwin(body.twin.twinId), (t) => t?.status === "Off");
   });
 
+  it("HLF-TE-004 a number provisioned at B that A's twin names as A's subscriber: the twin ends at both nodes, and B's new subscriber inherits nothing", async () => {
+    const { p, s } = await pair();
+    const made = await activateAtA(p, (await codeAtB(s)).body.activationCode.code, "002-01");
+    expect(made.status).toBe(201);
+    const secondaryView = () => B.api.call("GET", `/twinning/v1/secondary/${enc(s.address)}/twinning`, { token: s.token });
+    expect((await secondaryView()).status).toBe(200);
+    // The number is now B's (it moved, or A's claim was wrong).
+    const moved = await B.party(p.address);
+    expect((await B.api.call("GET", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: moved.token })).body.twinList.twin).toEqual([]);
+    expect((await secondaryView()).status).toBe(404);
+    // A was sent the deactivation.
+    const atA = await eventually(
+      () => A.api.call("GET", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token }),
+      (r) => r.status === 200 && r.body.twinList.twin.length === 0,
+    );
+    expect(atA.body.twinList.twin).toEqual([]);
+    // B's new subscriber can be a secondary: no twin of A's holds it as a primary here.
+    expect((await B.api.call("POST", `/twinning/v1/secondary/${enc(p.address)}/activationCodes`, { token: moved.token, body: {} })).status).toBe(201);
+  });
+
+  it("HLF-TE-004 de-provisioning the primary at A ends its twin with B's secondary at both nodes", async () => {
+    const { p, s } = await pair();
+    expect((await activateAtA(p, (await codeAtB(s)).body.activationCode.code, "002-01")).status).toBe(201);
+    const removed = await fetch(`${A.api.baseUrl}/admin/v1/subscribers/${enc(p.address)}`, { method: "DELETE", headers: { authorization: `Bearer ${A.node().adminToken}` } });
+    expect(removed.status).toBe(204);
+    const atB = await eventually(
+      () => B.api.call("GET", `/twinning/v1/secondary/${enc(s.address)}/twinning`, { token: s.token }),
+      (r) => r.status === 404,
+    );
+    expect(messageId(atB.body)).toBe("SVC0002");
+  });
+
   it("the caller verifies signed answers: an answer signed with a key not registered for the peer is refused (SVC3002)", async () => {
     const { s } = await pair();
     // A's registry gets a wrong key for B; B still accepts A's request, but A must reject B's answer.

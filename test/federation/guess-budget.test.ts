@@ -3,8 +3,9 @@ import { Federation, type FederatedOperator } from "../helpers/federation-fixtur
 import { enc, messageId } from "../helpers/test-node.ts";
 
 /**
- * B issues codes under a total budget (4) smaller than any one primary's or operator's; C issues
- * codes under a per-code limit (3) smaller than its other budgets.
+ * B issues codes under a total budget (4) smaller than any one primary's or operator's, and holds
+ * at most 2 live codes for a peer's secondaries; C issues codes under a per-code limit (3)
+ * smaller than its other budgets.
  */
 const fed = new Federation();
 let A: FederatedOperator;
@@ -16,7 +17,7 @@ const addr = (op: FederatedOperator) => `tel:+1${op.operatorId.replace("-", "")}
 beforeAll(async () => {
   await fed.start(["001-01", "002-01", "003-01"], (op) =>
     op === "002-01"
-      ? { policy: { maxFailedAttemptsPerPrimary: 3, maxFailedAttemptsPerOperator: 100, maxFailedAttemptsTotal: 4 } }
+      ? { policy: { maxFailedAttemptsPerPrimary: 3, maxFailedAttemptsPerOperator: 100, maxFailedAttemptsTotal: 4, maxPendingCodesPerPeer: 2 } }
       : op === "003-01"
         ? { policy: { maxFailedAttemptsPerPrimary: 3, maxFailedAttemptsPerOperator: 100, maxFailedAttemptsTotal: 100, maxFailedAttemptsPerCode: 3 } }
         : {},
@@ -71,5 +72,26 @@ describe("the code-guessing budget", () => {
     // The second saw one failure and still works.
     const ok = await guess(A, second.code);
     expect(ok.status).toBe(201);
+  });
+});
+
+describe("the codes a peer may hold", () => {
+  it("HLF-IC-003 HLF-CM-006 a peer holds at most maxPendingCodesPerPeer live codes of ours: past it the code request is refused (POL0001 at the issuer, SVC3002 at the peer's device)", async () => {
+    const askB = async (s: { address: string; token: string }) =>
+      A.api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/activationCodes`, { token: s.token, body: { primaryOperatorId: "002-01" } });
+    const [s1, s2, s3] = [await A.party(addr(A)), await A.party(addr(A)), await A.party(addr(A))];
+    expect((await askB(s1)).status).toBe(201);
+    expect((await askB(s2)).status).toBe(201);
+    const refused = await askB(s3);
+    expect([refused.status, messageId(refused.body)]).toEqual([503, "SVC3002"]);
+    // What B answered A, signed: a policy refusal naming the bound.
+    const direct = await A.node().context.federation!.send("002-01", { method: "POST", path: "/activationCodes", msgId: crypto.randomUUID(), body: { secondaryAddress: s3.address, secondaryOperatorId: "001-01" } });
+    expect([direct.status, messageId(direct.body)]).toEqual([403, "POL0001"]);
+    expect(JSON.stringify(direct.body)).toContain("at most 2 pending activation codes");
+    // A secondary that already holds one may ask again (its old code is superseded), and B's own
+    // subscribers are not held back.
+    expect((await askB(s1)).status).toBe(201);
+    const own = await B.party(addr(B));
+    expect((await B.api.call("POST", `/twinning/v1/secondary/${enc(own.address)}/activationCodes`, { token: own.token, body: {} })).status).toBe(201);
   });
 });

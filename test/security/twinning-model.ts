@@ -129,7 +129,7 @@ export async function newRun(w: World, credentialHash: string): Promise<Model> {
     const ctx = w.ops[op]!.node().context;
     for (let i = 0; i < PARTIES_PER_OPERATOR; i++) {
       const address = `tel:+1${OPERATORS[op]!.replace("-", "")}${String(run).padStart(6, "0")}${i}`;
-      await ctx.store.putSubscriber({ address, twinningEnabled: true, credentialHash, updatedAtMs: Date.now() });
+      await ctx.store.putSubscriber({ address, twinningEnabled: true, credentialHash, updatedAtMs: Date.now() }, OPERATORS[op]!);
       const { token } = await ctx.tokens.mint({ subject: address, scope: "twinning", ttlSeconds: 3_600, clientId: address });
       parties.push({ ix: parties.length, label: `${LETTER[op]}${i}`, op, address, token, subscribed: new Set() });
     }

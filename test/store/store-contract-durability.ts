@@ -41,7 +41,7 @@ export function durabilityContract(makeStore: MakeStore): void {
       const b = await activated(store, P1, S2);
       await store.deactivateTwin({ twinId: b.twinId, changedBy: "primary", nowMs: T0 + 3 * SECOND });
       const code = await issued(store, S3, newCode(), { nowMs: T0 + 3 * SECOND });
-      await store.putSubscriber({ address: S4, twinningEnabled: true, credentialHash: "scrypt:x", updatedAtMs: T0 });
+      await store.putSubscriber({ address: S4, twinningEnabled: true, credentialHash: "scrypt:x", updatedAtMs: T0 }, OP);
 
       const snapshot = async (s: TwinningStore) => ({
         twins: await s.listTwinsOfPrimary(P1),

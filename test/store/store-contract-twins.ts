@@ -253,13 +253,68 @@ export function twinContract(makeStore: MakeStore): void {
 
     it("HLF-CM-005 deleteSubscriber also removes the subscriber's subscriptions in both roles, and no one else's", async () => {
       const { store } = h();
-      for (const address of [S1, S2]) await store.putSubscriber({ address, twinningEnabled: true, credentialHash: "scrypt:a", updatedAtMs: T0 });
+      for (const address of [S1, S2]) await store.putSubscriber({ address, twinningEnabled: true, credentialHash: "scrypt:a", updatedAtMs: T0 }, OP);
       await subscribe(store, S1, "secondary");
       await subscribe(store, S1, "primary");
       const others = await subscribe(store, S2, "secondary");
-      expect(await store.deleteSubscriber(S1)).toBe(true);
+      expect(await store.deleteSubscriber({ address: S1, ownOperatorId: OP, nowMs: T0 })).toMatchObject({ deleted: true });
       expect([await store.listSubscriptions(S1, "secondary", T0), await store.listSubscriptions(S1, "primary", T0)]).toEqual([[], []]);
       expect(await store.listSubscriptions(S2, "secondary", T0)).toEqual([others]);
+    });
+
+    it("HLF-TE-004 deleteSubscriber ends the subscriber's twins (the other side notified here or sent a deactivation) and deletes its queued callbacks and its notification feed", async () => {
+      const { store } = h();
+      const provision = (address: string) => store.putSubscriber({ address, twinningEnabled: true, credentialHash: "scrypt:a", updatedAtMs: T0 }, OP);
+      for (const address of [P1, S1, S3]) await provision(address);
+      const local = await activated(store, P1, S1);
+      // P1's twin with another operator's secondary S2.
+      const { twin: across } = await store.insertFederatedTwin({
+        twin: { twinId: uuid(), primaryAddress: P1, primaryOperatorId: OP, secondaryAddress: S2, secondaryOperatorId: OTHER_OP, name: "car", status: "On", version: 1, statusOrigin: OP },
+        localSide: "primary",
+        nowMs: T0 + SECOND,
+        maxTwinsPerPrimary: 10,
+      });
+      const untouched = await activated(store, P2, S3, { nowMs: T0 + 2 * SECOND });
+      const callback = await subscribe(store, P1, "primary");
+      await store.changeTwinStatus({ twinId: local.twinId, primaryAddress: P1, status: "Off", changedBy: "secondary", origin: OP, nowMs: T0 + 3 * SECOND });
+      expect((await store.notificationsAfter(P1, "primary", 0, 10)).length).toBe(1);
+      expect((await store.dueOutboxHeads(T0 + 3 * SECOND, 10)).some((e) => e.lane === `callback:${callback.subscriptionId}`)).toBe(true);
+
+      const change = await store.deleteSubscriber({ address: P1, ownOperatorId: OP, nowMs: T0 + 4 * SECOND });
+      expect(change.deleted).toBe(true);
+      expect(change.endedTwins.map((t) => t.twinId).sort()).toEqual([local.twinId, across.twinId].sort());
+      expect(await store.findTwinOfSecondary(S1)).toBeUndefined();
+      expect(await store.listTwinsOfPrimary(P1)).toEqual([]);
+      expect((await store.findTwinOfSecondary(S3))?.twinId).toBe(untouched.twinId);
+      // S1 hears that its primary ended the twin.
+      expect(change.notifications).toEqual([expect.objectContaining({ recipientAddress: S1, type: "twinningDeactivatedNotification" })]);
+      expect((await store.notificationsAfter(S1, "secondary", 0, 10)).at(-1)?.type).toBe("twinningDeactivatedNotification");
+      // Whoever gets the number next inherits no history and no queued callback.
+      expect(await store.notificationsAfter(P1, "primary", 0, 10)).toEqual([]);
+      const heads = await store.dueOutboxHeads(T0 + 4 * SECOND, 10);
+      expect(heads.some((e) => e.lane === `callback:${callback.subscriptionId}`)).toBe(false);
+      // S2's operator is sent the deactivation.
+      expect(heads.filter((e) => e.kind === "peer").map((e) => [e.target, JSON.parse(e.payload).method, JSON.parse(e.payload).path])).toEqual([[OTHER_OP, "DELETE", `/twins/${across.twinId}`]]);
+    });
+
+    it("HLF-TE-004 putSubscriber of a new number ends a twin that names it as another operator's subscriber: that operator is sent a deactivation, our party notified; an update ends nothing", async () => {
+      const { store } = h();
+      await store.putSubscriber({ address: S1, twinningEnabled: true, credentialHash: "scrypt:a", updatedAtMs: T0 }, OP);
+      // A peer's twin: its primary P1 (claimed as OTHER_OP's subscriber), our secondary S1.
+      const claimed = await activated(store, P1, S1, { primaryOperatorId: OTHER_OP });
+      const change = await store.putSubscriber({ address: P1, twinningEnabled: true, credentialHash: "scrypt:b", updatedAtMs: T0 + SECOND }, OP);
+      expect(change.created).toBe(true);
+      expect(change.endedTwins.map((t) => t.twinId)).toEqual([claimed.twinId]);
+      expect(change.queued).toBe(true);
+      expect(await store.findTwinOfSecondary(S1)).toBeUndefined();
+      expect(change.notifications).toEqual([expect.objectContaining({ recipientAddress: S1, recipientRole: "secondary", type: "twinningDeactivatedNotification" })]);
+      const sent = (await store.dueOutboxHeads(T0 + SECOND, 10)).filter((e) => e.kind === "peer");
+      expect(sent.map((e) => [e.target, JSON.parse(e.payload).method, JSON.parse(e.payload).path])).toEqual([[OTHER_OP, "DELETE", `/twins/${claimed.twinId}`]]);
+      // Our own twins of the number, and updates, end nothing.
+      await store.putSubscriber({ address: S2, twinningEnabled: true, credentialHash: "scrypt:a", updatedAtMs: T0 + 2 * SECOND }, OP);
+      const ours = await activated(store, P1, S2, { nowMs: T0 + 2 * SECOND });
+      expect(await store.putSubscriber({ address: P1, twinningEnabled: true, credentialHash: "scrypt:c", updatedAtMs: T0 + 3 * SECOND }, OP)).toMatchObject({ created: false, endedTwins: [] });
+      expect((await store.findTwinOfSecondary(S2))?.twinId).toBe(ours.twinId);
     });
 
     it("deleteSubscription removes only the subscriber's own subscription", async () => {

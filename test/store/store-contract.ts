@@ -20,6 +20,7 @@ import {
   S1,
   S2,
   S3,
+  S4,
   SECOND,
   T0,
   useStore,
@@ -58,14 +59,14 @@ function freshReadsContract(makeStore: MakeStore): void {
 
     it("a subscriber read before its update or deletion is never served after it", async () => {
       const { store } = h();
-      await store.putSubscriber({ address: S1, twinningEnabled: true, credentialHash: "scrypt:a", updatedAtMs: T0 });
+      await store.putSubscriber({ address: S1, twinningEnabled: true, credentialHash: "scrypt:a", updatedAtMs: T0 }, OP);
       expect((await store.getSubscriber(S1))?.twinningEnabled).toBe(true);
-      await store.putSubscriber({ address: S1, twinningEnabled: false, credentialHash: "scrypt:a", updatedAtMs: T0 + 1 });
+      await store.putSubscriber({ address: S1, twinningEnabled: false, credentialHash: "scrypt:a", updatedAtMs: T0 + 1 }, OP);
       expect((await store.getSubscriber(S1))?.twinningEnabled).toBe(false);
-      await store.deleteSubscriber(S1);
+      await store.deleteSubscriber({ address: S1, ownOperatorId: OP, nowMs: T0 });
       expect(await store.getSubscriber(S1)).toBeUndefined();
       expect(await store.getSubscriber(S2)).toBeUndefined();
-      await store.putSubscriber({ address: S2, twinningEnabled: true, credentialHash: "scrypt:b", updatedAtMs: T0 });
+      await store.putSubscriber({ address: S2, twinningEnabled: true, credentialHash: "scrypt:b", updatedAtMs: T0 }, OP);
       expect((await store.getSubscriber(S2))?.address).toBe(S2);
     });
 
@@ -109,7 +110,7 @@ function freshReadsContract(makeStore: MakeStore): void {
         expect(now).not.toBe(last);
         last = now;
       };
-      await moved(() => store.putSubscriber({ address: P1, twinningEnabled: true, credentialHash: "scrypt:a", updatedAtMs: T0 }));
+      await moved(() => store.putSubscriber({ address: P1, twinningEnabled: true, credentialHash: "scrypt:a", updatedAtMs: T0 }, OP));
       let twin: Twin | undefined;
       await moved(async () => (twin = await activated(store, P1, S1)));
       await store.listTwinsOfPrimary(P1);
@@ -119,8 +120,8 @@ function freshReadsContract(makeStore: MakeStore): void {
       await moved(() => store.changeTwinStatus({ twinId: twin!.twinId, status: "Off", changedBy: "primary", origin: OP, nowMs: T0 + SECOND }));
       await moved(() => store.renameTwin({ twinId: twin!.twinId, name: "Watch", nowMs: T0 + 2 * SECOND }));
       await moved(() => store.deactivateTwin({ twinId: twin!.twinId, changedBy: "secondary", nowMs: T0 + 3 * SECOND }));
-      await moved(() => store.putSubscriber({ address: P1, twinningEnabled: false, credentialHash: "scrypt:a", updatedAtMs: T0 + 4 * SECOND }));
-      await moved(() => store.deleteSubscriber(P1));
+      await moved(() => store.putSubscriber({ address: P1, twinningEnabled: false, credentialHash: "scrypt:a", updatedAtMs: T0 + 4 * SECOND }, OP));
+      await moved(() => store.deleteSubscriber({ address: P1, ownOperatorId: OP, nowMs: T0 }));
     });
 
     it("records handed out are not changed by later writes", async () => {
@@ -140,18 +141,18 @@ function subscriberContract(makeStore: MakeStore): void {
 
     it("putSubscriber creates, then updates; getSubscriber reads the latest record", async () => {
       const { store } = h();
-      expect(await store.putSubscriber({ address: S1, twinningEnabled: true, credentialHash: "scrypt:a", updatedAtMs: T0 })).toEqual({ created: true });
-      expect(await store.putSubscriber({ address: S1, twinningEnabled: false, credentialHash: "scrypt:b", updatedAtMs: T0 + 1 })).toEqual({ created: false });
+      expect(await store.putSubscriber({ address: S1, twinningEnabled: true, credentialHash: "scrypt:a", updatedAtMs: T0 }, OP)).toMatchObject({ created: true, endedTwins: [] });
+      expect(await store.putSubscriber({ address: S1, twinningEnabled: false, credentialHash: "scrypt:b", updatedAtMs: T0 + 1 }, OP)).toMatchObject({ created: false, endedTwins: [] });
       expect(await store.getSubscriber(S1)).toEqual({ address: S1, twinningEnabled: false, credentialHash: "scrypt:b", updatedAtMs: T0 + 1 });
       expect(await store.getSubscriber(S2)).toBeUndefined();
     });
 
     it("deleteSubscriber removes the record and tells whether there was one", async () => {
       const { store } = h();
-      await store.putSubscriber({ address: S1, twinningEnabled: true, credentialHash: "scrypt:a", updatedAtMs: T0 });
-      expect(await store.deleteSubscriber(S1)).toBe(true);
+      await store.putSubscriber({ address: S1, twinningEnabled: true, credentialHash: "scrypt:a", updatedAtMs: T0 }, OP);
+      expect(await store.deleteSubscriber({ address: S1, ownOperatorId: OP, nowMs: T0 })).toMatchObject({ deleted: true });
       expect(await store.getSubscriber(S1)).toBeUndefined();
-      expect(await store.deleteSubscriber(S1)).toBe(false);
+      expect(await store.deleteSubscriber({ address: S1, ownOperatorId: OP, nowMs: T0 })).toMatchObject({ deleted: false, endedTwins: [] });
     });
   });
 }
@@ -195,6 +196,20 @@ function codeContract(makeStore: MakeStore): void {
       expect((await store.getActivationCode(S1, old.codeId, T0 + 2 * SECOND))?.state).toBe("Expired");
       expect((await store.getActivationCode(S1, fresh.codeId, T0 + 2 * SECOND))?.state).toBe("Pending");
       expect(await store.redeemActivationCode(redeemInput(P1, first, { nowMs: T0 + 2 * SECOND }))).toEqual({ kind: "invalid-code" });
+    });
+
+    it("HLF-IC-003 maxPendingForOperator bounds the live codes held for one operator's secondaries, not counting the asking secondary's own or expired ones", async () => {
+      const { store } = h();
+      const forPeer = (secondary: string, nowMs: number) => codeInput(secondary, newCode(), { secondaryOperatorId: OTHER_OP, nowMs, maxPendingForOperator: 2 });
+      await store.issueActivationCode(forPeer(S1, T0));
+      await store.issueActivationCode(forPeer(S2, T0));
+      await expectTwinningError(store.issueActivationCode(forPeer(S3, T0)), "policy_error");
+      // S1 asks again: its own pending code is superseded, so it does not count.
+      expect((await store.issueActivationCode(forPeer(S1, T0 + SECOND))).kind).toBe("issued");
+      // Our own secondaries are not counted against the peer, nor the peer's against ours.
+      expect((await store.issueActivationCode(codeInput(S4, newCode(), { maxPendingForOperator: 1 }))).kind).toBe("issued");
+      // Once they expire they no longer count.
+      expect((await store.issueActivationCode(forPeer(S3, T0 + CODE_TTL_MS + 2 * SECOND))).kind).toBe("issued");
     });
 
     it("issueActivationCode answers collision while another pending code of the same issuer has the same hash", async () => {

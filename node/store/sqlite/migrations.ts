@@ -147,6 +147,14 @@ const migrations: readonly { version: number; name: string; sql: string }[] = [
       CREATE INDEX outbox_pending_peer ON outbox (target, id) WHERE state = 'pending' AND kind = 'peer';
     `,
   },
+  {
+    version: 6,
+    name: "pending codes by the secondary's operator",
+    sql: `
+      -- The bound on the codes a peer holds counts its live codes, at most the bound.
+      CREATE INDEX activation_codes_pending_operator ON activation_codes (secondary_operator_id, expires_at) WHERE state = 'Pending';
+    `,
+  },
 ];
 
 export const latestSchemaVersion = migrations[migrations.length - 1]!.version;

@@ -12,11 +12,13 @@ import type {
   RemoteDeactivationInput,
   RemoteStatusInput,
   DeactivateInput,
+  DeleteSubscriberInput,
   IssueCodeInput,
   IssueCodeResult,
   OutboxEntry,
   RedeemCodeInput,
   RedeemCodeResult,
+  SubscriberChange,
   SubscriberRecord,
   SubscriptionRecord,
   TwinningStore,
@@ -26,6 +28,7 @@ import { ReadCache } from "./read-cache.ts";
 import { SqliteDatabase } from "./sqlite-database.ts";
 import * as notifications from "./sqlite-notifications.ts";
 import { toCode, toOutboxEntry, toSubscriber, toSubscription, toTwin, type CodeRow, type OutboxRow, type SubscriberRow, type SubscriptionRow, type TwinRow } from "./sqlite-rows.ts";
+import * as subscribers from "./sqlite-subscribers.ts";
 import * as twins from "./sqlite-twins.ts";
 import * as federation from "./sqlite-federation.ts";
 import { findCorrelator } from "./sqlite-correlators.ts";
@@ -69,17 +72,8 @@ export class SqliteStore implements TwinningStore {
     return cache ? cache.get(key, load) : load();
   }
 
-  async putSubscriber(r: SubscriberRecord): Promise<{ created: boolean }> {
-    return this.#d.write(() => {
-      const existed = this.#d.sql(`SELECT 1 FROM subscribers WHERE address = ?`).get(r.address) !== undefined;
-      this.#d
-        .sql(
-          `INSERT INTO subscribers (address, twinning_enabled, credential_hash, updated_at) VALUES (?, ?, ?, ?)
-           ON CONFLICT (address) DO UPDATE SET twinning_enabled = excluded.twinning_enabled, credential_hash = excluded.credential_hash, updated_at = excluded.updated_at`,
-        )
-        .run(r.address, r.twinningEnabled ? 1 : 0, r.credentialHash, r.updatedAtMs);
-      return { created: !existed };
-    });
+  async putSubscriber(r: SubscriberRecord, ownOperatorId: string): Promise<SubscriberChange & { created: boolean }> {
+    return subscribers.putSubscriber(this.#d, r, ownOperatorId);
   }
 
   async getSubscriber(address: string): Promise<SubscriberRecord | undefined> {
@@ -89,12 +83,8 @@ export class SqliteStore implements TwinningStore {
     });
   }
 
-  async deleteSubscriber(address: string): Promise<boolean> {
-    return this.#d.write(() => {
-      if (this.#d.sql(`DELETE FROM subscribers WHERE address = ?`).run(address).changes === 0) return false;
-      this.#d.sql(`DELETE FROM subscriptions WHERE address = ?`).run(address);
-      return true;
-    });
+  async deleteSubscriber(input: DeleteSubscriberInput): Promise<SubscriberChange & { deleted: boolean }> {
+    return subscribers.deleteSubscriber(this.#d, input);
   }
 
   async issueActivationCode(input: IssueCodeInput): Promise<IssueCodeResult> {

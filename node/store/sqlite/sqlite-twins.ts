@@ -51,6 +51,7 @@ export function issueActivationCode(d: SqliteDatabase, input: IssueCodeInput): I
       if (row) return { kind: "replayed", code: toCode(row, input.nowMs), replay };
     }
     assertCanBeSecondary(d, input.secondaryAddress);
+    if (input.maxPendingForOperator !== undefined) assertPendingRoom(d, input, input.maxPendingForOperator);
     const clash = d
       .sql(`SELECT 1 FROM activation_codes WHERE issuer_operator_id = ? AND code_hash = ? AND state = 'Pending' AND expires_at > ?`)
       .get(input.issuerOperatorId, input.codeHash, input.nowMs);
@@ -67,6 +68,16 @@ export function issueActivationCode(d: SqliteDatabase, input: IssueCodeInput): I
     const row = d.sql(`SELECT * FROM activation_codes WHERE code_id = ?`).get(input.codeId) as CodeRow;
     return { kind: "issued", code: toCode(row, input.nowMs) };
   });
+}
+
+/** The live codes held for one operator's secondaries (the one asking now aside), counted up to the bound. */
+function assertPendingRoom(d: SqliteDatabase, input: IssueCodeInput, limit: number): void {
+  const { n } = d
+    .sql(
+      `SELECT COUNT(*) AS n FROM (SELECT 1 FROM activation_codes WHERE secondary_operator_id = ? AND state = 'Pending' AND expires_at > ? AND secondary_address <> ? LIMIT CAST(? AS INTEGER))`,
+    )
+    .get(input.secondaryOperatorId, input.nowMs, input.secondaryAddress, limit) as { n: number };
+  if (n >= limit) throw new TwinningError("policy_error", { variables: [`at most ${limit} pending activation codes for operator ${input.secondaryOperatorId}'s secondaries`] });
 }
 
 export function redeemActivationCode(d: SqliteDatabase, input: RedeemCodeInput): RedeemCodeResult {
