@@ -16,7 +16,14 @@ export class CallbackReceiver {
       req.on("data", (chunk) => (data += chunk));
       req.on("end", () => {
         if (this.status < 300) {
-          this.received.push(JSON.parse(data));
+          // A body that is not JSON is recorded as it came: the scenario that reads it fails, not the simulator.
+          let body: unknown;
+          try {
+            body = JSON.parse(data);
+          } catch {
+            body = { notJson: data.slice(0, 1_000) };
+          }
+          this.received.push(body);
           for (const w of this.#waiters.splice(0)) w();
         }
         res.statusCode = this.status;

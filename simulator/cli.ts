@@ -1,5 +1,6 @@
 import { parseArgs } from "node:util";
 import { formatCrashReport, runCrashLoop } from "./crash-loop.ts";
+import { Sandbox } from "./sandbox.ts";
 import { runConformance, runSimulation, sandboxDown, sandboxUp } from "./simulation.ts";
 
 const usage = `Usage:
@@ -84,7 +85,19 @@ async function main(argv: string[]): Promise<number> {
     for (const [label, verdict] of outcome.labels as Map<string, string>) log(`  ${label.padEnd(11)} ${verdict}`);
   }
   log(`report: ${outcome.reportFile}`);
+  if (outcome.results.length === 0) {
+    log(`no scenario matches --filter ${values.filter}`);
+    return 1;
+  }
   return outcome.ok ? 0 : 1;
+}
+
+// Stopped from outside (Ctrl-C, a CI timeout's SIGTERM): the nodes it started stop too.
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.once(signal, () => {
+    process.stderr.write(`simulate: ${signal}, stopping the nodes…\n`);
+    void Sandbox.stopAll().finally(() => process.exit(signal === "SIGINT" ? 130 : 143));
+  });
 }
 
 main(process.argv.slice(2)).then(

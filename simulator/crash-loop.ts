@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { enc, messageId } from "./device-client.ts";
@@ -826,6 +826,8 @@ export function metricValue(text: string, name: string, labels: Record<string, s
 
 /** Runs the crash loop in a fresh sandbox and returns its figures. */
 export async function runCrashLoop(options: CrashLoopOptions): Promise<CrashLoopReport> {
+  // The ledger starts empty: databases left by an earlier run would read as effects it never asked for.
+  if (options.dir && existsSync(options.dir) && readdirSync(options.dir).length > 0) throw new Error(`${options.dir} is not empty: give a new directory to --out`);
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), "twinning-crash-"));
   try {
     return await new CrashLoop(options).run(dir);

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { openSync, closeSync } from "node:fs";
+import { closeSync, createWriteStream, openSync } from "node:fs";
 import { join } from "node:path";
 
 export const REPO_ROOT = join(import.meta.dirname, "..");
@@ -34,7 +34,9 @@ export class OperatorProcess {
 
   /** Starts the process and resolves once it prints that it is running. */
   async start(options: { detached?: boolean; timeoutMs?: number } = {}): Promise<void> {
-    const env = { ...process.env, TWINNING_CONFIG: this.configFile };
+    // The node reads its configuration from the sandbox's file only: TWINNING_* variables in the
+    // user's shell would override it.
+    const env = { ...Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("TWINNING_"))), TWINNING_CONFIG: this.configFile };
     if (options.detached) {
       // Sandbox `up`: the node outlives the simulator; its output goes to a file.
       const out = openSync(this.logFile!, "a");
@@ -46,6 +48,12 @@ export class OperatorProcess {
     const child = spawn(process.execPath, ["--import", "tsx", "node/main.ts"], { cwd: REPO_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
     this.child = child;
     this.#stderr = "";
+    if (this.logFile) {
+      // The node's output is kept in its directory too (for `--keep`).
+      const log = createWriteStream(this.logFile, { flags: "a" });
+      child.stdout!.pipe(log);
+      child.stderr!.pipe(log);
+    }
     child.stderr!.on("data", (d) => (this.#stderr = (this.#stderr + String(d)).slice(-4000)));
     let buffer = "";
     let ready: (() => void) | undefined;
@@ -84,7 +92,13 @@ export class OperatorProcess {
     const timeout = new Promise<never>((_, reject) =>
       setTimeout(() => reject(new Error(`node ${this.operatorId} did not start in time:\n${this.#stderr}`)), options.timeoutMs ?? 30_000).unref(),
     );
-    await Promise.race([started, exited, timeout]);
+    try {
+      await Promise.race([started, exited, timeout]);
+    } catch (error) {
+      // Not ready in time: it must not live on, holding its ports and files.
+      if (this.running) await this.kill("SIGKILL");
+      throw error;
+    }
   }
 
   get running(): boolean {

@@ -1,7 +1,7 @@
 import { CallbackReceiver } from "./callback-receiver.ts";
 import { Api } from "./device-client.ts";
 import type { Sandbox } from "./sandbox.ts";
-import { seededRandom, type DeviceKind, type Endpoint, type Party, type Scenario, type World } from "./scenario.ts";
+import { ScenarioSkipped, seededRandom, type DeviceKind, type Endpoint, type Party, type Scenario, type World } from "./scenario.ts";
 
 export interface ScenarioResult {
   readonly id: string;
@@ -59,7 +59,11 @@ export async function runScenarios(
   const world = createWorld(options.targets, options.sandbox, options.seed);
   for (const scenario of scenarios) {
     const base = { id: scenario.id, title: scenario.title, labels: scenario.labels, startedAt: Date.now() };
-    const wanted = !options.filter || scenario.id.includes(options.filter) || scenario.title.toLowerCase().includes(options.filter.toLowerCase()) || scenario.labels.includes(options.filter);
+    const wanted =
+      !options.filter ||
+      scenario.id.includes(options.filter) ||
+      scenario.title.toLowerCase().includes(options.filter.toLowerCase()) ||
+      scenario.labels.some((label) => label.startsWith(options.filter!));
     if (!wanted) continue;
     const skip =
       scenario.needs === "sandbox" && !options.sandbox
@@ -76,12 +80,13 @@ export async function runScenarios(
       await scenario.run(world);
       results.push({ ...base, status: "pass", ms: Math.round(performance.now() - started) });
     } catch (error) {
-      results.push({ ...base, status: "fail", ms: Math.round(performance.now() - started), error: (error as Error).message ?? String(error) });
+      const status = error instanceof ScenarioSkipped ? "skip" : "fail";
+      results.push({ ...base, status, ms: Math.round(performance.now() - started), error: (error as Error).message ?? String(error) });
     } finally {
       for (const cleanup of world.cleanups.splice(0)) await cleanup().catch(() => undefined);
     }
     const r = results[results.length - 1]!;
-    options.log?.(`${r.status === "pass" ? "PASS" : "FAIL"} ${r.id} (${r.ms} ms)${r.error ? ` — ${r.error}` : ""}`);
+    options.log?.(`${r.status.toUpperCase()} ${r.id} (${r.ms} ms)${r.error ? ` — ${r.error}` : ""}`);
   }
   return results;
 }

@@ -48,11 +48,29 @@ export class Sandbox {
 
   private constructor(readonly options: SandboxOptions) {}
 
+  /** Sandboxes whose nodes this process runs (a detached one only until it is up). */
+  static readonly #live = new Set<Sandbox>();
+
+  /** Stops every sandbox this process started (on SIGINT or SIGTERM of the simulator). */
+  static async stopAll(): Promise<void> {
+    await Promise.all([...Sandbox.#live].map((s) => s.stop()));
+  }
+
+  /** Starts the nodes; if one cannot start, the others are stopped before the error is thrown. */
   static async create(options: SandboxOptions): Promise<Sandbox> {
     const sandbox = new Sandbox(options);
-    await sandbox.#prepare();
-    await Promise.all(sandbox.operators.map((o) => o.process.start(options.detached ? { detached: true } : {})));
-    await Promise.all(sandbox.operators.map((o) => sandbox.#whenReady(o)));
+    Sandbox.#live.add(sandbox);
+    try {
+      await sandbox.#prepare();
+      const started = await Promise.allSettled(sandbox.operators.map((o) => o.process.start(options.detached ? { detached: true } : {})));
+      const failed = started.find((s) => s.status === "rejected");
+      if (failed) throw failed.reason;
+      await Promise.all(sandbox.operators.map((o) => sandbox.#whenReady(o)));
+    } catch (error) {
+      await sandbox.stop();
+      throw error;
+    }
+    if (options.detached) Sandbox.#live.delete(sandbox);
     return sandbox;
   }
 
@@ -88,8 +106,10 @@ export class Sandbox {
         dataDir: join(plan.dir, "data"),
         logLevel: this.options.logLevel ?? "info",
         device: { host: "127.0.0.1", port: plan.devicePort },
-        // Short lifetimes and quick retries keep a simulation run under two minutes.
-        policy: { codeTtlSeconds: 10 },
+        // Short lifetimes and quick retries keep a simulation run under two minutes. Failed
+        // redemptions are limited per primary as usual, but not in total: a long-lived sandbox
+        // must stay usable after many conformance runs, each making a few.
+        policy: { codeTtlSeconds: 10, maxFailedAttemptsTotal: 1_000_000, maxFailedAttemptsPerOperator: 1_000_000 },
         // The scenarios' callback servers listen on loopback.
         limits: { allowPrivateCallbackTargets: true },
         delivery: { retryBaseDelayMs: 100, retryMaxDelayMs: 1_000 },
@@ -169,6 +189,7 @@ export class Sandbox {
   }
 
   async stop(): Promise<void> {
+    Sandbox.#live.delete(this);
     await Promise.all(this.operators.map((o) => o.process.kill("SIGTERM")));
     await Promise.all(this.operators.map((o) => o.proxy?.close()));
   }

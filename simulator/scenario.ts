@@ -48,6 +48,16 @@ export class ScenarioFailure extends Error {
   override readonly name = "ScenarioFailure";
 }
 
+/** The target cannot show what the scenario demonstrates (a precondition of its setup): skipped, not failed. */
+export class ScenarioSkipped extends Error {
+  override readonly name = "ScenarioSkipped";
+}
+
+/** Skips the scenario, with the reason, unless the target meets its precondition. */
+export function skipUnless(condition: unknown, reason: string): asserts condition {
+  if (!condition) throw new ScenarioSkipped(reason);
+}
+
 /** Fails the scenario with a message a person can read. */
 export function check(condition: unknown, message: string): asserts condition {
   if (!condition) throw new ScenarioFailure(message);

@@ -50,15 +50,16 @@ export async function runSimulation(options: RunOptions): Promise<RunOutcome> {
   const dir = mkdtempSync(join(tmpdir(), "twinning-sim-"));
   const startedAt = Date.now();
   options.log?.(`starting ${options.operators} operators in ${dir} …`);
-  const sandbox = await Sandbox.create({ operators: options.operators, dir, proxies: true });
+  let sandbox: Sandbox | undefined;
   try {
+    sandbox = await Sandbox.create({ operators: options.operators, dir, proxies: true });
     const targets = sandbox.federationJson().operators;
     const results = await runScenarios(allScenarios, { targets, sandbox, seed: options.seed, filter: options.filter, ...(options.log ? { log: options.log } : {}) });
     const state = await finalState(targets);
     const messages = sandbox.operators.flatMap((o) => o.process.messages);
     return finish("Twinning federation simulation", options, startedAt, targets, results, messages, state);
   } finally {
-    await sandbox.stop();
+    await sandbox?.stop();
     if (!options.keep) rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -116,13 +116,16 @@ describe("tokens", () => {
     const old = await query(sToken);
     expect([old.status, messageId(old.body)]).toEqual([401, "SVC2003"]);
     expect((await introspect(sToken)).active).toBe(false);
-    // A token minted under the new provisioning works.
-    expect((await query(await api.token(s, "a-completely-new-credential"))).status).toBe(200);
+    // A token minted under the new provisioning works (the twin itself ended with the de-provisioning).
+    const fresh = await query(await api.token(s, "a-completely-new-credential"));
+    expect([fresh.status, messageId(fresh.body)]).toEqual([404, "SVC0002"]);
     // A new credential for the primary ends its tokens too, twin-scoped ones included.
+    const s2 = newAddress();
+    const { primaryTwinToken: twinToken } = await api.twin({ address: p, token: pToken }, { address: s2, token: await api.subscriber(t.node.adminToken, s2) }, "watch");
     const list = (token: string) => api.call("GET", `/twinning/v1/primary/${enc(p)}/twins/watch`, { token });
-    expect((await list(primaryTwinToken)).status).toBe(200);
+    expect([(await list(twinToken)).status, (await list(primaryTwinToken)).status]).toEqual([200, 401]);
     await api.provision(t.node.adminToken, p, "rotated-credential-1");
-    expect([(await list(pToken)).status, (await list(primaryTwinToken)).status]).toEqual([401, 401]);
+    expect([(await list(pToken)).status, (await list(twinToken)).status]).toEqual([401, 401]);
     expect((await list(await api.token(p, "rotated-credential-1"))).status).toBe(200);
   });
 

@@ -1,16 +1,25 @@
 import { execFile } from "node:child_process";
+import { createServer } from "node:net";
+import type { AddressInfo } from "node:net";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const run = promisify(execFile);
 const root = join(import.meta.dirname, "../..");
-const out = mkdtempSync(join(tmpdir(), "twinning-up-"));
+// Made in beforeAll: a run whose -t filter skips every test must leave no directory behind.
+let out = "";
+beforeAll(() => {
+  out = mkdtempSync(join(tmpdir(), "twinning-up-"));
+});
 const simulate = (...args: string[]) => run(process.execPath, ["--import", "tsx", "simulator/cli.ts", ...args], { cwd: root, timeout: 120_000 });
+const simulateWith = (env: Record<string, string>, ...args: string[]) =>
+  run(process.execPath, ["--import", "tsx", "simulator/cli.ts", ...args], { cwd: root, timeout: 120_000, env: { ...process.env, ...env } });
 
 afterAll(async () => {
+  if (!out) return;
   if (existsSync(join(out, "sandbox.json"))) await simulate("down", "--out", out).catch(() => undefined);
   rmSync(out, { recursive: true, force: true });
 });
@@ -39,6 +48,28 @@ describe("the sandbox for app developers and outside test kits", () => {
     expect(down.stdout).toContain("stopped 2 operators");
     for (const o of federation.operators) await expect(fetch(`${o.deviceUrl}/healthz`)).rejects.toThrow();
   }, 150_000);
+
+  it("a run ignores TWINNING_* variables of the user's shell, keeps each node's log with --keep, and a filter that matches nothing exits non-zero", async () => {
+    // Both would have broken every node: a port already taken, and an admin token the sandbox does not know.
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, "127.0.0.1", r));
+    try {
+      const env = { TWINNING_DEVICE_PORT: String((taken.address() as AddressInfo).port), TWINNING_ADMIN_TOKEN: "a-token-from-the-users-shell-0123456789" };
+      const ran = await simulateWith(env, "--operators", "1", "--filter", "intra-operator", "--keep", "--seed", "1", "--report", join(out, "intra.html"));
+      expect(ran.stdout).toMatch(/^1 passed, 0 failed$/m);
+      const kept = /starting 1 operators in (\S+) /.exec(ran.stdout)![1]!;
+      try {
+        expect(readFileSync(join(kept, "001-01", "node.log"), "utf8")).toContain("is running");
+      } finally {
+        rmSync(kept, { recursive: true, force: true });
+      }
+    } finally {
+      taken.close();
+    }
+    const none = await simulate("--operators", "1", "--filter", "no-such-scenario", "--report", join(out, "none.html")).catch((e) => e);
+    expect(none.code).toBe(1);
+    expect(none.stdout).toContain("no scenario matches --filter no-such-scenario");
+  }, 120_000);
 
   it("conformance mode exits non-zero and names the failing labels when a node does not conform", async () => {
     // A "federation" whose only operator answers nothing: every device scenario fails or is skipped.

@@ -6,13 +6,16 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { allScenarios, runSimulation, type RunOutcome } from "../../simulator/simulation.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
-const dir = mkdtempSync(join(tmpdir(), "twinning-simtest-"));
+let dir = "";
 let outcome: RunOutcome;
 
 beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "twinning-simtest-"));
   outcome = await runSimulation({ operators: 3, seed: 7, reportFile: join(dir, "report.html") });
 }, 170_000);
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+afterAll(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
 
 describe("npm run simulate", () => {
   it("HLF-IC-001 runs every scenario, device flows and faults, across 3 operator processes, and all pass", () => {
