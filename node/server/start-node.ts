@@ -235,6 +235,7 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
         notificationRetentionMs: config.limits.notificationRetentionSeconds * 1000,
         // Failures are kept while a code they count against can still be redeemed (per-code limit).
         attemptWindowMs: Math.max(config.policy.failedAttemptWindowSeconds, config.policy.codeTtlSeconds) * 1000,
+        deadLetterRetentionMs: config.delivery.deadLetterRetentionSeconds * 1000,
       })
       .catch((error: unknown) => logger.warn({ err: error }, "prune failed"));
   }, 60_000);

@@ -101,7 +101,7 @@ export interface TwinningStore {
   listDeadLetters(limit: number): Promise<OutboxEntry[]>;
 
   /** Deletes expired codes, old attempts, old notifications and expired subscriptions. */
-  prune(input: { nowMs: number; notificationRetentionMs: number; attemptWindowMs: number }): Promise<void>;
+  prune(input: PruneInput): Promise<void>;
 
   /**
    * A number that changes whenever anything the device API's reads return (subscribers, twins)
@@ -113,6 +113,17 @@ export interface TwinningStore {
 
   ping(): Promise<void>;
   close(): Promise<void>;
+}
+
+/** What prune drops: each kind of record once its own retention has passed. */
+export interface PruneInput {
+  readonly nowMs: number;
+  /** Notifications, used codes, correlators and cancellations older than this. */
+  readonly notificationRetentionMs: number;
+  /** Failed redemptions older than this. */
+  readonly attemptWindowMs: number;
+  /** Dead letters created longer ago than this. */
+  readonly deadLetterRetentionMs: number;
 }
 
 export interface SubscriberRecord {

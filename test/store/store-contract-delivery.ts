@@ -119,6 +119,22 @@ export function deliveryContract(makeStore: MakeStore): void {
       expect(statusOf(next[0]!)).toBe("On");
     });
 
+    it("prune drops dead letters created longer ago than their retention, and nothing pending", async () => {
+      const { store } = h();
+      const twin = await activated(store, P1, S1);
+      await subscribe(store, S1, "secondary", { expiresAtMs: undefined });
+      await toggles(store, twin, 2, T0 + SECOND);
+      const [head] = await store.dueOutboxHeads(T0 + 2 * SECOND, 10);
+      if (!head) throw new Error("no outbox head");
+      await store.failOutboxEntry({ id: head.id, attempts: 7, nextAttemptAtMs: undefined, lastError: "gave up", nowMs: T0 + 2 * SECOND });
+      const prune = (nowMs: number) => store.prune({ nowMs, notificationRetentionMs: 365 * 24 * 60 * MINUTE, attemptWindowMs: MINUTE, deadLetterRetentionMs: 60 * MINUTE });
+      await prune(T0 + SECOND + 60 * MINUTE - 1);
+      expect(await store.outboxStats()).toEqual({ pending: 1, dead: 1 });
+      await prune(T0 + SECOND + 60 * MINUTE);
+      expect(await store.outboxStats()).toEqual({ pending: 1, dead: 0 });
+      expect(await store.listDeadLetters(10)).toEqual([]);
+    });
+
     it("nextOutboxEntriesInLane reads the next pending entries of the same lane in order, stopping at one not yet due", async () => {
       const { store } = h();
       const twin = await activated(store, P1, S1);
@@ -178,7 +194,7 @@ export function deliveryContract(makeStore: MakeStore): void {
       const kept = await store.notificationsAfter(S1, "secondary", 0, 10);
       expect(kept).toHaveLength(2);
 
-      await store.prune({ nowMs: T0 + 2 * HOUR, notificationRetentionMs: HOUR, attemptWindowMs: HOUR });
+      await store.prune({ nowMs: T0 + 2 * HOUR, notificationRetentionMs: HOUR, attemptWindowMs: HOUR, deadLetterRetentionMs: 365 * 24 * 60 * MINUTE });
       expect(await store.notificationsAfter(S1, "secondary", 0, 10)).toEqual([kept[1]]);
       expect(await store.getActivationCode(S2, stale.codeId, T0 + 2 * HOUR)).toBeUndefined();
       expect(await store.getActivationCode(S3, fresh.codeId, T0 + 2 * HOUR)).toMatchObject({ codeId: fresh.codeId, state: "Expired" });
@@ -197,7 +213,7 @@ export function deliveryContract(makeStore: MakeStore): void {
       // Under a day-long window the failure still counts …
       const later = { attemptBudgets: budgets, attemptWindowMs: DAY, nowMs: T0 + 2 * MINUTE };
       expect((await store.redeemActivationCode(redeemInput(P2, code, later))).kind).toBe("rate-limited");
-      await store.prune({ nowMs: T0 + 2 * MINUTE, notificationRetentionMs: DAY, attemptWindowMs: MINUTE });
+      await store.prune({ nowMs: T0 + 2 * MINUTE, notificationRetentionMs: DAY, attemptWindowMs: MINUTE, deadLetterRetentionMs: 365 * 24 * 60 * MINUTE });
       // … until prune has dropped it.
       expect((await store.redeemActivationCode(redeemInput(P2, code, later))).kind).toBe("activated");
     });

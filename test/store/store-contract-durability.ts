@@ -148,7 +148,7 @@ export function durabilityContract(makeStore: MakeStore): void {
       const last = await store.latestNotificationId();
       expect(last).toBeGreaterThan(0);
       const DAY = 24 * 60 * MINUTE;
-      await store.prune({ nowMs: T0 + DAY, notificationRetentionMs: MINUTE, attemptWindowMs: MINUTE });
+      await store.prune({ nowMs: T0 + DAY, notificationRetentionMs: MINUTE, attemptWindowMs: MINUTE, deadLetterRetentionMs: 365 * 24 * 60 * MINUTE });
       expect(await store.notificationsAfter(S1, "secondary", 0, 10)).toEqual([]);
       const again = await reopen();
       const { notifications } = await again.changeTwinStatus({ twinId: twin.twinId, status: "On", changedBy: "primary", origin: OP, nowMs: T0 + DAY });

@@ -220,7 +220,7 @@ export function twinContract(makeStore: MakeStore): void {
         });
       expect(await store.applyRemoteDeactivation({ twinId, changedBy: "primary", fromOperatorId: OTHER_OP, ownOperatorId: OP, nowMs: T0 })).toBeUndefined();
       await expectTwinningError(remote(T0 + SECOND), "update_not_allowed");
-      await store.prune({ nowMs: T0 + 2 * 60 * MINUTE, notificationRetentionMs: 60 * MINUTE, attemptWindowMs: MINUTE });
+      await store.prune({ nowMs: T0 + 2 * 60 * MINUTE, notificationRetentionMs: 60 * MINUTE, attemptWindowMs: MINUTE, deadLetterRetentionMs: 365 * 24 * 60 * MINUTE });
       expect((await remote(T0 + 2 * 60 * MINUTE)).twin.twinId).toBe(twinId);
     });
 

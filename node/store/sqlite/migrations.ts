@@ -155,6 +155,14 @@ const migrations: readonly { version: number; name: string; sql: string }[] = [
       CREATE INDEX activation_codes_pending_operator ON activation_codes (secondary_operator_id, expires_at) WHERE state = 'Pending';
     `,
   },
+  {
+    version: 7,
+    name: "dead letters by age",
+    sql: `
+      -- Dead letters are counted for the metrics and pruned after their retention.
+      CREATE INDEX outbox_dead ON outbox (created_at) WHERE state = 'dead';
+    `,
+  },
 ];
 
 export const latestSchemaVersion = migrations[migrations.length - 1]!.version;

@@ -16,6 +16,7 @@ import type {
   IssueCodeInput,
   IssueCodeResult,
   OutboxEntry,
+  PruneInput,
   RedeemCodeInput,
   RedeemCodeResult,
   SubscriberChange,
@@ -231,7 +232,8 @@ export class SqliteStore implements TwinningStore {
 
   async outboxStats(): Promise<{ pending: number; dead: number }> {
     const row = this.#d
-      .sql(`SELECT COALESCE(SUM(state = 'pending'), 0) AS pending, COALESCE(SUM(state = 'dead'), 0) AS dead FROM outbox`)
+      // Each count reads only its own partial index, not the whole outbox (metrics scrapes call it).
+      .sql(`SELECT (SELECT COUNT(*) FROM outbox WHERE state = 'pending') AS pending, (SELECT COUNT(*) FROM outbox WHERE state = 'dead') AS dead`)
       .get() as { pending: number; dead: number };
     return row;
   }
@@ -240,7 +242,7 @@ export class SqliteStore implements TwinningStore {
     return (this.#d.sql(`SELECT * FROM outbox WHERE state = 'dead' ORDER BY id DESC LIMIT CAST(? AS INTEGER)`).all(limit) as OutboxRow[]).map(toOutboxEntry);
   }
 
-  async prune(input: { nowMs: number; notificationRetentionMs: number; attemptWindowMs: number }): Promise<void> {
+  async prune(input: PruneInput): Promise<void> {
     const old = input.nowMs - input.notificationRetentionMs;
     this.#d.write(() => {
       this.#d.sql(`DELETE FROM failed_attempts WHERE at <= ?`).run(input.nowMs - input.attemptWindowMs);
@@ -248,6 +250,7 @@ export class SqliteStore implements TwinningStore {
       this.#d.sql(`DELETE FROM activation_codes WHERE expires_at <= ?`).run(old);
       this.#d.sql(`DELETE FROM client_correlators WHERE created_at <= ?`).run(old);
       this.#d.sql(`DELETE FROM federation_jti WHERE expires_at <= ?`).run(input.nowMs);
+      this.#d.sql(`DELETE FROM outbox WHERE state = 'dead' AND created_at <= ?`).run(input.nowMs - input.deadLetterRetentionMs);
       // A cancellation waits for an activation message that overtook it; none lives this long.
       this.#d.sql(`DELETE FROM cancelled_twins WHERE cancelled_at <= ?`).run(old);
       const expired = this.#d.sql(`SELECT subscription_id FROM subscriptions WHERE expires_at IS NOT NULL AND expires_at <= ?`).all(input.nowMs) as { subscription_id: string }[];
