@@ -82,17 +82,36 @@ function answerClientErrors(server: ServerType): void {
   });
 }
 
+/**
+ * Starts a node. A start that fails part way (a port taken, a bad key file) undoes what it had
+ * opened (listeners, the database and its lock, connections) before the error is thrown, so the
+ * same process can start one again.
+ */
 export async function startNode(config: NodeConfig, options: StartNodeOptions = {}): Promise<RunningNode> {
+  const undo: (() => unknown)[] = [];
+  try {
+    return await start(config, options, undo);
+  } catch (error) {
+    for (const step of undo.reverse()) await Promise.resolve().then(step).catch(() => undefined);
+    throw error;
+  }
+}
+
+const closeServer = (server: ServerType) => new Promise<void>((done) => server.close(() => done()));
+
+async function start(config: NodeConfig, options: StartNodeOptions, undo: (() => unknown)[]): Promise<RunningNode> {
   const nowMs = options.nowMs ?? Date.now;
   const dataDir = resolve(config.dataDir);
   const databaseFile = config.databaseFile ?? join(dataDir, `node-${config.operatorId}.sqlite`);
   const secrets = await loadOrCreateSecrets(dataDir, config.adminToken);
   const store = options.store ?? new SqliteStore({ file: databaseFile, nowMs: nowMs(), exclusiveLock: config.databaseExclusiveLock });
+  if (!options.store) undo.push(() => store.close());
   const logger = createLogger({ level: config.logLevel, operatorId: config.operatorId, ...(options.logDestination ? { destination: options.logDestination } : {}) });
   const metrics = new NodeMetrics({ defaultMetrics: options.defaultMetrics ?? false, outboxStats: () => store.outboxStats() });
   const hub = new NotificationHub();
   const lifecycle = new AbortController();
   const dispatcher = new Agent({ keepAliveTimeout: 30_000, connections: 32 });
+  undo.push(() => dispatcher.close());
   let baseUrl = config.device.publicUrl?.replace(/\/$/, "") ?? "";
   const federation = config.federation
     ? await Federation.create({
@@ -103,7 +122,10 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
         onConnect: () => metrics.tlsHandshakes.inc(),
       })
     : undefined;
-  if (federation) federation.logger = logger;
+  if (federation) {
+    federation.logger = logger;
+    undo.push(() => federation.close());
+  }
   const sendCallback = createCallbackSender({ dispatcher, timeoutMs: config.limits.callbackTimeoutMs, allowPrivateTargets: config.limits.allowPrivateCallbackTargets });
 
   const outbox = new OutboxWorker({
@@ -192,6 +214,7 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
     );
     s.once("error", reject);
   });
+  undo.push(() => closeServer(server));
   answerClientErrors(server);
   const address = server.address() as AddressInfo;
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;

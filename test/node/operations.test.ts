@@ -5,6 +5,11 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createServer } from "node:net";
+import type { AddressInfo } from "node:net";
+import { parseNodeConfig } from "../../node/config/node-config.ts";
+import { startNode } from "../../node/server/start-node.ts";
+import { createPki } from "../helpers/federation-fixture.ts";
 import { Api, enc, newAddress, startTestNode, type TestNode } from "../helpers/test-node.ts";
 
 const logLines: string[] = [];
@@ -199,6 +204,41 @@ describe("the admin token on the console", () => {
       expect(withConfigured).toContain("Admin token: as configured");
     } finally {
       rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("a start that fails part way", () => {
+  it("leaves nothing behind: no listener, and the database lock is free for the next start in the same process", async () => {
+    const root = mkdtempSync(join(tmpdir(), "twinning-startfail-"));
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, "127.0.0.1", r));
+    try {
+      const pki = await createPki(root, ["001-01"]);
+      const o = pki.operators[0]!;
+      const config = (federationPort: number) =>
+        parseNodeConfig({
+          logLevel: "silent",
+          dataDir: join(root, "data"),
+          device: { host: "127.0.0.1", port: 0 },
+          federation: { host: "127.0.0.1", port: federationPort, caFile: pki.caFile, certFile: o.certFile, keyFile: o.keyFile, signingKeyFiles: [o.signingKeyFile], peersFile: o.peersFile },
+        });
+      const listeners = () => process.getActiveResourcesInfo().filter((r) => r === "TCPServerWrap").length;
+      const before = listeners();
+      // The device listener is up and the database open when the federation port turns out taken.
+      await expect(startNode(config((taken.address() as AddressInfo).port))).rejects.toThrow(/EADDRINUSE/);
+      // A closed listener leaves the list of active handles on a later turn of the event loop.
+      for (let i = 0; i < 40 && listeners() !== before; i++) await new Promise((r) => setTimeout(r, 25));
+      expect(listeners()).toBe(before);
+      const node = await startNode(config(0));
+      try {
+        expect((await fetch(`${node.deviceUrl}/healthz`)).status).toBe(200);
+      } finally {
+        await node.stop();
+      }
+    } finally {
+      taken.close();
+      rmSync(root, { recursive: true, force: true });
     }
   });
 });
