@@ -17,6 +17,12 @@ const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 if (!(DURATION_S > 0) || !Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Error("BENCH_DURATION_S must be a positive number and BENCH_ROUNDS a positive integer");
 const CONNECTIONS = 50;
+/**
+ * The goals compare nodes with baselines whose SQLite is set up alike (WAL, synchronous=NORMAL),
+ * so the nodes measured for them run with databaseSynchronous "normal". The node's default,
+ * "full", flushes every commit; its toggles are measured too and reported beside the goals.
+ */
+const SAME_DURABILITY = { databaseSynchronous: "normal" };
 const log = (s: string) => process.stdout.write(`${s}\n`);
 const round = (n: number, d = 2) => Math.round(n * 10 ** d) / 10 ** d;
 
@@ -92,7 +98,7 @@ async function baselines(raw: Record<string, unknown>) {
  * machine's speed drifts within minutes, and a ratio of two runs far apart moved with it.
  */
 async function localGoals(dir: string, base: { sameReads: LoadResult }, goals: Goal[], raw: Record<string, unknown>) {
-  const sandbox = await Sandbox.create({ operators: 1, dir: join(dir, "local"), proxies: false, logLevel: "warn" });
+  const sandbox = await Sandbox.create({ operators: 1, dir: join(dir, "local"), proxies: false, logLevel: "warn", nodeConfig: SAME_DURABILITY });
   try {
     const op = sandbox.operators[0]!;
     const pairs = await twinPairs(op.api, op.adminToken, CONNECTIONS, "1001");
@@ -145,10 +151,34 @@ async function localGoals(dir: string, base: { sameReads: LoadResult }, goals: G
   } finally {
     await sandbox.stop();
   }
+  await togglesAtDefaultDurability(dir, raw);
+}
+
+/** Not a goal: the same toggles on a node at its default durability (every commit flushed), against the same baseline. */
+async function togglesAtDefaultDurability(dir: string, raw: Record<string, unknown>) {
+  const sandbox = await Sandbox.create({ operators: 1, dir: join(dir, "local-full"), proxies: false, logLevel: "warn" });
+  try {
+    const op = sandbox.operators[0]!;
+    const pairs = await twinPairs(op.api, op.adminToken, CONNECTIONS, "1002");
+    log("toggles at the default durability (databaseSynchronous full) beside the POST+INSERT baseline …");
+    const postInsert = await measurePostInsert();
+    const toggle = await load({
+      url: op.deviceUrl,
+      connections: CONNECTIONS,
+      durationS: DURATION_S,
+      toggle: true,
+      targets: pairs.map((x) => ({ path: `/twinning/v1/primary/${enc(x.p.address)}/twins/${x.twinId}/status`, token: x.p.token })),
+    }, op.process.child?.pid);
+    const ratio = round(toggle.requestsPerSec / postInsert.requestsPerSec, 3);
+    raw.toggleAtDefaultDurability = { postInsert, toggle, ratio };
+    log(`  toggles ${round(ratio)} × the baseline (${Math.round(toggle.requestsPerSec)} req/s, p99 ${toggle.p99Ms} ms)`);
+  } finally {
+    await sandbox.stop();
+  }
 }
 
 async function federationGoals(dir: string, base: { rtt: { p50Ms: number }; rttCrossProcess: { p50Ms: number } }, goals: Goal[], raw: Record<string, unknown>) {
-  const sandbox = await Sandbox.create({ operators: 2, dir: join(dir, "fed"), proxies: false, logLevel: "warn" });
+  const sandbox = await Sandbox.create({ operators: 2, dir: join(dir, "fed"), proxies: false, logLevel: "warn", nodeConfig: SAME_DURABILITY });
   try {
     const [A, B] = sandbox.operators as [(typeof sandbox.operators)[0], (typeof sandbox.operators)[0]];
     log("goal 3: cross-operator propagation …");
@@ -243,12 +273,12 @@ async function federationGoals(dir: string, base: { rtt: { p50Ms: number }; rttC
  * The scale step measures SQLite's indexes, not memory: its node keeps no ready answers and no
  * read cache (that cache needs the file's lock), so every list and query reads the database.
  */
-const UNCACHED = { TWINNING_LIMITS_READY_ANSWER_BYTES: "0", TWINNING_DATABASE_EXCLUSIVE_LOCK: "false" };
+const UNCACHED = { ...SAME_DURABILITY, limits: { readyAnswerBytes: 0 }, databaseExclusiveLock: false };
 
 async function scaleGoals(dir: string, goals: Goal[], raw: Record<string, unknown>) {
   const measure = async (twins: number) => {
     const sub = join(dir, `scale-${twins}`);
-    const sandbox = await Sandbox.create({ operators: 1, dir: sub, proxies: false, logLevel: "warn" });
+    const sandbox = await Sandbox.create({ operators: 1, dir: sub, proxies: false, logLevel: "warn", nodeConfig: UNCACHED });
     const op = sandbox.operators[0]!;
     await sandbox.kill(op.operatorId, "SIGTERM");
     log(`goal 5: seeding ${twins.toLocaleString("en")} twins …`);
@@ -269,14 +299,8 @@ async function scaleGoals(dir: string, goals: Goal[], raw: Record<string, unknow
       await sandbox.stop();
     }
   };
-  Object.assign(process.env, UNCACHED); // the node processes (and their restarts) inherit it
-  let small, big;
-  try {
-    small = await measure(1_000);
-    big = await measure(1_000_000);
-  } finally {
-    for (const name of Object.keys(UNCACHED)) delete process.env[name];
-  }
+  const small = await measure(1_000);
+  const big = await measure(1_000_000);
   goals.push({ name: "list p99 at 1M twins ÷ at 1k", value: round(big.list.p99Ms / small.list.p99Ms), goal: "≤ 2", met: big.list.p99Ms <= 2 * small.list.p99Ms });
   goals.push({ name: "query p99 at 1M twins ÷ at 1k", value: round(big.query.p99Ms / small.query.p99Ms), goal: "≤ 2", met: big.query.p99Ms <= 2 * small.query.p99Ms });
   goals.push({ name: "node RSS at 1M twins, MB", value: big.rssMb, goal: "≤ 300", met: big.rssMb <= 300 });

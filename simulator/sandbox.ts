@@ -32,6 +32,8 @@ export interface SandboxOptions {
   /** Keep the nodes running after the simulator exits (`up`). */
   readonly detached?: boolean;
   readonly logLevel?: string;
+  /** Settings over the sandbox's own for every node (`limits` and `policy` are merged key by key). */
+  readonly nodeConfig?: { readonly [key: string]: unknown; readonly limits?: object; readonly policy?: object };
 }
 
 export const operatorIdOf = (i: number) => `00${i + 1}-01`.slice(-6);
@@ -125,8 +127,10 @@ export class Sandbox {
           callTimeoutMs: 2_000,
         },
       };
+      const over = this.options.nodeConfig ?? {};
+      const merged = { ...config, ...over, limits: { ...config.limits, ...over.limits }, policy: { ...config.policy, ...over.policy } };
       const configFile = join(plan.dir, "node.json");
-      writeFileSync(configFile, JSON.stringify(config, null, 2));
+      writeFileSync(configFile, JSON.stringify(merged, null, 2));
       const deviceUrl = `http://127.0.0.1:${plan.devicePort}`;
       this.operators.push({
         operatorId: plan.operatorId,

@@ -157,6 +157,14 @@ const configSchema = z
      * the same data by mistake is refused). false lets tools read the live file.
      */
     databaseExclusiveLock: z.boolean().default(true),
+    /**
+     * When a commit is on disk. `full` (SQLite synchronous=FULL): every commit is flushed
+     * (fsync) before it is answered, so nothing answered or acknowledged to a peer is lost even
+     * to an OS crash or power loss; group commit shares the flush among the toggles committed
+     * together. `normal`: flushed at checkpoints only, durable across process crashes but not
+     * power loss (faster on slow disks).
+     */
+    databaseSynchronous: z.enum(["full", "normal"]).default("full"),
     device: z
       .object({
         host: z.string().min(1).default("127.0.0.1"),

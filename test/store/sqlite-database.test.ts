@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { SqliteDatabase } from "../../node/store/sqlite/sqlite-database.ts";
 
@@ -24,6 +27,26 @@ describe("SqliteDatabase statements", () => {
       expect(firstN.all(10)).toHaveLength(5);
     } finally {
       d.close();
+    }
+  });
+});
+
+describe("SqliteDatabase durability", () => {
+  it("flushes every commit by default (synchronous=FULL), at checkpoints only when asked (NORMAL)", () => {
+    const dir = mkdtempSync(join(tmpdir(), "twinning-sync-"));
+    try {
+      const level = (options?: { exclusiveLock: boolean; synchronous?: "full" | "normal" }) => {
+        const d = new SqliteDatabase(join(dir, "db.sqlite"), 0, options);
+        try {
+          return d.db.pragma("synchronous", { simple: true });
+        } finally {
+          d.close();
+        }
+      };
+      // SQLite's numbers: 1 NORMAL, 2 FULL.
+      expect([level(), level({ exclusiveLock: false, synchronous: "full" }), level({ exclusiveLock: true, synchronous: "normal" })]).toEqual([2, 2, 1]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

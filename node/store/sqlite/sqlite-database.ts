@@ -18,16 +18,16 @@ export class SqliteDatabase {
    * pays the file-lock system calls (on the benchmark machine, ~45% more two-read requests per
    * second); the price is that no other process can open the file while the node runs.
    */
-  constructor(file: string, nowMs: number, options: { exclusiveLock: boolean } = { exclusiveLock: false }) {
+  constructor(file: string, nowMs: number, options: { exclusiveLock: boolean; synchronous?: "full" | "normal" } = { exclusiveLock: false }) {
     if (file !== ":memory:") mkdirSync(dirname(file), { recursive: true });
     // Busy timeout: alone on its file, the node waits on a lock only at start, for a previous process.
     this.db = new Database(file, { timeout: options.exclusiveLock ? 1_000 : 5_000 });
     try {
       if (options.exclusiveLock) this.db.pragma("locking_mode = EXCLUSIVE");
-      // WAL: readers never block the writer; NORMAL is durable across process crashes in WAL
-      // mode (only an OS crash or power loss can lose the last transactions).
+      // WAL: readers never block the writer. FULL flushes the WAL at every commit; NORMAL only
+      // at checkpoints (durable across process crashes, not an OS crash or power loss).
       this.db.pragma("journal_mode = WAL");
-      this.db.pragma("synchronous = NORMAL");
+      this.db.pragma(`synchronous = ${options.synchronous === "normal" ? "NORMAL" : "FULL"}`);
       this.db.pragma("foreign_keys = ON");
       migrate(this.db, nowMs);
     } catch (error) {

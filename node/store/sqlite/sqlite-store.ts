@@ -52,8 +52,8 @@ export class SqliteStore implements TwinningStore {
    * `exclusiveLock`: hold the file's lock for the store's lifetime (see SqliteDatabase), which
    * also makes this connection the only writer, so reads are cached between writes.
    */
-  constructor(options: { file: string; nowMs?: number; exclusiveLock?: boolean; readCacheEntries?: number }) {
-    this.#d = new SqliteDatabase(options.file, options.nowMs ?? Date.now(), { exclusiveLock: options.exclusiveLock ?? false });
+  constructor(options: { file: string; nowMs?: number; exclusiveLock?: boolean; synchronous?: "full" | "normal"; readCacheEntries?: number }) {
+    this.#d = new SqliteDatabase(options.file, options.nowMs ?? Date.now(), { exclusiveLock: options.exclusiveLock ?? false, synchronous: options.synchronous ?? "full" });
     const entries = options.readCacheEntries ?? 10_000;
     this.#group = new GroupCommit(this.#d);
     this.#d.beforeWrite = () => this.#group.flush();
