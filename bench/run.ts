@@ -72,6 +72,12 @@ interface Round {
   ratios: Record<"toggle" | "toggleP99" | "list" | "query", number>;
 }
 
+/** 50 connections of toggles, each flipping its primary's twin On and Off in turn. */
+function measureToggles(deviceUrl: string, pairs: Awaited<ReturnType<typeof twinPairs>>, pid: number | undefined): Promise<LoadResult> {
+  const targets = pairs.map((x) => ({ path: `/twinning/v1/primary/${enc(x.p.address)}/twins/${x.twinId}/status`, token: x.p.token }));
+  return load({ url: deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, toggle: true, targets }, pid);
+}
+
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function baselines(raw: Record<string, unknown>) {
@@ -107,13 +113,7 @@ async function localGoals(dir: string, base: { sameReads: LoadResult }, goals: G
     for (let r = 1; r <= ROUNDS; r++) {
       log(`goals 1 and 2, round ${r} of ${ROUNDS}: POST+INSERT baseline, local toggles, bare GET baseline, list, query …`);
       const postInsert = await measurePostInsert();
-      const toggle = await load({
-        url: op.deviceUrl,
-        connections: CONNECTIONS,
-        durationS: DURATION_S,
-        toggle: true,
-        targets: pairs.map((x) => ({ path: `/twinning/v1/primary/${enc(x.p.address)}/twins/${x.twinId}/status`, token: x.p.token })),
-      }, pid);
+      const toggle = await measureToggles(op.deviceUrl, pairs, pid);
       const bareGet = await measureBareGet();
       const list = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: pairs.map((x) => ({ path: `/twinning/v1/primary/${enc(x.p.address)}/twins`, token: x.p.token })) }, pid);
       const query = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: pairs.map((x) => ({ path: `/twinning/v1/secondary/${enc(x.s.address)}/twinning`, token: x.s.token })) }, pid);
@@ -162,13 +162,7 @@ async function togglesAtDefaultDurability(dir: string, raw: Record<string, unkno
     const pairs = await twinPairs(op.api, op.adminToken, CONNECTIONS, "1002");
     log("toggles at the default durability (databaseSynchronous full) beside the POST+INSERT baseline …");
     const postInsert = await measurePostInsert();
-    const toggle = await load({
-      url: op.deviceUrl,
-      connections: CONNECTIONS,
-      durationS: DURATION_S,
-      toggle: true,
-      targets: pairs.map((x) => ({ path: `/twinning/v1/primary/${enc(x.p.address)}/twins/${x.twinId}/status`, token: x.p.token })),
-    }, op.process.child?.pid);
+    const toggle = await measureToggles(op.deviceUrl, pairs, op.process.child?.pid);
     const ratio = round(toggle.requestsPerSec / postInsert.requestsPerSec, 3);
     raw.toggleAtDefaultDurability = { postInsert, toggle, ratio };
     log(`  toggles ${round(ratio)} × the baseline (${Math.round(toggle.requestsPerSec)} req/s, p99 ${toggle.p99Ms} ms)`);
