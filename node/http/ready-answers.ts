@@ -19,8 +19,7 @@ export type AnswerRecorder = (answer: { requestId: string; method: string; route
  * twinning), kept as bytes and sent again without running the app while nothing they were
  * built from can have changed. The key is the Host, the request target and the whole
  * Authorization header, so an answer only ever goes back to the same token asking the same
- * thing. An answer
- * holds while:
+ * thing. An answer holds while:
  * - the store's read version is the one it was built at. The version moves with every write
  *   to subscribers or twins, so a toggle, a deactivation (which kills twin tokens) or a
  *   de-provisioning is seen by the next request, exactly as without this cache;

@@ -7,7 +7,7 @@ import { findCorrelator, recordCorrelator } from "./sqlite-correlators.ts";
 import type { SqliteDatabase } from "./sqlite-database.ts";
 import { recordEffects } from "./sqlite-notifications.ts";
 import { toTwin } from "./sqlite-rows.ts";
-import { activeTwinOfSecondary, assertCanBePrimary, assertCanBeSecondary, twinRow } from "./sqlite-twins.ts";
+import { activeTwinOfSecondary, assertCanBePrimary, assertCanBeSecondary, endTwin, twinRow } from "./sqlite-twins.ts";
 
 /**
  * Store operations of the federation (HLF-IC-*): twins agreed with a peer, and changes the
@@ -100,15 +100,7 @@ function endStaleTwinOfRemoteSecondary(d: SqliteDatabase, secondary: string, sec
   const stale = activeTwinOfSecondary(d, secondary);
   if (!stale) return undefined;
   if (stale.secondary_operator_id !== secondaryOperatorId) throw new TwinningError("secondary_already_twinned");
-  return endTwin(d, stale.twin_id, "secondary", ownOperatorId, nowMs);
-}
-
-/** A twin ends by its peer's word: deactivated here, its local party notified, nothing sent back. */
-function endTwin(d: SqliteDatabase, twinId: string, changedBy: "primary" | "secondary", ownOperatorId: string, nowMs: number): ChangeResult {
-  d.sql(`UPDATE twins SET active = 0, updated_at = ? WHERE twin_id = ?`).run(nowMs, twinId);
-  const twin = toTwin(twinRow(d, twinId)!);
-  const { notifications, queued } = recordEffects(d, effectsOfChange("deactivation", twin, changedBy, ownOperatorId, nowMs, true), nowMs);
-  return { twin, changed: true, notifications, queued };
+  return endTwin(d, stale.twin_id, "secondary", ownOperatorId, nowMs, true);
 }
 
 /** The peer must be the operator of the twin's other side. */
@@ -148,7 +140,7 @@ export function applyRemoteDeactivation(d: SqliteDatabase, input: RemoteDeactiva
       return undefined;
     }
     if (row.active !== 1) return { twin: toTwin(row), changed: false, notifications: [], queued: false };
-    return endTwin(d, input.twinId, input.changedBy, input.ownOperatorId, input.nowMs);
+    return endTwin(d, input.twinId, input.changedBy, input.ownOperatorId, input.nowMs, true);
   });
 }
 

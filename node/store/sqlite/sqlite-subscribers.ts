@@ -1,17 +1,16 @@
 import { effectsOfChange } from "../../domain/change-effects.ts";
-import type { StoredNotification } from "../../domain/notification.ts";
-import type { Twin, TwinRole } from "../../domain/twin.ts";
-import type { DeleteSubscriberInput, SubscriberChange, SubscriberRecord } from "../store-port.ts";
+import { otherRole } from "../../domain/notification.ts";
+import type { TwinRole } from "../../domain/twin.ts";
+import type { ChangeResult, DeleteSubscriberInput, SubscriberChange, SubscriberRecord } from "../store-port.ts";
 import type { SqliteDatabase } from "./sqlite-database.ts";
 import { recordEffects } from "./sqlite-notifications.ts";
-import { toTwin, type TwinRow } from "./sqlite-rows.ts";
+import type { TwinRow } from "./sqlite-rows.ts";
+import { endTwin } from "./sqlite-twins.ts";
 
 /**
  * A subscriber's provisioning is where a number becomes ours or stops being ours, so it is
  * also where the twins that say otherwise end, in the same transaction.
  */
-
-const other = (role: TwinRole): TwinRole => (role === "primary" ? "secondary" : "primary");
 
 /** Active twins naming the address on a side held by `operator` (`=`) or by anyone else (`<>`). */
 function twinsNaming(d: SqliteDatabase, address: string, operatorId: string, held: "=" | "<>"): { row: TwinRow; role: TwinRole }[] {
@@ -22,27 +21,9 @@ function twinsNaming(d: SqliteDatabase, address: string, operatorId: string, hel
   return [...of("primary"), ...of("secondary")];
 }
 
-/** Deactivates each twin and records what that causes; `causes(twin, role)` says how. */
-function endTwins(
-  d: SqliteDatabase,
-  found: { row: TwinRow; role: TwinRole }[],
-  nowMs: number,
-  causes: (twin: Twin, role: TwinRole) => ReturnType<typeof effectsOfChange>[],
-): SubscriberChange {
-  const endedTwins: Twin[] = [];
-  const notifications: StoredNotification[] = [];
-  let queued = false;
-  for (const { row, role } of found) {
-    d.sql(`UPDATE twins SET active = 0, updated_at = ? WHERE twin_id = ?`).run(nowMs, row.twin_id);
-    const twin = toTwin({ ...row, active: 0, updated_at: nowMs });
-    for (const effects of causes(twin, role)) {
-      const recorded = recordEffects(d, effects, nowMs);
-      notifications.push(...recorded.notifications);
-      queued ||= recorded.queued;
-    }
-    endedTwins.push(twin);
-  }
-  return { endedTwins, notifications, queued };
+/** What ending these twins caused, gathered. */
+function gathered(results: readonly ChangeResult[]): SubscriberChange {
+  return { endedTwins: results.map((r) => r.twin), notifications: results.flatMap((r) => r.notifications), queued: results.some((r) => r.queued) };
 }
 
 /**
@@ -60,12 +41,15 @@ export function putSubscriber(d: SqliteDatabase, r: SubscriberRecord, ownOperato
     ).run(r.address, r.twinningEnabled ? 1 : 0, r.credentialHash, r.updatedAtMs);
     const change = existed
       ? { endedTwins: [], notifications: [], queued: false }
-      : endTwins(d, twinsNaming(d, r.address, ownOperatorId, "<>"), r.updatedAtMs, (twin, claimedRole) => [
-          // To the claiming operator, as our party's deactivation…
-          effectsOfChange("deactivation", twin, other(claimedRole), ownOperatorId, r.updatedAtMs),
-          // …and to our party, as the other side's (notified here, nothing sent).
-          effectsOfChange("deactivation", twin, claimedRole, ownOperatorId, r.updatedAtMs, true),
-        ]);
+      : gathered(
+          twinsNaming(d, r.address, ownOperatorId, "<>").map(({ row, role: claimedRole }) => {
+            // To the claiming operator, as our party's deactivation…
+            const ended = endTwin(d, row.twin_id, otherRole(claimedRole), ownOperatorId, r.updatedAtMs);
+            // …and to our party, as the other side's (notified here, nothing sent).
+            const heard = recordEffects(d, effectsOfChange("deactivation", ended.twin, claimedRole, ownOperatorId, r.updatedAtMs, true), r.updatedAtMs);
+            return { ...ended, notifications: [...ended.notifications, ...heard.notifications], queued: ended.queued || heard.queued };
+          }),
+        );
     return { created: !existed, ...change };
   });
 }
@@ -80,9 +64,7 @@ export function deleteSubscriber(d: SqliteDatabase, input: DeleteSubscriberInput
     if (d.sql(`DELETE FROM subscribers WHERE address = ?`).run(input.address).changes === 0) {
       return { deleted: false, endedTwins: [], notifications: [], queued: false };
     }
-    const change = endTwins(d, twinsNaming(d, input.address, input.ownOperatorId, "="), input.nowMs, (twin, role) => [
-      effectsOfChange("deactivation", twin, role, input.ownOperatorId, input.nowMs),
-    ]);
+    const change = gathered(twinsNaming(d, input.address, input.ownOperatorId, "=").map(({ row, role }) => endTwin(d, row.twin_id, role, input.ownOperatorId, input.nowMs)));
     for (const { subscription_id } of d.sql(`SELECT subscription_id FROM subscriptions WHERE address = ?`).all(input.address) as { subscription_id: string }[]) {
       d.sql(`DELETE FROM outbox WHERE lane = ? AND state = 'pending'`).run(`callback:${subscription_id}`);
     }

@@ -10,7 +10,7 @@ import type {
   RedeemCodeInput,
   RedeemCodeResult,
 } from "../store-port.ts";
-import type { Twin } from "../../domain/twin.ts";
+import type { Twin, TwinRole } from "../../domain/twin.ts";
 import { findCorrelator, recordCorrelator } from "./sqlite-correlators.ts";
 import type { SqliteDatabase } from "./sqlite-database.ts";
 import { countQueuedForPeer, recordEffects } from "./sqlite-notifications.ts";
@@ -221,9 +221,18 @@ function assertPeerBacklogRoom(d: SqliteDatabase, operatorId: string, limit: num
 export function deactivateTwin(d: SqliteDatabase, input: DeactivateInput): ChangeResult {
   return d.write(() => {
     activeTwin(d, input.twinId);
-    d.sql(`UPDATE twins SET active = 0, updated_at = ? WHERE twin_id = ?`).run(input.nowMs, input.twinId);
-    const twin = toTwin(twinRow(d, input.twinId)!);
-    const { notifications, queued } = recordEffects(d, effectsOfChange("deactivation", twin, input.changedBy, input.ownOperatorId, input.nowMs), input.nowMs);
-    return { twin, changed: true, notifications, queued };
+    return endTwin(d, input.twinId, input.changedBy, input.ownOperatorId, input.nowMs);
   });
+}
+
+/**
+ * Deactivates a twin, in the caller's transaction, and records what that causes: the other side
+ * of `changedBy` is notified here or sent the deactivation; `fromPeer` (the peer ended it): only
+ * our side hears, nothing is sent back.
+ */
+export function endTwin(d: SqliteDatabase, twinId: string, changedBy: TwinRole, ownOperatorId: string | undefined, nowMs: number, fromPeer = false): ChangeResult {
+  d.sql(`UPDATE twins SET active = 0, updated_at = ? WHERE twin_id = ?`).run(nowMs, twinId);
+  const twin = toTwin(twinRow(d, twinId)!);
+  const { notifications, queued } = recordEffects(d, effectsOfChange("deactivation", twin, changedBy, ownOperatorId, nowMs, fromPeer), nowMs);
+  return { twin, changed: true, notifications, queued };
 }
