@@ -34,7 +34,7 @@ export async function startProfiledTarget(mode: Mode, nodeFlags: string[]): Prom
   }
   const dir = mkdtempSync(join(tmpdir(), "twinning-prof-"));
   const port = 18000 + Math.floor(Math.random() * 1000);
-  writeFileSync(join(dir, "node.json"), JSON.stringify({ operatorId: "001-01", dataDir: join(dir, "data"), logLevel: "warn", device: { port } }));
+  writeFileSync(join(dir, "node.json"), JSON.stringify({ operatorId: "001-01", dataDir: join(dir, "data"), logLevel: "warn", databaseSynchronous: "normal", device: { port } }));
   const node = spawn(process.execPath, [...nodeFlags, "--import", "tsx", "node/main.ts"], {
     cwd: ROOT,
     env: { ...process.env, TWINNING_CONFIG: join(dir, "node.json") },

@@ -17,6 +17,10 @@ const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 if (!(DURATION_S > 0) || !Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Error("BENCH_DURATION_S must be a positive number and BENCH_ROUNDS a positive integer");
 const CONNECTIONS = 50;
+/** BENCH_ONLY=local|federation|scale (comma-separated) runs only those steps, after the baselines; results.json is then not written. */
+const ONLY = process.env.BENCH_ONLY?.split(",").map((x) => x.trim());
+if (ONLY?.some((x) => !["local", "federation", "scale"].includes(x))) throw new Error("BENCH_ONLY takes local, federation and scale");
+const runs = (step: "local" | "federation" | "scale") => ONLY === undefined || ONLY.includes(step);
 /**
  * The goals compare nodes with baselines whose SQLite is set up alike (WAL, synchronous=NORMAL),
  * so the nodes measured for them run with databaseSynchronous "normal". The node's default,
@@ -308,19 +312,21 @@ async function main() {
   const raw: Record<string, unknown> = { machine: { cpus: (await import("node:os")).cpus().length, node: process.version }, durationS: DURATION_S, connections: CONNECTIONS, rounds: ROUNDS };
   try {
     const base = await baselines(raw);
-    await localGoals(dir, base, goals, raw);
-    await federationGoals(dir, base, goals, raw);
-    if (process.env.BENCH_SKIP_SCALE !== "1") await scaleGoals(dir, goals, raw);
+    if (runs("local")) await localGoals(dir, base, goals, raw);
+    if (runs("federation")) await federationGoals(dir, base, goals, raw);
+    if (runs("scale") && process.env.BENCH_SKIP_SCALE !== "1") await scaleGoals(dir, goals, raw);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  mkdirSync(join(ROOT, "bench"), { recursive: true });
-  writeFileSync(join(ROOT, "bench", "results.json"), JSON.stringify({ date: new Date().toISOString(), goals, ...raw }, null, 2) + "\n");
+  if (ONLY === undefined) {
+    mkdirSync(join(ROOT, "bench"), { recursive: true });
+    writeFileSync(join(ROOT, "bench", "results.json"), JSON.stringify({ date: new Date().toISOString(), goals, ...raw }, null, 2) + "\n");
+  }
   const width = Math.max(...goals.map((g) => g.name.length));
   log("");
   log(`${"goal".padEnd(width)}  ${"value".padStart(9)}  ${"target".padEnd(7)}  met`);
   for (const g of goals) log(`${g.name.padEnd(width)}  ${String(g.value).padStart(9)}  ${g.goal.padEnd(7)}  ${g.met ? "yes" : "NO"}`);
-  log("\nwrote bench/results.json");
+  log(ONLY === undefined ? "\nwrote bench/results.json" : "\nBENCH_ONLY: bench/results.json left as it was");
 }
 
 await main();

@@ -2,6 +2,7 @@ import { Agent, request } from "undici";
 import { TwinningError } from "../node/errors/twinning-error.ts";
 import { FEDERATION_CONTENT_TYPE, verifyMessage, type MessageSigner } from "./message-codec.ts";
 import type { PeerRegistry } from "./peer-registry.ts";
+import { withDeadline } from "./deadline.ts";
 import { readCapped } from "./read-capped.ts";
 
 export const FEDERATION_BASE = "/federation/v1";
@@ -72,18 +73,19 @@ export class PeerClient {
     let text: string;
     let contentType: string;
     try {
-      const res = await request(htu, {
-        method: message.method,
-        dispatcher: this.#agent(operatorId),
-        headers: { "content-type": FEDERATION_CONTENT_TYPE, "x-twinning-msgid": message.msgId },
-        ...(signed ? { body: signed } : {}),
-        headersTimeout: this.#o.timeoutMs,
-        bodyTimeout: this.#o.timeoutMs,
-        signal: AbortSignal.timeout(this.#o.timeoutMs),
-      });
-      status = res.statusCode;
-      contentType = String(res.headers["content-type"] ?? "");
-      text = await readCapped(res.body, MAX_PEER_ANSWER_BYTES, () => new Error(`answer over ${MAX_PEER_ANSWER_BYTES} bytes`));
+      ({ status, contentType, text } = await withDeadline(this.#o.timeoutMs, async (signal) => {
+        const res = await request(htu, {
+          method: message.method,
+          dispatcher: this.#agent(operatorId),
+          headers: { "content-type": FEDERATION_CONTENT_TYPE, "x-twinning-msgid": message.msgId },
+          ...(signed ? { body: signed } : {}),
+          headersTimeout: this.#o.timeoutMs,
+          bodyTimeout: this.#o.timeoutMs,
+          signal,
+        });
+        const contentType = String(res.headers["content-type"] ?? "");
+        return { status: res.statusCode, contentType, text: await readCapped(res.body, MAX_PEER_ANSWER_BYTES, () => new Error(`answer over ${MAX_PEER_ANSWER_BYTES} bytes`)) };
+      }));
     } catch (error) {
       throw new TwinningError("peer_unreachable", { variables: [operatorId], detail: `transport: ${(error as Error).message}`, cause: error });
     }

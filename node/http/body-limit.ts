@@ -28,19 +28,23 @@ export function limitBody(maxBytes: number, jsonOnly: (path: string) => boolean 
     if (length !== undefined && Number(length) > maxBytes) throw tooLarge();
     const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
     const method = c.req.method;
-    if ((method === "POST" || method === "PUT" || method === "PATCH") && jsonOnly(c.req.path)) {
-      const type = (c.req.header("content-type") ?? "").split(";")[0]!.trim();
-      if (!JSON_MEDIA_TYPE.test(type)) throw new TwinningError("invalid_input", { variables: ["Content-Type"] });
+    const isJson = JSON_MEDIA_TYPE.test((c.req.header("content-type") ?? "").split(";")[0]!.trim());
+    if (!isJson && (method === "POST" || method === "PUT" || method === "PATCH") && jsonOnly(c.req.path)) {
+      throw new TwinningError("invalid_input", { variables: ["Content-Type"] });
     }
     if (!incoming) return fallback(c, next); // not on Node (e.g. app.request in a test)
     const text = await readBody(incoming, maxBytes);
     const cache = (c.req as unknown as { bodyCache: Record<string, Promise<unknown>> }).bodyCache;
     cache.text = Promise.resolve(text);
-    try {
-      // Malformed JSON is left to the validator, which answers 400 SVC0002 from the text.
-      cache.json = Promise.resolve(JSON.parse(text));
-    } catch {
-      /* not JSON */
+    // Parsed only when declared JSON (a federation message is a JWS: trying it would cost a
+    // thrown SyntaxError per message). Malformed JSON is left to the validator, which answers
+    // 400 SVC0002 from the text.
+    if (isJson) {
+      try {
+        cache.json = Promise.resolve(JSON.parse(text));
+      } catch {
+        /* not JSON */
+      }
     }
     return next();
   };

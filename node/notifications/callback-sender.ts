@@ -1,5 +1,6 @@
 import { request, type Dispatcher } from "undici";
 import type { OutboxEntry } from "../store/store-port.ts";
+import { withDeadline } from "../../peers/deadline.ts";
 import { resolvesInternally } from "./callback-target.ts";
 
 /** A failed delivery: the receiver's status and a shortened body, never our payload. */
@@ -24,23 +25,25 @@ export function createCallbackSender(options: { dispatcher: Dispatcher; timeoutM
     if (!options.allowPrivateTargets && (await resolvesInternally(entry.target).catch(() => true))) {
       throw new DeliveryError("callback address is internal or does not resolve", undefined, { permanent: true });
     }
-    let response: Dispatcher.ResponseData;
-    try {
-      response = await request(entry.target, {
-        method: "POST",
-        dispatcher: options.dispatcher,
-        headers: { "content-type": "application/json" },
-        body: entry.payload,
-        headersTimeout: options.timeoutMs,
-        bodyTimeout: options.timeoutMs,
-        signal: AbortSignal.timeout(options.timeoutMs),
-      });
-    } catch (error) {
-      throw new DeliveryError(`callback unreachable: ${(error as Error).message ?? "error"}`.slice(0, 200), undefined, { cause: error });
-    }
-    const text = await response.body.text().catch(() => "");
-    if (response.statusCode < 200 || response.statusCode >= 300) {
-      throw new DeliveryError(`callback answered ${response.statusCode}: ${text.slice(0, 120)}`, response.statusCode);
+    const { statusCode, text } = await withDeadline(options.timeoutMs, async (signal) => {
+      let response: Dispatcher.ResponseData;
+      try {
+        response = await request(entry.target, {
+          method: "POST",
+          dispatcher: options.dispatcher,
+          headers: { "content-type": "application/json" },
+          body: entry.payload,
+          headersTimeout: options.timeoutMs,
+          bodyTimeout: options.timeoutMs,
+          signal,
+        });
+      } catch (error) {
+        throw new DeliveryError(`callback unreachable: ${(error as Error).message ?? "error"}`.slice(0, 200), undefined, { cause: error });
+      }
+      return { statusCode: response.statusCode, text: await response.body.text().catch(() => "") };
+    });
+    if (statusCode < 200 || statusCode >= 300) {
+      throw new DeliveryError(`callback answered ${statusCode}: ${text.slice(0, 120)}`, statusCode);
     }
   };
 }

@@ -74,7 +74,11 @@ export interface TwinningStore {
   enqueuePeerMessages(messages: readonly PeerMessageDraft[], nowMs: number, dueAtMs?: number): Promise<number[]>;
   /** Messages waiting for one peer operator, in every lane, counted up to `limit` (the backlog bound). */
   countQueuedForPeer(operatorId: string, limit: number): Promise<number>;
-  /** The replay cache of federation `jti`s: false when already seen. */
+  /**
+   * The replay cache of federation `jti`s: false when already seen (also when seen and not yet
+   * committed). The jti must be committed no later than any effect of its message: in the same
+   * transaction as the first write that follows, or before it.
+   */
   rememberJti(jti: string, expiresAtMs: number, nowMs: number): Promise<boolean>;
 
   // --- subscriptions and notifications (HLF-PD-007, HLF-SD-008, HLF-CM-005) ---

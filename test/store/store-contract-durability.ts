@@ -106,6 +106,20 @@ export function durabilityContract(makeStore: MakeStore): void {
       expect(await snapshot(again)).toEqual(before);
     });
 
+    it("the federation replay cache (DESIGN: jti seen once): a jti is refused again at once, before its row is committed, and after a reopen", async ({ skip }) => {
+      const { store, reopen } = h();
+      if (!reopen) return skip("the implementation offers no reopen");
+      const expiresAtMs = T0 + MINUTE;
+      // Asked twice in the same turn: the second is a replay although nothing has committed yet.
+      expect(await Promise.all([store.rememberJti("002-01:j1", expiresAtMs, T0), store.rememberJti("002-01:j1", expiresAtMs, T0)])).toEqual([true, false]);
+      // The change the message carried commits after it (here any write).
+      await store.putSubscriber({ address: S4, twinningEnabled: true, credentialHash: "scrypt:x", updatedAtMs: T0 }, OP);
+      expect(await store.rememberJti("002-01:j1", expiresAtMs, T0)).toBe(false);
+      const again = await reopen();
+      expect(await again.rememberJti("002-01:j1", expiresAtMs, T0)).toBe(false);
+      expect(await again.rememberJti("002-01:j2", expiresAtMs, T0)).toBe(true);
+    });
+
     it("clientCorrelators and failed attempts survive a reopen: retries still replay, a rate limit still holds", async ({ skip }) => {
       const { store, reopen } = h();
       if (!reopen) return skip("the implementation offers no reopen");

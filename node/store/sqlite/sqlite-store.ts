@@ -47,6 +47,8 @@ export class SqliteStore implements TwinningStore {
   /** The request path's reads between writes, per table; only with the exclusive lock (see ReadCache). */
   readonly #caches: { subscribers: ReadCache; twins: ReadCache } | undefined;
   readonly #group: GroupCommit;
+  /** Replay-cache entries answered but not yet written (see rememberJti). */
+  readonly #unwrittenJtis = new Set<string>();
 
   /**
    * `exclusiveLock`: hold the file's lock for the store's lifetime (see SqliteDatabase), which
@@ -151,11 +153,13 @@ export class SqliteStore implements TwinningStore {
   }
 
   async applyRemoteStatus(input: RemoteStatusInput): Promise<ChangeResult> {
-    return federation.applyRemoteStatus(this.#d, input);
+    // A peer's toggle shares the group's transaction, as a device's does, and with it the
+    // replay-cache row of the message that carried it (rememberJti).
+    return this.#group.run(() => federation.applyRemoteStatus(this.#d, input));
   }
 
   async applyRemoteDeactivation(input: RemoteDeactivationInput): Promise<ChangeResult | undefined> {
-    return federation.applyRemoteDeactivation(this.#d, input);
+    return this.#group.run(() => federation.applyRemoteDeactivation(this.#d, input));
   }
 
   async countQueuedForPeer(operatorId: string, limit: number): Promise<number> {
@@ -166,8 +170,18 @@ export class SqliteStore implements TwinningStore {
     return this.#d.write(() => notifications.recordPeerMessages(this.#d, messages, nowMs, dueAtMs));
   }
 
+  /**
+   * Answered at once; the row is written in the group commit now queued, so it commits with
+   * the message's own effect (one commit, one flush) or before it: any other write commits the
+   * group first. Until then the jti is held here, so a replay arriving meanwhile is refused too.
+   */
   async rememberJti(jti: string, expiresAtMs: number, _nowMs: number): Promise<boolean> {
-    return federation.rememberJti(this.#d, jti, expiresAtMs);
+    if (this.#unwrittenJtis.has(jti) || federation.isKnownJti(this.#d, jti)) return false;
+    this.#unwrittenJtis.add(jti);
+    const written = () => this.#unwrittenJtis.delete(jti);
+    // A failed group fails the message's effect with it; the jti is then free again, as nothing of the message stands.
+    this.#group.run(() => federation.rememberJti(this.#d, jti, expiresAtMs)).then(written, written);
+    return true;
   }
 
   async createSubscription(input: CreateSubscriptionInput): Promise<{ subscription: SubscriptionRecord; replayed: boolean }> {
@@ -213,7 +227,9 @@ export class SqliteStore implements TwinningStore {
   }
 
   async completeOutboxEntries(ids: readonly number[]): Promise<void> {
-    this.#d.write(() => {
+    // In the group commit: a peer's answer often arrives with the next toggle, and both then
+    // share one commit.
+    await this.#group.run(() => {
       for (const id of ids) this.#d.sql(`DELETE FROM outbox WHERE id = ?`).run(id);
     });
   }
@@ -223,7 +239,7 @@ export class SqliteStore implements TwinningStore {
   }
 
   async completeOutboxEntry(id: number): Promise<void> {
-    this.#d.sql(`DELETE FROM outbox WHERE id = ?`).run(id);
+    return this.completeOutboxEntries([id]);
   }
 
   async failOutboxEntry(input: { id: number; attempts: number; nextAttemptAtMs: number | undefined; lastError: string; nowMs: number }): Promise<void> {
