@@ -40,17 +40,7 @@ export function createFederationApp(ctx: NodeContext, federation: Federation): H
 
   app.use("*", limitBody(options.maxBodyBytes));
   app.use(`${FEDERATION_BASE}/*`, async (c, next) => {
-    const socket = c.env.incoming.socket;
-    // Node reports a resumed TLS 1.3 session as authorized even when the first handshake
-    // carried no certificate: the certificate itself must be there too.
-    // getPeerX509Certificate parses on demand: a quarter of getPeerCertificate's cost, which
-    // builds every field of the certificate as an object on each call.
-    const certificate = socket.authorized ? socket.getPeerX509Certificate() : undefined;
-    if (!certificate) {
-      throw new TwinningError("federation_rejected", { variables: ["client certificate not issued by the federation CA"], detail: String(socket.authorizationError ?? "no certificate") });
-    }
-    const operator = operatorFromSubjectAltName(certificate.subjectAltName);
-    if (!operator) throw new TwinningError("federation_rejected", { variables: ["client certificate names no operator"] });
+    const operator = certifiedOperator(c.env.incoming.socket);
     if (!federation.hasPeer(operator)) throw new TwinningError("peer_not_allowed", { variables: [`operator ${operator} is not a known peer`] });
     c.set("peer", operator);
     c.set("msgId", (c.req.header("x-twinning-msgid") ?? "").slice(0, 100));
@@ -89,4 +79,26 @@ export function createFederationApp(ctx: NodeContext, federation: Federation): H
     return new Response(JSON.stringify(errorBody(e)), { status: e.status, headers: { "content-type": "application/json" } });
   });
   return app;
+}
+
+/** The operator each connection's client certificate names, read once per TLS 1.3 connection (whose peer never changes). */
+const operatorOfConnection = new WeakMap<TLSSocket, string>();
+
+/** The operator the connection's client certificate names, or a rejection saying why none. */
+function certifiedOperator(socket: TLSSocket): string {
+  const known = operatorOfConnection.get(socket);
+  if (known !== undefined) return known;
+  // Node reports a resumed TLS 1.3 session as authorized even when the first handshake
+  // carried no certificate: the certificate itself must be there too.
+  // getPeerX509Certificate parses on demand: a quarter of getPeerCertificate's cost, which
+  // builds every field of the certificate as an object on each call.
+  const certificate = socket.authorized ? socket.getPeerX509Certificate() : undefined;
+  if (!certificate) {
+    throw new TwinningError("federation_rejected", { variables: ["client certificate not issued by the federation CA"], detail: String(socket.authorizationError ?? "no certificate") });
+  }
+  const operator = operatorFromSubjectAltName(certificate.subjectAltName);
+  if (!operator) throw new TwinningError("federation_rejected", { variables: ["client certificate names no operator"] });
+  // TLS 1.2 may renegotiate, with another certificate: only a 1.3 connection's answer is kept.
+  if (socket.getProtocol() === "TLSv1.3") operatorOfConnection.set(socket, operator);
+  return operator;
 }

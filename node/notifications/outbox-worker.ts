@@ -59,8 +59,17 @@ export class OutboxWorker {
     this.#loop = this.#run();
   }
 
-  /** Called after a commit that wrote outbox entries (and when a lane's delivery ends). */
-  wake(): void {
+  /**
+   * Called after a commit that wrote outbox entries (and when a lane's delivery ends).
+   * `laneHeads`: entries that were first in their lane at that commit, due now (ChangeResult):
+   * an idle lane among them starts at once, without a look at the outbox; the others are found
+   * by the round this wake asks for, as every entry is.
+   */
+  wake(laneHeads?: readonly OutboxEntry[]): void {
+    for (const head of laneHeads ?? []) {
+      if (!this.#running || this.#active.size >= this.#o.concurrency || this.#active.has(head.lane)) continue;
+      this.#startLane(head, true);
+    }
     this.#pendingWake = true;
     this.#wake?.();
   }
@@ -98,10 +107,11 @@ export class OutboxWorker {
   async #round(): Promise<number> {
     this.#pendingWake = false;
     const o = this.#o;
-    const free = o.concurrency - this.#active.size;
-    if (free > 0) {
-      // Lanes under way still have their heads pending: ask for enough to find `free` others.
+    if (o.concurrency - this.#active.size > 0) {
+      // Lanes under way still have their heads pending: ask for enough to find the free slots' worth of others.
       const due = (await o.store.dueOutboxHeads(o.nowMs(), o.concurrency + this.#active.size)).filter((e) => !this.#active.has(e.lane));
+      // Counted again after the read: a wake may have started lanes meanwhile.
+      const free = Math.max(0, o.concurrency - this.#active.size);
       for (const head of due.slice(0, free)) this.#startLane(head);
       if (due.length > free) return this.#pendingWake ? 0 : 60_000; // a lane that ends wakes the loop
     }
@@ -114,8 +124,9 @@ export class OutboxWorker {
     return next === undefined ? 60_000 : Math.max(0, next - o.nowMs());
   }
 
-  #startLane(head: OutboxEntry): void {
-    const task = this.#deliverLane(head)
+  /** `alone`: the head is known to be all the lane holds that was due when it was found (a wake's lane head). */
+  #startLane(head: OutboxEntry, alone = false): void {
+    const task = this.#deliverLane(head, alone)
       .catch(async (error: unknown) => {
         // A failed write-back or read in the lane: it stays queued; the lane rests before it is
         // taken again, so a store that keeps failing is not hammered (nor the target).
@@ -133,8 +144,8 @@ export class OutboxWorker {
    * Delivers a lane's entries one after the other, from its head, while they succeed: each next
    * entry is an index range read, so a long queue drains without rescanning every lane.
    */
-  async #deliverLane(head: OutboxEntry): Promise<void> {
-    if (this.#o.deliverBatch && head.kind === "peer") return this.#deliverLaneInBatches(head);
+  async #deliverLane(head: OutboxEntry, alone: boolean): Promise<void> {
+    if (this.#o.deliverBatch && head.kind === "peer") return this.#deliverLaneInBatches(head, alone);
     let entry: OutboxEntry | undefined = head;
     // Bounded, so one long lane cannot hold back the others (they are looked at again after it).
     for (let n = 0; entry && this.#running && n < 100; n++) {
@@ -148,10 +159,10 @@ export class OutboxWorker {
    * delivered entry is completed, a permanent refusal becomes a dead letter and the lane moves
    * on, a retry stops the lane there (what follows waits, so order of effect holds).
    */
-  async #deliverLaneInBatches(head: OutboxEntry): Promise<void> {
+  async #deliverLaneInBatches(head: OutboxEntry, alone: boolean): Promise<void> {
     const o = this.#o;
     const size = o.batchSize ?? 100;
-    let batch = [head, ...(await o.store.nextOutboxEntriesInLane(head.lane, head.id, o.nowMs(), size - 1))];
+    let batch = alone ? [head] : [head, ...(await o.store.nextOutboxEntriesInLane(head.lane, head.id, o.nowMs(), size - 1))];
     for (let round = 0; batch.length > 0 && this.#running && round < 20; round++) {
       let outcomes: BatchOutcome[];
       try {
@@ -173,7 +184,8 @@ export class OutboxWorker {
         if (!dead) return;
       }
       await this.#completed(delivered);
-      if (batch.length < size) return;
+      // A short batch was all the lane held when it was read; what was queued since (often the
+      // next toggle, committed with this batch's completion) is taken here, not by a new round.
       batch = await o.store.nextOutboxEntriesInLane(head.lane, batch[batch.length - 1]!.id, o.nowMs(), size);
     }
   }

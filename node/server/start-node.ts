@@ -177,9 +177,10 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
     deviceBaseUrl: () => baseUrl,
     jwks: () => ({ keys: [secrets.signingKey.publicJwk] }),
     lifecycle: lifecycle.signal,
-    committed: (notifications, queued) => {
+    committed: (notifications, queued, laneHeads) => {
+      // Peer messages first: their delivery is under way before the streams are written to.
+      if (queued) outbox.wake(laneHeads);
       hub.publish(notifications);
-      if (queued) outbox.wake();
     },
   };
 

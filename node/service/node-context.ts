@@ -4,7 +4,7 @@ import type { CodeHasher } from "../domain/activation-code.ts";
 import type { StoredNotification } from "../domain/notification.ts";
 import type { NotificationHub } from "../notifications/notification-hub.ts";
 import type { NodeMetrics } from "../observability/metrics.ts";
-import type { TwinningStore } from "../store/store-port.ts";
+import type { OutboxEntry, TwinningStore } from "../store/store-port.ts";
 import type { AccessTokens } from "../tokens/access-tokens.ts";
 import type { ReplaySealer } from "./replay-sealer.ts";
 import type { Federation } from "../federation/federation.ts";
@@ -38,6 +38,9 @@ export interface NodeContext {
   readonly jwks: () => { keys: object[] };
   /** Aborted when the node starts shutting down: long polls and SSE streams end. */
   readonly lifecycle: AbortSignal;
-  /** Called after a commit: notifications go to live streams; `queued` wakes the outbox worker. */
-  readonly committed: (notifications: readonly StoredNotification[], queued: boolean) => void;
+  /**
+   * Called after a commit: notifications go to live streams; `queued` wakes the outbox worker,
+   * which starts `laneHeads` (ChangeResult) at once when their lanes are idle.
+   */
+  readonly committed: (notifications: readonly StoredNotification[], queued: boolean, laneHeads?: readonly OutboxEntry[]) => void;
 }

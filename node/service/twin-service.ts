@@ -64,14 +64,14 @@ async function changeStatus(ctx: NodeContext, which: { twinId: string; primaryAd
     nowMs: ctx.nowMs(),
     maxQueuedPerPeer: ctx.config.delivery.maxQueuedMessagesPerPeer,
   });
-  if (result.changed) ctx.committed(result.notifications, result.queued);
+  if (result.changed) ctx.committed(result.notifications, result.queued, result.laneHeads);
   return result.twin;
 }
 
 /** HLF-PD-004, HLF-SD-007, HLF-TE-004: the relationship ends and its tokens die with it. */
 export async function deactivateTwin(ctx: NodeContext, twin: Twin, changedBy: TwinRole): Promise<void> {
   const result = await ctx.store.deactivateTwin({ twinId: twin.twinId, changedBy, nowMs: ctx.nowMs(), ownOperatorId: ctx.config.operatorId });
-  ctx.committed(result.notifications, result.queued);
+  ctx.committed(result.notifications, result.queued, result.laneHeads);
 }
 
 export async function renameTwin(ctx: NodeContext, twin: Twin, name: string): Promise<Twin> {

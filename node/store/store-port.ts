@@ -315,6 +315,11 @@ export interface ChangeResult {
   readonly notifications: StoredNotification[];
   /** Whether the change wrote outbox entries (callbacks, peer messages) to deliver. */
   readonly queued: boolean;
+  /**
+   * Optional: peer messages of the change that were first in their lane when it committed, due
+   * now, which the delivery worker may start without looking for them (OutboxWorker.wake).
+   */
+  readonly laneHeads?: readonly OutboxEntry[];
 }
 
 export interface SubscriptionRecord {

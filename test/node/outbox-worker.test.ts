@@ -71,6 +71,35 @@ describe("outbox worker", () => {
     expect(delivered).toEqual(["003-01", "002-01"]);
   });
 
+  it("HLF-IC-007 a lane head handed to wake is sent at once, before the worker looks at the outbox; a busy lane's is not sent twice", async () => {
+    const store = storeInTempDir();
+    const steps: string[] = [];
+    const dueOutboxHeads = store.dueOutboxHeads.bind(store);
+    // Observed, not replaced: the real store answers.
+    store.dueOutboxHeads = async (nowMs, limit) => (steps.push("outbox looked at"), dueOutboxHeads(nowMs, limit));
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const sent: number[] = [];
+    const worker = startWorker(store, async (entries) => {
+      steps.push(`sent ${entries.map((e) => e.id).join(",")}`);
+      sent.push(...entries.map((e) => e.id));
+      await held;
+      return entries.map(() => ({ outcome: "delivered" as const }));
+    });
+    await eventually(async () => steps.length, (n) => n > 0, 5_000); // the worker's first round, on an empty outbox
+    steps.length = 0;
+    const [id] = await store.enqueuePeerMessages([message("002-01")], Date.now());
+    const [head] = await store.nextOutboxEntriesInLane("peer:002-01", 0, Date.now(), 1);
+    expect(head?.id).toBe(id);
+    worker.wake([head!]);
+    expect(steps[0]).toBe(`sent ${id}`);
+    // Handed again while its lane is under way: not sent a second time.
+    worker.wake([head!]);
+    release();
+    await eventually(async () => (await store.outboxStats()).pending, (n) => n === 0, 5_000);
+    expect(sent).toEqual([id]);
+  });
+
   it("HLF-IC-007 a store failure while a lane is delivered does not stop the worker: the lane is taken again and nothing is lost", async () => {
     const store = storeInTempDir();
     const complete = store.completeOutboxEntries;

@@ -241,13 +241,7 @@ export function deliveryContract(makeStore: MakeStore): void {
 
     it("HLF-IC-007 a toggle that would queue a peer message behind maxQueuedPerPeer others is refused (SVC3002) and not applied; a deactivation is not", async () => {
       const { store } = h();
-      const twinId = uuid();
-      await store.insertFederatedTwin({
-        twin: { twinId, primaryAddress: P1, primaryOperatorId: OP, secondaryAddress: S1, secondaryOperatorId: OTHER_OP, name: "watch", status: "On", version: 1, statusOrigin: OP },
-        localSide: "primary",
-        nowMs: T0,
-        maxTwinsPerPrimary: 10,
-      });
+      const twinId = await twinWithPeerSecondary(store);
       const toggle = (status: "On" | "Off") => store.changeTwinStatus({ twinId, status, changedBy: "primary", origin: OP, nowMs: T0 + SECOND, maxQueuedPerPeer: 2 });
       await toggle("Off");
       // A message in another lane for the same peer (a compensation) counts too.
@@ -261,8 +255,41 @@ export function deliveryContract(makeStore: MakeStore): void {
       expect((await store.outboxStats()).pending).toBe(3);
     });
 
+    it("a change names its peer messages that are first in their lane (laneHeads), and only those", async () => {
+      const { store } = h();
+      const twinId = await twinWithPeerSecondary(store);
+      const [activation] = await store.dueOutboxHeads(T0, 10);
+      if (activation) await store.completeOutboxEntries([activation.id]); // not needed by this test
+      const first = await store.changeTwinStatus({ twinId, status: "Off", changedBy: "primary", origin: OP, nowMs: T0 + SECOND });
+      // Optional in the port; this store gives it.
+      expect(first.laneHeads).toHaveLength(1);
+      const [head] = await store.dueOutboxHeads(T0 + SECOND, 10);
+      expect(first.laneHeads).toEqual([head]);
+      expect(JSON.parse(head!.payload)).toMatchObject({ method: "PUT", body: { status: "Off", version: 2 } });
+      // The second toggle's message waits behind the first, undelivered: not a head.
+      const second = await store.changeTwinStatus({ twinId, status: "On", changedBy: "primary", origin: OP, nowMs: T0 + 2 * SECOND });
+      expect(second.queued).toBe(true);
+      expect(second.laneHeads).toEqual([]);
+      // Once the lane is empty again, the next one is.
+      await store.completeOutboxEntries((await store.nextOutboxEntriesInLane(head!.lane, 0, T0 + 3 * SECOND, 10)).map((e) => e.id));
+      const third = await store.deactivateTwin({ twinId, changedBy: "primary", nowMs: T0 + 3 * SECOND, ownOperatorId: OP });
+      expect(third.laneHeads?.map((e) => JSON.parse(e.payload).method)).toEqual(["DELETE"]);
+    });
+
     it("ping resolves on an open store", async () => {
       await expect(h().store.ping()).resolves.toBeUndefined();
     });
   });
+}
+
+/** P1's twin with S1, a secondary of OTHER_OP: its changes queue peer messages. */
+async function twinWithPeerSecondary(store: TwinningStore): Promise<string> {
+  const twinId = uuid();
+  await store.insertFederatedTwin({
+    twin: { twinId, primaryAddress: P1, primaryOperatorId: OP, secondaryAddress: S1, secondaryOperatorId: OTHER_OP, name: "watch", status: "On", version: 1, statusOrigin: OP },
+    localSide: "primary",
+    nowMs: T0,
+    maxTwinsPerPrimary: 10,
+  });
+  return twinId;
 }

@@ -54,12 +54,17 @@ export function recordPeerMessages(d: SqliteDatabase, messages: readonly PeerMes
 
 /**
  * Records everything a change causes, in the caller's transaction; `queued` says whether the
- * outbox got entries (only then is the delivery worker worth waking).
+ * outbox got entries (only then is the delivery worker worth waking); `laneHeads`, the peer
+ * messages that are first in their lane, which the worker may start at once (see OutboxWorker.wake).
  */
-export function recordEffects(d: SqliteDatabase, effects: ChangeEffects, nowMs: number): { notifications: StoredNotification[]; queued: boolean } {
-  const peers = recordPeerMessages(d, effects.peerMessages, nowMs).length;
+export function recordEffects(d: SqliteDatabase, effects: ChangeEffects, nowMs: number): { notifications: StoredNotification[]; queued: boolean; laneHeads: OutboxEntry[] } {
+  const ids = recordPeerMessages(d, effects.peerMessages, nowMs);
+  const laneHeads = ids.flatMap((id) => {
+    const row = d.sql(`SELECT * FROM outbox o WHERE id = ? AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.lane = o.lane AND e.state = 'pending' AND e.id < o.id)`).get(id) as OutboxRow | undefined;
+    return row ? [toOutboxEntry(row)] : [];
+  });
   const { stored, queued } = recordNotifications(d, effects.notifications, nowMs);
-  return { notifications: stored, queued: peers + queued > 0 };
+  return { notifications: stored, queued: ids.length + queued > 0, laneHeads };
 }
 
 export function createSubscription(d: SqliteDatabase, input: CreateSubscriptionInput): { subscription: SubscriptionRecord; replayed: boolean } {

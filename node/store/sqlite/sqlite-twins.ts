@@ -209,8 +209,8 @@ export function changeTwinStatus(d: SqliteDatabase, input: ChangeStatusInput): C
   const twin = toTwin(updated);
   const effects = effectsOfChange("status", twin, input.changedBy, input.origin, input.nowMs);
   if (input.maxQueuedPerPeer !== undefined) for (const m of effects.peerMessages) assertPeerBacklogRoom(d, m.operatorId, input.maxQueuedPerPeer);
-  const { notifications, queued } = recordEffects(d, effects, input.nowMs);
-  return { twin, changed: true, notifications, queued };
+  const { notifications, queued, laneHeads } = recordEffects(d, effects, input.nowMs);
+  return { twin, changed: true, notifications, queued, laneHeads };
 }
 
 /** The outbox bound per peer: counting stops at the limit, so a check costs at most that. */
@@ -233,6 +233,6 @@ export function deactivateTwin(d: SqliteDatabase, input: DeactivateInput): Chang
 export function endTwin(d: SqliteDatabase, twinId: string, changedBy: TwinRole, ownOperatorId: string | undefined, nowMs: number, fromPeer = false): ChangeResult {
   d.sql(`UPDATE twins SET active = 0, updated_at = ? WHERE twin_id = ?`).run(nowMs, twinId);
   const twin = toTwin(twinRow(d, twinId)!);
-  const { notifications, queued } = recordEffects(d, effectsOfChange("deactivation", twin, changedBy, ownOperatorId, nowMs, fromPeer), nowMs);
-  return { twin, changed: true, notifications, queued };
+  const { notifications, queued, laneHeads } = recordEffects(d, effectsOfChange("deactivation", twin, changedBy, ownOperatorId, nowMs, fromPeer), nowMs);
+  return { twin, changed: true, notifications, queued, laneHeads };
 }
