@@ -17,6 +17,8 @@ const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 if (!(DURATION_S > 0) || !Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Error("BENCH_DURATION_S must be a positive number and BENCH_ROUNDS a positive integer");
 const CONNECTIONS = 50;
+/** Goal 3: toggles propagated one at a time, after the warm-up. */
+const PROPAGATED = 1_000;
 /** BENCH_ONLY=local|federation|scale (comma-separated) runs only those steps, after the baselines; results.json is then not written. */
 const ONLY = process.env.BENCH_ONLY?.split(",").map((x) => x.trim());
 if (ONLY?.some((x) => !["local", "federation", "scale"].includes(x))) throw new Error("BENCH_ONLY takes local, federation and scale");
@@ -94,12 +96,26 @@ async function baselines(raw: Record<string, unknown>) {
     targets: Array.from({ length: CONNECTIONS }, (_, i) => ({ path: `/primary/${encodeURIComponent(`tel:+1${i}`)}/twins`, token: "unused" })),
   }, reads.pid);
   await reads.stop();
-  log("baseline: undici mTLS keep-alive round trip …");
-  const rtt = await runScript<{ p50Ms: number; p99Ms: number; handshakes: number }>("bench/mtls-rtt.ts", ["3000"]);
-  log("reference: the same round trip to a server in another process …");
-  const rttCrossProcess = await runScript<{ p50Ms: number; p99Ms: number; handshakes: number }>("bench/mtls-rtt.ts", ["3000", "cross-process"]);
-  Object.assign(raw, { baselineMtlsRtt: rtt, referenceMtlsRttCrossProcess: rttCrossProcess, referenceSameReads: sameReads });
-  return { rtt, rttCrossProcess, sameReads };
+  Object.assign(raw, { referenceSameReads: sameReads });
+  return { sameReads };
+}
+
+type Rtt = { where: string; p50Ms: number; p99Ms: number; handshakes: number };
+
+/**
+ * Goal 3's baseline, measured just before the propagation it is set against (the machine's
+ * speed drifts within minutes): the mTLS keep-alive round trip to a server in another process,
+ * the hop a message between two nodes makes (and the setting of the issue's "about 0.3 ms":
+ * here 0.24–0.33 ms, where the bare GET runs 1.0–1.2 × the issue's). The same round trip within
+ * one process, which never wakes another process, is reported beside it.
+ */
+async function roundTrips(raw: Record<string, unknown>): Promise<{ crossProcess: Rtt; inProcess: Rtt }> {
+  log("baseline: undici mTLS keep-alive round trip to a server in another process …");
+  const crossProcess = await runScript<Rtt>("bench/mtls-rtt.ts", ["3000", "cross-process"]);
+  log("reference: the same round trip within one process …");
+  const inProcess = await runScript<Rtt>("bench/mtls-rtt.ts", ["3000"]);
+  Object.assign(raw, { baselineMtlsRtt: crossProcess, referenceMtlsRttInProcess: inProcess });
+  return { crossProcess, inProcess };
 }
 
 /**
@@ -175,7 +191,7 @@ async function togglesAtDefaultDurability(dir: string, raw: Record<string, unkno
   }
 }
 
-async function federationGoals(dir: string, base: { rtt: { p50Ms: number }; rttCrossProcess: { p50Ms: number } }, goals: Goal[], raw: Record<string, unknown>) {
+async function federationGoals(dir: string, goals: Goal[], raw: Record<string, unknown>) {
   const sandbox = await Sandbox.create({ operators: 2, dir: join(dir, "fed"), proxies: false, logLevel: "warn", nodeConfig: SAME_DURABILITY });
   try {
     const [A, B] = sandbox.operators as [(typeof sandbox.operators)[0], (typeof sandbox.operators)[0]];
@@ -198,12 +214,13 @@ async function federationGoals(dir: string, base: { rtt: { p50Ms: number }; rttC
     // Warm: the federation connection open, and the message path optimised by V8, which takes a
     // few thousand messages one at a time (measured p50 after 500 toggles: 1.66–1.71 ms; after
     // 3,000: 1.20–1.35 ms). A node in service is in the second state. The ending status is On.
+    const rtt = await roundTrips(raw);
     const WARM_TOGGLES = 3_000;
     for (let i = 0; i < WARM_TOGGLES; i++) await toggle(i % 2 ? "On" : "Off");
     await stream.waitFor(WARM_TOGGLES);
     const handshakesBefore = await metric(A.deviceUrl, "twinning_federation_tls_connections_total");
     const times: number[] = [];
-    for (let i = 0; i < 300; i++) {
+    for (let i = 0; i < PROPAGATED; i++) {
       const seen = stream.arrivals.length;
       const t0 = performance.now();
       await toggle(i % 2 ? "On" : "Off");
@@ -215,10 +232,12 @@ async function federationGoals(dir: string, base: { rtt: { p50Ms: number }; rttC
     const handshakes = (await metric(A.deviceUrl, "twinning_federation_tls_connections_total")) - handshakesBefore;
     times.sort((a, b) => a - b);
     const [p50, p99] = [percentile(times, 0.5), percentile(times, 0.99)];
-    goals.push({ name: "propagation p50 ÷ mTLS round trip p50", value: round(p50 / base.rtt.p50Ms), goal: "≤ 5", met: p50 <= 5 * base.rtt.p50Ms });
-    goals.push({ name: "new TLS handshakes during 300 warm messages", value: handshakes, goal: "0", met: handshakes === 0 });
-    Object.assign(raw, { propagation: { p50Ms: round(p50, 3), p99Ms: round(p99, 3), messages: times.length, handshakes } });
-    log(`  propagation p50 ${round(p50, 3)} ms, p99 ${round(p99, 3)} ms (${round(p50 / base.rttCrossProcess.p50Ms)} × the cross-process round trip)`);
+    const baseline = rtt.crossProcess.p50Ms;
+    goals.push({ name: "propagation p50 ÷ mTLS round trip p50", value: round(p50 / baseline), goal: "≤ 5", met: p50 <= 5 * baseline });
+    goals.push({ name: `new TLS handshakes during ${PROPAGATED} warm messages`, value: handshakes, goal: "0", met: handshakes === 0 });
+    const inProcessRatio = round(p50 / rtt.inProcess.p50Ms);
+    Object.assign(raw, { propagation: { p50Ms: round(p50, 3), p99Ms: round(p99, 3), messages: times.length, handshakes, ratioToInProcessRoundTrip: inProcessRatio } });
+    log(`  propagation p50 ${round(p50, 3)} ms, p99 ${round(p99, 3)} ms: ${round(p50 / baseline)} × the round trip (${round(baseline, 3)} ms), ${inProcessRatio} × the in-process one (${round(rtt.inProcess.p50Ms, 3)} ms)`);
 
     log("goal 4: outbox drain of 10,000 toggles …");
     const pairs = [];
@@ -313,7 +332,7 @@ async function main() {
   try {
     const base = await baselines(raw);
     if (runs("local")) await localGoals(dir, base, goals, raw);
-    if (runs("federation")) await federationGoals(dir, base, goals, raw);
+    if (runs("federation")) await federationGoals(dir, goals, raw);
     if (runs("scale") && process.env.BENCH_SKIP_SCALE !== "1") await scaleGoals(dir, goals, raw);
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -97,6 +97,9 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
   }
 }
 
+/** How long the federation listener keeps an idle peer connection: longer than the 60 s a PeerClient keeps one. */
+export const FEDERATION_KEEP_ALIVE_MS = 65_000;
+
 const closeServer = (server: ServerType) => new Promise<void>((done) => server.close(() => done()));
 
 async function start(config: NodeConfig, options: StartNodeOptions, undo: (() => unknown)[]): Promise<RunningNode> {
@@ -247,6 +250,10 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
       s.once("error", reject);
     });
     answerClientErrors(federationServer);
+    // Peers keep an idle connection 60 s (PeerClient); held a little longer here, so the client
+    // is the one that closes it and a message every few seconds pays no new handshake (Node's
+    // default would close it after 5 s).
+    (federationServer as { keepAliveTimeout: number }).keepAliveTimeout = FEDERATION_KEEP_ALIVE_MS;
     const fedAddress = federationServer.address() as AddressInfo;
     federation.publicUrl = f.publicUrl?.replace(/\/$/, "") ?? `https://${fedAddress.family === "IPv6" ? `[${fedAddress.address}]` : fedAddress.address}:${fedAddress.port}`;
   }

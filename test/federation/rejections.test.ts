@@ -81,7 +81,7 @@ async function send(c: Craft = {}) {
   if (type.startsWith("application/json")) body = JSON.parse(text);
   // Once the caller is identified, errors are signed too: read the payload's body.
   if (type.startsWith("application/jose")) body = JSON.parse(Buffer.from(text.split(".")[1]!, "base64url").toString()).body;
-  return { status: res.statusCode, body, type, text, jws, claims };
+  return { status: res.statusCode, body, type, text, jws, claims, keepAlive: res.headers["keep-alive"] };
 }
 
 const reasonOf = (body: any) => body?.requestError?.serviceException?.text ?? body?.requestError?.policyException?.text ?? "";
@@ -105,6 +105,8 @@ describe("the federation listener rejects", () => {
     const { payload } = await compactVerify(res.text, await importJWK(publicJwk, "ES256"));
     const answer = JSON.parse(new TextDecoder().decode(payload));
     expect(answer).toMatchObject({ iss: "001-01", aud: "002-01", msgId: res.claims.msgId, htm: "POST", body: { operatorId: "001-01" } });
+    // The connection is kept longer than a peer's client keeps it (60 s), not Node's 5 s.
+    expect(res.keepAlive).toBe("timeout=65");
   });
 
   it("a client certificate from another CA", async () => {
