@@ -209,23 +209,28 @@ export function registerInboundMessages(
 
   // Extension "batch": queued messages in one signed request, applied in order, one result each
   // (like Matrix transactions). Only sent to peers that advertise it; each result is what the
-  // message alone would have answered.
+  // message alone would have answered. All are asked of the store at once, in order, so they
+  // share one group commit (each in its own savepoint: a refused one undoes only itself).
   app.post(`${FEDERATION_BASE}/batch`, async (c) => {
     const { messages } = parse(batch, c);
     const peer = c.get("peer");
-    const results = [];
-    for (const m of messages) {
-      try {
-        const statusMatch = m.method === "PUT" ? STATUS_PATH.exec(m.path) : null;
-        const twinMatch = m.method === "DELETE" ? TWIN_PATH.exec(m.path) : null;
-        if (!statusMatch && !twinMatch) throw new TwinningError("invalid_input", { variables: ["path"] });
-        const r = statusMatch ? await applyStatus(peer, statusMatch[1]!, m.body) : await applyDeactivation(peer, twinMatch![1]!, m.body);
-        results.push({ msgId: m.msgId, ...r });
-      } catch (error) {
-        const e = toTwinningError(error);
-        results.push({ msgId: m.msgId, status: e.status, body: errorBody(e) });
-      }
-    }
+    const apply = async (m: (typeof messages)[number]) => {
+      const statusMatch = m.method === "PUT" ? STATUS_PATH.exec(m.path) : null;
+      const twinMatch = m.method === "DELETE" ? TWIN_PATH.exec(m.path) : null;
+      if (!statusMatch && !twinMatch) throw new TwinningError("invalid_input", { variables: ["path"] });
+      return statusMatch ? applyStatus(peer, statusMatch[1]!, m.body) : applyDeactivation(peer, twinMatch![1]!, m.body);
+    };
+    const results = await Promise.all(
+      messages.map((m) =>
+        apply(m).then(
+          (r) => ({ msgId: m.msgId, ...r }),
+          (error: unknown) => {
+            const e = toTwinningError(error);
+            return { msgId: m.msgId, status: e.status, body: errorBody(e) };
+          },
+        ),
+      ),
+    );
     return sign(c, 200, { results });
   });
 

@@ -82,9 +82,27 @@ describe("SqliteStore on disk", () => {
   it("records every applied schema version, in order, in schema_migrations", async () => {
     t = tempStore(T0);
     const rows = inspect(t.file, (db) => db.prepare(`SELECT version, name, applied_at FROM schema_migrations ORDER BY version`).all()) as { version: number; name: string; applied_at: number }[];
-    expect(rows.map((r) => r.version)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    expect(rows.map((r) => r.version)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
     expect(rows[0]).toEqual({ version: 1, name: "initial schema", applied_at: T0 });
     expect(rows.every((r) => r.applied_at === T0)).toBe(true);
+  });
+
+  it("migration 9 keeps the replay cache: a jti seen before the upgrade is still refused after it", async () => {
+    t = tempStore(T0);
+    await t.store.close();
+    // The file as version 8 left it: the replay cache as a rowid table, holding one jti.
+    const db = new Database(t.file);
+    db.exec(`DROP TABLE federation_jti;
+      CREATE TABLE federation_jti (jti TEXT PRIMARY KEY, expires_at INTEGER NOT NULL) STRICT;
+      CREATE INDEX federation_jti_expiry ON federation_jti (expires_at);
+      DELETE FROM schema_migrations WHERE version = 9;`);
+    db.prepare(`INSERT INTO federation_jti (jti, expires_at) VALUES (?, ?)`).run("002-01:seen", T0 + 60_000);
+    db.close();
+    const upgraded = await t.reopen(T0);
+    expect(await upgraded.rememberJti("002-01:seen", T0 + 60_000, T0)).toBe(false);
+    expect(await upgraded.rememberJti("002-01:new", T0 + 60_000, T0)).toBe(true);
+    await upgraded.prune({ nowMs: T0 + 120_000, notificationRetentionMs: 86_400_000, attemptWindowMs: 900_000, deadLetterRetentionMs: 86_400_000 });
+    expect(await upgraded.rememberJti("002-01:seen", T0 + 180_000, T0 + 120_000)).toBe(true);
   });
 
   it("reopening an existing file does not re-run migrations and keeps the data", async () => {
@@ -102,6 +120,7 @@ describe("SqliteStore on disk", () => {
       { version: 6, applied_at: T0 },
       { version: 7, applied_at: T0 },
       { version: 8, applied_at: T0 },
+      { version: 9, applied_at: T0 },
     ]);
   });
 });

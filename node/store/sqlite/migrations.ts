@@ -172,6 +172,22 @@ const migrations: readonly { version: number; name: string; sql: string }[] = [
       DROP INDEX outbox_pending_due;
     `,
   },
+  {
+    version: 9,
+    name: "replay cache without rowid",
+    sql: `
+      -- Keyed by jti alone: one b-tree fewer (the rowid table beside the key's index), so a
+      -- federation message's commit writes one page less.
+      CREATE TABLE federation_jti_by_key (
+        jti TEXT PRIMARY KEY,
+        expires_at INTEGER NOT NULL
+      ) STRICT, WITHOUT ROWID;
+      INSERT INTO federation_jti_by_key (jti, expires_at) SELECT jti, expires_at FROM federation_jti;
+      DROP TABLE federation_jti;
+      ALTER TABLE federation_jti_by_key RENAME TO federation_jti;
+      CREATE INDEX federation_jti_expiry ON federation_jti (expires_at);
+    `,
+  },
 ];
 
 export const latestSchemaVersion = migrations[migrations.length - 1]!.version;
