@@ -9,6 +9,8 @@ export const FEDERATION_BASE = "/federation/v1";
 
 /** A peer's answer is read up to this many bytes (a batch's results are ~20 KiB). */
 export const MAX_PEER_ANSWER_BYTES = 1_048_576;
+/** How long an idle connection to a peer is kept for the next message (the peer's listener keeps it longer). */
+export const PEER_KEEP_ALIVE_MS = 60_000;
 
 export interface PeerAnswer {
   readonly status: number;
@@ -50,7 +52,7 @@ export class PeerClient {
     if (!agent) {
       agent = new Agent({
         connect: { ca: this.#o.tls.ca, cert: this.#o.tls.cert, key: this.#o.tls.key, rejectUnauthorized: true },
-        keepAliveTimeout: 60_000,
+        keepAliveTimeout: PEER_KEEP_ALIVE_MS,
         keepAliveMaxTimeout: 600_000,
         connections: 16,
       });

@@ -1,3 +1,4 @@
+import { PEER_KEEP_ALIVE_MS } from "../../peers/peer-client.ts";
 import { readFileSync } from "node:fs";
 import { createServer as createHttpServer, type RequestListener, type ServerOptions } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
@@ -97,8 +98,8 @@ export async function startNode(config: NodeConfig, options: StartNodeOptions = 
   }
 }
 
-/** How long the federation listener keeps an idle peer connection: longer than the 60 s a PeerClient keeps one. */
-export const FEDERATION_KEEP_ALIVE_MS = 65_000;
+/** How long the federation listener keeps an idle peer connection: longer than a PeerClient keeps one. */
+const FEDERATION_KEEP_ALIVE_MS = PEER_KEEP_ALIVE_MS + 5_000;
 
 const closeServer = (server: ServerType) => new Promise<void>((done) => server.close(() => done()));
 
@@ -250,7 +251,7 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
       s.once("error", reject);
     });
     answerClientErrors(federationServer);
-    // Peers keep an idle connection 60 s (PeerClient); held a little longer here, so the client
+    // Peers keep an idle connection PEER_KEEP_ALIVE_MS; held a little longer here, so the client
     // is the one that closes it and a message every few seconds pays no new handshake (Node's
     // default would close it after 5 s).
     (federationServer as { keepAliveTimeout: number }).keepAliveTimeout = FEDERATION_KEEP_ALIVE_MS;

@@ -41,16 +41,20 @@ export function countQueuedForPeer(d: SqliteDatabase, operatorId: string, limit:
   return (d.sql(`SELECT COUNT(*) AS n FROM (SELECT 1 FROM outbox WHERE kind = 'peer' AND target = ? AND state = 'pending' LIMIT CAST(? AS INTEGER))`).get(operatorId, limit) as { n: number }).n;
 }
 
-/** Federation messages go to the outbox, one lane per peer operator (order of effect per peer). */
-export function recordPeerMessages(d: SqliteDatabase, messages: readonly PeerMessageDraft[], nowMs: number, dueAtMs = nowMs): number[] {
-  return messages.map((m) =>
-    Number(
-      d
-        .sql(`INSERT INTO outbox (lane, kind, target, payload, state, attempts, next_attempt_at, created_at) VALUES (?, 'peer', ?, ?, 'pending', 0, ?, ?)`)
-        .run(m.lane ?? peerLane(m.operatorId), m.operatorId, JSON.stringify({ method: m.method, path: m.path, msgId: m.msgId, body: m.body }), dueAtMs, nowMs).lastInsertRowid,
-    ),
-  );
+/** Federation messages go to the outbox, one lane per peer operator (order of effect per peer); returns the entries written. */
+export function recordPeerMessages(d: SqliteDatabase, messages: readonly PeerMessageDraft[], nowMs: number, dueAtMs = nowMs): OutboxEntry[] {
+  return messages.map((m) => {
+    const entry = { lane: m.lane ?? peerLane(m.operatorId), kind: "peer" as const, target: m.operatorId, payload: JSON.stringify({ method: m.method, path: m.path, msgId: m.msgId, body: m.body }) };
+    const info = d
+      .sql(`INSERT INTO outbox (lane, kind, target, payload, state, attempts, next_attempt_at, created_at) VALUES (?, 'peer', ?, ?, 'pending', 0, ?, ?)`)
+      .run(entry.lane, entry.target, entry.payload, dueAtMs, nowMs);
+    return { ...entry, id: Number(info.lastInsertRowid), attempts: 0, createdAtMs: nowMs, lastError: undefined };
+  });
 }
+
+/** Whether an entry is first among its lane's pending ones. */
+const headsItsLane = (d: SqliteDatabase, e: OutboxEntry): boolean =>
+  d.sql(`SELECT 1 FROM outbox WHERE lane = ? AND state = 'pending' AND id < ? LIMIT 1`).get(e.lane, e.id) === undefined;
 
 /**
  * Records everything a change causes, in the caller's transaction; `queued` says whether the
@@ -58,13 +62,10 @@ export function recordPeerMessages(d: SqliteDatabase, messages: readonly PeerMes
  * messages that are first in their lane, which the worker may start at once (see OutboxWorker.wake).
  */
 export function recordEffects(d: SqliteDatabase, effects: ChangeEffects, nowMs: number): { notifications: StoredNotification[]; queued: boolean; laneHeads: OutboxEntry[] } {
-  const ids = recordPeerMessages(d, effects.peerMessages, nowMs);
-  const laneHeads = ids.flatMap((id) => {
-    const row = d.sql(`SELECT * FROM outbox o WHERE id = ? AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.lane = o.lane AND e.state = 'pending' AND e.id < o.id)`).get(id) as OutboxRow | undefined;
-    return row ? [toOutboxEntry(row)] : [];
-  });
+  const written = recordPeerMessages(d, effects.peerMessages, nowMs);
+  const laneHeads = written.filter((e) => headsItsLane(d, e));
   const { stored, queued } = recordNotifications(d, effects.notifications, nowMs);
-  return { notifications: stored, queued: ids.length + queued > 0, laneHeads };
+  return { notifications: stored, queued: written.length + queued > 0, laneHeads };
 }
 
 export function createSubscription(d: SqliteDatabase, input: CreateSubscriptionInput): { subscription: SubscriptionRecord; replayed: boolean } {

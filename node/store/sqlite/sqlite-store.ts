@@ -167,7 +167,7 @@ export class SqliteStore implements TwinningStore {
   }
 
   async enqueuePeerMessages(messages: readonly PeerMessageDraft[], nowMs: number, dueAtMs?: number): Promise<number[]> {
-    return this.#d.write(() => notifications.recordPeerMessages(this.#d, messages, nowMs, dueAtMs));
+    return this.#d.write(() => notifications.recordPeerMessages(this.#d, messages, nowMs, dueAtMs).map((e) => e.id));
   }
 
   /**
