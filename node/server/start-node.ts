@@ -108,9 +108,17 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
   const dataDir = resolve(config.dataDir);
   const databaseFile = config.databaseFile ?? join(dataDir, `node-${config.operatorId}.sqlite`);
   const secrets = await loadOrCreateSecrets(dataDir, config.adminToken);
-  const store = options.store ?? new SqliteStore({ file: databaseFile, nowMs: nowMs(), exclusiveLock: config.databaseExclusiveLock, synchronous: config.databaseSynchronous });
-  if (!options.store) undo.push(() => store.close());
   const logger = createLogger({ level: config.logLevel, operatorId: config.operatorId, ...(options.logDestination ? { destination: options.logDestination } : {}) });
+  const store =
+    options.store ??
+    new SqliteStore({
+      file: databaseFile,
+      nowMs: nowMs(),
+      exclusiveLock: config.databaseExclusiveLock,
+      synchronous: config.databaseSynchronous,
+      onUpkeepError: (error) => logger.warn({ err: error }, "notification feed upkeep failed"),
+    });
+  if (!options.store) undo.push(() => store.close());
   const metrics = new NodeMetrics({ defaultMetrics: options.defaultMetrics ?? false, outboxStats: () => store.outboxStats() });
   const hub = new NotificationHub();
   const lifecycle = new AbortController();

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readlinkSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -27,6 +27,42 @@ describe("SqliteDatabase statements", () => {
       expect(firstN.all(10)).toHaveLength(5);
     } finally {
       d.close();
+    }
+  });
+});
+
+describe("SqliteDatabase temporary files", () => {
+  /** SQLite's temporary files this process holds open (Linux: /proc/self/fd). */
+  const openTemporaryFiles = () =>
+    readdirSync("/proc/self/fd")
+      .map((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`);
+        } catch {
+          return "";
+        }
+      })
+      .filter((target) => /etilqs_/.test(target));
+
+  it.runIf(process.platform === "linux")("keeps statement journals in memory: with the exclusive lock, a large statement leaves no temporary file open for later savepoints to write to", () => {
+    const dir = mkdtempSync(join(tmpdir(), "twinning-temp-"));
+    const d = new SqliteDatabase(join(dir, "db.sqlite"), 0, { exclusiveLock: true });
+    try {
+      d.db.exec(`CREATE TABLE big (k TEXT PRIMARY KEY, v TEXT NOT NULL)`);
+      d.write(() => {
+        for (let i = 0; i < 2_000; i++) d.sql(`INSERT INTO big (k, v) VALUES (?, ?)`).run(`k${i}`, "v".repeat(200));
+      });
+      // One statement over many rows, in a transaction with earlier changes: it journals the
+      // pages it changes (well past the 64 KiB that a file-backed journal keeps in memory).
+      d.write(() => {
+        d.sql(`UPDATE big SET v = v || 'x' WHERE k < 'k5'`).run();
+        d.sql(`INSERT INTO big (k, v) SELECT k || '-copy', v FROM big`).run();
+      });
+      d.write(() => d.sql(`UPDATE big SET v = 'y' WHERE k = 'k1'`).run());
+      expect(openTemporaryFiles()).toEqual([]);
+    } finally {
+      d.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -188,6 +188,28 @@ const migrations: readonly { version: number; name: string; sql: string }[] = [
       CREATE INDEX federation_jti_expiry ON federation_jti (expires_at);
     `,
   },
+  {
+    version: 10,
+    name: "notification feed written in batches",
+    sql: `
+      -- A subscriber's notifications by (address, role, id), written in batches up to the mark
+      -- (sqlite-feed.ts) instead of an index entry per notification in every commit: one page
+      -- per notified subscriber per commit was the largest single cost of a toggle.
+      CREATE TABLE notification_feed (
+        address TEXT NOT NULL,
+        role TEXT NOT NULL,
+        id INTEGER NOT NULL,
+        PRIMARY KEY (address, role, id)
+      ) STRICT, WITHOUT ROWID;
+      CREATE TABLE notification_feed_mark (
+        singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+        indexed_through INTEGER NOT NULL
+      ) STRICT;
+      INSERT INTO notification_feed (address, role, id) SELECT address, role, id FROM notifications ORDER BY address, role, id;
+      INSERT INTO notification_feed_mark (singleton, indexed_through) SELECT 1, COALESCE(MAX(id), 0) FROM notifications;
+      DROP INDEX notifications_address;
+    `,
+  },
 ];
 
 export const latestSchemaVersion = migrations[migrations.length - 1]!.version;

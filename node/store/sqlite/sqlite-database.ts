@@ -29,6 +29,11 @@ export class SqliteDatabase {
       this.db.pragma("journal_mode = WAL");
       this.db.pragma(`synchronous = ${options.synchronous === "normal" ? "NORMAL" : "FULL"}`);
       this.db.pragma("foreign_keys = ON");
+      // Savepoint and statement journals (and sorts) in memory. On a file, a statement journal
+      // past 64 KiB spills to a temporary file, which, with the exclusive lock, stays open for
+      // the connection's life: from then on every group commit's savepoints wrote pages to it,
+      // three system calls per toggle (measured: 15 → 23 µs of CPU per toggle).
+      this.db.pragma("temp_store = MEMORY");
       migrate(this.db, nowMs);
     } catch (error) {
       this.db.close();

@@ -5,7 +5,7 @@ import { TwinningError } from "../../errors/twinning-error.ts";
 import type { CreateSubscriptionInput, OutboxEntry, SubscriptionRecord } from "../store-port.ts";
 import { findCorrelator, recordCorrelator } from "./sqlite-correlators.ts";
 import type { SqliteDatabase } from "./sqlite-database.ts";
-import { toNotification, toOutboxEntry, toSubscription, type NotificationRow, type OutboxRow, type SubscriptionRow } from "./sqlite-rows.ts";
+import { toOutboxEntry, toSubscription, type OutboxRow, type SubscriptionRow } from "./sqlite-rows.ts";
 
 const ACTIVE_SUBSCRIPTIONS = `SELECT * FROM subscriptions WHERE address = ? AND role = ? AND (expires_at IS NULL OR expires_at > ?) ORDER BY created_at, subscription_id`;
 
@@ -92,12 +92,6 @@ export function createSubscription(d: SqliteDatabase, input: CreateSubscriptionI
 
 export function listSubscriptions(d: SqliteDatabase, address: string, role: TwinRole, nowMs: number): SubscriptionRecord[] {
   return (d.sql(ACTIVE_SUBSCRIPTIONS).all(address, role, nowMs) as SubscriptionRow[]).map(toSubscription);
-}
-
-export function notificationsAfter(d: SqliteDatabase, address: string, role: TwinRole, afterId: number, limit: number): StoredNotification[] {
-  return (
-    d.sql(`SELECT id, address, role, type, content FROM notifications WHERE address = ? AND role = ? AND id > ? ORDER BY id LIMIT CAST(? AS INTEGER)`).all(address, role, afterId, limit) as NotificationRow[]
-  ).map(toNotification);
 }
 
 const LANE_HEADS = `SELECT o.* FROM outbox o JOIN (SELECT MIN(id) AS id FROM outbox WHERE state = 'pending' GROUP BY lane) h ON o.id = h.id`;

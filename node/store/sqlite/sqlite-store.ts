@@ -28,12 +28,17 @@ import { GroupCommit } from "./group-commit.ts";
 import { ReadCache } from "./read-cache.ts";
 import { SqliteDatabase } from "./sqlite-database.ts";
 import * as notifications from "./sqlite-notifications.ts";
+import * as feed from "./sqlite-feed.ts";
 import { toCode, toOutboxEntry, toSubscriber, toSubscription, toTwin, type CodeRow, type OutboxRow, type SubscriberRow, type SubscriptionRow, type TwinRow } from "./sqlite-rows.ts";
 import * as subscribers from "./sqlite-subscribers.ts";
 import * as twins from "./sqlite-twins.ts";
 import * as federation from "./sqlite-federation.ts";
 import { findCorrelator } from "./sqlite-correlators.ts";
 import type { PeerMessageDraft } from "../../domain/change-effects.ts";
+
+/** Notifications are brought into the feed about ten times a second, at most this many per transaction. */
+const FEED_INDEX_INTERVAL_MS = 100;
+const FEED_BATCH_ROWS = 4_096;
 
 const isDue = (row: OutboxRow, nowMs: number) => row.next_attempt_at <= nowMs;
 
@@ -49,13 +54,33 @@ export class SqliteStore implements TwinningStore {
   readonly #group: GroupCommit;
   /** Replay-cache entries answered but not yet written (see rememberJti). */
   readonly #unwrittenJtis = new Set<string>();
+  readonly #feedTimer: NodeJS.Timeout | undefined;
+  /** The notifications table's write generation the feed was last brought up to date at. */
+  #feedSeen: number | undefined;
 
   /**
    * `exclusiveLock`: hold the file's lock for the store's lifetime (see SqliteDatabase), which
    * also makes this connection the only writer, so reads are cached between writes.
    */
-  constructor(options: { file: string; nowMs?: number; exclusiveLock?: boolean; synchronous?: "full" | "normal"; readCacheEntries?: number }) {
+  constructor(options: {
+    file: string;
+    nowMs?: number;
+    exclusiveLock?: boolean;
+    synchronous?: "full" | "normal";
+    readCacheEntries?: number;
+    /** How often new notifications are brought into the feed (sqlite-feed.ts); 0: only when indexNotificationFeed is called. */
+    feedIndexIntervalMs?: number;
+    /** Told when background upkeep (the feed's batches) fails; reads stay correct, the tail grows. */
+    onUpkeepError?: (error: unknown) => void;
+  }) {
     this.#d = new SqliteDatabase(options.file, options.nowMs ?? Date.now(), { exclusiveLock: options.exclusiveLock ?? false, synchronous: options.synchronous ?? "full" });
+    const every = options.feedIndexIntervalMs ?? FEED_INDEX_INTERVAL_MS;
+    if (!(Number.isInteger(every) && every >= 0)) throw new Error("feedIndexIntervalMs must be a whole number of milliseconds, 0 or more");
+    if (every > 0) {
+      const onError = options.onUpkeepError ?? (() => {});
+      this.#feedTimer = setInterval(() => this.#indexFeedWhileBehind(onError), every);
+      this.#feedTimer.unref();
+    }
     const entries = options.readCacheEntries ?? 10_000;
     this.#group = new GroupCommit(this.#d);
     this.#d.beforeWrite = () => this.#group.flush();
@@ -63,6 +88,27 @@ export class SqliteStore implements TwinningStore {
       new ReadCache({ generation: () => this.#d.generationOf(table), bypass: () => this.#d.inTransaction, maxEntries: entries, keepMisses });
     // Subscriber misses are not kept: /oauth/token looks up any client id it is sent, before the credential is checked.
     this.#caches = options.exclusiveLock && entries > 0 ? { subscribers: cacheOf("subscribers", false), twins: cacheOf("twins", true) } : undefined;
+  }
+
+  /**
+   * Brings up to maxRows new notifications into the subscribers' feeds in one transaction;
+   * returns how many. The store does this by itself every feedIndexIntervalMs; reads never
+   * depend on it (what is not in the feed yet is read from the tail).
+   */
+  indexNotificationFeed(maxRows = FEED_BATCH_ROWS): number {
+    return feed.indexFeed(this.#d, maxRows);
+  }
+
+  /** Batches until the feed is up to date, yielding to I/O between them; nothing is read while no notification was written. */
+  #indexFeedWhileBehind(onError: (error: unknown) => void): void {
+    const written = this.#d.generationOf("notifications");
+    if (written === this.#feedSeen || !this.#d.db.open) return;
+    try {
+      if (this.indexNotificationFeed() === FEED_BATCH_ROWS) setImmediate(() => this.#indexFeedWhileBehind(onError));
+      else this.#feedSeen = written;
+    } catch (error) {
+      onError(error);
+    }
   }
 
   /** Only while this connection is the file's only writer (the read caches' condition). */
@@ -209,7 +255,7 @@ export class SqliteStore implements TwinningStore {
   }
 
   async notificationsAfter(address: string, role: TwinRole, afterId: number, limit: number): Promise<StoredNotification[]> {
-    return notifications.notificationsAfter(this.#d, address, role, afterId, limit);
+    return feed.notificationsAfter(this.#d, address, role, afterId, limit);
   }
 
   async latestNotificationId(): Promise<number> {
@@ -262,7 +308,7 @@ export class SqliteStore implements TwinningStore {
     const old = input.nowMs - input.notificationRetentionMs;
     this.#d.write(() => {
       this.#d.sql(`DELETE FROM failed_attempts WHERE at <= ?`).run(input.nowMs - input.attemptWindowMs);
-      this.#d.sql(`DELETE FROM notifications WHERE created_at <= ?`).run(old);
+      feed.pruneNotifications(this.#d, old);
       this.#d.sql(`DELETE FROM activation_codes WHERE expires_at <= ?`).run(old);
       this.#d.sql(`DELETE FROM client_correlators WHERE created_at <= ?`).run(old);
       this.#d.sql(`DELETE FROM federation_jti WHERE expires_at <= ?`).run(input.nowMs);
@@ -280,6 +326,7 @@ export class SqliteStore implements TwinningStore {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.#feedTimer);
     this.#group.flush();
     this.#d.close();
   }

@@ -3,6 +3,7 @@ import { otherRole } from "../../domain/notification.ts";
 import type { TwinRole } from "../../domain/twin.ts";
 import type { ChangeResult, DeleteSubscriberInput, SubscriberChange, SubscriberRecord } from "../store-port.ts";
 import type { SqliteDatabase } from "./sqlite-database.ts";
+import { deleteNotificationsTo } from "./sqlite-feed.ts";
 import { recordEffects } from "./sqlite-notifications.ts";
 import type { TwinRow } from "./sqlite-rows.ts";
 import { endTwin } from "./sqlite-twins.ts";
@@ -69,7 +70,7 @@ export function deleteSubscriber(d: SqliteDatabase, input: DeleteSubscriberInput
       d.sql(`DELETE FROM outbox WHERE lane = ? AND state = 'pending'`).run(`callback:${subscription_id}`);
     }
     d.sql(`DELETE FROM subscriptions WHERE address = ?`).run(input.address);
-    d.sql(`DELETE FROM notifications WHERE address = ?`).run(input.address);
+    deleteNotificationsTo(d, input.address);
     return { deleted: true, ...change };
   });
 }
