@@ -1,7 +1,8 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { encodeAddress } from "../domain/address.ts";
-import { pathSubject, requireToken } from "../http/authenticate.ts";
-import { addRoute, json, reusableJson, validBody, type App } from "../http/route-helper.ts";
+import { pathSubject, requireToken, subjectOf } from "../http/authenticate.ts";
+import type { DirectRoutes } from "../http/direct-answers.ts";
+import { addDirectRoute, addRoute, json, reusableJson, validBody, type App } from "../http/route-helper.ts";
 import { addrParam, bearer, clientCorrelatorSchema, errorResponses, nameSchema, operatorIdSchema, statusSchema, twinSchema } from "../http/schemas.ts";
 import { activateTwin } from "../service/activation-service.ts";
 import type { NodeContext } from "../service/node-context.ts";
@@ -23,7 +24,7 @@ const twinResponse = (description: string) => ({ description, content: { "applic
 const refParams = addrParam.extend({ ref: z.string().openapi({ description: "twinId, secondary address or name (HLF-PD-003)" }) });
 
 /** The primary device's routes: HLF-PD-001..007, HLF-TE-007 (DESIGN "Device API"). */
-export function registerPrimaryRoutes(app: App, ctx: NodeContext): void {
+export function registerPrimaryRoutes(app: App, ctx: NodeContext, direct: DirectRoutes): void {
   const twinning = requireToken(ctx, ["twinning"]);
   const twinningOrTwin = requireToken(ctx, ["twinning", "twinning:twin"]);
   const twinRef = (c: Parameters<typeof pathSubject>[0]) => resolvePrimaryTwin(ctx, pathSubject(c), c.req.param("ref") ?? "", c.get("principal"));
@@ -119,21 +120,26 @@ export function registerPrimaryRoutes(app: App, ctx: NodeContext): void {
     },
   );
 
-  addRoute(
+  // The hottest write: also answered directly on node:http (DirectRoutes).
+  addDirectRoute(
     app,
+    direct,
+    ctx,
     createRoute({
       method: "put",
       path: `${base}/{ref}/status`,
       tags,
       summary: "Toggle a twin On/Off; notifies the secondary (HLF-PD-002, HLF-SD-008, HLF-TE-002/003)",
       security: bearer,
-      middleware: [twinningOrTwin] as const,
       request: { params: refParams, body: { content: { "application/json": { schema: statusRequest } }, required: true } },
       responses: { 200: twinResponse("The updated twin"), ...errorResponses },
     }),
-    async (c) => {
-      const twin = await togglePrimaryTwin(ctx, pathSubject(c), c.req.param("ref") ?? "", c.get("principal"), validBody(c, statusRequest).status);
-      return json(c, { twin: twinView(ctx, twin) });
+    {
+      scopes: ["twinning", "twinning:twin"],
+      async answer({ principal, params, body }) {
+        const twin = await togglePrimaryTwin(ctx, subjectOf(principal, params.addr!), params.ref!, principal, (body as z.infer<typeof statusRequest>).status);
+        return { twin: twinView(ctx, twin) };
+      },
     },
   );
 }

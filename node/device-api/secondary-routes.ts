@@ -2,8 +2,9 @@ import { createRoute, z } from "@hono/zod-openapi";
 import type { NodeContext } from "../service/node-context.ts";
 import { readActivationCode, requestActivationCode } from "../service/activation-service.ts";
 import { deactivateTwin, primaryServicesToken, resolveSecondaryTwin, toggleTwin } from "../service/twin-service.ts";
-import { pathSubject, requireToken } from "../http/authenticate.ts";
-import { addRoute, json, reusableJson, validBody, type App } from "../http/route-helper.ts";
+import { pathSubject, requireToken, subjectOf } from "../http/authenticate.ts";
+import type { DirectRoutes } from "../http/direct-answers.ts";
+import { addDirectRoute, addRoute, json, reusableJson, validBody, type App } from "../http/route-helper.ts";
 import { addrParam, bearer, clientCorrelatorSchema, errorResponses, operatorIdSchema, statusSchema } from "../http/schemas.ts";
 import { activationCodeView, twinningView } from "./resources.ts";
 
@@ -15,7 +16,7 @@ const statusRequest = z.object({ status: statusSchema });
 const ok = (description: string) => ({ description, content: { "application/json": { schema: z.object({}).passthrough() } } });
 
 /** The secondary device's routes: HLF-SD-001..009 (DESIGN "Device API"). */
-export function registerSecondaryRoutes(app: App, ctx: NodeContext): void {
+export function registerSecondaryRoutes(app: App, ctx: NodeContext, direct: DirectRoutes): void {
   const twinning = requireToken(ctx, ["twinning"]);
   const twinningOrTwin = requireToken(ctx, ["twinning", "twinning:twin"]);
 
@@ -81,22 +82,26 @@ export function registerSecondaryRoutes(app: App, ctx: NodeContext): void {
     },
   );
 
-  addRoute(
+  // A hot write: also answered directly on node:http (DirectRoutes).
+  addDirectRoute(
     app,
+    direct,
+    ctx,
     createRoute({
       method: "put",
       path: `${base}/twinning/status`,
       tags,
       summary: "Toggle twinning On/Off; notifies the primary (HLF-SD-004, HLF-PD-007)",
       security: bearer,
-      middleware: [twinningOrTwin] as const,
       request: { params: addrParam, body: { content: { "application/json": { schema: statusRequest } }, required: true } },
       responses: { 200: ok("The updated twinning"), ...errorResponses },
     }),
-    async (c) => {
-      const twin = await resolveSecondaryTwin(ctx, pathSubject(c), c.get("principal"));
-      const updated = await toggleTwin(ctx, twin, validBody(c, statusRequest).status, "secondary");
-      return json(c, twinningView(updated));
+    {
+      scopes: ["twinning", "twinning:twin"],
+      async answer({ principal, params, body }) {
+        const twin = await resolveSecondaryTwin(ctx, subjectOf(principal, params.addr!), principal);
+        return twinningView(await toggleTwin(ctx, twin, (body as z.infer<typeof statusRequest>).status, "secondary"));
+      },
     },
   );
 

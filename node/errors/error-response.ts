@@ -54,9 +54,15 @@ export function rawErrorResponse(code: string | undefined): string {
   return `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
 }
 
+/** An error's answer: status, headers (lower-case names) and body, for any transport. */
+export function errorAnswer(error: TwinningError): { status: number; headers: Record<string, string>; body: string } {
+  const headers: Record<string, string> = { "content-type": "application/json" };
+  if (error.retryAfterSeconds !== undefined) headers["retry-after"] = String(Math.max(1, Math.ceil(error.retryAfterSeconds)));
+  if (error.status === 401) headers["www-authenticate"] = 'Bearer realm="twinning", error="invalid_token"';
+  return { status: error.status, headers, body: JSON.stringify(errorBody(error)) };
+}
+
 export function errorResponse(error: TwinningError): Response {
-  const headers = new Headers({ "content-type": "application/json" });
-  if (error.retryAfterSeconds !== undefined) headers.set("retry-after", String(Math.max(1, Math.ceil(error.retryAfterSeconds))));
-  if (error.status === 401) headers.set("www-authenticate", 'Bearer realm="twinning", error="invalid_token"');
-  return new Response(JSON.stringify(errorBody(error)), { status: error.status, headers });
+  const { status, headers, body } = errorAnswer(error);
+  return new Response(body, { status, headers });
 }

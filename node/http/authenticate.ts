@@ -46,14 +46,19 @@ export async function assertProvisioned(ctx: NodeContext, principal: Principal):
   }
 }
 
-/** Authenticate, then check scope and provisioning; sets `principal` (HLF-CM-006, OAU-001/002). */
+/** The principal of an Authorization header: verified, in scope, not revoked, provisioned (HLF-CM-006, OAU-001/002). */
+export async function authenticate(ctx: NodeContext, authorization: string | undefined, scopes: readonly Scope[]): Promise<Principal> {
+  const principal = await ctx.tokens.verify(bearerToken(authorization));
+  if (!scopes.includes(principal.scope)) throw new TwinningError("access_denied", { variables: ["the token's scope does not allow this operation"] });
+  await assertNotRevoked(ctx, principal);
+  await assertProvisioned(ctx, principal);
+  return principal;
+}
+
+/** Authenticates (see authenticate); sets `principal`. */
 export function requireToken(ctx: NodeContext, scopes: readonly Scope[]): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const principal = await ctx.tokens.verify(bearerToken(c.req.header("authorization")));
-    if (!scopes.includes(principal.scope)) throw new TwinningError("access_denied", { variables: ["the token's scope does not allow this operation"] });
-    await assertNotRevoked(ctx, principal);
-    await assertProvisioned(ctx, principal);
-    c.set("principal", principal);
+    c.set("principal", await authenticate(ctx, c.req.header("authorization"), scopes));
     await next();
   };
 }
@@ -72,8 +77,11 @@ export function requireAdmin(ctx: NodeContext): MiddlewareHandler<AppEnv> {
  * (DESIGN "Device API"). Malformed addresses get SVC0004, someone else's POL2003.
  */
 export function pathSubject(c: Context<AppEnv>): string {
-  const principal = c.get("principal");
-  const raw = c.req.param("addr") ?? "";
+  return subjectOf(c.get("principal"), c.req.param("addr") ?? "");
+}
+
+/** The address a path names (`raw`, decoded), checked against the token's subject (see pathSubject). */
+export function subjectOf(principal: Principal, raw: string): string {
   if (raw === "acr:Authorization") return principal.subject;
   const address = parseAddress(raw, "address");
   if (address !== principal.subject) throw new TwinningError("access_denied", { variables: ["the address is not the token's subject"] });

@@ -57,7 +57,7 @@ export function limitBody(maxBytes: number, jsonOnly: (path: string) => boolean 
  * read at once when already complete and buffered. The listeners are module functions that
  * find their read on the request, so a request creates no closures for them.
  */
-function readBody(incoming: IncomingMessage, maxBytes: number): Promise<string> {
+export function readBody(incoming: IncomingMessage, maxBytes: number): Promise<string> {
   if (incoming.complete && !incoming.readableFlowing && incoming.readableLength <= maxBytes) {
     const data = incoming.read() as Buffer | null;
     return Promise.resolve(data === null ? "" : data.toString("utf8"));

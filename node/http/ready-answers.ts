@@ -12,7 +12,7 @@ interface ReadyAnswer {
 }
 
 /** What the request envelope records for every answer, from the app or from here. */
-export type AnswerRecorder = (answer: { requestId: string; method: string; route: string; status: number; seconds: number; ready?: boolean }) => void;
+export type AnswerRecorder = (answer: { requestId: string; method: string; route: string; status: number; seconds: number; ready?: boolean; direct?: boolean }) => void;
 
 /**
  * Answers to the device API's hot reads (a primary's twin list, one twin, a secondary's
@@ -109,9 +109,14 @@ export class ReadyAnswers {
 }
 
 function singleAuthorization(raw: readonly string[]): boolean {
+  return timesGiven(raw, "authorization") === 1;
+}
+
+/** How many times a request's raw headers name a header (`name` in lower case). */
+export function timesGiven(raw: readonly string[], name: string): number {
   let seen = 0;
-  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === 13 && raw[i]!.toLowerCase() === "authorization") seen += 1;
-  return seen === 1;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === name.length && raw[i]!.toLowerCase() === name) seen += 1;
+  return seen;
 }
 
 /**

@@ -6,7 +6,7 @@ import type { AppEnv } from "./app-env.ts";
 import { JSON_MEDIA_TYPE } from "./body-limit.ts";
 
 /** A Content-Type a JSON body route accepts (zod-openapi's media-type gate). */
-const JSON_REQUEST = /^application\/([a-z-.]+\+)?json(;\s*[a-zA-Z0-9-]+=([^;]+))*$/i;
+export const JSON_REQUEST = /^application\/([a-z-.]+\+)?json(;\s*[a-zA-Z0-9-]+=([^;]+))*$/i;
 const IS_JSON = /^application\/([a-z-.]+\+)?json/i;
 
 type Request = NonNullable<RouteConfig["request"]>;
@@ -40,7 +40,7 @@ export function requestCheck(request: Request | undefined): ((c: Context<AppEnv>
 }
 
 /** The schema's output, or SVC0002 naming the first bad field (DESIGN "Errors"). */
-function parsed(schema: z.ZodType, value: unknown): unknown {
+export function parsed(schema: z.ZodType, value: unknown): unknown {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
   const issue = result.error.issues[0];
@@ -59,6 +59,17 @@ async function bodyOf(c: Context<AppEnv>, type: string | undefined): Promise<unk
   try {
     return await c.req.json();
   } catch {
-    throw new TwinningError("invalid_input", { variables: ["body"], detail: "Malformed JSON in request body" });
+    throw malformedJson();
   }
 }
+
+/** A JSON body's value, or SVC0002 naming the body. */
+export function jsonText(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw malformedJson();
+  }
+}
+
+const malformedJson = () => new TwinningError("invalid_input", { variables: ["body"], detail: "Malformed JSON in request body" });

@@ -1,5 +1,7 @@
 import type { MiddlewareHandler } from "hono";
 import { matchedRoutes } from "hono/route";
+import { toTwinningError } from "../errors/error-response.ts";
+import type { TwinningError } from "../errors/twinning-error.ts";
 import type { NodeContext } from "../service/node-context.ts";
 import type { AppEnv } from "./app-env.ts";
 import { ReadyAnswers, type AnswerRecorder } from "./ready-answers.ts";
@@ -12,17 +14,33 @@ export function requestIdOf(given: string | undefined): string {
 }
 
 /**
+ * What a refused or failed request leaves behind: the error the answer is made from, and its
+ * log line (info for a refusal, error with its cause for a failure). Messages of our own errors
+ * never hold secrets; causes are logged by class only.
+ */
+export function refusalRecorder(ctx: NodeContext): (requestId: string | undefined, error: unknown) => TwinningError {
+  return (requestId, error) => {
+    const e = toTwinningError(error);
+    const log = { requestId, code: e.code, messageId: e.messageId, status: e.status, detail: e.detail, cause: (e.cause as Error | undefined)?.name };
+    if (e.status >= 500) ctx.logger.error({ ...log, err: e.cause ?? e }, "request failed");
+    else ctx.logger.info(log, "request refused");
+    return e;
+  };
+}
+
+/**
  * What every answer leaves behind: the request counter and latency histogram by route
  * template (never the path: paths carry subscriber addresses), the count of ready answers, and
  * the info-level access log.
  */
 export function answerRecorder(ctx: NodeContext): AnswerRecorder {
-  return ({ requestId, method, route, status, seconds, ready }) => {
+  return ({ requestId, method, route, status, seconds, ready, direct }) => {
     ctx.metrics.requests.inc({ method, route, status: String(status) });
     if (ready) ctx.metrics.readyAnswers.inc({ route });
+    if (direct) ctx.metrics.directAnswers.inc({ route });
     ctx.metrics.latency.observe({ method, route }, seconds);
     if (ctx.logger.isLevelEnabled("info")) {
-      ctx.logger.info({ requestId, method, route, status, ms: Math.round(seconds * 1e4) / 10, ...(ready ? { ready } : {}) }, "request");
+      ctx.logger.info({ requestId, method, route, status, ms: Math.round(seconds * 1e4) / 10, ...(ready ? { ready } : {}), ...(direct ? { direct } : {}) }, "request");
     }
   };
 }

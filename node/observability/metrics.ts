@@ -6,6 +6,7 @@ export class NodeMetrics {
   readonly requests: Counter<"method" | "route" | "status">;
   readonly latency: Histogram<"method" | "route">;
   readonly readyAnswers: Counter<"route">;
+  readonly directAnswers: Counter<"route">;
   readonly deliveries: Counter<"kind" | "result">;
   readonly outboxPending: Gauge;
   readonly outboxDead: Gauge;
@@ -25,6 +26,12 @@ export class NodeMetrics {
     this.readyAnswers = new Counter({
       name: "twinning_http_ready_answers_total",
       help: "Requests answered from ready answers kept since the last write (also counted in twinning_http_requests_total)",
+      labelNames: ["route"],
+      registers: [this.registry],
+    });
+    this.directAnswers = new Counter({
+      name: "twinning_http_direct_answers_total",
+      help: "Requests answered by a direct route, before the app (also counted in twinning_http_requests_total)",
       labelNames: ["route"],
       registers: [this.registry],
     });

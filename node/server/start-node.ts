@@ -11,7 +11,8 @@ import type { NodeConfig } from "../config/node-config.ts";
 import { CodeHasher } from "../domain/activation-code.ts";
 import { createDeviceApp } from "../http/create-app.ts";
 import { answeringReady, ReadyAnswers } from "../http/ready-answers.ts";
-import { answerRecorder, requestIdOf } from "../http/request-envelope.ts";
+import { answerRecorder, refusalRecorder, requestIdOf } from "../http/request-envelope.ts";
+import { answeringDirect, DirectRoutes } from "../http/direct-answers.ts";
 import { errorResponse, rawErrorResponse, toTwinningError } from "../errors/error-response.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
 import type { Socket } from "node:net";
@@ -204,14 +205,20 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
     headersTimeout: Math.min(config.limits.requestTimeoutMs, 60_000),
     connectionsCheckingInterval: Math.max(250, Math.min(30_000, Math.floor(config.limits.requestTimeoutMs / 4))),
   };
-  const app = createDeviceApp(context);
+  const direct = new DirectRoutes();
+  const app = createDeviceApp(context, direct);
   const tls = config.device.tlsCertFile && config.device.tlsKeyFile
     ? { cert: readFileSync(config.device.tlsCertFile), key: readFileSync(config.device.tlsKeyFile) }
     : undefined;
   // Repeated reads with a ready answer are sent before the app (ReadyAnswers).
   const createDeviceServer = (options: ServerOptions) => {
-    const appListener = listenerFor(app.fetch, config.device.host);
-    const listener = answers ? answeringReady(answers, requestIdOf, answerRecorder(context), appListener) : appListener;
+    const record = answerRecorder(context);
+    const appListener = answeringDirect(
+      direct,
+      { ctx: context, maxBodyBytes: config.limits.maxBodyBytes, requestIdOf, record, refusal: refusalRecorder(context) },
+      listenerFor(app.fetch, config.device.host),
+    );
+    const listener = answers ? answeringReady(answers, requestIdOf, record, appListener) : appListener;
     return tls ? createHttpsServer(options, listener) : createHttpServer(options, listener);
   };
   const server: ServerType = await new Promise((resolveListening, reject) => {

@@ -1,27 +1,16 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Api, enc, messageId, newAddress, startTestNode, type TestNode } from "../helpers/test-node.ts";
+import { describe, expect, it } from "vitest";
+import { enc, messageId, nodeForFile } from "../helpers/test-node.ts";
 
-let t: TestNode;
-let api: Api;
-
-beforeAll(async () => {
-  t = await startTestNode();
-  api = new Api(t.url);
-});
-afterAll(async () => t.cleanup());
-
-async function party() {
-  const address = newAddress();
-  return { address, token: await api.subscriber(t.node.adminToken, address) };
-}
-const requestCode = (s: { address: string; token: string }) => api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/activationCodes`, { token: s.token });
+const file = nodeForFile();
+const party = file.party;
+const requestCode = (s: { address: string; token: string }) => file.api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/activationCodes`, { token: s.token });
 const redeem = (p: { address: string; token: string }, code: string) =>
-  api.call("POST", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token, body: { activationCode: code, operatorId: "001-01" } });
+  file.api.call("POST", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token, body: { activationCode: code, operatorId: "001-01" } });
 
 describe("twinning roles", () => {
   it("HLF-TE-008 a secondary cannot become a primary of another secondary", async () => {
     const [p, s, other] = [await party(), await party(), await party()];
-    await api.twin(p, s);
+    await file.api.twin(p, s);
     const code = await requestCode(other);
     const res = await redeem(s, code.body.activationCode.code);
     expect([res.status, messageId(res.body)]).toEqual([403, "POL1037"]);
@@ -29,14 +18,14 @@ describe("twinning roles", () => {
 
   it("HLF-TE-008 a primary cannot become a secondary, neither at code request nor at activation", async () => {
     const [p, s, p2] = [await party(), await party(), await party()];
-    await api.twin(p, s);
+    await file.api.twin(p, s);
     const asSecondary = await requestCode(p);
     expect([asSecondary.status, messageId(asSecondary.body)]).toEqual([403, "POL1037"]);
 
     // A code requested before p2's device became a primary cannot be used to make it a secondary afterwards.
     const [x, y] = [await party(), await party()];
     const early = await requestCode(x);
-    await api.twin(x, y);
+    await file.api.twin(x, y);
     const late = await redeem(p2, early.body.activationCode.code);
     expect([late.status, messageId(late.body)]).toEqual([403, "POL1037"]);
   });
@@ -64,7 +53,7 @@ describe("twinning roles", () => {
     const code = await requestCode(s);
     const results = await Promise.all([redeem(p1, code.body.activationCode.code), redeem(p2, code.body.activationCode.code)]);
     expect(results.map((r) => r.status).sort()).toEqual([201, 400]);
-    const status = await api.call("GET", `/twinning/v1/secondary/${enc(s.address)}/twinning`, { token: s.token });
+    const status = await file.api.call("GET", `/twinning/v1/secondary/${enc(s.address)}/twinning`, { token: s.token });
     expect(status.status).toBe(200);
   });
 });

@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync } from "node:fs";
+import { afterAll, beforeAll } from "vitest";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseNodeConfig, type NodeConfigInput } from "../../node/config/node-config.ts";
@@ -48,6 +49,7 @@ export async function startTestNode(
   };
 }
 
+import { Api } from "../../simulator/device-client.ts";
 export { Api, enc, messageId, type ApiResponse } from "../../simulator/device-client.ts";
 
 let counter = 0;
@@ -55,4 +57,34 @@ let counter = 0;
 export function newAddress(): string {
   counter += 1;
   return `tel:+1555${String(process.pid % 1000).padStart(3, "0")}${String(counter).padStart(5, "0")}`;
+}
+
+/**
+ * One node for a whole test file: started before its tests and removed after them. `party()`
+ * provisions a fresh subscriber on it and returns its address and token.
+ */
+export function nodeForFile(overrides: NodeConfigInput = {}, options: StartNodeOptions = {}) {
+  let node: TestNode | undefined;
+  let api: Api | undefined;
+  beforeAll(async () => {
+    node = await startTestNode(overrides, options);
+    api = new Api(node.url);
+  });
+  afterAll(async () => node?.cleanup());
+  const started = () => {
+    if (!node || !api) throw new Error("the file's node has not started (use it inside a test)");
+    return { node, api };
+  };
+  return {
+    get t(): TestNode {
+      return started().node;
+    },
+    get api(): Api {
+      return started().api;
+    },
+    async party(): Promise<{ address: string; token: string }> {
+      const address = newAddress();
+      return { address, token: await started().api.subscriber(started().node.node.adminToken, address) };
+    },
+  };
 }
