@@ -163,30 +163,50 @@ export class OutboxWorker {
     const o = this.#o;
     const size = o.batchSize ?? 100;
     let batch = alone ? [head] : [head, ...(await o.store.nextOutboxEntriesInLane(head.lane, head.id, o.nowMs(), size - 1))];
-    for (let round = 0; batch.length > 0 && this.#running && round < 20; round++) {
-      let outcomes: BatchOutcome[];
-      try {
-        outcomes = await o.deliverBatch!(batch);
-      } catch (error) {
-        await this.#failed(batch[0]!, error);
-        return;
-      }
-      const delivered: OutboxEntry[] = [];
-      for (const [i, entry] of batch.entries()) {
-        const result = outcomes[i] ?? { outcome: "retry" as const, error: "no result for this message" };
-        if (result.outcome === "delivered") {
-          delivered.push(entry);
-          continue;
+    // The completion of the last delivered batch, under way while the lane goes on. The next
+    // batch is read after the delivered ones' ids and sent without waiting for their deletion to
+    // commit: their answers have arrived, so order of effect holds. A crash in between sends them
+    // again before what follows, and the peer's answer is the same (msgId, version). The lane
+    // ends, or writes a failure back, only once it has committed, so no round takes a delivered
+    // entry for a pending head.
+    let completing: Promise<void> = Promise.resolve();
+    let completionFailed: { error: unknown } | undefined;
+    const completed = async () => {
+      await completing;
+      if (completionFailed) throw completionFailed.error;
+    };
+    try {
+      for (let round = 0; batch.length > 0 && this.#running && round < 20; round++) {
+        let outcomes: BatchOutcome[];
+        try {
+          outcomes = await o.deliverBatch!(batch);
+        } catch (error) {
+          await completed();
+          await this.#failed(batch[0]!, error);
+          return;
         }
-        await this.#completed(delivered);
-        delivered.length = 0;
-        const dead = await this.#failed(entry, new DeliveryError(result.error, undefined, { permanent: result.outcome === "permanent" }));
-        if (!dead) return;
+        const delivered: OutboxEntry[] = [];
+        for (const [i, entry] of batch.entries()) {
+          const result = outcomes[i] ?? { outcome: "retry" as const, error: "no result for this message" };
+          if (result.outcome === "delivered") {
+            delivered.push(entry);
+            continue;
+          }
+          await completed();
+          await this.#completed(delivered);
+          delivered.length = 0;
+          const dead = await this.#failed(entry, new DeliveryError(result.error, undefined, { permanent: result.outcome === "permanent" }));
+          if (!dead) return;
+        }
+        // Handled at once (a rejection nobody awaits yet would be unhandled), thrown where awaited.
+        completing = completing.then(() => this.#completed(delivered)).catch((error: unknown) => void (completionFailed ??= { error }));
+        if (completionFailed) break;
+        // A short batch was all the lane held when it was read; what was queued since (often the
+        // next toggle) is taken here, not by a new round.
+        batch = await o.store.nextOutboxEntriesInLane(head.lane, batch[batch.length - 1]!.id, o.nowMs(), size);
       }
-      await this.#completed(delivered);
-      // A short batch was all the lane held when it was read; what was queued since (often the
-      // next toggle, committed with this batch's completion) is taken here, not by a new round.
-      batch = await o.store.nextOutboxEntriesInLane(head.lane, batch[batch.length - 1]!.id, o.nowMs(), size);
+    } finally {
+      await completed();
     }
   }
 

@@ -100,6 +100,36 @@ describe("outbox worker", () => {
     expect(sent).toEqual([id]);
   });
 
+  it("HLF-IC-007 a lane sends its next message once the previous answer is in, without waiting for that completion to commit; it ends only after the commit", async () => {
+    const store = storeInTempDir();
+    const complete = store.completeOutboxEntries.bind(store);
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const completions: number[][] = [];
+    // Observed and held, not replaced: the real store completes once released.
+    store.completeOutboxEntries = async (ids) => (completions.push([...ids]), await held, complete(ids));
+    const [first] = await store.enqueuePeerMessages([message("002-01")], Date.now());
+    let second: number | undefined;
+    const sent: number[] = [];
+    const worker = startWorker(store, async (entries) => {
+      sent.push(...entries.map((e) => e.id));
+      // The next toggle, queued while this message is on its way.
+      if (second === undefined) [second] = await store.enqueuePeerMessages([message("002-01")], Date.now());
+      return entries.map(() => ({ outcome: "delivered" as const }));
+    });
+    worker.wake();
+    await eventually(async () => sent.length, (n) => n === 2, 5_000);
+    expect(sent).toEqual([first, second]);
+    expect(completions[0]).toEqual([first]);
+    expect((await store.outboxStats()).pending).toBe(2); // neither completion has committed yet
+    // The lane is still under way until they have: no round takes the first for a pending head.
+    await new Promise((r) => setTimeout(r, 150));
+    expect(sent).toEqual([first, second]);
+    release();
+    await eventually(async () => (await store.outboxStats()).pending, (n) => n === 0, 5_000);
+    expect(sent).toEqual([first, second]);
+  });
+
   it("HLF-IC-007 a store failure while a lane is delivered does not stop the worker: the lane is taken again and nothing is lost", async () => {
     const store = storeInTempDir();
     const complete = store.completeOutboxEntries;
