@@ -74,10 +74,6 @@ export class DirectRoutes {
     this.#routes.push({ ...spec, pattern: new RegExp(`^${source}$`), names });
   }
 
-  get size(): number {
-    return this.#routes.length;
-  }
-
   /** The route this request may be answered by here, with its decoded path parameters. */
   match(req: IncomingMessage, maxBodyBytes: number): { route: DirectRoute; params: Record<string, string> } | undefined {
     const target = req.url ?? "";

@@ -73,9 +73,10 @@ export class SqliteStore implements TwinningStore {
     /** Told when background upkeep (the feed's batches) fails; reads stay correct, the tail grows. */
     onUpkeepError?: (error: unknown) => void;
   }) {
-    this.#d = new SqliteDatabase(options.file, options.nowMs ?? Date.now(), { exclusiveLock: options.exclusiveLock ?? false, synchronous: options.synchronous ?? "full" });
+    // Checked before the file is opened (and its lock taken), so a bad option leaves nothing open.
     const every = options.feedIndexIntervalMs ?? FEED_INDEX_INTERVAL_MS;
     if (!(Number.isInteger(every) && every >= 0)) throw new Error("feedIndexIntervalMs must be a whole number of milliseconds, 0 or more");
+    this.#d = new SqliteDatabase(options.file, options.nowMs ?? Date.now(), { exclusiveLock: options.exclusiveLock ?? false, synchronous: options.synchronous ?? "full" });
     if (every > 0) {
       const onError = options.onUpkeepError ?? (() => {});
       this.#feedTimer = setInterval(() => this.#indexFeedWhileBehind(onError), every);
