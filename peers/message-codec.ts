@@ -90,6 +90,31 @@ export interface VerifyExpectations {
   readonly maxLifetimeSeconds: number;
   /** For responses: the msgId of the request they answer. */
   readonly msgId?: string;
+  /**
+   * Verify the signature on libuv's thread pool rather than the event loop. For answers: the
+   * caller's lane waits on the verification, but other work (a device's request) need not wait
+   * behind it. A request is verified inline: the caller has nothing else to do first.
+   */
+  readonly onThreadPool?: boolean;
+}
+
+/** Whether `signature` (base64url) signs `input`; a malformed signature or key is just invalid. */
+function signatureValid(alg: "ES256" | "EdDSA", input: string, key: KeyObject, signature: string, onThreadPool: boolean): boolean | Promise<boolean> {
+  const args = [digestOf(alg), Buffer.from(input), { key, dsaEncoding: "ieee-p1363" as const }, Buffer.from(signature, "base64url")] as const;
+  if (!onThreadPool) {
+    try {
+      return cryptoVerify(...args);
+    } catch {
+      return false;
+    }
+  }
+  return new Promise((resolve) => {
+    try {
+      cryptoVerify(...args, (error, valid) => resolve(!error && valid));
+    } catch {
+      resolve(false);
+    }
+  });
 }
 
 const reject = (reason: string, cause?: unknown) => new TwinningError("federation_rejected", { variables: [reason], detail: reason, cause });
@@ -117,13 +142,7 @@ export async function verifyMessage(jws: string, expect: VerifyExpectations): Pr
     if (error instanceof errors.JWKSNoMatchingKey) throw reject("unknown kid", error);
     throw reject("bad signature", error);
   }
-  const valid = (() => {
-    try {
-      return cryptoVerify(digestOf(header.alg as string), Buffer.from(`${parts[0]}.${parts[1]}`), { key, dsaEncoding: "ieee-p1363" }, Buffer.from(parts[2]!, "base64url"));
-    } catch {
-      return false;
-    }
-  })();
+  const valid = await signatureValid(header.alg, `${parts[0]}.${parts[1]}`, key, parts[2]!, expect.onThreadPool === true);
   if (!valid) throw reject("bad signature");
   let claims: FederationClaims;
   try {

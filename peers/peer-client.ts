@@ -100,6 +100,7 @@ export class PeerClient {
       htm: message.method,
       htu,
       msgId: message.msgId,
+      onThreadPool: true,
       getKey: (header) => peer.keys(header as never, undefined as never),
       nowMs: this.#o.nowMs(),
       maxSkewSeconds: this.#o.maxSkewSeconds,

@@ -20,7 +20,7 @@ const MAX_UNSENT_BYTES = 1 << 20;
  *
  * Events are written to the Node response as the hub publishes them, inside the commit's own
  * callback: no stream pipeline and no turn of the event loop between a commit and its event's
- * bytes (the federation listener signs its answer to the peer after that, not before).
+ * bytes (the federation listener writes its answer to the peer just before, see inbound-messages).
  */
 export function streamNotifications(ctx: NodeContext, c: Context<AppEnv>, address: string, role: TwinRole): Response {
   if (ctx.hub.connections(address, role) >= ctx.config.limits.maxSseConnectionsPerSubscriber) {
@@ -48,8 +48,8 @@ export function streamNotifications(ctx: NodeContext, c: Context<AppEnv>, addres
     try {
       res.write(text);
       // res.write corks the socket until the next tick, and the hub calls this inside the
-      // committing request's own work (a peer's message is signed and answered after it): sent
-      // now, the event leaves before that work instead of after it.
+      // committing request's own work (a local toggle's answer is written after it): sent now,
+      // the event leaves before that work instead of after it.
       res.uncork();
     } catch {
       return close();

@@ -1,5 +1,7 @@
 import { limitBody } from "../http/body-limit.ts";
+import type { ServerResponse } from "node:http";
 import type { TLSSocket } from "node:tls";
+import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { Hono, type Context } from "hono";
 import { operatorFromSubjectAltName } from "../../certs/federation-pki.ts";
 import { FEDERATION_CONTENT_TYPE, verifyMessage, type FederationClaims } from "../../peers/message-codec.ts";
@@ -11,7 +13,7 @@ import type { Federation } from "./federation.ts";
 import { registerInboundMessages } from "./inbound-messages.ts";
 
 export interface FederationEnv {
-  Bindings: { incoming: { socket: TLSSocket } };
+  Bindings: { incoming: { socket: TLSSocket }; outgoing: ServerResponse };
   Variables: { peer: string; claims: FederationClaims | undefined; msgId: string };
 }
 
@@ -21,6 +23,25 @@ export type FederationContext = Context<FederationEnv>;
 export interface InboundAnswer {
   readonly status: 200 | 201 | 400 | 403 | 404 | 409 | 429;
   readonly body: unknown;
+}
+
+/** How a handler answers: a signed Response, or the signed text written at once (`sendNow`). */
+export interface SignedAnswers {
+  response(c: FederationContext, status: number, body: unknown): Promise<Response>;
+  /** The signed answer text (the compact JWS) for `body`. */
+  text(c: FederationContext, body: unknown): Promise<string>;
+  /**
+   * Writes a signed answer to the connection now, rather than when the handler's Response is
+   * written (several turns of microtasks later), so what the handler does next comes after it.
+   */
+  sendNow(c: FederationContext, status: number, text: string): Response;
+}
+
+/** See SignedAnswers.sendNow; the head is the one @hono/node-server writes for a text Response. */
+function sendNow(c: FederationContext, status: number, text: string): Response {
+  c.env.outgoing.writeHead(status, { "content-type": FEDERATION_CONTENT_TYPE, "content-length": Buffer.byteLength(text) });
+  c.env.outgoing.end(text);
+  return RESPONSE_ALREADY_SENT;
 }
 
 /**
@@ -33,10 +54,10 @@ export function createFederationApp(ctx: NodeContext, federation: Federation): H
   const app = new Hono<FederationEnv>();
   const options = federation.options;
 
-  const sign = async (c: FederationContext, status: number, body: unknown): Promise<Response> => {
-    const signed = await federation.signer.sign({ aud: c.get("peer"), htm: c.req.method, htu: `${federation.publicUrl}${c.req.path}`, msgId: c.get("msgId"), body });
-    return new Response(signed, { status, headers: { "content-type": FEDERATION_CONTENT_TYPE } });
-  };
+  const text = (c: FederationContext, body: unknown): Promise<string> =>
+    federation.signer.sign({ aud: c.get("peer"), htm: c.req.method, htu: `${federation.publicUrl}${c.req.path}`, msgId: c.get("msgId"), body });
+  const sign = async (c: FederationContext, status: number, body: unknown): Promise<Response> =>
+    new Response(await text(c, body), { status, headers: { "content-type": FEDERATION_CONTENT_TYPE } });
 
   app.use("*", limitBody(options.maxBodyBytes));
   app.use(`${FEDERATION_BASE}/*`, async (c, next) => {
@@ -66,7 +87,7 @@ export function createFederationApp(ctx: NodeContext, federation: Federation): H
     return next();
   });
 
-  registerInboundMessages(app, ctx, federation, sign);
+  registerInboundMessages(app, ctx, federation, { response: sign, text, sendNow });
 
   app.get(`${FEDERATION_BASE}/jwks.json`, (c) => c.json(federation.jwks()));
   app.notFound(() => new Response(JSON.stringify(errorBody(new TwinningError("not_found", { variables: ["path"] }))), { status: 404, headers: { "content-type": "application/json" } }));

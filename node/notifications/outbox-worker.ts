@@ -48,6 +48,8 @@ export class OutboxWorker {
   #timer: NodeJS.Timeout | undefined;
   /** The lanes being delivered now (never two deliveries of one lane at once). */
   readonly #active = new Map<string, Promise<void>>();
+  /** Resolved by the next wake: lanes that found nothing more wait on it while their completions commit. */
+  #news: { promise: Promise<void>; resolve: () => void } | undefined;
 
   constructor(options: OutboxWorkerOptions) {
     this.#o = options;
@@ -66,6 +68,9 @@ export class OutboxWorker {
    * by the round this wake asks for, as every entry is.
    */
   wake(laneHeads?: readonly OutboxEntry[]): void {
+    const news = this.#news;
+    this.#news = undefined;
+    news?.resolve();
     for (const head of laneHeads ?? []) {
       if (!this.#running || this.#active.size >= this.#o.concurrency || this.#active.has(head.lane)) continue;
       this.#startLane(head, true);
@@ -170,6 +175,7 @@ export class OutboxWorker {
     // ends, or writes a failure back, only once it has committed, so no round takes a delivered
     // entry for a pending head.
     let completing: Promise<void> = Promise.resolve();
+    let completionsCommitted = true;
     let completionFailed: { error: unknown } | undefined;
     const completed = async () => {
       await completing;
@@ -199,15 +205,35 @@ export class OutboxWorker {
           if (!dead) return;
         }
         // Handled at once (a rejection nobody awaits yet would be unhandled), thrown where awaited.
-        completing = completing.then(() => this.#completed(delivered)).catch((error: unknown) => void (completionFailed ??= { error }));
+        const chained = completing.then(() => this.#completed(delivered)).catch((error: unknown) => void (completionFailed ??= { error }));
+        completing = chained;
+        completionsCommitted = false;
+        void chained.then(() => void (completionsCommitted ||= completing === chained));
         if (completionFailed) break;
         // A short batch was all the lane held when it was read; what was queued since (often the
-        // next toggle) is taken here, not by a new round.
-        batch = await o.store.nextOutboxEntriesInLane(head.lane, batch[batch.length - 1]!.id, o.nowMs(), size);
+        // next toggle) is taken here, not by a new round. Until the completions have committed
+        // the lane stays its peer's, so what a commit queues meanwhile (a wake) is read again
+        // and sent at once, not left to the round that the lane's end would ask for.
+        const lastId = batch[batch.length - 1]!.id;
+        batch = await o.store.nextOutboxEntriesInLane(head.lane, lastId, o.nowMs(), size);
+        while (batch.length === 0 && !completionsCommitted && !completionFailed && this.#running) {
+          await Promise.race([completing, this.#nextWake()]);
+          batch = await o.store.nextOutboxEntriesInLane(head.lane, lastId, o.nowMs(), size);
+        }
       }
     } finally {
       await completed();
     }
+  }
+
+  /** Resolves at the next wake (one promise shared by all who wait). */
+  #nextWake(): Promise<void> {
+    if (!this.#news) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.#news = { promise, resolve };
+    }
+    return this.#news.promise;
   }
 
   async #completed(entries: readonly OutboxEntry[]): Promise<void> {

@@ -8,19 +8,29 @@ import { PeerRegistry } from "../../peers/peer-registry.ts";
 
 /**
  * Our side of a call to a hostile peer: a real mutual-TLS server on loopback, with a certificate
- * from the federation CA, that answers far more than any federation answer needs.
+ * from the federation CA, that answers far more than any federation answer needs, or answers
+ * signed with its key, as they should be or with the signature altered.
  */
 let server: Server;
 let client: PeerClient;
 let bytesSent = 0;
+let url = "";
 
 beforeAll(async () => {
   const ca = await createFederationCa();
   const [ours, theirs] = [await issueNodeCertificate({ ca, operatorId: "001-01" }), await issueNodeCertificate({ ca, operatorId: "002-01" })];
   const peerKey = await createSigningKey({ operatorId: "002-01" });
-  server = createServer({ cert: theirs.certPem, key: theirs.keyPem, ca: ca.certPem, requestCert: true, rejectUnauthorized: true }, (req, res) => {
+  const peerSigningKey = await importSigningKey(peerKey.privateJwk);
+  const peerSigner = new MessageSigner("002-01", () => peerSigningKey, Date.now);
+  server = createServer({ cert: theirs.certPem, key: theirs.keyPem, ca: ca.certPem, requestCert: true, rejectUnauthorized: true }, async (req, res) => {
     req.resume();
     res.writeHead(200, { "content-type": "application/jose" });
+    if (req.url !== "/federation/v1/activationCodes") {
+      const signed = await peerSigner.sign({ aud: "001-01", htm: req.method!, htu: `${url}${req.url}`, msgId: String(req.headers["x-twinning-msgid"]), body: { answered: req.url } });
+      // "/forged": one character of the signature changed.
+      const sent = req.url === "/federation/v1/forged" ? `${signed.slice(0, -2)}${signed.at(-2) === "A" ? "B" : "A"}${signed.at(-1)}` : signed;
+      return void res.end(sent);
+    }
     const chunk = Buffer.alloc(64 * 1024, "a");
     const more = () => {
       // Up to 32 MiB, as fast as the client reads; stops when the client goes away.
@@ -33,7 +43,7 @@ beforeAll(async () => {
     more();
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const registry = new PeerRegistry({ selfOperatorId: "001-01", allowed: [], load: () => ({ peers: [{ operatorId: "002-01", federationUrl: url, jwks: peerKey.jwks }] }) });
   const ourKey = await importSigningKey((await createSigningKey({ operatorId: "001-01" })).privateJwk);
   client = new PeerClient({
@@ -59,5 +69,14 @@ describe("calls to a peer", () => {
       detail: expect.stringContaining(`answer over ${MAX_PEER_ANSWER_BYTES} bytes`),
     });
     expect(bytesSent).toBeLessThan(32 * 1_048_576);
+  });
+
+  it("an answer is accepted only with a valid signature (verified off the event loop)", async () => {
+    const good = await client.send("002-01", { method: "PUT", path: "/good", msgId: "m-2", body: {} });
+    expect(good).toEqual({ status: 200, body: { answered: "/federation/v1/good" } });
+    await expect(client.send("002-01", { method: "PUT", path: "/forged", msgId: "m-3", body: {} })).rejects.toMatchObject({
+      code: "peer_unreachable",
+      detail: "answer rejected: bad signature",
+    });
   });
 });

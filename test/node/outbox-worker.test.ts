@@ -130,6 +130,35 @@ describe("outbox worker", () => {
     expect(sent).toEqual([first, second]);
   });
 
+  it("HLF-IC-007 a message queued while its lane's last completion commits is sent by that lane when the worker is woken, without waiting for the commit", async () => {
+    const store = storeInTempDir();
+    const complete = store.completeOutboxEntries.bind(store);
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let completing = 0;
+    // Observed and held, not replaced: the real store completes once released.
+    store.completeOutboxEntries = async (ids) => (completing++, await held, complete(ids));
+    const sent: number[] = [];
+    const worker = startWorker(store, async (entries) => {
+      sent.push(...entries.map((e) => e.id));
+      return entries.map(() => ({ outcome: "delivered" as const }));
+    });
+    const [first] = await store.enqueuePeerMessages([message("002-01")], Date.now());
+    worker.wake();
+    // Delivered, the lane found nothing after it, and its completion is held.
+    await eventually(async () => completing, (n) => n === 1, 5_000);
+    expect(sent).toEqual([first]);
+    // The next toggle commits, and wakes the worker as a commit does.
+    const [second] = await store.enqueuePeerMessages([message("002-01")], Date.now());
+    worker.wake();
+    await eventually(async () => sent.length, (n) => n === 2, 5_000);
+    expect(sent).toEqual([first, second]);
+    expect((await store.outboxStats()).pending).toBe(2); // the first's completion has still not committed
+    release();
+    await eventually(async () => (await store.outboxStats()).pending, (n) => n === 0, 5_000);
+    expect(sent).toEqual([first, second]);
+  });
+
   it("HLF-IC-007 a store failure while a lane is delivered does not stop the worker: the lane is taken again and nothing is lost", async () => {
     const store = storeInTempDir();
     const complete = store.completeOutboxEntries;
