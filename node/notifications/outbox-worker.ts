@@ -175,7 +175,8 @@ export class OutboxWorker {
     // ends, or writes a failure back, only once it has committed, so no round takes a delivered
     // entry for a pending head.
     let completing: Promise<void> = Promise.resolve();
-    let completionsCommitted = true;
+    /** Completions chained onto `completing` that have not settled yet. */
+    let uncommitted = 0;
     let completionFailed: { error: unknown } | undefined;
     const completed = async () => {
       await completing;
@@ -205,10 +206,11 @@ export class OutboxWorker {
           if (!dead) return;
         }
         // Handled at once (a rejection nobody awaits yet would be unhandled), thrown where awaited.
-        const chained = completing.then(() => this.#completed(delivered)).catch((error: unknown) => void (completionFailed ??= { error }));
-        completing = chained;
-        completionsCommitted = false;
-        void chained.then(() => void (completionsCommitted ||= completing === chained));
+        uncommitted += 1;
+        completing = completing
+          .then(() => this.#completed(delivered))
+          .catch((error: unknown) => void (completionFailed ??= { error }))
+          .then(() => void (uncommitted -= 1));
         if (completionFailed) break;
         // A short batch was all the lane held when it was read; what was queued since (often the
         // next toggle) is taken here, not by a new round. Until the completions have committed
@@ -216,7 +218,7 @@ export class OutboxWorker {
         // and sent at once, not left to the round that the lane's end would ask for.
         const lastId = batch[batch.length - 1]!.id;
         batch = await o.store.nextOutboxEntriesInLane(head.lane, lastId, o.nowMs(), size);
-        while (batch.length === 0 && !completionsCommitted && !completionFailed && this.#running) {
+        while (batch.length === 0 && uncommitted > 0 && !completionFailed && this.#running) {
           await Promise.race([completing, this.#nextWake()]);
           batch = await o.store.nextOutboxEntriesInLane(head.lane, lastId, o.nowMs(), size);
         }
