@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 
 export const ROOT = join(import.meta.dirname, "..");
@@ -53,8 +53,23 @@ export interface LoadResult {
  * used, from /proc (Linux; clock ticks of 10 ms). Helper threads (JIT, GC) are left out.
  */
 function mainThreadCpuS(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/task/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return threadCpuS(pid, pid);
+}
+
+/** CPU seconds (user and system) one thread has used, from /proc. */
+function threadCpuS(pid: number, tid: number | string): number {
+  const fields = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8").split(") ")[1]!.split(" ");
   return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/**
+ * CPU seconds of a process's threads, from /proc: its main thread, and all the others together
+ * (V8's compiler and GC helpers, libuv's thread pool). A thread that has ended is not counted.
+ */
+export function processCpuS(pid: number): { main: number; helpers: number } {
+  let helpers = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) if (Number(tid) !== pid) helpers += threadCpuS(pid, tid);
+  return { main: mainThreadCpuS(pid), helpers };
 }
 
 /**

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Sandbox } from "../simulator/sandbox.ts";
 import { enc, type Api } from "../simulator/device-client.ts";
-import { ROOT, load, metric, percentile, runScript, startServer, type LoadResult } from "./harness.ts";
+import { ROOT, load, metric, percentile, processCpuS, runScript, startServer, type LoadResult } from "./harness.ts";
 import { Pool } from "undici";
 import { TimedEventStream } from "./event-stream.ts";
 import { seedTwins } from "./seed.ts";
@@ -19,6 +19,15 @@ if (!(DURATION_S > 0) || !Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Erro
 const CONNECTIONS = 50;
 /** Goal 3: toggles propagated one at a time, after the warm-up. */
 const PROPAGATED = 1_000;
+/**
+ * Goal 3's warm-up: toggles propagated one at a time before the measured ones. After 3,000, V8
+ * is still compiling the message path: the nodes' threads other than the main one used ~430 µs
+ * (A) and ~140 µs (B) of CPU per measured toggle, competing for the two vCPUs (p50 1.51 and 1.60
+ * ms in two runs). After 12,000: ~190 µs (A: ~100 of it libuv's pool verifying answers) and
+ * ~10 µs (p50 1.24 and 1.42 ms). A node in service is long past either.
+ */
+const WARM_TOGGLES = Number(process.env.BENCH_WARM_TOGGLES ?? 12_000);
+if (!Number.isInteger(WARM_TOGGLES) || WARM_TOGGLES < 0) throw new Error("BENCH_WARM_TOGGLES must be a whole number");
 /** BENCH_ONLY=local|federation|scale (comma-separated) runs only those steps, after the baselines; results.json is then not written. */
 const ONLY = process.env.BENCH_ONLY?.split(",").map((x) => x.trim());
 if (ONLY?.some((x) => !["local", "federation", "scale"].includes(x))) throw new Error("BENCH_ONLY takes local, federation and scale");
@@ -211,14 +220,14 @@ async function federationGoals(dir: string, goals: Goal[], raw: Record<string, u
       await res.body.text();
       if (res.statusCode !== 200) throw new Error(`toggle answered ${res.statusCode}`);
     };
-    // Warm: the federation connection open, and the message path optimised by V8, which takes a
-    // few thousand messages one at a time (measured p50 after 500 toggles: 1.66–1.71 ms; after
-    // 3,000: 1.20–1.35 ms). A node in service is in the second state. The ending status is On.
+    // Warm: the federation connection open, and the message path optimised by V8, which takes
+    // thousands of messages one at a time (see WARM_TOGGLES). The ending status is On.
     const rtt = await roundTrips(raw);
-    const WARM_TOGGLES = 3_000;
     for (let i = 0; i < WARM_TOGGLES; i++) await toggle(i % 2 ? "On" : "Off");
     await stream.waitFor(WARM_TOGGLES);
     const handshakesBefore = await metric(A.deviceUrl, "twinning_federation_tls_connections_total");
+    const nodes = { A: A.process.child!.pid!, B: B.process.child!.pid! };
+    const cpuBefore = { A: processCpuS(nodes.A), B: processCpuS(nodes.B) };
     const times: number[] = [];
     for (let i = 0; i < PROPAGATED; i++) {
       const seen = stream.arrivals.length;
@@ -227,6 +236,10 @@ async function federationGoals(dir: string, goals: Goal[], raw: Record<string, u
       await stream.waitFor(seen + 1);
       times.push(stream.arrivals[seen]! - t0);
     }
+    // CPU per propagated toggle: each node's main thread, and its other threads (V8's compiler
+    // and GC helpers, libuv's thread pool) while they compete for the same vCPUs.
+    const cpuUs = (who: "A" | "B", thread: "main" | "helpers") => Math.round(((processCpuS(nodes[who])[thread] - cpuBefore[who][thread]) * 1e6) / PROPAGATED);
+    const cpuPerToggleUs = { aMain: cpuUs("A", "main"), aHelpers: cpuUs("A", "helpers"), bMain: cpuUs("B", "main"), bHelpers: cpuUs("B", "helpers") };
     await stream.close();
     await device.close();
     const handshakes = (await metric(A.deviceUrl, "twinning_federation_tls_connections_total")) - handshakesBefore;
@@ -236,8 +249,9 @@ async function federationGoals(dir: string, goals: Goal[], raw: Record<string, u
     goals.push({ name: "propagation p50 ÷ mTLS round trip p50", value: round(p50 / baseline), goal: "≤ 5", met: p50 <= 5 * baseline });
     goals.push({ name: `new TLS handshakes during ${PROPAGATED} warm messages`, value: handshakes, goal: "0", met: handshakes === 0 });
     const inProcessRatio = round(p50 / rtt.inProcess.p50Ms);
-    Object.assign(raw, { propagation: { p50Ms: round(p50, 3), p99Ms: round(p99, 3), messages: times.length, handshakes, ratioToInProcessRoundTrip: inProcessRatio } });
+    Object.assign(raw, { propagation: { p50Ms: round(p50, 3), p99Ms: round(p99, 3), messages: times.length, warmUpToggles: WARM_TOGGLES, handshakes, ratioToInProcessRoundTrip: inProcessRatio, cpuPerToggleUs } });
     log(`  propagation p50 ${round(p50, 3)} ms, p99 ${round(p99, 3)} ms: ${round(p50 / baseline)} × the round trip (${round(baseline, 3)} ms), ${inProcessRatio} × the in-process one (${round(rtt.inProcess.p50Ms, 3)} ms)`);
+    log(`  CPU per propagated toggle (µs): A ${cpuPerToggleUs.aMain} main + ${cpuPerToggleUs.aHelpers} other threads, B ${cpuPerToggleUs.bMain} + ${cpuPerToggleUs.bHelpers}`);
 
     log("goal 4: outbox drain of 10,000 toggles …");
     const pairs = [];
