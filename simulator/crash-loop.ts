@@ -236,11 +236,13 @@ class CrashLoop {
     this.#sandbox = await Sandbox.create({ operators: o.operators, dir, proxies: false, logLevel: "warn" });
     let timedOut = false;
     try {
-      // A starting population: phones and watches at every operator (not counted as operations).
+      // A starting population: phones and watches at every operator (not counted as operations),
+      // paired like any other device and checked at the end like any other subscriber.
       const initial: Op[] = [];
       for (const operatorId of this.#operatorIds) {
-        for (let i = 0; i < 3; i++) initial.push({ kind: "provision", sub: this.#newSub(operatorId, "phone"), attempts: 0 });
-        for (let i = 0; i < 5; i++) initial.push({ kind: "provision", sub: this.#newSub(operatorId, "watch"), attempts: 0 });
+        const subs = [...Array.from({ length: 3 }, () => this.#newSub(operatorId, "phone")), ...Array.from({ length: 5 }, () => this.#newSub(operatorId, "watch"))];
+        this.#subs.push(...subs);
+        initial.push(...subs.map((sub): Op => ({ kind: "provision", sub, attempts: 0 })));
       }
       await Promise.all(initial.map((op) => this.#execute(op)));
 

@@ -77,6 +77,21 @@ export async function runConformance(federationJsonFile: string, options: RunOpt
 
 interface SandboxRecord {
   pids: number[];
+  /** Each process's start (processStart), recorded at `up`; null where it could not be read. */
+  starts?: (string | null)[];
+}
+
+/**
+ * When a process started (clock ticks after boot, field 22 of /proc/PID/stat), or undefined
+ * without /proc: with the pid it names one process, not a later one that was given the same pid.
+ */
+export function processStart(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+  } catch {
+    return undefined;
+  }
 }
 
 /** `up`: the operators keep running; DIR/federation.json describes them. */
@@ -86,7 +101,8 @@ export async function sandboxUp(operators: number, out: string): Promise<Federat
   const sandbox = await Sandbox.create({ operators, dir, proxies: false, detached: true, logLevel: "info" });
   const federation = sandbox.federationJson();
   writeFileSync(join(dir, "federation.json"), JSON.stringify(federation, null, 2) + "\n");
-  const record: SandboxRecord = { pids: sandbox.operators.map((o) => o.process.child!.pid!) };
+  const pids = sandbox.operators.map((o) => o.process.child!.pid!);
+  const record: SandboxRecord = { pids, starts: pids.map((pid) => processStart(pid) ?? null) };
   writeFileSync(join(dir, "sandbox.json"), JSON.stringify(record) + "\n");
   return federation;
 }
@@ -100,15 +116,25 @@ const alive = (pid: number) => {
   }
 };
 
-/** `down`: SIGTERM (graceful), then SIGKILL after 10 s for any that hang. */
+/**
+ * `down`: SIGTERM (graceful), then SIGKILL after 10 s for any that hang. Only the processes `up`
+ * started: a pid that now names a process started at another time (the node ended and its pid
+ * was given to another) is left alone. Returns how many were running and were stopped.
+ */
 export async function sandboxDown(out: string): Promise<number> {
   const file = join(resolve(out), "sandbox.json");
   if (!existsSync(file)) throw new Error(`no sandbox is up in ${out}`);
-  const { pids } = JSON.parse(readFileSync(file, "utf8")) as SandboxRecord;
-  for (const pid of pids) if (alive(pid)) process.kill(pid, "SIGTERM");
+  const record = JSON.parse(readFileSync(file, "utf8")) as SandboxRecord;
+  const ours = (pid: number, i: number) => {
+    const started = record.starts?.[i];
+    return alive(pid) && (started == null || processStart(pid) === started);
+  };
+  const pids = record.pids.filter(ours);
+  const stillOurs = (pid: number) => ours(pid, record.pids.indexOf(pid));
+  for (const pid of pids) process.kill(pid, "SIGTERM");
   const deadline = Date.now() + 10_000;
-  while (pids.some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-  for (const pid of pids) if (alive(pid)) process.kill(pid, "SIGKILL");
+  while (pids.some(stillOurs) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  for (const pid of pids) if (stillOurs(pid)) process.kill(pid, "SIGKILL");
   unlinkSync(file);
   return pids.length;
 }

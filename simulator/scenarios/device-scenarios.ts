@@ -10,7 +10,7 @@ export const deviceScenarios: Scenario[] = [
   {
     id: "intra-operator",
     title: "Intra-operator twin: code, activation, status query, twin-scoped token",
-    labels: ["HLF-PD-001", "HLF-SD-001", "HLF-SD-003", "HLF-SD-005", "HLF-SD-006", "HLF-TE-001", "HLF-TE-007"],
+    labels: ["HLF-PD-001", "HLF-SD-001", "HLF-SD-003", "HLF-SD-005", "HLF-SD-006", "HLF-TE-007"],
     needs: "device",
     minOperators: 1,
     async run(w) {

@@ -1,7 +1,8 @@
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { createServer } from "node:net";
 import type { AddressInfo } from "node:net";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { processStart, sandboxDown } from "../../simulator/simulation.ts";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -74,10 +75,33 @@ describe("the sandbox for app developers and outside test kits", () => {
   it("conformance mode exits non-zero and names the failing labels when a node does not conform", async () => {
     // A "federation" whose only operator answers nothing: every device scenario fails or is skipped.
     const bogus = join(out, "bogus.json");
-    const { writeFileSync } = await import("node:fs");
     writeFileSync(bogus, JSON.stringify({ operators: [{ operatorId: "009-01", deviceUrl: "http://127.0.0.1:9", federationUrl: "https://127.0.0.1:9", adminToken: "x".repeat(24), caFile: "none" }] }));
     const failed = await simulate("--target", bogus, "--filter", "intra", "--report", join(out, "bogus.html")).catch((e) => e);
     expect(failed.code).toBe(1);
     expect(failed.stdout).toMatch(/HLF-PD-001\s+fail/);
   }, 60_000);
+
+  it("down stops only the processes up started: a recorded pid now given to another process is left alone", async () => {
+    const dir = mkdtempSync(join(out, "down-"));
+    const other = spawn(process.execPath, ["-e", "setTimeout(() => {}, 60_000)"], { stdio: "ignore" });
+    const exited = new Promise((r) => other.once("exit", r));
+    try {
+      const pid = other.pid!;
+      const started = processStart(pid);
+      expect(started).toMatch(/^\d+$/);
+      // The record says this pid belonged to a process started at another time.
+      writeFileSync(join(dir, "sandbox.json"), JSON.stringify({ pids: [pid], starts: [String(Number(started) - 1)] }));
+      expect(await sandboxDown(dir)).toBe(0);
+      expect(other.exitCode).toBeNull();
+      expect(() => process.kill(pid, 0)).not.toThrow();
+      expect(existsSync(join(dir, "sandbox.json"))).toBe(false);
+      // The same pid with its own start: stopped.
+      writeFileSync(join(dir, "sandbox.json"), JSON.stringify({ pids: [pid], starts: [started] }));
+      expect(await sandboxDown(dir)).toBe(1);
+      await exited;
+      expect(other.signalCode).toBe("SIGTERM");
+    } finally {
+      other.kill("SIGKILL");
+    }
+  });
 });

@@ -23,7 +23,7 @@ describe("npm run simulate", () => {
     const failures = outcome.results.filter((r) => r.status !== "pass").map((r) => `${r.id}: ${r.error}`);
     expect(failures).toEqual([]);
     expect(outcome.ok).toBe(true);
-    expect(outcome.table).toMatch(/^19 passed, 0 failed$/m);
+    expect(outcome.table).toMatch(/^20 passed, 0 failed$/m);
   });
 
   // CI installs Debian's chromium (.ci/run); elsewhere the browser check needs it installed.
@@ -39,11 +39,11 @@ describe("npm run simulate", () => {
       page.on("request", (r) => requests.push(r.url()));
       await page.goto(`file://${outcome.reportFile}`);
       await expect(page.locator("h1").innerText()).resolves.toBe("Twinning federation simulation");
-      expect(await page.locator("#summary").innerText()).toMatch(/^19 passed, 0 failed; \d+ cross-operator messages\.$/);
+      expect(await page.locator("#summary").innerText()).toMatch(/^20 passed, 0 failed; \d+ cross-operator messages\.$/);
       // The scenario table: one visible row per scenario, each marked PASS.
       const rows = page.locator("#scenarios tbody tr");
-      expect(await rows.count()).toBe(19);
-      expect(await page.locator("#scenarios td.result").allInnerTexts()).toEqual(Array(19).fill("PASS"));
+      expect(await rows.count()).toBe(20);
+      expect(await page.locator("#scenarios td.result").allInnerTexts()).toEqual(Array(20).fill("PASS"));
       expect(await rows.first().isVisible()).toBe(true);
       // The sequence diagram: three lifelines, arrows between operators, labelled with type, result and latency.
       expect(await page.locator("svg.seq text.lane").allTextContents()).toEqual(["001-01", "002-01", "003-01"]);
