@@ -141,6 +141,12 @@ const federationSchema = z
   })
   .strict();
 
+/** A fixed bearer secret of the configuration (RFC 6750 token characters, at least 24). */
+const bearerSecret = z
+  .string()
+  .min(24)
+  .regex(/^[A-Za-z0-9\-._~+/]+=*$/, "letters, digits and - . _ ~ + / only (a bearer token, RFC 6750)");
+
 const configSchema = z
   .object({
     /** This node's operator, MCC-MNC. */
@@ -180,11 +186,9 @@ const configSchema = z
       .refine((d) => (d.tlsCertFile === undefined) === (d.tlsKeyFile === undefined), { message: "set both tlsCertFile and tlsKeyFile, or neither", path: ["tlsKeyFile"] })
       .default({ host: "127.0.0.1", port: 8080 }),
     /** Bearer token for /admin/v1; default generated on first start into `<dataDir>/admin-token`. */
-    adminToken: z
-      .string()
-      .min(24)
-      .regex(/^[A-Za-z0-9\-._~+/]+=*$/, "letters, digits and - . _ ~ + / only (a bearer token, RFC 6750)")
-      .optional(),
+    adminToken: bearerSecret.optional(),
+    /** Bearer token for GET /metrics; unset, /metrics answers anyone who reaches the device listener. */
+    metricsToken: bearerSecret.optional(),
     /** Bearer JWTs from the operator's own authorization server (DESIGN "Tokens"). */
     externalIssuer: z
       .object({ issuer: z.string().min(1), jwksUrl: httpUrl(), audience: z.string().min(1).optional() })

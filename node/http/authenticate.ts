@@ -63,13 +63,24 @@ export function requireToken(ctx: NodeContext, scopes: readonly Scope[]): Middle
   };
 }
 
-/** Admin API guard: the operator's admin token, compared in constant time. */
-export function requireAdmin(ctx: NodeContext): MiddlewareHandler<AppEnv> {
+/** A guard for routes behind one fixed bearer secret of the operator's, compared in constant time. */
+function requireSecret(secret: () => string, detail: string): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const token = bearerToken(c.req.header("authorization"));
-    if (!secretsEqual(token, ctx.adminToken)) throw new TwinningError("invalid_token", { detail: "not the admin token" });
+    if (!secretsEqual(bearerToken(c.req.header("authorization")), secret())) throw new TwinningError("invalid_token", { detail });
     await next();
   };
+}
+
+/** Admin API guard: the operator's admin token. */
+export function requireAdmin(ctx: NodeContext): MiddlewareHandler<AppEnv> {
+  return requireSecret(() => ctx.adminToken, "not the admin token");
+}
+
+/** /metrics guard: the metrics token when one is configured, else none. */
+export function requireMetricsToken(ctx: NodeContext): MiddlewareHandler<AppEnv> {
+  const token = ctx.config.metricsToken;
+  if (token === undefined) return async (_c, next) => next();
+  return requireSecret(() => token, "not the metrics token");
 }
 
 /**

@@ -1,4 +1,5 @@
 import type { NodeContext } from "../service/node-context.ts";
+import { requireMetricsToken } from "./authenticate.ts";
 import type { App } from "./route-helper.ts";
 import { referencePage } from "./reference-page.ts";
 
@@ -33,5 +34,5 @@ export function registerOperationalRoutes(app: App, ctx: NodeContext): void {
       return c.json({ status: "storage unavailable" }, 503);
     }
   });
-  app.get("/metrics", async (c) => c.text(await ctx.metrics.registry.metrics(), 200, { "content-type": ctx.metrics.registry.contentType }));
+  app.get("/metrics", requireMetricsToken(ctx), async (c) => c.text(await ctx.metrics.registry.metrics(), 200, { "content-type": ctx.metrics.registry.contentType }));
 }

@@ -88,6 +88,27 @@ describe("the API around the node", () => {
     expect(metrics).toContain("twinning_http_request_duration_seconds_bucket");
   });
 
+  it("with metricsToken set, /metrics answers only that bearer token (401 with the OMA body otherwise)", async () => {
+    const metricsToken = "metrics-scraper-0123456789abcdef";
+    const guarded = await startTestNode({ metricsToken });
+    try {
+      const none = await fetch(`${guarded.url}/metrics`);
+      expect(none.status).toBe(401);
+      const body = await none.json();
+      expect(body.requestError.serviceException?.messageId ?? body.requestError.policyException?.messageId).toMatch(/^(SVC|POL)\d{4}$/);
+      expect(JSON.stringify(body)).not.toContain(metricsToken);
+      const wrong = await fetch(`${guarded.url}/metrics`, { headers: { authorization: `Bearer ${guarded.node.adminToken}` } });
+      expect(wrong.status).toBe(401);
+      const right = await fetch(`${guarded.url}/metrics`, { headers: { authorization: `Bearer ${metricsToken}` } });
+      expect(right.status).toBe(200);
+      expect(await right.text()).toContain("twinning_outbox_depth");
+      // The node's other open routes stay open.
+      expect((await fetch(`${guarded.url}/healthz`)).status).toBe(200);
+    } finally {
+      await guarded.cleanup();
+    }
+  });
+
   it("JSON logs carry a request id and never a token, code or credential", async () => {
     const [pa, sa] = [newAddress(), newAddress()];
     const p = { address: pa, token: await api.subscriber(t.node.adminToken, pa) };
