@@ -94,7 +94,7 @@ describe("the API around the node", () => {
     try {
       const none = await fetch(`${guarded.url}/metrics`);
       expect(none.status).toBe(401);
-      const body = await none.json();
+      const body = (await none.json()) as { requestError: { serviceException?: { messageId: string }; policyException?: { messageId: string } } };
       expect(body.requestError.serviceException?.messageId ?? body.requestError.policyException?.messageId).toMatch(/^(SVC|POL)\d{4}$/);
       expect(JSON.stringify(body)).not.toContain(metricsToken);
       const wrong = await fetch(`${guarded.url}/metrics`, { headers: { authorization: `Bearer ${guarded.node.adminToken}` } });
