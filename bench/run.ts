@@ -238,7 +238,8 @@ async function federationGoals(dir: string, goals: Goal[], raw: Record<string, u
     }
     // CPU per propagated toggle: each node's main thread, and its other threads (V8's compiler
     // and GC helpers, libuv's thread pool) while they compete for the same vCPUs.
-    const cpuUs = (who: "A" | "B", thread: "main" | "helpers") => Math.round(((processCpuS(nodes[who])[thread] - cpuBefore[who][thread]) * 1e6) / PROPAGATED);
+    const cpuAfter = { A: processCpuS(nodes.A), B: processCpuS(nodes.B) };
+    const cpuUs = (who: "A" | "B", thread: "main" | "helpers") => Math.round(((cpuAfter[who][thread] - cpuBefore[who][thread]) * 1e6) / PROPAGATED);
     const cpuPerToggleUs = { aMain: cpuUs("A", "main"), aHelpers: cpuUs("A", "helpers"), bMain: cpuUs("B", "main"), bHelpers: cpuUs("B", "helpers") };
     await stream.close();
     await device.close();

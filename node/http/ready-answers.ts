@@ -53,7 +53,7 @@ export class ReadyAnswers {
     const h = req.headers;
     const authorization = h.authorization;
     if (authorization === undefined || h["transfer-encoding"] !== undefined || (h["content-length"] !== undefined && h["content-length"] !== "0")) return undefined;
-    if (!singleAuthorization(req.rawHeaders)) return undefined;
+    if (timesGiven(req.rawHeaders, "authorization") !== 1) return undefined;
     return `${h.host}\n${req.url}\n${authorization}`;
   }
 
@@ -106,10 +106,6 @@ export class ReadyAnswers {
     this.#bytes = 0;
     this.#seen = version;
   }
-}
-
-function singleAuthorization(raw: readonly string[]): boolean {
-  return timesGiven(raw, "authorization") === 1;
 }
 
 /** How many times a request's raw headers name a header (`name` in lower case). */
