@@ -230,7 +230,7 @@ async function federationGoals(dir: string, goals: Goal[], raw: Record<string, u
     await stream.waitFor(toggles);
     const nodes = { A: A.process.child!.pid!, B: B.process.child!.pid! };
     /** Both nodes' CPU time, every thread, in seconds. */
-    const nodesBusyS = () => [nodes.A, nodes.B].reduce((sum, pid) => sum + processCpuS(pid).main + processCpuS(pid).helpers, 0);
+    const nodesBusyS = () => [nodes.A, nodes.B].map((pid) => processCpuS(pid)).reduce((sum, cpu) => sum + cpu.main + cpu.helpers, 0);
     const cpuSpent = { A: { main: 0, helpers: 0 }, B: { main: 0, helpers: 0 } };
     let handshakes = 0;
     const times: number[] = [];
