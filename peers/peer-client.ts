@@ -1,9 +1,8 @@
-import { Agent, request } from "undici";
+import { Agent } from "undici";
 import { TwinningError } from "../node/errors/twinning-error.ts";
 import { FEDERATION_CONTENT_TYPE, verifyMessage, type MessageSigner } from "./message-codec.ts";
 import type { PeerRegistry } from "./peer-registry.ts";
-import { withDeadline } from "./deadline.ts";
-import { readCapped } from "./read-capped.ts";
+import { boundedCall } from "./bounded-call.ts";
 
 export const FEDERATION_BASE = "/federation/v1";
 
@@ -71,27 +70,18 @@ export class PeerClient {
     const htu = `${peer.federationUrl}${FEDERATION_BASE}${message.path}`;
     const signed =
       message.method === "GET" ? undefined : await this.#o.signer.sign({ aud: operatorId, htm: message.method, htu, msgId: message.msgId, body: message.body ?? {} });
-    let status: number;
-    let text: string;
-    let contentType: string;
-    try {
-      ({ status, contentType, text } = await withDeadline(this.#o.timeoutMs, async (signal) => {
-        const res = await request(htu, {
-          method: message.method,
-          dispatcher: this.#agent(operatorId),
-          headers: { "content-type": FEDERATION_CONTENT_TYPE, "x-twinning-msgid": message.msgId },
-          ...(signed ? { body: signed } : {}),
-          headersTimeout: this.#o.timeoutMs,
-          bodyTimeout: this.#o.timeoutMs,
-          signal,
-        });
-        const contentType = String(res.headers["content-type"] ?? "");
-        return { status: res.statusCode, contentType, text: await readCapped(res.body, MAX_PEER_ANSWER_BYTES, () => new Error(`answer over ${MAX_PEER_ANSWER_BYTES} bytes`)) };
-      }));
-    } catch (error) {
+    const { status, headers, text } = await boundedCall(this.#agent(operatorId), {
+      url: htu,
+      method: message.method,
+      headers: { "content-type": FEDERATION_CONTENT_TYPE, "x-twinning-msgid": message.msgId },
+      ...(signed ? { body: signed } : {}),
+      timeoutMs: this.#o.timeoutMs,
+      maxBytes: MAX_PEER_ANSWER_BYTES,
+      tooLarge: () => new Error(`answer over ${MAX_PEER_ANSWER_BYTES} bytes`),
+    }).catch((error: unknown) => {
       throw new TwinningError("peer_unreachable", { variables: [operatorId], detail: `transport: ${(error as Error).message}`, cause: error });
-    }
-    if (!contentType.startsWith(FEDERATION_CONTENT_TYPE)) {
+    });
+    if (!String(headers["content-type"] ?? "").startsWith(FEDERATION_CONTENT_TYPE)) {
       throw new TwinningError("peer_unreachable", { variables: [operatorId], detail: `unsigned answer ${status}: ${text.slice(0, 160)}` });
     }
     const claims = await verifyMessage(text, {

@@ -1,7 +1,6 @@
 import { createLocalJWKSet, errors, type JSONWebKeySet, type JWTVerifyGetKey } from "jose";
-import { request } from "undici";
-import { withDeadline } from "./deadline.ts";
-import { readCapped } from "./read-capped.ts";
+import { getGlobalDispatcher } from "undici";
+import { boundedCall } from "./bounded-call.ts";
 
 export interface RemoteJwksOptions {
   /** The peer's JWKS URL (from our own peer list). */
@@ -68,14 +67,14 @@ export class RemoteJwks {
 
   async #fetch(): Promise<JSONWebKeySet> {
     const o = this.#o;
-    const text = await withDeadline(o.timeoutMs, async (signal) => {
-      const res = await request(o.url, { headersTimeout: o.timeoutMs, bodyTimeout: o.timeoutMs, signal });
-      if (res.statusCode !== 200) {
-        await res.body.dump();
-        throw new Error(`peer JWKS answered ${res.statusCode}`);
-      }
-      return readCapped(res.body, o.maxBytes, () => new Error(`peer JWKS larger than ${o.maxBytes} bytes`));
+    const { status, text } = await boundedCall(getGlobalDispatcher(), {
+      url: o.url,
+      method: "GET",
+      timeoutMs: o.timeoutMs,
+      maxBytes: o.maxBytes,
+      tooLarge: () => new Error(`peer JWKS larger than ${o.maxBytes} bytes`),
     });
+    if (status !== 200) throw new Error(`peer JWKS answered ${status}`);
     const jwks = JSON.parse(text) as { keys?: unknown };
     if (!Array.isArray(jwks?.keys) || jwks.keys.length === 0 || jwks.keys.length > o.maxKeys) throw new Error(`peer JWKS must hold 1 to ${o.maxKeys} keys`);
     return jwks as JSONWebKeySet;

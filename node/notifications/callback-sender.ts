@@ -1,6 +1,6 @@
-import { request, type Dispatcher } from "undici";
+import type { Dispatcher } from "undici";
 import type { OutboxEntry } from "../store/store-port.ts";
-import { withDeadline } from "../../peers/deadline.ts";
+import { boundedCall } from "../../peers/bounded-call.ts";
 import { resolvesInternally } from "./callback-target.ts";
 
 /** A failed delivery: the receiver's status and a shortened body, never our payload. */
@@ -18,6 +18,9 @@ export class DeliveryError extends Error {
   }
 }
 
+/** A callback receiver's answer is read up to this many bytes: only its start is kept, for an error. */
+const MAX_CALLBACK_ANSWER_BYTES = 4_096;
+
 /** POSTs one callback notification (OMA REST NetAPI callback style) with a deadline. */
 export function createCallbackSender(options: { dispatcher: Dispatcher; timeoutMs: number; allowPrivateTargets: boolean }) {
   return async function sendCallback(entry: OutboxEntry): Promise<void> {
@@ -25,25 +28,18 @@ export function createCallbackSender(options: { dispatcher: Dispatcher; timeoutM
     if (!options.allowPrivateTargets && (await resolvesInternally(entry.target).catch(() => true))) {
       throw new DeliveryError("callback address is internal or does not resolve", undefined, { permanent: true });
     }
-    const { statusCode, text } = await withDeadline(options.timeoutMs, async (signal) => {
-      let response: Dispatcher.ResponseData;
-      try {
-        response = await request(entry.target, {
-          method: "POST",
-          dispatcher: options.dispatcher,
-          headers: { "content-type": "application/json" },
-          body: entry.payload,
-          headersTimeout: options.timeoutMs,
-          bodyTimeout: options.timeoutMs,
-          signal,
-        });
-      } catch (error) {
-        throw new DeliveryError(`callback unreachable: ${(error as Error).message ?? "error"}`.slice(0, 200), undefined, { cause: error });
-      }
-      return { statusCode: response.statusCode, text: await response.body.text().catch(() => "") };
+    const { status, text } = await boundedCall(options.dispatcher, {
+      url: entry.target,
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: entry.payload,
+      timeoutMs: options.timeoutMs,
+      maxBytes: MAX_CALLBACK_ANSWER_BYTES,
+    }).catch((error: unknown) => {
+      throw new DeliveryError(`callback unreachable: ${(error as Error).message ?? "error"}`.slice(0, 200), undefined, { cause: error });
     });
-    if (statusCode < 200 || statusCode >= 300) {
-      throw new DeliveryError(`callback answered ${statusCode}: ${text.slice(0, 120)}`, statusCode);
+    if (status < 200 || status >= 300) {
+      throw new DeliveryError(`callback answered ${status}: ${text.slice(0, 120)}`, status);
     }
   };
 }
