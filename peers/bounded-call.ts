@@ -91,3 +91,14 @@ export function boundedCall(dispatcher: Dispatcher, call: BoundedCall): Promise<
     }
   });
 }
+
+/**
+ * Resolves once the calls dispatched in this turn of the event loop have been written to their
+ * connections. undici writes a request on a reused keep-alive connection only in the turn's
+ * check phase (setImmediate), once it has looked for a close from the server; this resolves in
+ * the next turn's check phase, after those writes. For an answer that should leave after a
+ * peer message started in the same turn.
+ */
+export function afterCallsOfThisTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(() => setImmediate(resolve)));
+}

@@ -5,6 +5,7 @@ import type { NodeContext } from "./node-context.ts";
 import { randomUUID } from "node:crypto";
 import { requirePeer } from "../federation/federation.ts";
 import { peerErrorToTwinningError } from "../../peers/peer-client.ts";
+import { afterCallsOfThisTurn } from "../../peers/bounded-call.ts";
 
 /** A twin-scoped token (`twinning:twin`) reaches only the twin named by its twin_id claim. */
 function assertTokenCoversTwin(principal: Principal, twin: Twin): void {
@@ -64,7 +65,9 @@ async function changeStatus(ctx: NodeContext, which: { twinId: string; primaryAd
     nowMs: ctx.nowMs(),
     maxQueuedPerPeer: ctx.config.delivery.maxQueuedMessagesPerPeer,
   });
-  if (result.changed) ctx.committed(result.notifications, result.queued, result.laneHeads);
+  if (!result.changed) return result.twin;
+  ctx.committed(result.notifications, result.queued, result.laneHeads);
+  await peerMessagesFirst(result.queued);
   return result.twin;
 }
 
@@ -72,6 +75,17 @@ async function changeStatus(ctx: NodeContext, which: { twinId: string; primaryAd
 export async function deactivateTwin(ctx: NodeContext, twin: Twin, changedBy: TwinRole): Promise<void> {
   const result = await ctx.store.deactivateTwin({ twinId: twin.twinId, changedBy, nowMs: ctx.nowMs(), ownOperatorId: ctx.config.operatorId });
   ctx.committed(result.notifications, result.queued, result.laneHeads);
+  await peerMessagesFirst(result.queued);
+}
+
+/**
+ * A change that queued messages answers its device once their sends have been written: the
+ * answer wakes the device, which would otherwise take the CPU that the send, and then the
+ * peer, are waiting for. In the propagation trace the peer's message left ~80 µs earlier, and
+ * the device's answer ~80 µs later (README, Benchmarks).
+ */
+async function peerMessagesFirst(queued: boolean): Promise<void> {
+  if (queued) await afterCallsOfThisTurn();
 }
 
 export async function renameTwin(ctx: NodeContext, twin: Twin, name: string): Promise<Twin> {

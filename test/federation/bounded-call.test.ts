@@ -2,7 +2,8 @@ import { createServer, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Agent } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { boundedCall } from "../../peers/bounded-call.ts";
+import { channel } from "node:diagnostics_channel";
+import { afterCallsOfThisTurn, boundedCall } from "../../peers/bounded-call.ts";
 
 /**
  * One outgoing call under one deadline and one size bound, against a real server on loopback
@@ -126,6 +127,29 @@ describe("boundedCall: one deadline and one size bound for a whole outgoing call
     } finally {
       counted.closeAllConnections();
       await new Promise<void>((r) => counted.close(() => r()));
+    }
+  });
+
+  it("afterCallsOfThisTurn resolves once a call dispatched in the same turn on a warm connection has been written (undici writes it a turn later)", async () => {
+    const url = `${base}/echo`;
+    await boundedCall(agent, { url, method: "GET", timeoutMs: 2_000, maxBytes: 1_000 });
+    const writes: string[] = [];
+    const onWrite = () => writes.push("written");
+    const sent = channel("undici:client:sendHeaders");
+    sent.subscribe(onWrite);
+    try {
+      await new Promise((r) => setTimeout(r, 5));
+      // Asked for before the call is made, as a change's answer is before its lane sends.
+      const after = afterCallsOfThisTurn();
+      const call = boundedCall(agent, { url, method: "GET", timeoutMs: 2_000, maxBytes: 1_000 });
+      await Promise.resolve();
+      // Not yet after a microtask: the write waits for the check phase.
+      expect(writes).toEqual([]);
+      await after;
+      expect(writes).toEqual(["written"]);
+      await call;
+    } finally {
+      sent.unsubscribe(onWrite);
     }
   });
 });

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { channel } from "node:diagnostics_channel";
 import { readFileSync, writeFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createSigningKey } from "../../certs/federation-pki.ts";
@@ -59,6 +60,37 @@ describe("durable delivery between operators", () => {
     await fed.restartNode("001-01");
     const atB = await eventually(() => B().node().context.store.getTwin(twinId), (t) => t?.status === "Off");
     expect(atB?.version).toBe(2);
+  });
+
+  it("a toggle's message to the peer is written before the device's answer leaves (the device's wake-up does not hold the send back)", async () => {
+    const { p, twinId } = await crossTwin();
+    await toggleAtA(p, twinId, "Off");
+    await eventually(drained, (v) => v);
+    const events: string[] = [];
+    const peerWrite = channel("undici:client:sendHeaders");
+    const answered = channel("http.server.response.finish");
+    const onPeerWrite = (m: unknown) => {
+      const { request } = m as { request: { path: string; method: string } };
+      if (request.method === "PUT" && request.path.startsWith(`/federation/v1/twins/${twinId}/status`)) events.push("peer message written");
+    };
+    const onAnswered = (m: unknown) => {
+      const { request } = m as { request: { url?: string; method?: string } };
+      if (request.method === "PUT" && request.url?.endsWith(`/twins/${twinId}/status`)) events.push("device answered");
+    };
+    peerWrite.subscribe(onPeerWrite);
+    answered.subscribe(onAnswered);
+    try {
+      for (let i = 0; i < 5; i++) {
+        events.length = 0;
+        expect((await toggleAtA(p, twinId, i % 2 ? "Off" : "On")).status).toBe(200);
+        expect(events).toEqual(["peer message written", "device answered"]);
+        // The next toggle finds the lane free again, as a device's next toggle usually does.
+        await eventually(drained, (v) => v);
+      }
+    } finally {
+      peerWrite.unsubscribe(onPeerWrite);
+      answered.unsubscribe(onAnswered);
+    }
   });
 
   it("no new TLS handshake per message once the connection is warm", async () => {
