@@ -9,8 +9,12 @@ export interface PeerMessageDraft {
   readonly path: string;
   readonly msgId: string;
   readonly body: unknown;
-  /** Outbox lane; default one lane per peer (order of effect). */
-  readonly lane?: string;
+  /**
+   * A lane of its own among the peer's (`peer:<operatorId>:<subLane>`), for a message that must
+   * not wait behind the others; by default the peer's one lane (`peer:<operatorId>`), in which
+   * order of effect holds. Every lane of a peer is named so: its backlog is counted by name.
+   */
+  readonly subLane?: string;
 }
 
 export interface ChangeEffects {

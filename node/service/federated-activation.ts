@@ -71,7 +71,7 @@ const compensation = (peer: string, twinId: string) => ({
   msgId: randomUUID(),
   body: { changedBy: "primary" },
   // Its own lane: a compensation waiting for its time must not hold back other messages to the peer.
-  lane: `peer:${peer}:activation:${twinId}`,
+  subLane: `activation:${twinId}`,
 });
 
 /**

@@ -157,7 +157,7 @@ describe("durable delivery between operators", () => {
     const twinId = randomUUID();
     // What activateAcross does before the call: arm the compensation, due after the call deadline…
     await ctx.store.enqueuePeerMessages(
-      [{ operatorId: "002-01", method: "DELETE", path: `/twins/${twinId}`, msgId: randomUUID(), body: { changedBy: "primary" }, lane: `peer:002-01:activation:${twinId}` }],
+      [{ operatorId: "002-01", method: "DELETE", path: `/twins/${twinId}`, msgId: randomUUID(), body: { changedBy: "primary" }, subLane: `activation:${twinId}` }],
       Date.now(),
       Date.now() + 800,
     );

@@ -82,7 +82,7 @@ describe("SqliteStore on disk", () => {
   it("records every applied schema version, in order, in schema_migrations", async () => {
     t = tempStore(T0);
     const rows = inspect(t.file, (db) => db.prepare(`SELECT version, name, applied_at FROM schema_migrations ORDER BY version`).all()) as { version: number; name: string; applied_at: number }[];
-    expect(rows.map((r) => r.version)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    expect(rows.map((r) => r.version)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
     expect(rows[0]).toEqual({ version: 1, name: "initial schema", applied_at: T0 });
     expect(rows.every((r) => r.applied_at === T0)).toBe(true);
   });
@@ -122,6 +122,7 @@ describe("SqliteStore on disk", () => {
       { version: 8, applied_at: T0 },
       { version: 9, applied_at: T0 },
       { version: 10, applied_at: T0 },
+      { version: 11, applied_at: T0 },
     ]);
   });
 });

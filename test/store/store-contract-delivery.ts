@@ -245,14 +245,25 @@ export function deliveryContract(makeStore: MakeStore): void {
       const toggle = (status: "On" | "Off") => store.changeTwinStatus({ twinId, status, changedBy: "primary", origin: OP, nowMs: T0 + SECOND, maxQueuedPerPeer: 2 });
       await toggle("Off");
       // A message in another lane for the same peer (a compensation) counts too.
-      await store.enqueuePeerMessages([{ operatorId: OTHER_OP, method: "DELETE", path: `/twins/${uuid()}`, msgId: uuid(), body: { changedBy: "primary" }, lane: `peer:${OTHER_OP}:activation:x` }], T0);
+      await store.enqueuePeerMessages([{ operatorId: OTHER_OP, method: "DELETE", path: `/twins/${uuid()}`, msgId: uuid(), body: { changedBy: "primary" }, subLane: "activation:x" }], T0);
       expect(await store.countQueuedForPeer(OTHER_OP, 100)).toBe(2);
       expect(await store.countQueuedForPeer(OTHER_OP, 1)).toBe(1);
+      // A peer whose id extends this one's (a three-digit MNC) is another peer: neither counts the other's.
+      const longer = `${OTHER_OP}5`;
+      await store.enqueuePeerMessages(
+        [
+          { operatorId: longer, method: "DELETE", path: `/twins/${uuid()}`, msgId: uuid(), body: { changedBy: "primary" } },
+          { operatorId: longer, method: "DELETE", path: `/twins/${uuid()}`, msgId: uuid(), body: { changedBy: "primary" }, subLane: "activation:y" },
+        ],
+        T0,
+      );
+      expect(await store.countQueuedForPeer(OTHER_OP, 100)).toBe(2);
+      expect(await store.countQueuedForPeer(longer, 100)).toBe(2);
       await expect(toggle("On")).rejects.toMatchObject({ messageId: "SVC3002" });
       expect((await store.getTwin(twinId))?.status).toBe("Off");
-      expect((await store.outboxStats()).pending).toBe(2);
+      expect((await store.outboxStats()).pending).toBe(4);
       await store.deactivateTwin({ twinId, changedBy: "primary", nowMs: T0 + 2 * SECOND, ownOperatorId: OP });
-      expect((await store.outboxStats()).pending).toBe(3);
+      expect((await store.outboxStats()).pending).toBe(5);
     });
 
     it("a change names its peer messages that are first in their lane (laneHeads), and only those", async () => {

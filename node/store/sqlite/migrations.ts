@@ -210,6 +210,16 @@ const migrations: readonly { version: number; name: string; sql: string }[] = [
       DROP INDEX notifications_address;
     `,
   },
+  {
+    version: 11,
+    name: "no index of pending messages by peer",
+    sql: `
+      -- A peer's backlog is counted on outbox_pending_lane, by its lanes' names (peer:<op> and
+      -- peer:<op>:<sub-lane>): every commit that queues or completes a peer message writes one
+      -- page less.
+      DROP INDEX outbox_pending_peer;
+    `,
+  },
 ];
 
 export const latestSchemaVersion = migrations[migrations.length - 1]!.version;
