@@ -9,8 +9,14 @@ export interface BoundedCall {
   readonly timeoutMs: number;
   /** The answer's body is read up to this many bytes, and the rest never is (the connection is closed). */
   readonly maxBytes: number;
-  /** The error a body over `maxBytes` fails with; without it, the answer's text stops at `maxBytes`. */
-  readonly tooLarge?: () => Error;
+  /** The error a body over `maxBytes` fails with (given the answer's status); without it, the answer's text stops at `maxBytes`. */
+  readonly tooLarge?: (status: number) => Error;
+  /**
+   * Once the answer's status has arrived, a body that fails or does not come in time does not
+   * fail the call: the answer carries the text read so far. For callbacks, whose receiver has
+   * answered once it has sent its status.
+   */
+  readonly statusIsEnough?: boolean;
 }
 
 export interface BoundedAnswer {
@@ -18,6 +24,8 @@ export interface BoundedAnswer {
   readonly headers: Readonly<Record<string, string | string[] | undefined>>;
   readonly text: string;
 }
+
+const timedOut = () => new DOMException("The operation timed out.", "TimeoutError");
 
 /**
  * An outgoing HTTP call (federation messages, peer JWKS, callbacks) with one deadline for the
@@ -35,22 +43,26 @@ export function boundedCall(dispatcher: Dispatcher, call: BoundedCall): Promise<
     let headers: BoundedAnswer["headers"] = {};
     const chunks: Buffer[] = [];
     let bytes = 0;
-    const text = () => (chunks.length === 1 ? chunks[0]!.toString("utf8") : Buffer.concat(chunks).toString("utf8"));
-    const settle = (error: Error | undefined) => {
+    const answer = (): BoundedAnswer => ({ status, headers, text: chunks.length === 1 ? chunks[0]!.toString("utf8") : Buffer.concat(chunks).toString("utf8") });
+    /**
+     * Ends the call once. `stop`: the request is aborted here (from outside undici's parser:
+     * the deadline, an error); from inside `onResponseData` the handler throws instead, so that
+     * undici aborts the request and its parser stops at once.
+     */
+    const settle = (error: Error | undefined, stop: boolean) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      if (error === undefined) return resolve({ status, headers, text: text() });
-      // Aborting mid-answer closes the connection: what is left of it is never read.
-      controller?.abort(error);
-      reject(error);
+      if (stop && error) controller?.abort(error);
+      if (error === undefined || (call.statusIsEnough && status >= 200)) resolve(answer());
+      else reject(error);
     };
-    const timer = setTimeout(() => settle(new DOMException("The operation timed out.", "TimeoutError")), call.timeoutMs);
+    const timer = setTimeout(() => settle(timedOut(), true), call.timeoutMs);
     timer.unref();
     const handler: Dispatcher.DispatchHandler = {
       onRequestStart(c) {
         controller = c;
-        if (settled) c.abort(new DOMException("The operation timed out.", "TimeoutError"));
+        if (settled) c.abort(timedOut());
       },
       onResponseStart(_c, statusCode, responseHeaders) {
         status = statusCode;
@@ -61,16 +73,21 @@ export function boundedCall(dispatcher: Dispatcher, call: BoundedCall): Promise<
         const room = call.maxBytes - bytes;
         bytes += chunk.length;
         if (bytes <= call.maxBytes) return void chunks.push(chunk);
-        if (call.tooLarge) return settle(call.tooLarge());
+        // Past the bound: the rest is never read (undici aborts the request on the throw).
+        if (call.tooLarge) {
+          const error = call.tooLarge(status);
+          settle(error, false);
+          throw error;
+        }
         chunks.push(chunk.subarray(0, room));
-        settle(undefined);
-        controller?.abort(new Error("answer cut at its size bound"));
+        settle(undefined, false);
+        throw new Error("answer cut at its size bound");
       },
       onResponseEnd() {
-        settle(undefined);
+        settle(undefined, false);
       },
       onResponseError(_c, error) {
-        settle(error);
+        settle(error, false);
       },
     };
     try {
@@ -87,7 +104,7 @@ export function boundedCall(dispatcher: Dispatcher, call: BoundedCall): Promise<
         handler,
       );
     } catch (error) {
-      settle(error as Error);
+      settle(error as Error, false);
     }
   });
 }

@@ -72,7 +72,8 @@ export class RemoteJwks {
       method: "GET",
       timeoutMs: o.timeoutMs,
       maxBytes: o.maxBytes,
-      tooLarge: () => new Error(`peer JWKS larger than ${o.maxBytes} bytes`),
+      // A refusal is named by its status, whatever its size.
+      tooLarge: (status) => new Error(status === 200 ? `peer JWKS larger than ${o.maxBytes} bytes` : `peer JWKS answered ${status}`),
     });
     if (status !== 200) throw new Error(`peer JWKS answered ${status}`);
     const jwks = JSON.parse(text) as { keys?: unknown };

@@ -35,6 +35,9 @@ export function createCallbackSender(options: { dispatcher: Dispatcher; timeoutM
       body: entry.payload,
       timeoutMs: options.timeoutMs,
       maxBytes: MAX_CALLBACK_ANSWER_BYTES,
+      // A receiver that has sent its status has answered: a body that then fails or stalls does
+      // not make a delivered callback a failed one (it would be sent again).
+      statusIsEnough: true,
     }).catch((error: unknown) => {
       throw new DeliveryError(`callback unreachable: ${(error as Error).message ?? "error"}`.slice(0, 200), undefined, { cause: error });
     });

@@ -44,6 +44,12 @@ beforeAll(async () => {
         res.writeHead(200, { "content-type": "text/plain" });
         return writeSlowly(res, path, "x".repeat(16_384), 400);
       }
+      if (path === "/reset-body") {
+        res.writeHead(502, { "content-type": "text/plain", "content-length": "1000" });
+        res.write("partial", () => setTimeout(() => res.socket?.destroy(), 20));
+        return;
+      }
+      if (path === "/reset-early") return void req.socket.destroy();
       if (path === "/stall-body") {
         res.writeHead(200, { "content-type": "text/plain" });
         return void res.write("started");
@@ -87,6 +93,22 @@ describe("boundedCall: one deadline and one size bound for a whole outgoing call
     expect(answer.text).toBe("x".repeat(50_000));
     await new Promise((r) => setTimeout(r, 100));
     expect(written.get("/huge-cut")).toBeLessThan(400 * 16_384);
+  });
+
+  it("tooLarge is given the answer's status, so a refusal can be named by it", async () => {
+    const call = boundedCall(agent, { url: `${base}/huge-status`, method: "GET", timeoutMs: 5_000, maxBytes: 1_000, tooLarge: (status) => new Error(`status ${status}, too large`) });
+    await expect(call).rejects.toThrow("status 200, too large");
+  });
+
+  it("statusIsEnough: once the status has come, a body that stalls ends the call at the deadline with what was read, not an error", async () => {
+    const answer = await boundedCall(agent, { url: `${base}/stall-body`, method: "GET", timeoutMs: 150, maxBytes: 1_000, statusIsEnough: true });
+    expect(answer).toMatchObject({ status: 200, text: "started" });
+  });
+
+  it("statusIsEnough: a connection reset after the status gives the status; before it, the error", async () => {
+    const answer = await boundedCall(agent, { url: `${base}/reset-body`, method: "GET", timeoutMs: 2_000, maxBytes: 1_000, statusIsEnough: true });
+    expect(answer).toMatchObject({ status: 502, text: "partial" });
+    await expect(boundedCall(agent, { url: `${base}/reset-early`, method: "GET", timeoutMs: 2_000, maxBytes: 1_000, statusIsEnough: true })).rejects.toThrow();
   });
 
   it("one deadline covers the wait for the answer's headers (a TimeoutError)", async () => {

@@ -47,11 +47,11 @@ export function countQueuedForPeer(d: SqliteDatabase, operatorId: string, limit:
   return (
     d
       .sql(
-        `SELECT MIN(@limit,
-           (SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE state = 'pending' AND lane = @lane LIMIT @limit)) +
-           (SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE state = 'pending' AND lane > @subLanesAfter AND lane < @subLanesBefore LIMIT @limit))) AS n`,
+        `SELECT MIN(CAST(@limit AS INTEGER),
+           (SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE state = 'pending' AND lane = @lane LIMIT CAST(@limit AS INTEGER))) +
+           (SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE state = 'pending' AND lane > @subLanesAfter AND lane < @subLanesBefore LIMIT CAST(@limit AS INTEGER)))) AS n`,
       )
-      .get({ lane, subLanesAfter: `${lane}:`, subLanesBefore: `${lane};`, limit: Math.max(0, Math.floor(limit)) }) as { n: number }
+      .get({ lane, subLanesAfter: `${lane}:`, subLanesBefore: `${lane};`, limit }) as { n: number }
   ).n;
 }
 
