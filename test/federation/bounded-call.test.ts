@@ -1,6 +1,6 @@
 import { createServer, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
 import { Agent } from "undici";
+import { onLoopback } from "../helpers/loopback-server.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { channel } from "node:diagnostics_channel";
 import { afterCallsOfThisTurn, boundedCall } from "../../peers/bounded-call.ts";
@@ -11,6 +11,7 @@ import { afterCallsOfThisTurn, boundedCall } from "../../peers/bounded-call.ts";
  */
 let server: Server;
 let base = "";
+let stop: () => Promise<void>;
 const agent = new Agent({ keepAliveTimeout: 1_000 });
 /** What the server managed to write of the answer it was asked for, by path. */
 const written = new Map<string, number>();
@@ -57,14 +58,12 @@ beforeAll(async () => {
       // "/silent": headers never come.
     });
   });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  ({ base, stop } = await onLoopback(server));
 });
 
 afterAll(async () => {
   await agent.destroy();
-  server.closeAllConnections();
-  await new Promise<void>((r) => server.close(() => r()));
+  await stop();
 });
 
 describe("boundedCall: one deadline and one size bound for a whole outgoing call", () => {
@@ -122,12 +121,10 @@ describe("boundedCall: one deadline and one size bound for a whole outgoing call
   });
 
   it("a refused connection fails the call at once, not at the deadline", async () => {
-    const closed = createServer();
-    await new Promise<void>((r) => closed.listen(0, "127.0.0.1", () => r()));
-    const port = (closed.address() as AddressInfo).port;
-    await new Promise<void>((r) => closed.close(() => r()));
+    const closed = await onLoopback(createServer());
+    await closed.stop();
     const started = Date.now();
-    await expect(boundedCall(agent, { url: `http://127.0.0.1:${port}/`, method: "GET", timeoutMs: 10_000, maxBytes: 1_000 })).rejects.toMatchObject({ code: "ECONNREFUSED" });
+    await expect(boundedCall(agent, { url: `${closed.base}/`, method: "GET", timeoutMs: 10_000, maxBytes: 1_000 })).rejects.toMatchObject({ code: "ECONNREFUSED" });
     expect(Date.now() - started).toBeLessThan(5_000);
   });
 
@@ -135,8 +132,8 @@ describe("boundedCall: one deadline and one size bound for a whole outgoing call
     let connections = 0;
     const counted = createServer((req, res) => res.end("ok"));
     counted.on("connection", () => (connections += 1));
-    await new Promise<void>((r) => counted.listen(0, "127.0.0.1", () => r()));
-    const url = `http://127.0.0.1:${(counted.address() as AddressInfo).port}/`;
+    const listening = await onLoopback(counted);
+    const url = `${listening.base}/`;
     try {
       const call = async () => expect((await boundedCall(agent, { url, method: "GET", timeoutMs: 2_000, maxBytes: 100 })).text).toBe("ok");
       // undici's pool opens a second connection for a call made as the previous answer ends
@@ -147,8 +144,7 @@ describe("boundedCall: one deadline and one size bound for a whole outgoing call
       expect(warm).toBeLessThanOrEqual(2);
       expect(connections).toBe(warm);
     } finally {
-      counted.closeAllConnections();
-      await new Promise<void>((r) => counted.close(() => r()));
+      await listening.stop();
     }
   });
 

@@ -1,6 +1,6 @@
 import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { Agent } from "undici";
+import { onLoopback } from "../helpers/loopback-server.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createCallbackSender, DeliveryError } from "../../node/notifications/callback-sender.ts";
 import type { OutboxEntry } from "../../node/store/store-port.ts";
@@ -8,6 +8,7 @@ import type { OutboxEntry } from "../../node/store/store-port.ts";
 /** A callback receiver on loopback that answers whole, refuses, or answers its status and then stalls. */
 let server: Server;
 let base = "";
+let stop: () => Promise<void>;
 const received: string[] = [];
 const agent = new Agent({ keepAliveTimeout: 1_000 });
 
@@ -24,14 +25,12 @@ beforeAll(async () => {
       res.write("accepted");
     });
   });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  ({ base, stop } = await onLoopback(server));
 });
 
 afterAll(async () => {
   await agent.destroy();
-  server.closeAllConnections();
-  await new Promise<void>((r) => server.close(() => r()));
+  await stop();
 });
 
 const entry = (path: string): OutboxEntry => ({ id: 1, lane: "callback:s1", kind: "callback", target: `${base}${path}`, payload: '{"n":1}', attempts: 0, createdAtMs: 0, lastError: undefined });
