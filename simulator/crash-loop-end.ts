@@ -1,7 +1,8 @@
 import { enc } from "./device-client.ts";
 import { copyCounts, NOTIFICATION_TYPES, verifyFinalState, type AdminTwin, type ExpectedTwin, type Role, type Verdict } from "./crash-verify.ts";
 import type { Sub } from "./crash-loop-model.ts";
-import { call, sleep } from "./crash-loop-ops.ts";
+import { setTimeout as sleep } from "node:timers/promises";
+import { call } from "./crash-loop-ops.ts";
 import type { LoopState } from "./crash-loop-state.ts";
 
 /**

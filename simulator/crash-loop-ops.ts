@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { emptyCounts } from "./crash-verify.ts";
 import { enc, messageId } from "./device-client.ts";
 import { applied, nodesOf, type Op, type Outcome, type TwinRec } from "./crash-loop-model.ts";
@@ -10,7 +11,6 @@ import type { LoopState } from "./crash-loop-state.ts";
  */
 
 const REQUEST_TIMEOUT_MS = 15_000;
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** One request to a node's device or admin API (counted), its answer sorted into an Outcome. */
 export async function call(loop: LoopState, operatorId: string, method: string, path: string, options: { token?: string | undefined; json?: unknown; form?: string; basic?: string } = {}): Promise<Outcome> {

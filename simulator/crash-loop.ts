@@ -5,7 +5,8 @@ import { Sandbox } from "./sandbox.ts";
 import type { Verdict } from "./crash-verify.ts";
 import type { Op } from "./crash-loop-model.ts";
 import { newSub, pick } from "./crash-loop-picker.ts";
-import { execute, freezePending, resolvePending, sleep } from "./crash-loop-ops.ts";
+import { setTimeout as sleep } from "node:timers/promises";
+import { execute, freezePending, resolvePending } from "./crash-loop-ops.ts";
 import { drain, sumRetries, verify } from "./crash-loop-end.ts";
 import { LoopState } from "./crash-loop-state.ts";
 
