@@ -1,7 +1,8 @@
 import { parseArgs } from "node:util";
 import { formatCrashReport, runCrashLoop } from "./crash-loop.ts";
 import { Sandbox } from "./sandbox.ts";
-import { runConformance, runSimulation, sandboxDown, sandboxUp } from "./simulation.ts";
+import { scenarioMatches } from "./run-scenarios.ts";
+import { allScenarios, runConformance, runSimulation, sandboxDown, sandboxUp } from "./simulation.ts";
 
 const usage = `Usage:
   npm run simulate [-- --operators N] [--filter TEXT] [--seed N] [--report FILE] [--keep]
@@ -73,6 +74,11 @@ async function main(argv: string[]): Promise<number> {
   }
   if (command !== "run") throw new Error(`unknown command ${command}`);
 
+  // Checked before any node starts or any report is written: a filter that selects nothing is a typo.
+  if (!allScenarios.some((scenario) => scenarioMatches(scenario, values.filter))) {
+    log(`no scenario matches --filter ${values.filter}`);
+    return 1;
+  }
   const reportFile = values.report ?? (values.target ? "conformance-report.html" : "simulation-report.html");
   const common = { operators, seed, filter: values.filter, reportFile, keep: values.keep ?? false, log };
   log(`seed ${seed}`);
@@ -85,10 +91,6 @@ async function main(argv: string[]): Promise<number> {
     for (const [label, verdict] of outcome.labels as Map<string, string>) log(`  ${label.padEnd(11)} ${verdict}`);
   }
   log(`report: ${outcome.reportFile}`);
-  if (outcome.results.length === 0) {
-    log(`no scenario matches --filter ${values.filter}`);
-    return 1;
-  }
   return outcome.ok ? 0 : 1;
 }
 

@@ -50,6 +50,11 @@ function createWorld(targets: readonly Target[], sandbox: Sandbox | undefined, s
   };
 }
 
+/** Whether `--filter TEXT` selects the scenario: a part of its id, of its title (any case), or a label prefix. */
+export function scenarioMatches(scenario: Scenario, filter: string | undefined): boolean {
+  return !filter || scenario.id.includes(filter) || scenario.title.toLowerCase().includes(filter.toLowerCase()) || scenario.labels.some((label) => label.startsWith(filter));
+}
+
 /** Runs the scenarios one after the other; a failure is recorded, never thrown. */
 export async function runScenarios(
   scenarios: readonly Scenario[],
@@ -59,12 +64,7 @@ export async function runScenarios(
   const world = createWorld(options.targets, options.sandbox, options.seed);
   for (const scenario of scenarios) {
     const base = { id: scenario.id, title: scenario.title, labels: scenario.labels, startedAt: Date.now() };
-    const wanted =
-      !options.filter ||
-      scenario.id.includes(options.filter) ||
-      scenario.title.toLowerCase().includes(options.filter.toLowerCase()) ||
-      scenario.labels.some((label) => label.startsWith(options.filter!));
-    if (!wanted) continue;
+    if (!scenarioMatches(scenario, options.filter)) continue;
     const skip =
       scenario.needs === "sandbox" && !options.sandbox
         ? "needs the simulator's own nodes (faults)"

@@ -70,6 +70,9 @@ describe("the sandbox for app developers and outside test kits", () => {
     const none = await simulate("--operators", "1", "--filter", "no-such-scenario", "--report", join(out, "none.html")).catch((e) => e);
     expect(none.code).toBe(1);
     expect(none.stdout).toContain("no scenario matches --filter no-such-scenario");
+    // Refused before anything starts: no node, no report.
+    expect(none.stdout).not.toContain("starting");
+    expect(existsSync(join(out, "none.html"))).toBe(false);
   }, 120_000);
 
   it("conformance mode exits non-zero and names the failing labels when a node does not conform", async () => {
