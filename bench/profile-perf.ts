@@ -7,7 +7,7 @@ import { modeArgument, startProfiledTarget } from "./profile-target.ts";
 /**
  * `npx tsx bench/profile-perf.ts toggle|list|query|get`: Linux `perf` on one node (or the bare
  * GET baseline) during 2.5 s of a 5 s load, JavaScript frames named (`--perf-basic-prof`).
- * Prints where the process's CPU goes, kernel included: the shares the README quotes (the TCP
+ * Prints where the process's CPU goes, kernel included: the shares docs/benchmark-history.md quotes (the TCP
  * send path, waking the reader, SQLite) and the top symbols. Needs `perf` and the right to use
  * it (root, or kernel.perf_event_paranoid ≤ 1).
  */

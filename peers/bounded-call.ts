@@ -32,7 +32,7 @@ const timedOut = () => new DOMException("The operation timed out.", "TimeoutErro
  * whole of it and a bound on the answer's size. It dispatches on undici's handler API rather
  * than `request()`: the answer's chunks are gathered as they arrive, with no body stream, abort
  * signal or async resource per call, which took ~35–40 µs off each federation round trip here
- * (see README, Benchmarks). The deadline's timer is cleared when the call ends.
+ * (see docs/benchmark-history.md). The deadline's timer is cleared when the call ends.
  */
 export function boundedCall(dispatcher: Dispatcher, call: BoundedCall): Promise<BoundedAnswer> {
   return new Promise<BoundedAnswer>((resolve, reject) => {

@@ -10,7 +10,7 @@ import { TwinningError } from "../node/errors/twinning-error.ts";
  * Keys are imported and resolved with jose (JWK, JWKS); the compact serialization itself
  * (RFC 7515 §7.1) is signed and verified with node:crypto's synchronous sign/verify on
  * KeyObjects: four signatures per message made jose's asynchronous WebCrypto path the largest
- * cost of a federation round trip (see README, Benchmarks). ES256 signatures use the JWS
+ * cost of a federation round trip (see docs/benchmark-history.md). ES256 signatures use the JWS
  * (IEEE P1363) encoding, so any JOSE implementation verifies them.
  */
 export const FEDERATION_TYP = "twinning-fed+jwt";

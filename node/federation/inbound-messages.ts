@@ -209,7 +209,7 @@ export function registerInboundMessages(
     // commit waits for its group, and leaves once the commit has.
     const [text, result] = await Promise.all([answers.text(c, answer.body), applied]);
     // Answered before the events go to the streams: by the time a secondary hears of this
-    // change, the peer's lane is free for the next one (see README, Benchmarks).
+    // change, the peer's lane is free for the next one (see docs/benchmark-history.md).
     const sent = answers.sendNow(c, answer.status, text);
     ctx.committed(result.notifications, result.queued);
     return sent;

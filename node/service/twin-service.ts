@@ -83,7 +83,7 @@ export async function deactivateTwin(ctx: NodeContext, twin: Twin, changedBy: Tw
  * answers its device once that message's send has been written: the answer wakes the device,
  * which would otherwise take the CPU that the send, and then the peer, are waiting for. In the
  * propagation trace the peer's message left ~80 µs earlier, and the device's answer ~80 µs later
- * (README, Benchmarks). A change between this operator's own subscribers answers at once.
+ * (docs/benchmark-history.md). A change between this operator's own subscribers answers at once.
  */
 async function peerMessagesFirst(ctx: NodeContext, twin: Twin, queued: boolean): Promise<void> {
   const own = ctx.config.operatorId;
