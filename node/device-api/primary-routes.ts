@@ -43,7 +43,7 @@ export function registerPrimaryRoutes(app: App, ctx: NodeContext, direct: Direct
     }),
     async (c) => {
       const primary = pathSubject(c);
-      const { twin, accessToken } = await activateTwin(ctx, primary, validBody(c, activationRequest));
+      const { twin, accessToken } = await activateTwin(ctx, primary, validBody(c, activationRequest), c.get("principal").provisioning);
       return json(c, { twin: twinView(ctx, twin, accessToken) }, 201);
     },
   );

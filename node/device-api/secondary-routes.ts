@@ -59,7 +59,7 @@ export function registerSecondaryRoutes(app: App, ctx: NodeContext, direct: Dire
       const secondary = pathSubject(c);
       const wait = Number(c.req.query("wait") ?? 0);
       const signal = AbortSignal.any([c.req.raw.signal, ctx.lifecycle]);
-      const result = await readActivationCode(ctx, secondary, c.req.param("codeId") ?? "", wait, signal);
+      const result = await readActivationCode(ctx, secondary, c.req.param("codeId") ?? "", wait, signal, c.get("principal").provisioning);
       return json(c, activationCodeView(ctx, result.record, result));
     },
   );

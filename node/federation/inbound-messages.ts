@@ -26,8 +26,9 @@ const activation = z.object({
   name: z.string().refine(isValidTwinName, "twin name"),
   primaryServices: z.object({ endpoints: z.record(z.string(), z.string()) }).optional(),
 });
+// `changedBy` is checked for form only: the change is the side's that the peer serves (RemoteStatusInput).
 const statusChange = z.object({ status: z.enum(["On", "Off"]), version: z.number().int().min(1), changedBy: z.enum(["primary", "secondary"]) });
-const deactivation = z.object({ changedBy: z.enum(["primary", "secondary"]).default("primary") });
+const deactivation = z.object({ changedBy: z.enum(["primary", "secondary"]).optional() });
 const tokenExchange = z.object({
   grant_type: z.literal(TOKEN_EXCHANGE_GRANT),
   subject_token: z.string().min(1).max(4096),
@@ -91,7 +92,7 @@ export function registerInboundMessages(
   const statusMessage = (peer: string, twinId: string, raw: unknown) => {
     const body = parseBody(statusChange, raw);
     assertTwinId(twinId);
-    const applied = ctx.store.applyRemoteStatus({ twinId, ...body, fromOperatorId: peer, ownOperatorId: own, nowMs: ctx.nowMs() });
+    const applied = ctx.store.applyRemoteStatus({ twinId, status: body.status, version: body.version, fromOperatorId: peer, ownOperatorId: own, nowMs: ctx.nowMs() });
     return { applied, answer: { status: 200, body: { twinId, status: body.status, version: body.version } } };
   };
   const applyStatus = async (peer: string, twinId: string, raw: unknown) => {
@@ -101,9 +102,9 @@ export function registerInboundMessages(
     return answer;
   };
   const applyDeactivation = async (peer: string, twinId: string, raw: unknown) => {
-    const body = parseBody(deactivation, raw);
+    parseBody(deactivation, raw);
     assertTwinId(twinId);
-    const result = await ctx.store.applyRemoteDeactivation({ twinId, changedBy: body.changedBy, fromOperatorId: peer, ownOperatorId: own, nowMs: ctx.nowMs() });
+    const result = await ctx.store.applyRemoteDeactivation({ twinId, fromOperatorId: peer, ownOperatorId: own, nowMs: ctx.nowMs() });
     if (result) ctx.committed(result.notifications, result.queued);
     return { status: 200, body: { twinId, active: false } };
   };

@@ -6,7 +6,7 @@ import type { AppEnv } from "../http/app-env.ts";
 import { assertNotRevoked, assertProvisioned, requireAdmin } from "../http/authenticate.ts";
 import type { App } from "../http/route-helper.ts";
 import type { NodeContext } from "../service/node-context.ts";
-import { verifyCredential } from "../tokens/credentials.ts";
+import { provisioningStamp, verifyCredential } from "../tokens/credentials.ts";
 
 /**
  * RFC 6749 error answer. It carries the OMA body too, so clients of either convention can
@@ -68,7 +68,15 @@ export function registerOAuthRoutes(app: App, ctx: NodeContext): void {
     if (!valid || !subscriber) return oauthError(c, 401, "invalid_client", "client authentication failed", new TwinningError("invalid_token"));
     if (!subscriber.twinningEnabled) return oauthError(c, 400, "unauthorized_client", "subscriber not provisioned for twinning", new TwinningError("not_provisioned"));
     const ttl = ctx.config.policy.accessTokenTtlSeconds;
-    const { token } = await ctx.tokens.mint({ subject: subscriber.address, scope: "twinning", ttlSeconds: ttl, clientId: subscriber.address });
+    // Under the provisioning whose credential was checked: a change meanwhile refuses it.
+    const minted = await ctx.tokens
+      .mint({ subject: subscriber.address, scope: "twinning", ttlSeconds: ttl, clientId: subscriber.address, underProvisioning: provisioningStamp(subscriber) })
+      .catch((error: unknown) => {
+        if (error instanceof TwinningError && error.code === "invalid_token") return undefined;
+        throw error;
+      });
+    if (!minted) return oauthError(c, 401, "invalid_client", "client authentication failed", new TwinningError("invalid_token"));
+    const { token } = minted;
     return c.json({ access_token: token, token_type: "Bearer", expires_in: ttl, scope: "twinning" }, 200, { "cache-control": "no-store", pragma: "no-cache" });
   });
 

@@ -55,6 +55,7 @@ export async function readActivationCode(
   codeId: string,
   waitSeconds: number,
   signal: AbortSignal | undefined,
+  underProvisioning?: string,
 ): Promise<{ record: ActivationCodeRecord; twin?: Twin; accessToken?: string }> {
   let record = await ctx.store.getActivationCode(secondary, codeId, ctx.nowMs());
   if (!record) throw new TwinningError("not_found", { variables: ["activationCode"] });
@@ -71,6 +72,7 @@ export async function readActivationCode(
     scope: "twinning:twin",
     twinId: twin.twinId,
     ttlSeconds: ctx.config.policy.twinTokenTtlSeconds,
+    underProvisioning,
   });
   return { record, twin, accessToken: token };
 }
@@ -78,12 +80,13 @@ export async function readActivationCode(
 type ActivationBody = { activationCode: string; operatorId: string; name?: string | undefined; clientCorrelator?: string | undefined };
 
 /** HLF-PD-001, HLF-TE-007/008/009: the primary redeems a code and the twin starts On. */
-export async function activateTwin(ctx: NodeContext, primary: string, body: ActivationBody): Promise<{ twin: Twin; accessToken: string }> {
-  if (body.clientCorrelator === undefined) return activateOnce(ctx, primary, body);
-  return ctx.correlated.run(lockKey({ subscriber: primary, operation: "activation", key: body.clientCorrelator }), () => activateOnce(ctx, primary, body));
+/** `underProvisioning`: the primary's provisioning stamp the request was authenticated under (see MintInput). */
+export async function activateTwin(ctx: NodeContext, primary: string, body: ActivationBody, underProvisioning?: string): Promise<{ twin: Twin; accessToken: string }> {
+  if (body.clientCorrelator === undefined) return activateOnce(ctx, primary, body, underProvisioning);
+  return ctx.correlated.run(lockKey({ subscriber: primary, operation: "activation", key: body.clientCorrelator }), () => activateOnce(ctx, primary, body, underProvisioning));
 }
 
-async function activateOnce(ctx: NodeContext, primary: string, body: ActivationBody): Promise<{ twin: Twin; accessToken: string }> {
+async function activateOnce(ctx: NodeContext, primary: string, body: ActivationBody, underProvisioning: string | undefined): Promise<{ twin: Twin; accessToken: string }> {
   const own = ctx.config.operatorId;
   if (!/^\d{4,12}$/.test(body.activationCode)) throw new TwinningError("invalid_code");
   const policy = ctx.config.policy;
@@ -97,7 +100,7 @@ async function activateOnce(ctx: NodeContext, primary: string, body: ActivationB
       }
     : undefined;
   const withToken = async (twin: Twin) => {
-    const { token } = await ctx.tokens.mint({ subject: primary, scope: "twinning:twin", twinId: twin.twinId, ttlSeconds: policy.twinTokenTtlSeconds });
+    const { token } = await ctx.tokens.mint({ subject: primary, scope: "twinning:twin", twinId: twin.twinId, ttlSeconds: policy.twinTokenTtlSeconds, underProvisioning });
     return { twin, accessToken: token };
   };
   if (body.operatorId !== own) {

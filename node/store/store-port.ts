@@ -12,16 +12,19 @@ import type { Twin, TwinRef, TwinRole, TwinStatus } from "../domain/twin.ts";
 export interface TwinningStore {
   // --- subscribers (admin API) ---
   /**
-   * Creates or updates. A new subscriber's number is ours from then on: an active twin that
-   * names it as another operator's subscriber ends (that operator is sent a deactivation, our
-   * party is notified).
+   * Creates or updates. Every put is a new provisioning (the device's tokens are revoked with
+   * it): what the previous one opened ends, its pending activation codes (its own and copies of
+   * a peer's), its callback subscriptions with their queued callbacks, its clientCorrelators. A
+   * new subscriber's number is ours from then on: an active twin that names it ends, as another
+   * operator's subscriber (that operator is sent a deactivation, our party is notified) or as ours
+   * (left by a request authenticated before a de-provisioning; the other party is notified).
    */
   putSubscriber(record: SubscriberRecord, ownOperatorId: string): Promise<SubscriberChange & { created: boolean }>;
   getSubscriber(address: string): Promise<SubscriberRecord | undefined>;
   /**
    * Removes the subscriber; its twins end (the other sides notified or sent a deactivation),
-   * and its callback subscriptions (both roles) with their queued callbacks and its
-   * notification feed are deleted. `deleted` is false when there was none (then nothing changes).
+   * what its provisioning opened ends (see putSubscriber) and its notification feed is
+   * deleted. `deleted` is false when there was none (then nothing changes).
    */
   deleteSubscriber(input: DeleteSubscriberInput): Promise<SubscriberChange & { deleted: boolean }>;
 
@@ -290,20 +293,24 @@ export interface FederatedTwinResult {
   readonly consumedCodeId?: string | undefined;
 }
 
+/**
+ * A change made at the peer. Who made it is the side of the twin that the peer serves, whatever
+ * the message claims: a peer acts for its own subscribers only, and a message that named our
+ * side would change our party's twin without a word to it.
+ */
 export interface RemoteStatusInput {
   readonly twinId: string;
   readonly status: TwinStatus;
   readonly version: number;
-  readonly changedBy: TwinRole;
   /** The peer that sent it (the JWS iss); it must be the twin's other operator. */
   readonly fromOperatorId: string;
   readonly ownOperatorId: string;
   readonly nowMs: number;
 }
 
+/** As RemoteStatusInput: the deactivation is the peer's side's. */
 export interface RemoteDeactivationInput {
   readonly twinId: string;
-  readonly changedBy: TwinRole;
   readonly fromOperatorId: string;
   readonly ownOperatorId: string;
   readonly nowMs: number;

@@ -15,6 +15,13 @@ export interface MintInput {
   readonly twinId?: string;
   readonly actor?: string;
   readonly clientId?: string;
+  /**
+   * The subject's provisioning stamp the request was authenticated under (a local principal's
+   * `prv`, or the subscriber record whose credential was checked): minting is refused when the
+   * subject has been provisioned again since, which revoked the request's own token meanwhile
+   * (a long-poll that outlived it, a call to a peer, a credential check racing a change).
+   */
+  readonly underProvisioning?: string | undefined;
 }
 
 export interface ExternalIssuerOptions {
@@ -85,6 +92,9 @@ export class AccessTokens {
     if (input.actor) claims.act = { sub: input.actor };
     if (input.clientId) claims.client_id = input.clientId;
     const provisioning = await this.#provisioningOf(input.subject);
+    if (input.underProvisioning !== undefined && input.underProvisioning !== provisioning) {
+      throw new TwinningError("invalid_token", { detail: "the subscriber was provisioned again during the request" });
+    }
     if (provisioning) claims.prv = provisioning;
     const token = await new SignJWT(claims)
       .setProtectedHeader({ alg: "ES256", kid: this.#kid, typ: TOKEN_TYPE })

@@ -85,7 +85,7 @@ describe("a stale copy of a peer's twin", () => {
     expect(first.status).toBe(201);
     const staleId = first.body.twin.twinId as string;
     // The secondary ends its twin at B; B's DELETE to A is still on its way (applied at B only).
-    await B().node().context.store.applyRemoteDeactivation({ twinId: staleId, changedBy: "secondary", fromOperatorId: "001-01", ownOperatorId: "002-01", nowMs: Date.now() });
+    await B().node().context.store.applyRemoteDeactivation({ twinId: staleId, fromOperatorId: "001-01", ownOperatorId: "002-01", nowMs: Date.now() });
     expect((await A().node().context.store.getTwin(staleId))?.active).toBe(true);
     const p2 = await A().party(addr(A()));
     const code2 = await B().api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/activationCodes`, { token: s.token, body: {} });

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CallbackReceiver } from "../helpers/callback-receiver.ts";
 import { Federation, eventually, type FederatedOperator } from "../helpers/federation-fixture.ts";
@@ -236,5 +237,20 @@ describe("federation between operators over mutual TLS", () => {
     expect(answer.status).toBe(200);
     expect(answer.body).toMatchObject({ operatorId: "002-01", apiVersions: ["v1"] });
     expect(answer.body.endpoints.federation).toBe(`${B.t.node.federationUrl}/federation/v1`);
+  });
+
+  it("HLF-IC-004 an activation naming a twin that two other operators share is refused to a third that knows its id: it learns nothing of the twin", async () => {
+    const p = await A.party(addr(A));
+    const s = await B.party(addr(B));
+    const { twin } = await twinAcross(A, p, B, s, "secondary-operator");
+    const answer = await C.node().context.federation!.send("002-01", {
+      method: "POST",
+      path: "/activations",
+      msgId: randomUUID(),
+      body: { twinId: twin.twinId, secondaryAddress: s.address, primaryAddress: p.address, primaryOperatorId: "003-01", name: "x" },
+    });
+    expect([answer.status, messageId(answer.body)]).toEqual([403, "POL1038"]);
+    expect(JSON.stringify(answer.body)).not.toContain(s.address);
+    expect((await B.node().context.store.getTwin(twin.twinId))?.primaryOperatorId).toBe("001-01");
   });
 });

@@ -100,4 +100,45 @@ describe("federation hardening", () => {
     expect([400, 404].map(isFinalRefusal)).toEqual([true, true]);
     expect([401, 403, 409, 429, 500, 503].map(isFinalRefusal)).toEqual([false, false, false, false, false, false]);
   });
+
+  /** Twins A's primary with B's secondary; returns both parties and the twin's id. */
+  async function twinned() {
+    const [p, s] = [await A.party(addr(A)), await B.party(addr(B))];
+    const code = await codeAtB(s);
+    const activation = await A.api.call("POST", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token, body: { activationCode: code.body.activationCode.code, operatorId: "002-01" } });
+    expect(activation.status, JSON.stringify(activation.body)).toBe(201);
+    return { p, s, twinId: activation.body.twin.twinId as string };
+  }
+  const notificationsOf = (address: string) => A.node().context.store.notificationsAfter(address, "primary", 0, 100);
+
+  it("HLF-PD-007 HLF-IC-005 a change is the side's that the peer serves, whatever the message's changedBy says: our primary hears of its secondary's deactivation sent without one, and of a toggle that claims to be its own", async () => {
+    const federation = B.node().context.federation!;
+    const first = await twinned();
+    const before = (await notificationsOf(first.p.address)).length;
+    // DESIGN's DELETE carries no body fields: B serves the secondary, so the secondary ended it.
+    expect((await federation.send("001-01", { method: "DELETE", path: `/twins/${first.twinId}`, msgId: randomUUID(), body: {} })).status).toBe(200);
+    expect((await A.node().context.store.getTwin(first.twinId))?.active).toBe(false);
+    expect((await notificationsOf(first.p.address)).slice(before).map((x) => [x.type, x.content.changedBy])).toEqual([["twinningDeactivatedNotification", "secondary"]]);
+
+    const second = await twinned();
+    const at = (await notificationsOf(second.p.address)).length;
+    const toggle = await federation.send("001-01", { method: "PUT", path: `/twins/${second.twinId}/status`, msgId: randomUUID(), body: { status: "Off", version: 2, changedBy: "primary" } });
+    expect(toggle.status).toBe(200);
+    expect((await A.node().context.store.getTwin(second.twinId))?.status).toBe("Off");
+    expect((await notificationsOf(second.p.address)).slice(at).map((x) => [x.type, x.content.changedBy])).toEqual([["twinningStatusNotification", "secondary"]]);
+  });
+
+  it("HLF-CM-006 a code shown to a secondary that B then de-provisions is void: A's primary cannot redeem it, and the number's next holder at B inherits nothing", async () => {
+    const p = await A.party(addr(A));
+    const s = await B.party(addr(B));
+    const code = await codeAtB(s);
+    expect(code.status).toBe(201);
+    expect((await B.api.call("DELETE", `/admin/v1/subscribers/${enc(s.address)}`, { token: B.node().adminToken })).status).toBe(204);
+    const next = await B.party(s.address);
+    const activation = await A.api.call("POST", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token, body: { activationCode: code.body.activationCode.code, operatorId: "002-01" } });
+    expect([activation.status, messageId(activation.body)]).toEqual([400, "SVC3001"]);
+    const view = await B.api.call("GET", `/twinning/v1/secondary/${enc(s.address)}/twinning`, { token: next.token });
+    expect(view.status).toBe(404);
+  });
 });
+

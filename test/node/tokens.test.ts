@@ -54,6 +54,19 @@ describe("tokens", () => {
     expect(payload).toMatchObject({ sub: a, scope: "twinning", client_id: a });
   });
 
+  it("OAU-001 a token is minted only under the provisioning its request was authenticated under: after a credential change meanwhile (a long-poll that outlived it), minting is refused", async () => {
+    const a = newAddress();
+    await api.provision(t.node.adminToken, a, "device-secret-old");
+    const before = await t.node.context.tokens.verify(await api.token(a, "device-secret-old"));
+    await api.provision(t.node.adminToken, a, "device-secret-new");
+    const mint = (underProvisioning: string | undefined) => t.node.context.tokens.mint({ subject: a, scope: "twinning", ttlSeconds: 60, underProvisioning });
+    await expect(mint(before.provisioning)).rejects.toMatchObject({ code: "invalid_token" });
+    const now = await t.node.context.tokens.verify(await api.token(a, "device-secret-new"));
+    expect(now.provisioning).not.toBe(before.provisioning);
+    const { token } = await mint(now.provisioning);
+    expect((await t.node.context.tokens.verify(token)).provisioning).toBe(now.provisioning);
+  });
+
   it("OAU-001 wrong credential, unknown client, wrong grant and unknown scope are refused in RFC 6749 form with the OMA body", async () => {
     const a = newAddress();
     await api.provision(t.node.adminToken, a, "device-secret-2");

@@ -2,11 +2,14 @@ import { describe, expect, it } from "vitest";
 import {
   activated,
   expectTwinningError,
+  issued,
   MINUTE,
+  newCode,
   OP,
   OTHER_OP,
   P1,
   P2,
+  redeemInput,
   S1,
   S2,
   S3,
@@ -218,7 +221,7 @@ export function twinContract(makeStore: MakeStore): void {
           nowMs,
           maxTwinsPerPrimary: 10,
         });
-      expect(await store.applyRemoteDeactivation({ twinId, changedBy: "primary", fromOperatorId: OTHER_OP, ownOperatorId: OP, nowMs: T0 })).toBeUndefined();
+      expect(await store.applyRemoteDeactivation({ twinId, fromOperatorId: OTHER_OP, ownOperatorId: OP, nowMs: T0 })).toBeUndefined();
       await expectTwinningError(remote(T0 + SECOND), "update_not_allowed");
       await store.prune({ nowMs: T0 + 2 * 60 * MINUTE, notificationRetentionMs: 60 * MINUTE, attemptWindowMs: MINUTE, deadLetterRetentionMs: 365 * 24 * 60 * MINUTE });
       expect((await remote(T0 + 2 * 60 * MINUTE)).twin.twinId).toBe(twinId);
@@ -315,6 +318,51 @@ export function twinContract(makeStore: MakeStore): void {
       const ours = await activated(store, P1, S2, { nowMs: T0 + 2 * SECOND });
       expect(await store.putSubscriber({ address: P1, twinningEnabled: true, credentialHash: "scrypt:c", updatedAtMs: T0 + 3 * SECOND }, OP)).toMatchObject({ created: false, endedTwins: [] });
       expect((await store.findTwinOfSecondary(S2))?.twinId).toBe(ours.twinId);
+    });
+
+    it("HLF-CM-006 every putSubscriber and deleteSubscriber end what the previous provisioning opened: its pending codes (its own and a peer's copies), its subscriptions with their queued callbacks, its clientCorrelators", async () => {
+      const { store } = h();
+      const provision = (at: number) => store.putSubscriber({ address: S1, twinningEnabled: true, credentialHash: `scrypt:${at}`, updatedAtMs: at }, OP);
+      const correlator = { subscriber: S1, operation: "activationCode", key: "k1", fingerprint: "f1", replayData: "sealed" };
+      for (const [step, end] of [
+        ["a credential change", () => provision(T0 + MINUTE)],
+        ["a de-provisioning", () => store.deleteSubscriber({ address: S1, ownOperatorId: OP, nowMs: T0 + MINUTE })],
+      ] as const) {
+        await provision(T0);
+        const own = newCode();
+        await issued(store, S1, own, { correlator });
+        // A code the peer issued to S1 (its primary redeems it there; the activation then consumes this copy).
+        await issued(store, S1, newCode(), { issuerOperatorId: OTHER_OP });
+        const callback = await subscribe(store, S1, "secondary");
+        await end();
+        const at = T0 + 2 * MINUTE;
+        expect((await store.redeemActivationCode(redeemInput(P1, own, { nowMs: at }))).kind, step).toBe("invalid-code");
+        await expectTwinningError(
+          store.insertFederatedTwin({
+            twin: { twinId: uuid(), primaryAddress: P2, primaryOperatorId: OTHER_OP, secondaryAddress: S1, secondaryOperatorId: OP, name: "watch", status: "On", version: 1, statusOrigin: OTHER_OP },
+            localSide: "secondary",
+            nowMs: at,
+            maxTwinsPerPrimary: 10,
+            consumeRemoteCodeFrom: OTHER_OP,
+          }),
+          "invalid_code",
+        );
+        expect(await store.listSubscriptions(S1, "secondary", at), step).toEqual([]);
+        expect((await store.dueOutboxHeads(at, 10)).some((e) => e.lane === `callback:${callback.subscriptionId}`), step).toBe(false);
+        // The correlator gets a fresh code, not the previous provisioning's.
+        expect((await store.issueActivationCode({ codeId: uuid(), secondaryAddress: S1, secondaryOperatorId: OP, issuerOperatorId: OP, codeHash: `hash:${newCode()}`, nowMs: at, expiresAtMs: at + MINUTE, correlator })).kind, step).toBe("issued");
+        await store.deleteSubscriber({ address: S1, ownOperatorId: OP, nowMs: at });
+      }
+    });
+
+    it("HLF-CM-006 putSubscriber of a new number ends the twins that name it as ours (made by a request authenticated before the number was de-provisioned): the other party is notified", async () => {
+      const { store } = h();
+      // S2 is not provisioned: its twin is what a request that outlived the de-provisioning left.
+      const left = await activated(store, P1, S2);
+      const change = await store.putSubscriber({ address: S2, twinningEnabled: true, credentialHash: "scrypt:new", updatedAtMs: T0 + SECOND }, OP);
+      expect(change.endedTwins.map((t) => t.twinId)).toEqual([left.twinId]);
+      expect(await store.findTwinOfSecondary(S2)).toBeUndefined();
+      expect(change.notifications).toEqual([expect.objectContaining({ recipientAddress: P1, recipientRole: "primary", type: "twinningDeactivatedNotification" })]);
     });
 
     it("deleteSubscription removes only the subscriber's own subscription", async () => {

@@ -1,12 +1,12 @@
 import { effectsOfChange, isNewerStatus } from "../../domain/change-effects.ts";
 import type { StoredNotification } from "../../domain/notification.ts";
-import { defaultTwinName } from "../../domain/twin.ts";
+import { defaultTwinName, type TwinRole } from "../../domain/twin.ts";
 import { TwinningError } from "../../errors/twinning-error.ts";
 import type { ChangeResult, FederatedTwinResult, InsertFederatedTwinInput, RemoteDeactivationInput, RemoteStatusInput } from "../store-port.ts";
 import { findCorrelator, recordCorrelator } from "./sqlite-correlators.ts";
 import type { SqliteDatabase } from "./sqlite-database.ts";
 import { recordEffects } from "./sqlite-notifications.ts";
-import { toTwin } from "./sqlite-rows.ts";
+import { toTwin, type TwinRow } from "./sqlite-rows.ts";
 import { activeTwinOfSecondary, assertCanBePrimary, assertCanBeSecondary, endTwin, twinRow } from "./sqlite-twins.ts";
 
 /**
@@ -32,7 +32,13 @@ export function insertFederatedTwin(d: SqliteDatabase, input: InsertFederatedTwi
     const existing = twinRow(d, t.twinId);
     if (existing) {
       // A retried activation message whose first attempt committed: same answer, no second effect.
-      if (existing.active === 1 && existing.primary_address === t.primaryAddress && existing.secondary_address === t.secondaryAddress) {
+      // Only to the twin's own operators: another that knows the id learns nothing of it.
+      const same =
+        existing.primary_address === t.primaryAddress &&
+        existing.secondary_address === t.secondaryAddress &&
+        existing.primary_operator_id === t.primaryOperatorId &&
+        existing.secondary_operator_id === t.secondaryOperatorId;
+      if (existing.active === 1 && same) {
         return { twin: toTwin(existing), replayed: true, notifications: [], queued: false };
       }
       throw new TwinningError("update_not_allowed", { variables: ["the twin id is already used"] });
@@ -103,21 +109,23 @@ function endStaleTwinOfRemoteSecondary(d: SqliteDatabase, secondary: string, sec
   return endTwin(d, stale.twin_id, "secondary", ownOperatorId, nowMs, true);
 }
 
-/** The peer must be the operator of the twin's other side. */
-function twinOfPeer(d: SqliteDatabase, twinId: string, fromOperatorId: string, ownOperatorId: string) {
+/** The peer must be the operator of the twin's other side; `peerSide` is that side. */
+function twinOfPeer(d: SqliteDatabase, twinId: string, fromOperatorId: string, ownOperatorId: string): { row: TwinRow; peerSide: TwinRole } | undefined {
   const row = twinRow(d, twinId);
   if (!row) return undefined;
-  const other = row.primary_operator_id === ownOperatorId ? row.secondary_operator_id : row.primary_operator_id;
-  if (other !== fromOperatorId || fromOperatorId === ownOperatorId) {
+  const peerSide: TwinRole = row.primary_operator_id === ownOperatorId ? "secondary" : "primary";
+  const peer = peerSide === "primary" ? row.primary_operator_id : row.secondary_operator_id;
+  if (peer !== fromOperatorId || fromOperatorId === ownOperatorId) {
     throw new TwinningError("access_denied", { variables: ["the twin is not shared with this operator"] });
   }
-  return row;
+  return { row, peerSide };
 }
 
 export function applyRemoteStatus(d: SqliteDatabase, input: RemoteStatusInput): ChangeResult {
   return d.write(() => {
-    const row = twinOfPeer(d, input.twinId, input.fromOperatorId, input.ownOperatorId);
-    if (!row) throw new TwinningError("not_found", { variables: ["twin"] });
+    const found = twinOfPeer(d, input.twinId, input.fromOperatorId, input.ownOperatorId);
+    if (!found) throw new TwinningError("not_found", { variables: ["twin"] });
+    const { row, peerSide } = found;
     // Deactivation is final and wins over any status.
     if (row.active !== 1) return { twin: toTwin(row), changed: false, notifications: [], queued: false };
     const incoming = { version: input.version, origin: input.fromOperatorId };
@@ -126,21 +134,21 @@ export function applyRemoteStatus(d: SqliteDatabase, input: RemoteStatusInput): 
     const twin = toTwin(twinRow(d, input.twinId)!);
     // The device only hears of a real change of status.
     if (row.status === input.status) return { twin, changed: true, notifications: [], queued: false };
-    const { notifications, queued } = recordEffects(d, effectsOfChange("status", twin, input.changedBy, input.ownOperatorId, input.nowMs, true), input.nowMs);
+    const { notifications, queued } = recordEffects(d, effectsOfChange("status", twin, peerSide, input.ownOperatorId, input.nowMs, true), input.nowMs);
     return { twin, changed: true, notifications, queued };
   });
 }
 
 export function applyRemoteDeactivation(d: SqliteDatabase, input: RemoteDeactivationInput): ChangeResult | undefined {
   return d.write(() => {
-    const row = twinOfPeer(d, input.twinId, input.fromOperatorId, input.ownOperatorId);
-    if (!row) {
+    const found = twinOfPeer(d, input.twinId, input.fromOperatorId, input.ownOperatorId);
+    if (!found) {
       // A compensation that overtook its activation: remember it, so the late activation is refused.
       d.sql(`INSERT INTO cancelled_twins (twin_id, from_operator_id, cancelled_at) VALUES (?, ?, ?) ON CONFLICT (twin_id) DO NOTHING`).run(input.twinId, input.fromOperatorId, input.nowMs);
       return undefined;
     }
-    if (row.active !== 1) return { twin: toTwin(row), changed: false, notifications: [], queued: false };
-    return endTwin(d, input.twinId, input.changedBy, input.ownOperatorId, input.nowMs, true);
+    if (found.row.active !== 1) return { twin: toTwin(found.row), changed: false, notifications: [], queued: false };
+    return endTwin(d, input.twinId, found.peerSide, input.ownOperatorId, input.nowMs, true);
   });
 }
 

@@ -28,10 +28,34 @@ function gathered(results: readonly ChangeResult[]): SubscriberChange {
 }
 
 /**
- * Creates or updates the record. A new subscriber's number is ours from now on: an active twin
- * held here that names it as another operator's subscriber (a peer's claim made before we
- * provisioned it, or one left from before the number moved here) ends. That operator is told
- * (a queued DELETE), and our party of the twin is notified.
+ * What a provisioning opened ends with it: every PUT of a subscriber renews its credential's
+ * salt, so the tokens issued before stop working (provisioningStamp), and so do its callback
+ * subscriptions (with the callbacks queued for them), its pending activation codes (its own and
+ * the copies of codes a peer issued to it) and its clientCorrelators. A stolen token's
+ * subscription, a code shown to the previous holder of the number, or a correlator's replay of
+ * that code would otherwise outlive the tokens that made them.
+ */
+function endWhatItOpened(d: SqliteDatabase, address: string, ownOperatorId: string): void {
+  for (const { subscription_id } of d.sql(`SELECT subscription_id FROM subscriptions WHERE address = ?`).all(address) as { subscription_id: string }[]) {
+    d.sql(`DELETE FROM outbox WHERE lane = ? AND state = 'pending'`).run(`callback:${subscription_id}`);
+  }
+  d.sql(`DELETE FROM subscriptions WHERE address = ?`).run(address);
+  d.sql(`UPDATE activation_codes SET state = 'Superseded' WHERE secondary_address = ? AND secondary_operator_id = ? AND state = 'Pending'`).run(address, ownOperatorId);
+  d.sql(`DELETE FROM client_correlators WHERE subscriber = ?`).run(address);
+}
+
+/** Ends the twins in which the address is this node's party, each as that party's deactivation (the other side notified, here or at the peer). */
+const endOurPartysTwins = (d: SqliteDatabase, address: string, ownOperatorId: string, nowMs: number): ChangeResult[] =>
+  twinsNaming(d, address, ownOperatorId, "=").map(({ row, role }) => endTwin(d, row.twin_id, role, ownOperatorId, nowMs));
+
+/**
+ * Creates or updates the record, ending what the previous provisioning opened (endWhatItOpened).
+ * A new subscriber's number is ours from now on, and its previous holder's twins end:
+ * - an active twin held here that names it as another operator's subscriber (a peer's claim
+ *   made before we provisioned it, or one left from before the number moved here): that
+ *   operator is told (a queued DELETE), and our party of the twin is notified;
+ * - a twin naming it as ours, left by a request that was authenticated before the number was
+ *   de-provisioned and committed after.
  */
 export function putSubscriber(d: SqliteDatabase, r: SubscriberRecord, ownOperatorId: string): SubscriberChange & { created: boolean } {
   return d.write(() => {
@@ -40,36 +64,35 @@ export function putSubscriber(d: SqliteDatabase, r: SubscriberRecord, ownOperato
       `INSERT INTO subscribers (address, twinning_enabled, credential_hash, updated_at) VALUES (?, ?, ?, ?)
        ON CONFLICT (address) DO UPDATE SET twinning_enabled = excluded.twinning_enabled, credential_hash = excluded.credential_hash, updated_at = excluded.updated_at`,
     ).run(r.address, r.twinningEnabled ? 1 : 0, r.credentialHash, r.updatedAtMs);
+    endWhatItOpened(d, r.address, ownOperatorId);
     const change = existed
       ? { endedTwins: [], notifications: [], queued: false }
-      : gathered(
-          twinsNaming(d, r.address, ownOperatorId, "<>").map(({ row, role: claimedRole }) => {
+      : gathered([
+          ...twinsNaming(d, r.address, ownOperatorId, "<>").map(({ row, role: claimedRole }) => {
             // To the claiming operator, as our party's deactivation…
             const ended = endTwin(d, row.twin_id, otherRole(claimedRole), ownOperatorId, r.updatedAtMs);
             // …and to our party, as the other side's (notified here, nothing sent).
             const heard = recordEffects(d, effectsOfChange("deactivation", ended.twin, claimedRole, ownOperatorId, r.updatedAtMs, true), r.updatedAtMs);
             return { ...ended, notifications: [...ended.notifications, ...heard.notifications], queued: ended.queued || heard.queued };
           }),
-        );
+          ...endOurPartysTwins(d, r.address, ownOperatorId, r.updatedAtMs),
+        ]);
     return { created: !existed, ...change };
   });
 }
 
 /**
  * De-provisions: the subscriber's twins end (their other sides notified, here or at the peer),
- * and its subscriptions, the callbacks queued for them and its notification feed are deleted,
- * so whoever gets the number next inherits nothing.
+ * what its provisioning opened ends (endWhatItOpened) and its notification feed is deleted, so
+ * whoever gets the number next inherits nothing.
  */
 export function deleteSubscriber(d: SqliteDatabase, input: DeleteSubscriberInput): SubscriberChange & { deleted: boolean } {
   return d.write(() => {
     if (d.sql(`DELETE FROM subscribers WHERE address = ?`).run(input.address).changes === 0) {
       return { deleted: false, endedTwins: [], notifications: [], queued: false };
     }
-    const change = gathered(twinsNaming(d, input.address, input.ownOperatorId, "=").map(({ row, role }) => endTwin(d, row.twin_id, role, input.ownOperatorId, input.nowMs)));
-    for (const { subscription_id } of d.sql(`SELECT subscription_id FROM subscriptions WHERE address = ?`).all(input.address) as { subscription_id: string }[]) {
-      d.sql(`DELETE FROM outbox WHERE lane = ? AND state = 'pending'`).run(`callback:${subscription_id}`);
-    }
-    d.sql(`DELETE FROM subscriptions WHERE address = ?`).run(input.address);
+    const change = gathered(endOurPartysTwins(d, input.address, input.ownOperatorId, input.nowMs));
+    endWhatItOpened(d, input.address, input.ownOperatorId);
     deleteNotificationsTo(d, input.address);
     return { deleted: true, ...change };
   });
