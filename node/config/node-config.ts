@@ -129,10 +129,10 @@ const federationSchema = z
     peersFile: z.string().min(1).optional(),
     /** Deadline of one synchronous signed call to a peer. */
     callTimeoutMs: z.number().int().min(100).max(60_000).default(5_000),
-    /** Clock skew tolerated on iat/exp (DESIGN: 30 s). */
-    maxClockSkewSeconds: z.number().int().min(0).max(300).default(30),
-    /** Longest exp - iat accepted and used (DESIGN: 60 s). */
-    maxMessageLifetimeSeconds: z.number().int().min(1).max(300).default(60),
+    /** Clock skew tolerated on iat/exp: DESIGN's 30 s at most (peers that follow it allow no more). */
+    maxClockSkewSeconds: z.number().int().min(0).max(30).default(30),
+    /** Longest exp - iat accepted and used: DESIGN's 60 s at most (a longer one is refused by peers that follow it). */
+    maxMessageLifetimeSeconds: z.number().int().min(1).max(60).default(60),
     /**
      * Largest signed message accepted from a peer. At least 64 KiB: a batch of 100 queued
      * messages is ~20–27 KiB of JWS, and peers send batches of 100 without knowing our limit.

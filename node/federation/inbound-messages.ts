@@ -255,9 +255,16 @@ export function registerInboundMessages(
     const peer = c.get("peer");
     let claims;
     try {
+      // As the peer's subject tokens are made (Federation.subjectToken): a JWT in one of DESIGN's
+      // algorithms, short-lived, naming its subject and twin.
       ({ payload: claims } = await jwtVerify(body.subject_token, federation.registry.get(peer)!.keys, {
         issuer: `urn:twinning:operator:${peer}`,
         audience: `urn:twinning:operator:${own}`,
+        algorithms: ["ES256", "EdDSA"],
+        typ: "JWT",
+        requiredClaims: ["iat", "exp", "sub", "twin_id"],
+        maxTokenAge: federation.options.maxMessageLifetimeSeconds,
+        clockTolerance: federation.options.maxClockSkewSeconds,
         currentDate: new Date(ctx.nowMs()),
       }));
     } catch (error) {

@@ -24,9 +24,14 @@ const MAX_CALLBACK_ANSWER_BYTES = 4_096;
 /** POSTs one callback notification (OMA REST NetAPI callback style) with a deadline. */
 export function createCallbackSender(options: { dispatcher: Dispatcher; timeoutMs: number; allowPrivateTargets: boolean }) {
   return async function sendCallback(entry: OutboxEntry): Promise<void> {
-    // Again at send time: a name may resolve to an internal address now (DNS rebinding).
-    if (!options.allowPrivateTargets && (await resolvesInternally(entry.target).catch(() => true))) {
-      throw new DeliveryError("callback address is internal or does not resolve", undefined, { permanent: true });
+    // Again at send time: a name may resolve to an internal address now. That is final; a name
+    // that does not resolve now (a DNS outage, a receiver being moved) is tried again later. The
+    // connection itself goes only to addresses checked once more (internalRefusingLookup).
+    if (!options.allowPrivateTargets) {
+      const internal = await resolvesInternally(entry.target).catch((error: unknown) => {
+        throw new DeliveryError(`callback host does not resolve: ${(error as NodeJS.ErrnoException).code ?? "error"}`, undefined, { cause: error });
+      });
+      if (internal) throw new DeliveryError("callback address is internal", undefined, { permanent: true });
     }
     const { status, text } = await boundedCall(options.dispatcher, {
       url: entry.target,

@@ -1,11 +1,13 @@
+import { lookup as lookupCallback, type LookupAddress, type LookupOptions } from "node:dns";
 import { lookup } from "node:dns/promises";
 import { BlockList, isIP } from "node:net";
 
 /**
  * Callback URLs come from devices and apps: without a check, a subscription could make the
  * node POST to its own admin listener, a cloud metadata address or the operator's internal
- * network (SSRF). Loopback, link-local, private and unique-local ranges are refused unless
- * the operator allows them (limits.allowPrivateCallbackTargets, for labs and simulators).
+ * network (SSRF). Loopback, link-local, private, unique-local, benchmarking, multicast and
+ * reserved ranges are refused unless the operator allows them
+ * (limits.allowPrivateCallbackTargets, for labs and simulators).
  */
 const internal = new BlockList();
 for (const [net, prefix] of [
@@ -15,7 +17,11 @@ for (const [net, prefix] of [
   ["127.0.0.0", 8],
   ["169.254.0.0", 16],
   ["172.16.0.0", 12],
+  ["192.0.0.0", 24],
   ["192.168.0.0", 16],
+  ["198.18.0.0", 15],
+  ["224.0.0.0", 4],
+  ["240.0.0.0", 4],
 ] as const)
   internal.addSubnet(net, prefix, "ipv4");
 for (const [net, prefix] of [
@@ -23,15 +29,24 @@ for (const [net, prefix] of [
   ["::1", 128],
   ["fc00::", 7],
   ["fe80::", 10],
+  ["ff00::", 8],
 ] as const)
   internal.addSubnet(net, prefix, "ipv6");
 
 export function isInternalAddress(ip: string): boolean {
-  // An IPv4-mapped IPv6 address is judged by its IPv4 part.
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
-  if (mapped) return isInternalAddress(mapped[1]!);
+  // An IPv4-mapped or NAT64 (64:ff9b::/96) IPv6 address is judged by its IPv4 part.
+  const embedded = /^(?:::ffff:|64:ff9b::)(\d+\.\d+\.\d+\.\d+)$/i.exec(ip) ?? hexEmbedded(ip);
+  if (embedded) return isInternalAddress(embedded[1]!);
   const family = isIP(ip);
   return family === 0 ? true : internal.check(ip, family === 4 ? "ipv4" : "ipv6");
+}
+
+/** `::ffff:7f00:1` and `64:ff9b::7f00:1` (the hexadecimal forms) as their dotted IPv4 part. */
+function hexEmbedded(ip: string): [string, string] | undefined {
+  const m = /^(?:::ffff:|64:ff9b::)([0-9a-f]{1,4}):([0-9a-f]{1,4})$/i.exec(ip);
+  if (!m) return undefined;
+  const [hi, lo] = [parseInt(m[1]!, 16), parseInt(m[2]!, 16)];
+  return [ip, `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`];
 }
 
 /** True when the URL's host is a literal internal address or a local name (checked at subscription). */
@@ -47,4 +62,24 @@ export async function resolvesInternally(url: string): Promise<boolean> {
   if (isIP(host)) return isInternalAddress(host);
   const addresses = await lookup(host, { all: true });
   return addresses.some((a) => isInternalAddress(a.address));
+}
+
+/**
+ * A `lookup` for the callback dispatcher's connections (net.connect's option): the name is
+ * resolved once, and the connection goes to the addresses checked, so a name that answers a
+ * public address to the check and an internal one to the connection (DNS rebinding) is refused.
+ */
+export function internalRefusingLookup(
+  hostname: string,
+  options: LookupOptions,
+  callback: (error: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void,
+): void {
+  lookupCallback(hostname, { ...options, all: true }, (error, addresses) => {
+    if (error) return callback(error, []);
+    if (addresses.length === 0 || addresses.some((a) => isInternalAddress(a.address))) {
+      return callback(Object.assign(new Error(`callback host ${hostname} resolves to an internal address`), { code: "EINTERNALTARGET" }), []);
+    }
+    if (options.all) return callback(null, addresses);
+    callback(null, addresses[0]!.address, addresses[0]!.family);
+  });
 }

@@ -17,6 +17,7 @@ import { errorResponse, rawErrorResponse, toTwinningError } from "../errors/erro
 import { TwinningError } from "../errors/twinning-error.ts";
 import type { Socket } from "node:net";
 import { createCallbackSender } from "../notifications/callback-sender.ts";
+import { internalRefusingLookup } from "../notifications/callback-target.ts";
 import { NotificationHub } from "../notifications/notification-hub.ts";
 import { OutboxWorker } from "../notifications/outbox-worker.ts";
 import { createLogger } from "../observability/logger.ts";
@@ -123,7 +124,12 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
   const metrics = new NodeMetrics({ defaultMetrics: options.defaultMetrics ?? false, outboxStats: () => store.outboxStats() });
   const hub = new NotificationHub();
   const lifecycle = new AbortController();
-  const dispatcher = new Agent({ keepAliveTimeout: 30_000, connections: 32 });
+  // Callbacks: connections only to the addresses a check let through (unless private targets are allowed).
+  const dispatcher = new Agent({
+    keepAliveTimeout: 30_000,
+    connections: 32,
+    ...(config.limits.allowPrivateCallbackTargets ? {} : { connect: { lookup: internalRefusingLookup } }),
+  });
   undo.push(() => dispatcher.close());
   let baseUrl = config.device.publicUrl?.replace(/\/$/, "") ?? "";
   const federation = config.federation

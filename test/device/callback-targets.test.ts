@@ -1,5 +1,10 @@
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { Agent, request } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { isInternalHostLiteral, resolvesInternally } from "../../node/notifications/callback-target.ts";
+import { createCallbackSender, DeliveryError } from "../../node/notifications/callback-sender.ts";
+import { internalRefusingLookup, isInternalHostLiteral, resolvesInternally } from "../../node/notifications/callback-target.ts";
+import type { OutboxEntry } from "../../node/store/store-port.ts";
 import { Api, enc, messageId, newAddress, startTestNode, type TestNode } from "../helpers/test-node.ts";
 
 let t: TestNode;
@@ -28,5 +33,43 @@ describe("callback targets (SSRF)", () => {
     expect(await resolvesInternally("http://8.8.8.8/")).toBe(false);
     expect(await resolvesInternally("http://[::ffff:127.0.0.1]/")).toBe(true);
     expect(await resolvesInternally("http://[::ffff:8.8.8.8]/")).toBe(false);
+  });
+
+  it("HLF-CM-005 also internal: benchmarking, multicast, reserved and broadcast IPv4, IPv6 multicast, and NAT64 or IPv4-mapped forms of internal IPv4", async () => {
+    const internal = ["http://198.18.0.1/", "http://224.0.0.1/", "http://239.255.255.250/", "http://255.255.255.255/", "http://240.0.0.1/", "http://192.0.0.8/", "http://[ff02::1]/", "http://[64:ff9b::127.0.0.1]/", "http://[64:ff9b::7f00:1]/", "http://[::ffff:a9fe:a9fe]/"];
+    expect(internal.filter((u) => !isInternalHostLiteral(u))).toEqual([]);
+    expect(["http://[64:ff9b::8.8.8.8]/", "http://[64:ff9b::808:808]/", "http://198.20.0.1/"].map(isInternalHostLiteral)).toEqual([false, false, false]);
+  });
+
+  it("HLF-CM-005 the callback connection goes only to addresses checked at connect time (DNS rebinding): a name resolving to loopback is refused by the dispatcher itself", async () => {
+    const server = createServer((_req, res) => res.end("reached"));
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const port = (server.address() as AddressInfo).port;
+    const guarded = new Agent({ connect: { lookup: internalRefusingLookup } });
+    try {
+      // The control: the same request through a plain agent reaches the server.
+      expect(await (await request(`http://localhost:${port}/`)).body.text()).toBe("reached");
+      const refused = await request(`http://localhost:${port}/`, { dispatcher: guarded }).then(
+        () => "reached",
+        (error: NodeJS.ErrnoException) => error.code,
+      );
+      expect(refused).toBe("EINTERNALTARGET");
+    } finally {
+      await guarded.close();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+
+  it("HLF-CM-005 an internal target is a final refusal (a dead letter); a name that does not resolve now is tried again", async () => {
+    const dispatcher = new Agent();
+    const send = createCallbackSender({ dispatcher, timeoutMs: 2_000, allowPrivateTargets: false });
+    const entry = (target: string) => ({ id: 1, lane: "callback:x", kind: "callback", target, payload: "{}", attempts: 0, createdAtMs: 0 }) as unknown as OutboxEntry;
+    const outcome = (target: string) => send(entry(target)).then(() => "delivered", (error: unknown) => (error instanceof DeliveryError ? (error.permanent ? "final" : "retry") : "other"));
+    try {
+      expect(await outcome("http://127.0.0.1:9/hook")).toBe("final");
+      expect(await outcome("http://callback-host.invalid/hook")).toBe("retry");
+    } finally {
+      await dispatcher.close();
+    }
   });
 });

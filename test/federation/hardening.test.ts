@@ -1,4 +1,6 @@
 import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { importJWK, SignJWT, type JWK } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isFinalRefusal } from "../../node/federation/peer-delivery.ts";
 import { Federation, type FederatedOperator } from "../helpers/federation-fixture.ts";
@@ -139,6 +141,33 @@ describe("federation hardening", () => {
     expect([activation.status, messageId(activation.body)]).toEqual([400, "SVC3001"]);
     const view = await B.api.call("GET", `/twinning/v1/secondary/${enc(s.address)}/twinning`, { token: next.token });
     expect(view.status).toBe(404);
+  });
+
+  it("HLF-IC-006 the token exchange takes only a subject token made as DESIGN's peers make it: a JWT in ES256 or EdDSA with iat and exp, no older than a message may be", async () => {
+    const { s, twinId } = await twinned();
+    const jwk = JSON.parse(readFileSync(B.signingKeyFile, "utf8")) as JWK;
+    const key = await importJWK(jwk, "ES256");
+    const nowS = Math.floor(Date.now() / 1000);
+    const subjectToken = (typ: string, times: { iat?: number; exp?: number }) => {
+      const jwt = new SignJWT({ twin_id: twinId }).setProtectedHeader({ alg: "ES256", kid: jwk.kid!, typ }).setIssuer("urn:twinning:operator:002-01").setAudience("urn:twinning:operator:001-01").setSubject(s.address);
+      if (times.iat !== undefined) jwt.setIssuedAt(times.iat);
+      if (times.exp !== undefined) jwt.setExpirationTime(times.exp);
+      return jwt.sign(key);
+    };
+    const exchange = async (token: string) =>
+      (
+        await B.node().context.federation!.send("001-01", {
+          method: "POST",
+          path: "/token",
+          msgId: randomUUID(),
+          body: { grant_type: "urn:ietf:params:oauth:grant-type:token-exchange", subject_token: token, subject_token_type: "urn:ietf:params:oauth:token-type:jwt" },
+        })
+      ).status;
+    expect(await exchange(await subjectToken("JWT", { iat: nowS, exp: nowS + 60 }))).toBe(200);
+    expect(await exchange(await subjectToken("JWT", {}))).toBe(401);
+    expect(await exchange(await subjectToken("JWT", { exp: nowS + 60 }))).toBe(401);
+    expect(await exchange(await subjectToken("anything", { iat: nowS, exp: nowS + 60 }))).toBe(401);
+    expect(await exchange(await subjectToken("JWT", { iat: nowS - 3_600, exp: nowS + 60 }))).toBe(401);
   });
 });
 

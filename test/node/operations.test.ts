@@ -229,6 +229,16 @@ describe("the admin token on the console", () => {
   });
 });
 
+describe("federation options", () => {
+  it("the signed messages' lifetime and clock skew cannot exceed DESIGN's 60 s and 30 s (peers that follow it would refuse every message)", () => {
+    const federation = { caFile: "ca.pem", certFile: "node.pem", keyFile: "node.key", signingKeyFiles: ["signing.jwk.json"] };
+    const parsed = (over: object) => () => parseNodeConfig({ federation: { ...federation, ...over } });
+    expect(parsed({ maxMessageLifetimeSeconds: 60, maxClockSkewSeconds: 30 })().federation).toMatchObject({ maxMessageLifetimeSeconds: 60, maxClockSkewSeconds: 30 });
+    expect(parsed({ maxMessageLifetimeSeconds: 61 })).toThrow(/federation\.maxMessageLifetimeSeconds/);
+    expect(parsed({ maxClockSkewSeconds: 31 })).toThrow(/federation\.maxClockSkewSeconds/);
+  });
+});
+
 describe("a start that fails part way", () => {
   it("leaves nothing behind: no listener, and the database lock is free for the next start in the same process", async () => {
     const root = mkdtempSync(join(tmpdir(), "twinning-startfail-"));
