@@ -29,7 +29,12 @@ const policySchema = z
      * lucky guess has at most 20 / 10^6 chance per code lifetime: 1 in 50,000.
      */
     maxFailedAttemptsPerCode: z.number().int().min(1).max(1_000_000).default(20),
-    /** The sliding window over which failed redemptions are counted. */
+    /**
+     * Failed `/oauth/token` requests one client id may make within the window; then it is
+     * refused (429), even with the right secret, until the oldest failure leaves the window.
+     */
+    maxFailedTokenRequestsPerClient: z.number().int().min(1).max(1_000).default(10),
+    /** The sliding window over which failed redemptions and failed token requests are counted. */
     failedAttemptWindowSeconds: z.number().int().min(1).max(86_400).default(900),
     /**
      * Live activation codes one peer operator may hold for its secondaries (HLF-IC-003): each
@@ -63,6 +68,11 @@ const limitsSchema = z
     maxSubscriptionDurationSeconds: z.number().int().min(60).max(31_536_000).default(2_592_000),
     /** Allow callbacks to loopback, link-local and private addresses (labs, simulators); off in production. */
     allowPrivateCallbackTargets: z.boolean().default(false),
+    /**
+     * Credential checks (scrypt, on libuv's pool) of `/oauth/token` under way or waiting at
+     * once; past it a token request is refused at once (503 with Retry-After).
+     */
+    maxPendingCredentialChecks: z.number().int().min(1).max(10_000).default(32),
     /** Deadline for one callback POST. */
     callbackTimeoutMs: z.number().int().min(100).max(60_000).default(5_000),
     /** How long notifications stay replayable for SSE clients (Last-Event-ID). */

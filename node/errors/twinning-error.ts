@@ -35,6 +35,8 @@ const catalogue = {
   secondary_already_twinned: { messageId: "POL3001", status: 409, kind: "policyException", text: "The secondary device is already in a twinning relationship" },
   too_many_twins: { messageId: "POL3003", status: 403, kind: "policyException", text: "Too many twins for this primary (limit %1)" },
   too_many_attempts: { messageId: "POL3004", status: 429, kind: "policyException", text: "Too many failed activation attempts; retry after %1 seconds" },
+  too_many_token_requests: { messageId: "POL3004", status: 429, kind: "policyException", text: "Too many failed token requests; retry after %1 seconds" },
+  overloaded: { messageId: "SVC0001", status: 503, kind: "serviceException", text: "A service error occurred: too many requests at once; retry after %1 seconds" },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof catalogue;

@@ -7,14 +7,16 @@ import { assertNotRevoked, assertProvisioned, requireAdmin } from "../http/authe
 import type { App } from "../http/route-helper.ts";
 import type { NodeContext } from "../service/node-context.ts";
 import { provisioningStamp, verifyCredential } from "../tokens/credentials.ts";
+import { LoginGuard } from "./login-guard.ts";
 
 /**
  * RFC 6749 error answer. It carries the OMA body too, so clients of either convention can
  * read it (`error` for OAuth libraries, `requestError` for OMA test kits).
  */
-function oauthError(c: Context<AppEnv>, status: 400 | 401, error: string, description: string, oma: TwinningError): Response {
+function oauthError(c: Context<AppEnv>, status: 400 | 401 | 429 | 503, error: string, description: string, oma: TwinningError): Response {
   const headers: Record<string, string> = { "cache-control": "no-store" };
   if (status === 401) headers["www-authenticate"] = 'Basic realm="twinning"';
+  if (oma.retryAfterSeconds !== undefined) headers["retry-after"] = String(oma.retryAfterSeconds);
   return c.json({ error, error_description: description, ...errorBody(oma) }, status, headers);
 }
 
@@ -54,6 +56,13 @@ const DUMMY_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA$LJbCmxBnOVJDgSyQVRnO
 
 /** OAU-001/002: the token endpoint (client_credentials) and RFC 7662 introspection. */
 export function registerOAuthRoutes(app: App, ctx: NodeContext): void {
+  const policy = ctx.config.policy;
+  const guard = new LoginGuard({
+    maxFailures: policy.maxFailedTokenRequestsPerClient,
+    windowMs: policy.failedAttemptWindowSeconds * 1000,
+    maxPendingChecks: ctx.config.limits.maxPendingCredentialChecks,
+    maxClients: 10_000,
+  });
   app.post("/oauth/token", async (c) => {
     const form = await readForm(c);
     if (!form) return oauthError(c, 400, "invalid_request", "form body required", new TwinningError("invalid_input", { variables: ["Content-Type"] }));
@@ -63,9 +72,23 @@ export function registerOAuthRoutes(app: App, ctx: NodeContext): void {
     const scope = form.get("scope") ?? "twinning";
     if (scope !== "twinning") return oauthError(c, 400, "invalid_scope", "only the twinning scope is granted here", new TwinningError("invalid_input", { variables: ["scope"] }));
     const client = clientCredentials(c, form);
+    const retryAfterMs = client ? guard.retryAfterMs(client.id, ctx.nowMs()) : 0;
+    if (retryAfterMs > 0) {
+      const seconds = Math.ceil(retryAfterMs / 1000);
+      return oauthError(c, 429, "invalid_client", "too many failed attempts", new TwinningError("too_many_token_requests", { variables: [String(seconds)], retryAfterSeconds: seconds }));
+    }
     const subscriber = client && isAddress(client.id) ? await ctx.store.getSubscriber(client.id) : undefined;
-    const valid = (await verifyCredential(client?.secret ?? "", subscriber?.credentialHash ?? DUMMY_HASH)) && subscriber !== undefined && client !== undefined;
-    if (!valid || !subscriber) return oauthError(c, 401, "invalid_client", "client authentication failed", new TwinningError("invalid_token"));
+    const checked = await guard.check(() => verifyCredential(client?.secret ?? "", subscriber?.credentialHash ?? DUMMY_HASH));
+    if (checked === undefined) {
+      return oauthError(c, 503, "temporarily_unavailable", "too many token requests at once", new TwinningError("overloaded", { variables: ["1"], retryAfterSeconds: 1 }));
+    }
+    const valid = checked && subscriber !== undefined && client !== undefined;
+    if (!valid || !subscriber) {
+      // Every client id is counted, provisioned or not, so the answers do not tell them apart.
+      if (client) guard.failed(client.id, ctx.nowMs());
+      return oauthError(c, 401, "invalid_client", "client authentication failed", new TwinningError("invalid_token"));
+    }
+    guard.succeeded(client.id);
     if (!subscriber.twinningEnabled) return oauthError(c, 400, "unauthorized_client", "subscriber not provisioned for twinning", new TwinningError("not_provisioned"));
     const ttl = ctx.config.policy.accessTokenTtlSeconds;
     // Under the provisioning whose credential was checked: a change meanwhile refuses it.

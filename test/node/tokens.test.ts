@@ -54,6 +54,21 @@ describe("tokens", () => {
     expect(payload).toMatchObject({ sub: a, scope: "twinning", client_id: a });
   });
 
+  it("HLF-CM-006 OAU-001 a client id that failed policy.maxFailedTokenRequestsPerClient times in the window is refused with 429 and Retry-After, even with its right secret", async () => {
+    const a = newAddress();
+    await api.provision(t.node.adminToken, a, "device-secret-guess");
+    for (let i = 0; i < 10; i++) expect((await form("grant_type=client_credentials", basic(a, `wrong-${i}`))).status).toBe(401);
+    const refused = await form("grant_type=client_credentials", basic(a, "device-secret-guess"));
+    expect(refused.status).toBe(429);
+    expect(Number(refused.headers.get("retry-after"))).toBeGreaterThan(0);
+    const body = (await refused.json()) as any;
+    expect([body.error, messageId(body)]).toEqual(["invalid_client", "POL3004"]);
+    // Another client is not affected.
+    const b = newAddress();
+    await api.provision(t.node.adminToken, b, "device-secret-other");
+    expect((await form("grant_type=client_credentials", basic(b, "device-secret-other"))).status).toBe(200);
+  });
+
   it("OAU-001 a token is minted only under the provisioning its request was authenticated under: after a credential change meanwhile (a long-poll that outlived it), minting is refused", async () => {
     const a = newAddress();
     await api.provision(t.node.adminToken, a, "device-secret-old");
