@@ -2,7 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { encodeAddress } from "../domain/address.ts";
 import { pathSubject, requireToken, subjectOf } from "../http/authenticate.ts";
 import type { DirectRoutes } from "../http/direct-answers.ts";
-import { addDirectRoute, addRoute, json, reusableJson, validBody, type App } from "../http/route-helper.ts";
+import { addDirectRoute, addRoute, json, reusableJson, secretJson, validBody, type App } from "../http/route-helper.ts";
 import { addrParam, bearer, clientCorrelatorSchema, errorResponses, nameSchema, operatorIdSchema, statusSchema, twinSchema } from "../http/schemas.ts";
 import { activateTwin } from "../service/activation-service.ts";
 import type { NodeContext } from "../service/node-context.ts";
@@ -27,7 +27,7 @@ const refParams = addrParam.extend({ ref: z.string().openapi({ description: "twi
 export function registerPrimaryRoutes(app: App, ctx: NodeContext, direct: DirectRoutes): void {
   const twinning = requireToken(ctx, ["twinning"]);
   const twinningOrTwin = requireToken(ctx, ["twinning", "twinning:twin"]);
-  const twinRef = (c: Parameters<typeof pathSubject>[0]) => resolvePrimaryTwin(ctx, pathSubject(c), c.req.param("ref") ?? "", c.get("principal"));
+  const twinRef = (c: Parameters<typeof pathSubject>[0], use: "read" | "change" = "change") => resolvePrimaryTwin(ctx, pathSubject(c), c.req.param("ref") ?? "", c.get("principal"), use);
 
   addRoute(
     app,
@@ -44,7 +44,7 @@ export function registerPrimaryRoutes(app: App, ctx: NodeContext, direct: Direct
     async (c) => {
       const primary = pathSubject(c);
       const { twin, accessToken } = await activateTwin(ctx, primary, validBody(c, activationRequest), c.get("principal").provisioning);
-      return json(c, { twin: twinView(ctx, twin, accessToken) }, 201);
+      return secretJson(c, { twin: twinView(ctx, twin, accessToken) }, 201);
     },
   );
 
@@ -81,7 +81,7 @@ export function registerPrimaryRoutes(app: App, ctx: NodeContext, direct: Direct
       request: { params: refParams },
       responses: { 200: twinResponse("The twin"), ...errorResponses },
     }),
-    async (c) => reusableJson(c, { twin: twinView(ctx, await twinRef(c)) }),
+    async (c) => reusableJson(c, { twin: twinView(ctx, await twinRef(c, "read")) }),
   );
 
   addRoute(

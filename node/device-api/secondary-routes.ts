@@ -4,7 +4,7 @@ import { readActivationCode, requestActivationCode } from "../service/activation
 import { deactivateTwin, primaryServicesToken, resolveSecondaryTwin, toggleTwin } from "../service/twin-service.ts";
 import { pathSubject, requireToken, subjectOf } from "../http/authenticate.ts";
 import type { DirectRoutes } from "../http/direct-answers.ts";
-import { addDirectRoute, addRoute, json, reusableJson, validBody, type App } from "../http/route-helper.ts";
+import { addDirectRoute, addRoute, json, reusableJson, secretJson, validBody, type App } from "../http/route-helper.ts";
 import { addrParam, bearer, clientCorrelatorSchema, errorResponses, operatorIdSchema, statusSchema } from "../http/schemas.ts";
 import { activationCodeView, twinningView } from "./resources.ts";
 
@@ -36,7 +36,7 @@ export function registerSecondaryRoutes(app: App, ctx: NodeContext, direct: Dire
       const secondary = pathSubject(c);
       const body = validBody(c, codeRequest);
       const { record, code } = await requestActivationCode(ctx, secondary, body);
-      return json(c, activationCodeView(ctx, record, { code }), 201);
+      return secretJson(c, activationCodeView(ctx, record, { code }), 201);
     },
   );
 
@@ -60,7 +60,7 @@ export function registerSecondaryRoutes(app: App, ctx: NodeContext, direct: Dire
       const wait = Number(c.req.query("wait") ?? 0);
       const signal = AbortSignal.any([c.req.raw.signal, ctx.lifecycle]);
       const result = await readActivationCode(ctx, secondary, c.req.param("codeId") ?? "", wait, signal, c.get("principal").provisioning);
-      return json(c, activationCodeView(ctx, result.record, result));
+      return secretJson(c, activationCodeView(ctx, result.record, result));
     },
   );
 
@@ -138,7 +138,7 @@ export function registerSecondaryRoutes(app: App, ctx: NodeContext, direct: Dire
     }),
     async (c) => {
       const twin = await resolveSecondaryTwin(ctx, pathSubject(c), c.get("principal"));
-      return json(c, { primaryServices: await primaryServicesToken(ctx, twin) });
+      return secretJson(c, { primaryServices: await primaryServicesToken(ctx, twin) });
     },
   );
 }

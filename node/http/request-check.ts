@@ -5,8 +5,12 @@ import { TwinningError } from "../errors/twinning-error.ts";
 import type { AppEnv } from "./app-env.ts";
 import { JSON_MEDIA_TYPE } from "./body-limit.ts";
 
-/** A Content-Type a JSON body route accepts (zod-openapi's media-type gate). */
-export const JSON_REQUEST = /^application\/([a-z-.]+\+)?json(;\s*[a-zA-Z0-9-]+=([^;]+))*$/i;
+/**
+ * A Content-Type a JSON body route accepts: `application/json` or `application/…+json`, with
+ * any parameters (RFC 9110 §8.3.1: `*( OWS ";" OWS [ name=value ] )`, so `application/json ;
+ * charset=utf-8` and a trailing `;` too).
+ */
+export const JSON_REQUEST = /^application\/([a-z-.]+\+)?json[ \t]*(;[ \t]*([!#$%&'*+.^_`|~0-9a-z-]+=("[^"]*"|[!#$%&'*+.^_`|~0-9a-z-]+)[ \t]*)?)*$/i;
 const IS_JSON = /^application\/([a-z-.]+\+)?json/i;
 
 type Request = NonNullable<RouteConfig["request"]>;

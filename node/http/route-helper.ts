@@ -62,6 +62,10 @@ function validParams(c: Context<AppEnv>): Record<string, string> {
 
 export const json = (c: Context<AppEnv>, body: unknown, status: 200 | 201 = 200): Response => c.json(body as object, status);
 
+/** An answer that carries a bearer token or an activation code: no cache on the way may keep it (as /oauth/token's). */
+export const secretJson = (c: Context<AppEnv>, body: unknown, status: 200 | 201 = 200): Response =>
+  c.json(body as object, status, { "cache-control": "no-store", pragma: "no-cache" });
+
 /**
  * A 200 JSON answer that ReadyAnswers may send again while the store's read version holds. Only
  * for a GET whose answer is made of nothing but its target, its bearer token and reads of

@@ -14,12 +14,15 @@ function assertTokenCoversTwin(principal: Principal, twin: Twin): void {
   }
 }
 
-/** HLF-PD-003: a primary names a twin by twinId, secondary address or name. */
-export async function resolvePrimaryTwin(ctx: NodeContext, primary: string, ref: string, principal: Principal): Promise<Twin> {
+/**
+ * HLF-PD-003: a primary names a twin by twinId, secondary address or name. `use`: a read of a
+ * twin that is gone is a 404 like any unknown twin; a change of one named by id is POL1038.
+ */
+export async function resolvePrimaryTwin(ctx: NodeContext, primary: string, ref: string, principal: Principal, use: "read" | "change" = "change"): Promise<Twin> {
   const parsed = parseTwinRef(ref);
   const twin = await ctx.store.findTwinOfPrimary(primary, parsed);
   if (!twin) {
-    if (parsed.kind === "twinId") {
+    if (parsed.kind === "twinId" && use === "change") {
       const ended = await ctx.store.getTwin(parsed.twinId);
       // HLF-PD-004: a deactivated twin is gone for good; naming it by id says so (POL1038).
       if (ended && ended.primaryAddress === primary) throw new TwinningError("update_not_allowed", { variables: ["the twin is deactivated"] });

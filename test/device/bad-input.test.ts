@@ -102,7 +102,7 @@ describe("malformed and mistyped bodies", () => {
     expectRefused(res, 400, "SVC0002", c.field);
   });
 
-  it.each(["application/json; charset=utf-8", "application/merge-patch+json", "APPLICATION/JSON"])("HLF-CM-001 a JSON body sent as %s is read as JSON", async (type) => {
+  it.each(["application/json; charset=utf-8", "application/merge-patch+json", "APPLICATION/JSON", "application/json ; charset=utf-8", "application/json;", "application/json; charset=\"utf-8\""])("HLF-CM-001 a JSON body sent as %s is read as JSON", async (type) => {
     const res = await api.call("PUT", `${P(p)}/twins/${twinId}/status`, { token: p.token, headers: { "content-type": type }, rawBody: '{"status":"On"}' });
     expect(res.status).toBe(200);
     expect(res.body.twin.status).toBe("On");

@@ -86,7 +86,7 @@ describe("direct routes", () => {
     const addresses = [p1.address, s1.address, p2.address, s2.address, p3.address, stranger.address, "acr:Authorization", "tel:abc", "tel:+1%20555"];
     const refs = [one.twin.twinId, two.twin.twinId, ended.twin.twinId, "00000000-0000-4000-8000-000000000000", s1.address, "watch", "twin-1", "no-such-name"];
     const bodies = ['{"status":"On"}', '{"status":"Off"}', '{"status":"on"}', '{"status":"On","extra":1}', "{}", "[]", "null", "not json", "", '{"status":'];
-    const types = ["application/json", "application/json; charset=utf-8", "application/merge-patch+json", "APPLICATION/JSON"];
+    const types = ["application/json", "application/json; charset=utf-8", "application/merge-patch+json", "APPLICATION/JSON", "application/json ; charset=utf-8", "application/json;"];
 
     await fc.assert(
       fc.asyncProperty(

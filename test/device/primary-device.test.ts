@@ -62,8 +62,13 @@ describe("primary device", () => {
     expect(del.status).toBe(204);
     const list = await api.call("GET", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token });
     expect(list.body.twinList.twin).toEqual([]);
-    const again = await api.call("GET", `/twinning/v1/primary/${enc(p.address)}/twins/${twin.twinId}`, { token: p.token });
-    expect([again.status, messageId(again.body)]).toEqual([403, "POL1038"]);
+    // Gone for good: a read finds no twin (404, as by name or address); a change of it is refused (POL1038).
+    for (const ref of [twin.twinId, enc(s.address), twin.name]) {
+      const again = await api.call("GET", `/twinning/v1/primary/${enc(p.address)}/twins/${ref}`, { token: p.token });
+      expect([again.status, messageId(again.body)], ref).toEqual([404, "SVC0002"]);
+    }
+    const change = await api.call("PUT", `/twinning/v1/primary/${enc(p.address)}/twins/${twin.twinId}/status`, { token: p.token, body: { status: "Off" } });
+    expect([change.status, messageId(change.body)]).toEqual([403, "POL1038"]);
     const withTwinToken = await api.call("GET", `/twinning/v1/primary/${enc(p.address)}/twins/${twin.twinId}`, { token: primaryTwinToken });
     expect([withTwinToken.status, messageId(withTwinToken.body)]).toEqual([401, "SVC2003"]);
     const secondary = await api.call("GET", `/twinning/v1/secondary/${enc(s.address)}/twinning`, { token: s.token });

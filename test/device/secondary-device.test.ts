@@ -171,4 +171,17 @@ describe("secondary device: twinning", () => {
     const misuse = await api.call("GET", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: ps.accessToken });
     expect([misuse.status, messageId(misuse.body)]).toEqual([403, "POL2003"]);
   });
+
+  it("HLF-CM-006 answers that carry an activation code or a token are marked Cache-Control: no-store (as /oauth/token's), so no cache on the way keeps them", async () => {
+    const [p, s] = [await party(), await party()];
+    const code = await api.call("POST", codes(s), { token: s.token, body: {} });
+    const activation = await api.call("POST", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token, body: { activationCode: code.body.activationCode.code, operatorId: "001-01" } });
+    const used = await api.call("GET", new URL(code.body.activationCode.resourceURL).pathname, { token: s.token });
+    const services = await api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/twinning/primaryServicesToken`, { token: s.token });
+    expect([code.status, activation.status, used.status, services.status]).toEqual([201, 201, 200, 200]);
+    expect([code, activation, used, services].map((r) => r.headers.get("cache-control"))).toEqual(["no-store", "no-store", "no-store", "no-store"]);
+    // A list, which carries neither, may be kept.
+    expect((await api.call("GET", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token })).headers.get("cache-control")).toBeNull();
+  });
 });
+
