@@ -1,16 +1,22 @@
 import { encodeAddress } from "../domain/address.ts";
-import type { Twin } from "../domain/twin.ts";
+import type { Twin, TwinRole } from "../domain/twin.ts";
 import type { NodeContext } from "../service/node-context.ts";
 import type { ActivationCodeRecord, SubscriptionRecord } from "../store/store-port.ts";
 
 /** Wire shapes of the device API's resources (DESIGN "Device API"), built in one place. */
 const api = (ctx: NodeContext) => `${ctx.deviceBaseUrl()}/twinning/v1`;
 
-export function twinResourceUrl(ctx: NodeContext, twin: Twin): string {
-  return `${api(ctx)}/primary/${encodeAddress(twin.primaryAddress)}/twins/${twin.twinId}`;
+/**
+ * The twin's resource on this node as `side` sees it: the primary's twin, or the secondary's
+ * twinning (the secondary's node of a twin across operators serves no primary's resource).
+ */
+export function twinResourceUrl(ctx: NodeContext, twin: Twin, side: TwinRole = "primary"): string {
+  return side === "primary"
+    ? `${api(ctx)}/primary/${encodeAddress(twin.primaryAddress)}/twins/${twin.twinId}`
+    : `${api(ctx)}/secondary/${encodeAddress(twin.secondaryAddress)}/twinning`;
 }
 
-export function twinView(ctx: NodeContext, twin: Twin, accessToken?: string) {
+export function twinView(ctx: NodeContext, twin: Twin, accessToken?: string, side: TwinRole = "primary") {
   return {
     twinId: twin.twinId,
     primaryAddress: twin.primaryAddress,
@@ -18,7 +24,7 @@ export function twinView(ctx: NodeContext, twin: Twin, accessToken?: string) {
     secondaryOperatorId: twin.secondaryOperatorId,
     name: twin.name,
     status: twin.status,
-    resourceURL: twinResourceUrl(ctx, twin),
+    resourceURL: twinResourceUrl(ctx, twin, side),
     ...(accessToken ? { accessToken } : {}),
   };
 }
@@ -47,7 +53,7 @@ export function activationCodeView(
       expiresAt: new Date(record.expiresAtMs).toISOString(),
       status: record.state,
       resourceURL: `${api(ctx)}/secondary/${encodeAddress(record.secondaryAddress)}/activationCodes/${record.codeId}`,
-      ...(extra.twin ? { twin: twinView(ctx, extra.twin) } : {}),
+      ...(extra.twin ? { twin: twinView(ctx, extra.twin, undefined, "secondary") } : {}),
       ...(extra.accessToken ? { accessToken: extra.accessToken } : {}),
     },
   };

@@ -1,9 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { createRoute, z } from "@hono/zod-openapi";
-import type { Context } from "hono";
 import type { TwinRole } from "../domain/twin.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
-import type { AppEnv } from "../http/app-env.ts";
 import { pathSubject, requireToken } from "../http/authenticate.ts";
 import { addRoute, json, validBody, type App } from "../http/route-helper.ts";
 import { bearer, clientCorrelatorSchema, errorResponses } from "../http/schemas.ts";
@@ -28,27 +26,6 @@ const subscriptionRequest = z.object({
   clientCorrelator: clientCorrelatorSchema.optional(),
 });
 const ok = (description: string) => ({ description, content: { "application/json": { schema: z.object({}).passthrough() } } });
-
-/** These routes' paths with any word where the role goes, and the methods each path takes. */
-const ROLE_PATH = /^\/twinning\/v1\/([^/]+)\/[^/]+\/(subscriptions|subscriptions\/[^/]+|notifications)$/;
-const METHODS_OF = (rest: string): readonly string[] => (rest === "subscriptions" ? ["GET", "POST"] : rest === "notifications" ? ["GET"] : ["GET", "DELETE"]);
-
-/**
- * One of these routes asked with a role other than primary or secondary matches no route (they
- * are registered per role), so the app's not-found answer asks here first: authenticated as
- * the routes are (401, 403 and POL2001 come first, as before), such a request gets SVC1014.
- * Anything else returns, for a 404.
- */
-export function undefinedRoleCheck(ctx: NodeContext): (c: Context<AppEnv>) => Promise<void> {
-  const auth = requireToken(ctx, ["twinning"]);
-  return async (c) => {
-    const [, role, rest] = ROLE_PATH.exec(c.req.path) ?? [];
-    if (role === undefined || role === "primary" || role === "secondary" || !METHODS_OF(rest!).includes(c.req.method)) return;
-    await auth(c, async () => {
-      throw new TwinningError("undefined_role", { variables: [role.slice(0, 40)] });
-    });
-  };
-}
 
 /** Callback subscriptions and the SSE stream (HLF-PD-007, HLF-SD-008, HLF-CM-005). */
 export function registerSubscriptionRoutes(app: App, ctx: NodeContext): void {

@@ -186,7 +186,7 @@ export function registerInboundMessages(
         ctx.hub.codeUsed(result.codeId);
         ctx.committed(result.notifications, result.queued);
       }
-      return sign(c, 201, { twin: twinView(ctx, result.twin) });
+      return sign(c, 201, { twin: twinView(ctx, result.twin, undefined, "secondary") });
     }
     if (!body.secondaryAddress) throw new TwinningError("invalid_input", { variables: ["secondaryAddress"] });
     // Only a secondary that asked this peer for a code can be twinned by it (consumeRemoteCodeFrom).
@@ -200,7 +200,7 @@ export function registerInboundMessages(
     });
     ctx.committed(notifications, queued);
     if (consumedCodeId) ctx.hub.codeUsed(consumedCodeId);
-    return sign(c, 201, { twin: twinView(ctx, twin) });
+    return sign(c, 201, { twin: twinView(ctx, twin, undefined, "secondary") });
   });
 
   // HLF-IC-005, HLF-IC-007: a toggle made at the peer.

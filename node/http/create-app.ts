@@ -5,7 +5,8 @@ import type { Context } from "hono";
 import { registerAdminRoutes } from "../admin-api/subscriber-routes.ts";
 import { registerPrimaryRoutes } from "../device-api/primary-routes.ts";
 import { registerSecondaryRoutes } from "../device-api/secondary-routes.ts";
-import { registerSubscriptionRoutes, undefinedRoleCheck } from "../device-api/subscription-routes.ts";
+import { registerSubscriptionRoutes } from "../device-api/subscription-routes.ts";
+import { undefinedRoleCheck } from "../device-api/undefined-role.ts";
 import { errorResponse } from "../errors/error-response.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
 import { registerOAuthRoutes } from "../oauth/oauth-routes.ts";
@@ -39,9 +40,10 @@ export function createDeviceApp(ctx: NodeContext, direct: DirectRoutes = new Dir
     if (id) res.headers.set("X-Request-Id", id);
     return res;
   };
-  const undefinedRole = undefinedRoleCheck(ctx);
+  const routes = app.openAPIRegistry.definitions.flatMap((d) => (d.type === "route" ? [{ method: d.route.method, path: d.route.path }] : []));
+  const undefinedRole = undefinedRoleCheck(ctx, routes);
   app.notFound(async (c) => {
-    await undefinedRole(c); // throws SVC1014 (or the authentication error) for a subscription path with an unknown role
+    await undefinedRole(c); // throws SVC1014 (or the authentication error) for a role path with an unknown role
     return traced(c, errorResponse(new TwinningError("not_found", { variables: ["path"] })));
   });
   const refusal = refusalRecorder(ctx);

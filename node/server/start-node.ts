@@ -13,7 +13,7 @@ import { createDeviceApp } from "../http/create-app.ts";
 import { answeringReady, ReadyAnswers } from "../http/ready-answers.ts";
 import { answerRecorder, refusalRecorder, requestIdOf } from "../http/request-envelope.ts";
 import { answeringDirect, DirectRoutes } from "../http/direct-answers.ts";
-import { errorResponse, rawErrorResponse, toTwinningError } from "../errors/error-response.ts";
+import { errorAnswer, errorResponse, rawErrorResponse, toTwinningError } from "../errors/error-response.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
 import type { Socket } from "node:net";
 import { createCallbackSender } from "../notifications/callback-sender.ts";
@@ -72,6 +72,19 @@ function listenerFor(fetch: (request: Request) => Response | Promise<Response>, 
     errorHandler: (error) =>
       errorResponse(error instanceof RequestError ? new TwinningError("invalid_input", { variables: ["request"], detail: error.message }) : toTwinningError(error)),
   });
+}
+
+/**
+ * HTTP/1.1 requires a Host header (RFC 9112 §3.2). Node checks it itself with a bare 400 (no
+ * body) unless `requireHostHeader` is off, as it is on our listeners: checked here instead, with
+ * the OMA body, before anything else sees the request.
+ */
+function requiringHost(listener: RequestListener): RequestListener {
+  return (req, res) => {
+    if (req.headers.host !== undefined || req.httpVersion !== "1.1") return listener(req, res);
+    const { status, headers, body } = errorAnswer(new TwinningError("invalid_input", { variables: ["Host"] }));
+    res.writeHead(status, { ...headers, "content-length": Buffer.byteLength(body), connection: "close" }).end(body);
+  };
 }
 
 /** Requests Node refuses before the app (431, 408, 400) still get the OMA error body. */
@@ -210,6 +223,8 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
     requestTimeout: config.limits.requestTimeoutMs,
     headersTimeout: Math.min(config.limits.requestTimeoutMs, 60_000),
     connectionsCheckingInterval: Math.max(250, Math.min(30_000, Math.floor(config.limits.requestTimeoutMs / 4))),
+    // Checked by requiringHost, with the OMA body.
+    requireHostHeader: false,
   };
   const direct = new DirectRoutes();
   const app = createDeviceApp(context, direct);
@@ -224,7 +239,7 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
       { ctx: context, maxBodyBytes: config.limits.maxBodyBytes, requestIdOf, record, refusal: refusalRecorder(context) },
       listenerFor(app.fetch, config.device.host),
     );
-    const listener = answers ? answeringReady(answers, requestIdOf, record, appListener) : appListener;
+    const listener = requiringHost(answers ? answeringReady(answers, requestIdOf, record, appListener) : appListener);
     return tls ? createHttpsServer(options, listener) : createHttpServer(options, listener);
   };
   const server: ServerType = await new Promise((resolveListening, reject) => {
@@ -256,7 +271,7 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
           fetch: fedApp.fetch,
           hostname: f.host,
           port: f.port,
-          createServer: ((options: object) => createHttpsServer(options, listenerFor(fedApp.fetch, f.host))) as typeof createHttpsServer,
+          createServer: ((options: object) => createHttpsServer(options, requiringHost(listenerFor(fedApp.fetch, f.host)))) as typeof createHttpsServer,
           // requestCert without rejectUnauthorized: a foreign certificate gets a clear error body instead of a bare TLS failure.
           serverOptions: {
             cert: federation.tls.cert,

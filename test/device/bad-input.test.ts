@@ -127,6 +127,19 @@ describe("malformed and mistyped bodies", () => {
     expectRefused(under, 400, "SVC3001");
   });
 
+  it("HLF-CM-001 an HTTP/1.1 request without a Host header → 400 SVC0002 naming Host, with the OMA body; HTTP/1.0 needs none", async () => {
+    const status = (answer: string) => answer.split("\r\n")[0];
+    const body = (answer: string) => JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4));
+    // A toggle (answered by the direct route), a read and an unknown path.
+    for (const line of [`PUT ${P(p)}/twins/x/status`, `GET ${P(p)}/twins`, "GET /nothing"]) {
+      const answer = await rawHttp(t.url, (write) => write(`${line} HTTP/1.1\r\nAuthorization: Bearer ${p.token}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`));
+      expect(status(answer), line).toBe("HTTP/1.1 400 Bad Request");
+      expect(body(answer).requestError.serviceException).toMatchObject({ messageId: "SVC0002", variables: ["Host"] });
+    }
+    const old = await rawHttp(t.url, (write) => write(`GET ${P(p)}/twins HTTP/1.0\r\nAuthorization: Bearer ${p.token}\r\n\r\n`));
+    expect(status(old)).toBe("HTTP/1.1 200 OK");
+  });
+
   it("HLF-CM-006 a body that arrives in pieces after its headers is read whole, as one sent with them", async () => {
     const body = JSON.stringify({ activationCode: "12x456", operatorId: "001-01" });
     const whole = await api.call("POST", `${P(p)}/twins`, { token: p.token, rawBody: body, headers: { "content-type": "application/json" } });
@@ -389,6 +402,31 @@ describe("unknown resources → 404 SVC0002", () => {
 });
 
 describe("roles, correlators and peers", () => {
+  it.each(["tertiary", "owner"])("SVC1014 role segment %j on every role route's path → 400 SVC1014", async (role) => {
+    const p = await party();
+    const base = `${V1}/${role}/${enc(p.address)}`;
+    const id = randomUUID();
+    for (const [method, rest, body] of [
+      ["POST", "activationCodes", {}],
+      ["GET", `activationCodes/${id}`],
+      ["GET", "twinning"],
+      ["DELETE", "twinning"],
+      ["PUT", "twinning/status", { status: "Off" }],
+      ["POST", "twinning/primaryServicesToken", {}],
+      ["POST", "twins", { activationCode: "123456", operatorId: "001-01" }],
+      ["GET", "twins"],
+      ["GET", `twins/${id}`],
+      ["PATCH", `twins/${id}`, { name: "x" }],
+      ["DELETE", `twins/${id}`],
+      ["PUT", `twins/${id}/status`, { status: "Off" }],
+    ] as const) {
+      expectRefused(await api.call(method, `${base}/${rest}`, { token: p.token, ...(body ? { body } : {}) }), 400, "SVC1014");
+    }
+    // Not a role route's shape: 404.
+    expectRefused(await api.call("GET", `${base}/twinning/nothing`, { token: p.token }), 404, "SVC0002");
+    expectRefused(await api.call("PATCH", `${base}/twins`, { token: p.token, body: {} }), 404, "SVC0002");
+  });
+
   it.each(["tertiary", "owner"])("SVC1014 role segment %j in subscriptions and notifications → 400 SVC1014", async (role) => {
     const p = await party();
     const base = `${V1}/${role}/${enc(p.address)}`;

@@ -87,6 +87,8 @@ describe("secondary device: activation codes", () => {
     const twinToken = used.body.activationCode.accessToken as string;
     // The twin-scoped token works for toggle, query and deactivation of that twin only.
     const path2 = `/twinning/v1/secondary/${enc(s.address)}/twinning`;
+    // The twin as the secondary sees it names the secondary's own resource (the primary's is not its to read).
+    expect(used.body.activationCode.twin.resourceURL).toBe(`${t.url}${path2}`);
     expect((await api.call("GET", path2, { token: twinToken })).status).toBe(200);
     expect((await api.call("PUT", `${path2}/status`, { token: twinToken, body: { status: "Off" } })).body.twinning.status).toBe("Off");
     const codeWithTwinToken = await api.call("POST", codes(s), { token: twinToken });
