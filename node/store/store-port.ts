@@ -18,6 +18,8 @@ export interface TwinningStore {
    * new subscriber's number is ours from then on: an active twin that names it ends, as another
    * operator's subscriber (that operator is sent a deactivation, our party is notified) or as ours
    * (left by a request authenticated before a de-provisioning; the other party is notified).
+   * Switching twinning off keeps the subscriber's twins (the operator may switch it on again);
+   * its device can use none of them meanwhile, as its tokens are refused.
    */
   putSubscriber(record: SubscriberRecord, ownOperatorId: string): Promise<SubscriberChange & { created: boolean }>;
   getSubscriber(address: string): Promise<SubscriberRecord | undefined>;
