@@ -1,7 +1,7 @@
-import type { Dispatcher } from "undici";
+import { Agent, type Dispatcher } from "undici";
 import type { OutboxEntry } from "../store/store-port.ts";
 import { boundedCall } from "../../peers/bounded-call.ts";
-import { resolvesInternally } from "./callback-target.ts";
+import { INTERNAL_TARGET, internalRefusingLookup, isInternalHostLiteral } from "./callback-target.ts";
 
 /** A failed delivery: the receiver's status and a shortened body, never our payload. */
 export class DeliveryError extends Error {
@@ -21,17 +21,22 @@ export class DeliveryError extends Error {
 /** A callback receiver's answer is read up to this many bytes: only its start is kept, for an error. */
 const MAX_CALLBACK_ANSWER_BYTES = 4_096;
 
-/** POSTs one callback notification (OMA REST NetAPI callback style) with a deadline. */
+/**
+ * The callbacks' dispatcher: keep-alive connections, which go only to addresses checked when
+ * they are made (internalRefusingLookup) unless private targets are allowed.
+ */
+export function callbackDispatcher(options: { allowPrivateTargets: boolean }): Agent {
+  return new Agent({ keepAliveTimeout: 30_000, connections: 32, ...(options.allowPrivateTargets ? {} : { connect: { lookup: internalRefusingLookup } }) });
+}
+
+/** POSTs one callback notification (OMA REST NetAPI callback style) with a deadline; `dispatcher`: a callbackDispatcher. */
 export function createCallbackSender(options: { dispatcher: Dispatcher; timeoutMs: number; allowPrivateTargets: boolean }) {
   return async function sendCallback(entry: OutboxEntry): Promise<void> {
-    // Again at send time: a name may resolve to an internal address now. That is final; a name
-    // that does not resolve now (a DNS outage, a receiver being moved) is tried again later. The
-    // connection itself goes only to addresses checked once more (internalRefusingLookup).
-    if (!options.allowPrivateTargets) {
-      const internal = await resolvesInternally(entry.target).catch((error: unknown) => {
-        throw new DeliveryError(`callback host does not resolve: ${(error as NodeJS.ErrnoException).code ?? "error"}`, undefined, { cause: error });
-      });
-      if (internal) throw new DeliveryError("callback address is internal", undefined, { permanent: true });
+    // An internal address is final: a literal one is refused here, a name that resolves to one
+    // by the dispatcher's lookup when it connects (callbackDispatcher). A name that does not
+    // resolve now (a DNS outage, a receiver being moved) fails the call and is tried again later.
+    if (!options.allowPrivateTargets && isInternalHostLiteral(entry.target)) {
+      throw new DeliveryError("callback address is internal", undefined, { permanent: true });
     }
     const { status, text } = await boundedCall(options.dispatcher, {
       url: entry.target,
@@ -44,6 +49,7 @@ export function createCallbackSender(options: { dispatcher: Dispatcher; timeoutM
       // not make a delivered callback a failed one (it would be sent again).
       statusIsEnough: true,
     }).catch((error: unknown) => {
+      if ((error as NodeJS.ErrnoException).code === INTERNAL_TARGET) throw new DeliveryError("callback address is internal", undefined, { cause: error, permanent: true });
       throw new DeliveryError(`callback unreachable: ${(error as Error).message ?? "error"}`.slice(0, 200), undefined, { cause: error });
     });
     if (status < 200 || status >= 300) {

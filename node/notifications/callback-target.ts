@@ -1,5 +1,4 @@
 import { lookup as lookupCallback, type LookupAddress, type LookupOptions } from "node:dns";
-import { lookup } from "node:dns/promises";
 import { BlockList, isIP } from "node:net";
 
 /**
@@ -34,19 +33,23 @@ for (const [net, prefix] of [
   internal.addSubnet(net, prefix, "ipv6");
 
 export function isInternalAddress(ip: string): boolean {
-  // An IPv4-mapped or NAT64 (64:ff9b::/96) IPv6 address is judged by its IPv4 part.
-  const embedded = /^(?:::ffff:|64:ff9b::)(\d+\.\d+\.\d+\.\d+)$/i.exec(ip) ?? hexEmbedded(ip);
-  if (embedded) return isInternalAddress(embedded[1]!);
+  const embedded = embeddedIpv4(ip);
+  if (embedded !== undefined) return isInternalAddress(embedded);
   const family = isIP(ip);
   return family === 0 ? true : internal.check(ip, family === 4 ? "ipv4" : "ipv6");
 }
 
-/** `::ffff:7f00:1` and `64:ff9b::7f00:1` (the hexadecimal forms) as their dotted IPv4 part. */
-function hexEmbedded(ip: string): [string, string] | undefined {
-  const m = /^(?:::ffff:|64:ff9b::)([0-9a-f]{1,4}):([0-9a-f]{1,4})$/i.exec(ip);
-  if (!m) return undefined;
-  const [hi, lo] = [parseInt(m[1]!, 16), parseInt(m[2]!, 16)];
-  return [ip, `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`];
+/**
+ * The IPv4 address inside an IPv4-mapped (`::ffff:…`) or NAT64 (`64:ff9b::/96`) IPv6 address,
+ * dotted or hexadecimal (`::ffff:127.0.0.1`, `64:ff9b::7f00:1`): such an address is judged by it.
+ */
+function embeddedIpv4(ip: string): string | undefined {
+  const dotted = /^(?:::ffff:|64:ff9b::)(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  if (dotted) return dotted[1]!;
+  const hex = /^(?:::ffff:|64:ff9b::)([0-9a-f]{1,4}):([0-9a-f]{1,4})$/i.exec(ip);
+  if (!hex) return undefined;
+  const [hi, lo] = [parseInt(hex[1]!, 16), parseInt(hex[2]!, 16)];
+  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
 }
 
 /** True when the URL's host is a literal internal address or a local name (checked at subscription). */
@@ -56,13 +59,8 @@ export function isInternalHostLiteral(url: string): boolean {
   return isIP(host) !== 0 && isInternalAddress(host);
 }
 
-/** True when any address the host resolves to is internal (checked again before each send). */
-export async function resolvesInternally(url: string): Promise<boolean> {
-  const host = new URL(url).hostname.replace(/^\[|\]$/g, "");
-  if (isIP(host)) return isInternalAddress(host);
-  const addresses = await lookup(host, { all: true });
-  return addresses.some((a) => isInternalAddress(a.address));
-}
+/** The error code of a connection refused by internalRefusingLookup. */
+export const INTERNAL_TARGET = "EINTERNALTARGET";
 
 /**
  * A `lookup` for the callback dispatcher's connections (net.connect's option): the name is
@@ -77,7 +75,7 @@ export function internalRefusingLookup(
   lookupCallback(hostname, { ...options, all: true }, (error, addresses) => {
     if (error) return callback(error, []);
     if (addresses.length === 0 || addresses.some((a) => isInternalAddress(a.address))) {
-      return callback(Object.assign(new Error(`callback host ${hostname} resolves to an internal address`), { code: "EINTERNALTARGET" }), []);
+      return callback(Object.assign(new Error(`callback host ${hostname} resolves to an internal address`), { code: INTERNAL_TARGET }), []);
     }
     if (options.all) return callback(null, addresses);
     callback(null, addresses[0]!.address, addresses[0]!.family);

@@ -6,7 +6,6 @@ import type { AddressInfo } from "node:net";
 import { join, resolve } from "node:path";
 import { getRequestListener, RequestError, serve, type ServerType } from "@hono/node-server";
 import type pino from "pino";
-import { Agent } from "undici";
 import type { NodeConfig } from "../config/node-config.ts";
 import { CodeHasher } from "../domain/activation-code.ts";
 import { createDeviceApp } from "../http/create-app.ts";
@@ -16,8 +15,7 @@ import { answeringDirect, DirectRoutes } from "../http/direct-answers.ts";
 import { errorAnswer, errorResponse, rawErrorResponse, toTwinningError } from "../errors/error-response.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
 import type { Socket } from "node:net";
-import { createCallbackSender } from "../notifications/callback-sender.ts";
-import { internalRefusingLookup } from "../notifications/callback-target.ts";
+import { callbackDispatcher, createCallbackSender } from "../notifications/callback-sender.ts";
 import { NotificationHub } from "../notifications/notification-hub.ts";
 import { OutboxWorker } from "../notifications/outbox-worker.ts";
 import { createLogger } from "../observability/logger.ts";
@@ -137,12 +135,7 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
   const metrics = new NodeMetrics({ defaultMetrics: options.defaultMetrics ?? false, outboxStats: () => store.outboxStats() });
   const hub = new NotificationHub();
   const lifecycle = new AbortController();
-  // Callbacks: connections only to the addresses a check let through (unless private targets are allowed).
-  const dispatcher = new Agent({
-    keepAliveTimeout: 30_000,
-    connections: 32,
-    ...(config.limits.allowPrivateCallbackTargets ? {} : { connect: { lookup: internalRefusingLookup } }),
-  });
+  const dispatcher = callbackDispatcher({ allowPrivateTargets: config.limits.allowPrivateCallbackTargets });
   undo.push(() => dispatcher.close());
   let baseUrl = config.device.publicUrl?.replace(/\/$/, "") ?? "";
   const federation = config.federation
