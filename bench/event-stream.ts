@@ -1,4 +1,5 @@
 import { Pool } from "undici";
+import { monotonicMs } from "./clock.ts";
 
 /**
  * The propagation bench's secondary: one SSE stream read with undici's `request` (a Node
@@ -6,7 +7,7 @@ import { Pool } from "undici";
  * bytes arrived, so the latency measured is the node's and not a WHATWG stream reader's.
  */
 export class TimedEventStream {
-  /** performance.now() at the arrival of each event, in order. */
+  /** The arrival of each event, in order, in monotonic ms (`clock.ts`: comparable across processes). */
   readonly arrivals: number[] = [];
   #waiter: (() => void) | undefined;
   #buffer = "";
@@ -16,7 +17,7 @@ export class TimedEventStream {
     private readonly body: NodeJS.ReadableStream & { destroy(): void },
   ) {
     body.on("data", (chunk: Buffer) => {
-      const at = performance.now();
+      const at = monotonicMs();
       this.#buffer += String(chunk);
       let cut: number;
       while ((cut = this.#buffer.indexOf("\n\n")) >= 0) {

@@ -1,14 +1,15 @@
 import { randomUUID } from "node:crypto";
 import Database from "better-sqlite3";
 
+export const primaryOf = (k: number) => `tel:+15${String(k).padStart(9, "0")}`;
+export const secondaryOf = (k: number, j: number) => `tel:+16${String(k * 5 + j).padStart(9, "0")}`;
+
 /**
  * Seeds twins straight into a node's SQLite file (the node is stopped): five secondaries per
- * primary, in one transaction per 50,000 rows. Returns the seeding rate and how to name the
- * seeded subscribers.
+ * primary (`primaryOf(k)` and its `secondaryOf(k, 0..4)`), in one transaction per 50,000 rows.
+ * Returns the seeding rate.
  */
 export function seedTwins(file: string, twins: number) {
-  const primaryOf = (k: number) => `tel:+15${String(k).padStart(9, "0")}`;
-  const secondaryOf = (k: number, j: number) => `tel:+16${String(k * 5 + j).padStart(9, "0")}`;
   const db = new Database(file);
   db.pragma("journal_mode = WAL");
   db.pragma("synchronous = NORMAL");
@@ -27,5 +28,5 @@ export function seedTwins(file: string, twins: number) {
   for (let i = 0; i < twins; i += 50_000) batch(i, Math.min(twins, i + 50_000));
   const seconds = (performance.now() - started) / 1000;
   db.close();
-  return { perSecond: twins / seconds, seconds, primaryOf, secondaryOf };
+  return { perSecond: twins / seconds, seconds };
 }
