@@ -220,7 +220,7 @@ async function federationGoals(dir: string, goals: Goal[], raw: Record<string, u
     const statusPath = `/twinning/v1/primary/${enc(p.address)}/twins/${twinId}/status`;
     // The goal's device runs in a process of its own at the lowest priority (see device-main.ts);
     // the reference device, in this process at the default priority, is how goal 3 was measured
-    // until 2026-11-25's sixth session, and is reported beside it.
+    // until 2026-11-25's seventh session, and is reported beside it.
     const device = await DeviceProcess.start(A.deviceUrl, statusPath, p.token);
     const inProcessDevice = new Pool(A.deviceUrl, { connections: 1 });
     let toggles = 0;
@@ -281,10 +281,10 @@ async function federationGoals(dir: string, goals: Goal[], raw: Record<string, u
       // and GC helpers, libuv's thread pool) while they compete for the same vCPUs.
       const cpuAfter = { A: processCpuS(nodes.A), B: processCpuS(nodes.B) };
       for (const who of ["A", "B"] as const) for (const thread of ["main", "helpers"] as const) cpuSpent[who][thread] += cpuAfter[who][thread] - cpuBefore[who][thread];
+      handshakes += (await metric(A.deviceUrl, "twinning_federation_tls_connections_total")) - handshakesBefore;
       // The reference: its device's connection idled through the round trip, so a few unmeasured first.
       await viaThisProcess(REWARM_REFERENCE_TOGGLES);
       const referenceRound = (await viaThisProcess(PROPAGATED / PROPAGATION_ROUNDS)).sort((a, b) => a - b);
-      handshakes += (await metric(A.deviceUrl, "twinning_federation_tls_connections_total")) - handshakesBefore;
       times.push(...roundTimes);
       referenceTimes.push(...referenceRound);
       roundTimes.sort((a, b) => a - b);
