@@ -82,7 +82,7 @@ export async function load(job: object, serverPid?: number): Promise<LoadResult>
   const result = await runScript<LoadResult>("bench/load.ts", [JSON.stringify(job)]);
   // A rate of error answers is not the rate of the route measured (the scale step once measured
   // 404s for a whole run, unnoticed): every answer must be a 2xx.
-  if (result.non2xx > 0 || result.errors > 0 || result.timeouts > 0) throw new Error(`load run had ${result.non2xx} non-2xx answers, ${result.errors} errors and ${result.timeouts} timeouts in ${result.total} requests`);
+  if (result.non2xx > 0 || result.errors > 0 || result.timeouts > 0) throw new Error(`load run had ${result.non2xx} non-2xx answers, ${result.errors} errors and ${result.timeouts} timeouts in ${result.total} requests (figures: ${JSON.stringify(result)})`);
   if (before === undefined) return result;
   const serverCpuUs = Math.round(((mainThreadCpuS(serverPid!) - before) * 1e6) / Math.max(1, result.total));
   return { ...result, serverCpuUs };

@@ -4,10 +4,8 @@ import { join } from "node:path";
 import { Sandbox } from "../simulator/sandbox.ts";
 import { enc, type Api } from "../simulator/device-client.ts";
 import { ROOT, load, metric, percentile, processCpuS, runScript, startServer, type LoadResult } from "./harness.ts";
-import { Pool } from "undici";
 import { TimedEventStream } from "./event-stream.ts";
-import { DeviceProcess } from "./device-process.ts";
-import { monotonicMs } from "./clock.ts";
+import { PropagationDevice } from "./propagation-device.ts";
 import { primaryOf, secondaryOf, seedTwins } from "./seed.ts";
 
 /**
@@ -33,8 +31,6 @@ const PROPAGATION_ROUNDS = 5;
 const ROUND_TRIPS_PER_ROUND = 1_000;
 /** Toggles propagated, unmeasured, after each round trip measurement: the nodes slept meanwhile. */
 const REWARM_TOGGLES = 300;
-/** Toggles by the reference device, unmeasured, before its measured ones in each round. */
-const REWARM_REFERENCE_TOGGLES = 50;
 /**
  * Goal 3's warm-up: toggles propagated one at a time before the measured ones. After 3,000, V8
  * is still compiling the message path: the nodes' threads other than the main one used ~430 µs
@@ -156,9 +152,6 @@ async function localGoals(dir: string, base: { sameReads: LoadResult }, goals: G
         list: list.requestsPerSec / bareGet.requestsPerSec,
         query: query.requestsPerSec / bareGet.requestsPerSec,
       };
-      for (const [name, x] of [["toggle", toggle], ["list", list], ["query", query]] as const) {
-        if (x.non2xx || x.errors) log(`  warning: ${name} had ${x.non2xx} non-2xx and ${x.errors} errors`);
-      }
       log(`  toggles ${round(ratios.toggle)} × (p99 ${round(ratios.toggleP99)} ×), list ${round(ratios.list)} ×, query ${round(ratios.query)} ×`);
       rounds.push({ postInsert, toggle, bareGet, list, query, ratios: { toggle: round(ratios.toggle, 3), toggleP99: round(ratios.toggleP99, 3), list: round(ratios.list, 3), query: round(ratios.query, 3) } });
     }
@@ -217,105 +210,78 @@ async function federationGoals(dir: string, goals: Goal[], raw: Record<string, u
     // The device and the secondary use undici's request API, as the mTLS baseline does: the
     // time measured is the nodes', not a heavier client's (fetch added ~1.4 ms here).
     const stream = await TimedEventStream.open(B.deviceUrl, `/twinning/v1/secondary/${enc(s.address)}/notifications`, s.token);
-    const statusPath = `/twinning/v1/primary/${enc(p.address)}/twins/${twinId}/status`;
-    // The goal's device runs in a process of its own at the lowest priority (see device-main.ts);
-    // the reference device, in this process at the default priority, is how goal 3 was measured
-    // until 2026-11-25's seventh session, and is reported beside it.
-    const device = await DeviceProcess.start(A.deviceUrl, statusPath, p.token);
-    const inProcessDevice = new Pool(A.deviceUrl, { connections: 1 });
-    let toggles = 0;
-    const nextStatus = () => (toggles++ % 2 ? "On" : "Off");
-    /** n toggles one at a time by the device process; each one's time until its event arrived. */
-    const viaDeviceProcess = async (n: number): Promise<number[]> => {
-      const first = stream.arrivals.length;
-      for (let i = 0; i < n; i++) {
-        device.toggle(nextStatus());
-        await stream.waitFor(first + i + 1);
-      }
-      const stamps = await device.stamps();
-      const times = stamps.map((t0, i) => stream.arrivals[first + i]! - t0);
-      // Two processes' stamps on one clock: a toggle seen before it was sent means they are not.
-      if (stamps.length !== n || times.some((t) => !(t > 0))) throw new Error(`the device process stamped ${stamps.length} toggles of ${n}, or after their events`);
-      return times;
-    };
-    /** The same by the reference device in this process. */
-    const viaThisProcess = async (n: number): Promise<number[]> => {
+    const device = new PropagationDevice(A.deviceUrl, `/twinning/v1/primary/${enc(p.address)}/twins/${twinId}/status`, p.token);
+    try {
+      let toggles = 0;
+      const nextStatus = () => (toggles++ % 2 ? "On" : "Off");
+      /** n toggles one at a time, each once the previous one's event has arrived; each one's time until its event. */
+      const propagate = async (n: number): Promise<number[]> => {
+        const first = stream.arrivals.length;
+        const asked: string[] = [];
+        for (let i = 0; i < n; i++) {
+          const status = nextStatus();
+          asked.push(status);
+          await device.toggle(status);
+          await stream.waitFor(first + i + 1);
+        }
+        // Each event belongs to the toggle in its place: the statuses alternate, so an event
+        // missed or seen twice would put every later one out of step.
+        const outOfStep = asked.findIndex((status, i) => stream.statuses[first + i] !== status);
+        if (outOfStep >= 0) throw new Error(`event ${outOfStep} reports ${stream.statuses[first + outOfStep]} after a toggle to ${asked[outOfStep]}`);
+        return device.stamps().map((t0, i) => stream.arrivals[first + i]! - t0);
+      };
+      log("reference: the mTLS keep-alive round trip within one process …");
+      const inProcess = await runScript<Rtt>("bench/mtls-rtt.ts", ["3000", "in-process", String(WARM_TOGGLES)]);
+      // Warm: the federation connection open, and the message path optimised by V8, which takes
+      // thousands of messages one at a time (see WARM_TOGGLES).
+      await propagate(WARM_TOGGLES);
+      const nodes = { A: A.process.child!.pid!, B: B.process.child!.pid! };
+      /** Both nodes' CPU time, every thread, in seconds. */
+      const nodesBusyS = () => [nodes.A, nodes.B].map((pid) => processCpuS(pid)).reduce((sum, cpu) => sum + cpu.main + cpu.helpers, 0);
+      const cpuSpent = { A: { main: 0, helpers: 0 }, B: { main: 0, helpers: 0 } };
+      let handshakes = 0;
       const times: number[] = [];
-      for (let i = 0; i < n; i++) {
-        const seen = stream.arrivals.length;
-        const t0 = monotonicMs();
-        const res = await inProcessDevice.request({ method: "PUT", path: statusPath, headers: { authorization: `Bearer ${p.token}`, "content-type": "application/json" }, body: JSON.stringify({ status: nextStatus() }) });
-        await res.body.text();
-        if (res.statusCode !== 200) throw new Error(`toggle answered ${res.statusCode}`);
-        await stream.waitFor(seen + 1);
-        times.push(stream.arrivals[seen]! - t0);
+      const rounds: { roundTripP50Ms: number; roundTripP99Ms: number; nodesCpuMsDuringRoundTrip: number; p50Ms: number; p99Ms: number; ratio: number }[] = [];
+      for (let r = 0; r < PROPAGATION_ROUNDS; r++) {
+        log(`  round ${r + 1}: the round trip to a server in another process, then ${PROPAGATED / PROPAGATION_ROUNDS} toggles …`);
+        // The nodes' CPU meanwhile (both idle, or they would slow the baseline down) is reported with it.
+        const busyBefore = nodesBusyS();
+        const rtt = await runScript<Rtt>("bench/mtls-rtt.ts", [String(ROUND_TRIPS_PER_ROUND), "cross-process", String(WARM_TOGGLES)]);
+        const nodesCpuMs = Math.round((nodesBusyS() - busyBefore) * 1000);
+        // The nodes slept while the round trip was measured: a few toggles first, unmeasured.
+        await propagate(REWARM_TOGGLES);
+        const handshakesBefore = await metric(A.deviceUrl, "twinning_federation_tls_connections_total");
+        const cpuBefore = { A: processCpuS(nodes.A), B: processCpuS(nodes.B) };
+        const roundTimes = (await propagate(PROPAGATED / PROPAGATION_ROUNDS)).sort((x, y) => x - y);
+        // CPU per propagated toggle: each node's main thread, and its other threads (V8's compiler
+        // and GC helpers, libuv's thread pool) while they compete for the same vCPUs.
+        const cpuAfter = { A: processCpuS(nodes.A), B: processCpuS(nodes.B) };
+        for (const who of ["A", "B"] as const) for (const thread of ["main", "helpers"] as const) cpuSpent[who][thread] += cpuAfter[who][thread] - cpuBefore[who][thread];
+        handshakes += (await metric(A.deviceUrl, "twinning_federation_tls_connections_total")) - handshakesBefore;
+        times.push(...roundTimes);
+        const p50 = percentile(roundTimes, 0.5);
+        rounds.push({ roundTripP50Ms: round(rtt.p50Ms, 3), roundTripP99Ms: round(rtt.p99Ms, 3), nodesCpuMsDuringRoundTrip: nodesCpuMs, p50Ms: round(p50, 3), p99Ms: round(percentile(roundTimes, 0.99), 3), ratio: round(p50 / rtt.p50Ms, 3) });
+        log(`    round trip p50 ${round(rtt.p50Ms, 3)} ms (the nodes used ${nodesCpuMs} ms of CPU meanwhile); propagation p50 ${round(p50, 3)} ms: ${round(p50 / rtt.p50Ms)} ×`);
       }
-      return times;
-    };
-    log("reference: the mTLS keep-alive round trip within one process …");
-    const inProcess = await runScript<Rtt>("bench/mtls-rtt.ts", ["3000", "in-process", String(WARM_TOGGLES)]);
-    // Warm: the federation connection open, and the message path optimised by V8, which takes
-    // thousands of messages one at a time (see WARM_TOGGLES); both devices' clients too.
-    await viaThisProcess(Math.floor(WARM_TOGGLES / 4));
-    await viaDeviceProcess(WARM_TOGGLES - Math.floor(WARM_TOGGLES / 4));
-    const nodes = { A: A.process.child!.pid!, B: B.process.child!.pid! };
-    /** Both nodes' CPU time, every thread, in seconds. */
-    const nodesBusyS = () => [nodes.A, nodes.B].map((pid) => processCpuS(pid)).reduce((sum, cpu) => sum + cpu.main + cpu.helpers, 0);
-    const cpuSpent = { A: { main: 0, helpers: 0 }, B: { main: 0, helpers: 0 } };
-    let handshakes = 0;
-    const times: number[] = [];
-    const referenceTimes: number[] = [];
-    const rounds: { roundTripP50Ms: number; roundTripP99Ms: number; nodesCpuMsDuringRoundTrip: number; p50Ms: number; p99Ms: number; ratio: number; referenceP50Ms: number; referenceRatio: number }[] = [];
-    for (let r = 0; r < PROPAGATION_ROUNDS; r++) {
-      log(`  round ${r + 1}: the round trip to a server in another process, then ${PROPAGATED / PROPAGATION_ROUNDS} toggles by the device process and as many by the reference device …`);
-      // The nodes' CPU meanwhile (both idle, or they would slow the baseline down) is reported with it.
-      const busyBefore = nodesBusyS();
-      const rtt = await runScript<Rtt>("bench/mtls-rtt.ts", [String(ROUND_TRIPS_PER_ROUND), "cross-process", String(WARM_TOGGLES)]);
-      const nodesCpuMs = Math.round((nodesBusyS() - busyBefore) * 1000);
-      // The nodes slept while the round trip was measured: a few toggles first, unmeasured.
-      await viaDeviceProcess(REWARM_TOGGLES);
-      const handshakesBefore = await metric(A.deviceUrl, "twinning_federation_tls_connections_total");
-      const cpuBefore = { A: processCpuS(nodes.A), B: processCpuS(nodes.B) };
-      const roundTimes = await viaDeviceProcess(PROPAGATED / PROPAGATION_ROUNDS);
-      // CPU per propagated toggle: each node's main thread, and its other threads (V8's compiler
-      // and GC helpers, libuv's thread pool) while they compete for the same vCPUs.
-      const cpuAfter = { A: processCpuS(nodes.A), B: processCpuS(nodes.B) };
-      for (const who of ["A", "B"] as const) for (const thread of ["main", "helpers"] as const) cpuSpent[who][thread] += cpuAfter[who][thread] - cpuBefore[who][thread];
-      handshakes += (await metric(A.deviceUrl, "twinning_federation_tls_connections_total")) - handshakesBefore;
-      // The reference: its device's connection idled through the round trip, so a few unmeasured first.
-      await viaThisProcess(REWARM_REFERENCE_TOGGLES);
-      const referenceRound = (await viaThisProcess(PROPAGATED / PROPAGATION_ROUNDS)).sort((a, b) => a - b);
-      times.push(...roundTimes);
-      referenceTimes.push(...referenceRound);
-      roundTimes.sort((a, b) => a - b);
-      const p50 = percentile(roundTimes, 0.5);
-      const referenceP50 = percentile(referenceRound, 0.5);
-      rounds.push({ roundTripP50Ms: round(rtt.p50Ms, 3), roundTripP99Ms: round(rtt.p99Ms, 3), nodesCpuMsDuringRoundTrip: nodesCpuMs, p50Ms: round(p50, 3), p99Ms: round(percentile(roundTimes, 0.99), 3), ratio: round(p50 / rtt.p50Ms, 3), referenceP50Ms: round(referenceP50, 3), referenceRatio: round(referenceP50 / rtt.p50Ms, 3) });
-      log(`    round trip p50 ${round(rtt.p50Ms, 3)} ms (the nodes used ${nodesCpuMs} ms of CPU meanwhile); propagation p50 ${round(p50, 3)} ms: ${round(p50 / rtt.p50Ms)} × (reference device: ${round(referenceP50, 3)} ms, ${round(referenceP50 / rtt.p50Ms)} ×)`);
+      const cpuUs = (who: "A" | "B", thread: "main" | "helpers") => Math.round((cpuSpent[who][thread] * 1e6) / times.length);
+      const cpuPerToggleUs = { aMain: cpuUs("A", "main"), aHelpers: cpuUs("A", "helpers"), bMain: cpuUs("B", "main"), bHelpers: cpuUs("B", "helpers") };
+      times.sort((x, y) => x - y);
+      const [p50, p99] = [percentile(times, 0.5), percentile(times, 0.99)];
+      const ratio = median(rounds.map((x) => x.ratio));
+      const roundTripP50Ms = median(rounds.map((x) => x.roundTripP50Ms));
+      goals.push({ name: "propagation p50 ÷ mTLS round trip p50", value: round(ratio), goal: "≤ 5", met: ratio <= 5 });
+      goals.push({ name: `new TLS handshakes during ${PROPAGATED} warm messages`, value: handshakes, goal: "0", met: handshakes === 0 });
+      const inProcessRatio = round(p50 / inProcess.p50Ms);
+      Object.assign(raw, {
+        baselineMtlsRtt: { where: "cross-process", p50Ms: roundTripP50Ms, rounds: rounds.map((x) => ({ p50Ms: x.roundTripP50Ms, p99Ms: x.roundTripP99Ms })) },
+        referenceMtlsRttInProcess: inProcess,
+        propagation: { ratio: round(ratio, 3), p50Ms: round(p50, 3), p99Ms: round(p99, 3), messages: times.length, rounds, warmUpToggles: WARM_TOGGLES, handshakes, ratioToInProcessRoundTrip: inProcessRatio, cpuPerToggleUs },
+      });
+      log(`  propagation ${round(ratio)} × the round trip (median of the rounds' ratios); all ${times.length} toggles: p50 ${round(p50, 3)} ms, p99 ${round(p99, 3)} ms, ${round(p50 / roundTripP50Ms)} × the rounds' median round trip (${round(roundTripP50Ms, 3)} ms), ${inProcessRatio} × the in-process one (${round(inProcess.p50Ms, 3)} ms)`);
+      log(`  CPU per propagated toggle (µs): A ${cpuPerToggleUs.aMain} main + ${cpuPerToggleUs.aHelpers} other threads, B ${cpuPerToggleUs.bMain} + ${cpuPerToggleUs.bHelpers}`);
+    } finally {
+      await Promise.all([device.close(), stream.close()]);
     }
-    const cpuUs = (who: "A" | "B", thread: "main" | "helpers") => Math.round((cpuSpent[who][thread] * 1e6) / times.length);
-    const cpuPerToggleUs = { aMain: cpuUs("A", "main"), aHelpers: cpuUs("A", "helpers"), bMain: cpuUs("B", "main"), bHelpers: cpuUs("B", "helpers") };
-    await stream.close();
-    await device.close();
-    await inProcessDevice.close();
-    times.sort((a, b) => a - b);
-    referenceTimes.sort((a, b) => a - b);
-    const referenceRatio = median(rounds.map((x) => x.referenceRatio));
-    const [p50, p99] = [percentile(times, 0.5), percentile(times, 0.99)];
-    const ratio = median(rounds.map((x) => x.ratio));
-    const roundTripP50Ms = median(rounds.map((x) => x.roundTripP50Ms));
-    goals.push({ name: "propagation p50 ÷ mTLS round trip p50", value: round(ratio), goal: "≤ 5", met: ratio <= 5 });
-    goals.push({ name: `new TLS handshakes during ${PROPAGATED} warm messages`, value: handshakes, goal: "0", met: handshakes === 0 });
-    const inProcessRatio = round(p50 / inProcess.p50Ms);
-    Object.assign(raw, {
-      baselineMtlsRtt: { where: "cross-process", p50Ms: roundTripP50Ms, rounds: rounds.map((x) => ({ p50Ms: x.roundTripP50Ms, p99Ms: x.roundTripP99Ms })) },
-      referenceMtlsRttInProcess: inProcess,
-      propagation: { ratio: round(ratio, 3), p50Ms: round(p50, 3), p99Ms: round(p99, 3), messages: times.length, rounds, warmUpToggles: WARM_TOGGLES, handshakes, ratioToInProcessRoundTrip: inProcessRatio, cpuPerToggleUs },
-      propagationWithReferenceDevice: { ratio: round(referenceRatio, 3), p50Ms: round(percentile(referenceTimes, 0.5), 3), p99Ms: round(percentile(referenceTimes, 0.99), 3), messages: referenceTimes.length, device: "in the bench's own process, at the default priority" },
-    });
-    log(`  propagation ${round(ratio)} × the round trip (median of the rounds' ratios); all ${times.length} toggles: p50 ${round(p50, 3)} ms, p99 ${round(p99, 3)} ms, ${round(p50 / roundTripP50Ms)} × the rounds' median round trip (${round(roundTripP50Ms, 3)} ms), ${inProcessRatio} × the in-process one (${round(inProcess.p50Ms, 3)} ms)`);
-    log(`  reference device (in the bench's process, default priority): ${round(referenceRatio)} × (median of the rounds' ratios); p50 ${round(percentile(referenceTimes, 0.5), 3)} ms, p99 ${round(percentile(referenceTimes, 0.99), 3)} ms`);
-    log(`  CPU per propagated toggle (µs): A ${cpuPerToggleUs.aMain} main + ${cpuPerToggleUs.aHelpers} other threads, B ${cpuPerToggleUs.bMain} + ${cpuPerToggleUs.bHelpers}`);
 
     log("goal 4: outbox drain of 10,000 toggles …");
     const pairs = [];
@@ -394,11 +360,15 @@ async function scaleGoals(dir: string, goals: Goal[], raw: Record<string, unknow
       const withToken = async (address: string) => ({ address, token: await op.api.token(address, credentials.get(address)!) });
       const picks = [];
       for (const a of addresses) picks.push({ p: await withToken(a.p), s: await withToken(a.s) });
-      // Each measured route answers what it should: a primary's five twins, a secondary's one.
-      const first = picks[0]!;
-      const listed = await op.api.call("GET", `/twinning/v1/primary/${enc(first.p.address)}/twins`, { token: first.p.token });
-      const queried = await op.api.call("GET", `/twinning/v1/secondary/${enc(first.s.address)}/twinning`, { token: first.s.token });
-      if (listed.status !== 200 || listed.body.twinList?.twin?.length !== 5 || queried.status !== 200) throw new Error(`seeded twins not served: list ${listed.status}, query ${queried.status}`);
+      // Each measured route answers what it should: a primary's five twins, a secondary's twin.
+      for (const pick of picks) {
+        const listed = await op.api.call("GET", `/twinning/v1/primary/${enc(pick.p.address)}/twins`, { token: pick.p.token });
+        const queried = await op.api.call("GET", `/twinning/v1/secondary/${enc(pick.s.address)}/twinning`, { token: pick.s.token });
+        const twinsListed = listed.body?.twinList?.twin?.length;
+        if (listed.status !== 200 || twinsListed !== 5 || queried.status !== 200 || queried.body?.twinning?.primaryAddress !== pick.p.address) {
+          throw new Error(`seeded twins not served: the list answered ${listed.status} with ${twinsListed} twins, the query ${queried.status}`);
+        }
+      }
       const list = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: picks.map((x) => ({ path: `/twinning/v1/primary/${enc(x.p.address)}/twins`, token: x.p.token })) });
       const query = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: picks.map((x) => ({ path: `/twinning/v1/secondary/${enc(x.s.address)}/twinning`, token: x.s.token })) });
       const rss = await metric(op.deviceUrl, "process_resident_memory_bytes");
