@@ -346,31 +346,32 @@ async function scaleGoals(dir: string, goals: Goal[], raw: Record<string, unknow
       // seeded: provisioning a number ends any twin already naming it (see Security), as
       // twins can only be made by subscribers. Their tokens are taken after the restart, so
       // the measured node has done the credential checks (scrypt) a node in service does.
-      const addresses: { p: string; s: string }[] = [];
-      const credentials = new Map<string, string>();
+      const provisioned = async (address: string) => ({ address, credential: await op.api.provision(op.adminToken, address) });
+      const parties = [];
       for (let i = 0; i < CONNECTIONS; i++) {
         const k = Math.floor((i * (twins / 5)) / CONNECTIONS);
-        addresses.push({ p: primaryOf(k), s: secondaryOf(k, 0) });
-        for (const address of [primaryOf(k), secondaryOf(k, 0)]) credentials.set(address, await op.api.provision(op.adminToken, address));
+        parties.push({ p: await provisioned(primaryOf(k)), s: await provisioned(secondaryOf(k, 0)) });
       }
       await sandbox.kill(op.operatorId, "SIGTERM");
       log(`goal 5: seeding ${twins.toLocaleString("en")} twins …`);
       const seeding = seedTwins(join(op.dir, "data", `node-${op.operatorId}.sqlite`), twins);
       await sandbox.restart(op.operatorId);
-      const withToken = async (address: string) => ({ address, token: await op.api.token(address, credentials.get(address)!) });
+      const withToken = async (x: { address: string; credential: string }) => ({ address: x.address, token: await op.api.token(x.address, x.credential) });
       const picks = [];
-      for (const a of addresses) picks.push({ p: await withToken(a.p), s: await withToken(a.s) });
+      for (const x of parties) picks.push({ p: await withToken(x.p), s: await withToken(x.s) });
+      const listPath = (address: string) => `/twinning/v1/primary/${enc(address)}/twins`;
+      const queryPath = (address: string) => `/twinning/v1/secondary/${enc(address)}/twinning`;
       // Each measured route answers what it should: a primary's five twins, a secondary's twin.
       for (const pick of picks) {
-        const listed = await op.api.call("GET", `/twinning/v1/primary/${enc(pick.p.address)}/twins`, { token: pick.p.token });
-        const queried = await op.api.call("GET", `/twinning/v1/secondary/${enc(pick.s.address)}/twinning`, { token: pick.s.token });
+        const listed = await op.api.call("GET", listPath(pick.p.address), { token: pick.p.token });
+        const queried = await op.api.call("GET", queryPath(pick.s.address), { token: pick.s.token });
         const twinsListed = listed.body?.twinList?.twin?.length;
         if (listed.status !== 200 || twinsListed !== 5 || queried.status !== 200 || queried.body?.twinning?.primaryAddress !== pick.p.address) {
           throw new Error(`seeded twins not served: the list answered ${listed.status} with ${twinsListed} twins, the query ${queried.status}`);
         }
       }
-      const list = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: picks.map((x) => ({ path: `/twinning/v1/primary/${enc(x.p.address)}/twins`, token: x.p.token })) });
-      const query = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: picks.map((x) => ({ path: `/twinning/v1/secondary/${enc(x.s.address)}/twinning`, token: x.s.token })) });
+      const list = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: picks.map((x) => ({ path: listPath(x.p.address), token: x.p.token })) });
+      const query = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: picks.map((x) => ({ path: queryPath(x.s.address), token: x.s.token })) });
       const rss = await metric(op.deviceUrl, "process_resident_memory_bytes");
       return { list, query, rssMb: round(rss / 1_048_576, 1), seedPerSec: Math.round(seeding.perSecond) };
     } finally {
