@@ -99,7 +99,8 @@ export class OutboxWorker {
         this.#o.logger.error({ err: error }, "outbox delivery round failed");
         waitMs = FAILED_ROUND_PAUSE_MS;
       }
-      if (waitMs === 0 || !this.#running) continue;
+      // A wake since the round looked (between its last check and here) is news: look again.
+      if (waitMs === 0 || !this.#running || this.#pendingWake) continue;
       await new Promise<void>((resolve) => {
         this.#wake = resolve;
         this.#timer = setTimeout(resolve, Math.min(waitMs, 60_000));
@@ -278,11 +279,12 @@ export class OutboxWorker {
     const policy = entry.kind === "peer" ? { ...o.policy, maxAttempts: Number.MAX_SAFE_INTEGER, maxAgeMs: Number.POSITIVE_INFINITY } : o.policy;
     const delay = permanent ? undefined : nextRetryDelayMs({ attempts, ageMs: nowMs - entry.createdAtMs }, policy);
     const lastError = ((error as Error).message ?? "delivery failed").slice(0, 300);
-    await o.store
-      .failOutboxEntry({ id: entry.id, attempts, nextAttemptAtMs: delay === undefined ? undefined : nowMs + delay, lastError, nowMs })
-      .catch((e: unknown) => o.logger.error({ err: e }, "outbox write-back failed"));
-    o.onFailed?.(entry, delay === undefined);
     o.logger.warn({ outboxId: entry.id, lane: entry.lane, attempts, dead: delay === undefined, error: lastError }, "outbox delivery failed");
+    // A write-back that fails (disk full) fails the lane, which rests before it is taken again
+    // (#startLane): the entry is still pending and due, so the lane must neither move past it
+    // (its order of effect) nor send it again at once.
+    await o.store.failOutboxEntry({ id: entry.id, attempts, nextAttemptAtMs: delay === undefined ? undefined : nowMs + delay, lastError, nowMs });
+    o.onFailed?.(entry, delay === undefined);
     // A dead letter does not hold its lane back; a retry does.
     return delay === undefined;
   }

@@ -159,6 +159,55 @@ describe("outbox worker", () => {
     expect(sent).toEqual([first, second]);
   });
 
+  it("HLF-IC-007 a wake that comes after the worker's last look at the outbox and before it waits is not lost: the message goes at once, not at the next timer", async () => {
+    const store = storeInTempDir();
+    const nextDue = store.nextOutboxDueAtMs.bind(store);
+    let queued: Promise<number | undefined> | undefined;
+    const sent: number[] = [];
+    // Observed, not replaced: as the real store answers the round's last look (nothing due, so
+    // the worker is about to wait a minute), a commit queues a message and wakes the worker.
+    store.nextOutboxDueAtMs = async () => {
+      const answer = await nextDue();
+      queued ??= Promise.resolve().then(async () => {
+        const [id] = await store.enqueuePeerMessages([message("002-01")], Date.now());
+        worker.wake();
+        return id;
+      });
+      return answer;
+    };
+    const worker = startWorker(store, async (entries) => {
+      sent.push(...entries.map((e) => e.id));
+      return entries.map(() => ({ outcome: "delivered" as const }));
+    });
+    await eventually(async () => queued, (q) => q !== undefined, 5_000);
+    const id = await queued;
+    await eventually(async () => sent, (s) => s.length > 0, 2_000);
+    expect(sent).toEqual([id]);
+  });
+
+  it("HLF-IC-007 a refusal whose dead letter cannot be written (disk full) stops its lane: what follows is not completed while the refused message is still pending", async () => {
+    const store = storeInTempDir();
+    const fail = store.failOutboxEntry.bind(store);
+    const complete = store.completeOutboxEntries.bind(store);
+    let failures = 1;
+    // Fault injection on the real store: the first write-back fails.
+    store.failOutboxEntry = async (input) => {
+      if (failures-- > 0) throw new Error("SQLITE_FULL: database or disk is full");
+      return fail(input);
+    };
+    const deadWhenCompleted: number[] = [];
+    store.completeOutboxEntries = async (ids) => (deadWhenCompleted.push((await store.outboxStats()).dead), complete(ids));
+    const [refused, next] = await store.enqueuePeerMessages([message("002-01"), message("002-01")], Date.now());
+    const worker = startWorker(store, async (entries) => entries.map((e) => (e.id === refused ? { outcome: "permanent" as const, error: "peer answered 400" } : { outcome: "delivered" as const })));
+    worker.wake();
+    await eventually(async () => (await store.outboxStats()).pending, (n) => n === 0, 10_000);
+    expect(failures).toBeLessThan(0);
+    // The message after the refused one was completed only once the refusal was a dead letter.
+    expect(deadWhenCompleted).toEqual([1]);
+    expect((await store.listDeadLetters(10)).map((e) => e.id)).toEqual([refused]);
+    expect(next).toBeGreaterThan(refused!);
+  });
+
   it("HLF-IC-007 a store failure while a lane is delivered does not stop the worker: the lane is taken again and nothing is lost", async () => {
     const store = storeInTempDir();
     const complete = store.completeOutboxEntries;
