@@ -19,6 +19,13 @@ export interface Twin {
   readonly updatedAtMs: number;
 }
 
+/**
+ * The highest version a peer may send. A version grows by one per change, so no twin reaches it;
+ * a peer that sent more (up to JSON's 2^53 - 1) would leave the next local change a version no
+ * peer can read, every later message refused for good. 2^31 - 1 also fits a peer's 32-bit integer.
+ */
+export const MAX_TWIN_VERSION = 2 ** 31 - 1;
+
 /** How a primary names one of its twins in a path (HLF-PD-003): twinId, secondary address or name. */
 export type TwinRef =
   | { readonly kind: "twinId"; readonly twinId: string }

@@ -5,7 +5,7 @@ import { z } from "zod";
 import { FEDERATION_BASE } from "../../peers/peer-client.ts";
 import { generateCode } from "../domain/activation-code.ts";
 import { isAddress } from "../domain/address.ts";
-import { isTwinId, isValidTwinName } from "../domain/twin.ts";
+import { isTwinId, isValidTwinName, MAX_TWIN_VERSION } from "../domain/twin.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
 import { errorBody, toTwinningError } from "../errors/error-response.ts";
 import { twinView } from "../device-api/resources.ts";
@@ -27,7 +27,7 @@ const activation = z.object({
   primaryServices: z.object({ endpoints: z.record(z.string(), z.string()) }).optional(),
 });
 // `changedBy` is checked for form only: the change is the side's that the peer serves (RemoteStatusInput).
-const statusChange = z.object({ status: z.enum(["On", "Off"]), version: z.number().int().min(1), changedBy: z.enum(["primary", "secondary"]) });
+const statusChange = z.object({ status: z.enum(["On", "Off"]), version: z.number().int().min(1).max(MAX_TWIN_VERSION), changedBy: z.enum(["primary", "secondary"]) });
 const deactivation = z.object({ changedBy: z.enum(["primary", "secondary"]).optional() });
 const tokenExchange = z.object({
   grant_type: z.literal(TOKEN_EXCHANGE_GRANT),
@@ -37,7 +37,7 @@ const tokenExchange = z.object({
 
 const batch = z.object({
   messages: z
-    .array(z.object({ method: z.enum(["PUT", "DELETE"]), path: z.string().max(200), msgId: z.string().min(1).max(100), body: z.unknown() }))
+    .array(z.object({ method: z.enum(["PUT", "DELETE"]), path: z.string().max(200), msgId: z.string().min(1).max(100), body: z.unknown().optional() }))
     .min(1)
     .max(200),
 });
@@ -102,7 +102,8 @@ export function registerInboundMessages(
     return answer;
   };
   const applyDeactivation = async (peer: string, twinId: string, raw: unknown) => {
-    parseBody(deactivation, raw);
+    // DESIGN's DELETE carries no body: a payload without one (or with null) is the empty one.
+    parseBody(deactivation, raw ?? {});
     assertTwinId(twinId);
     const result = await ctx.store.applyRemoteDeactivation({ twinId, fromOperatorId: peer, ownOperatorId: own, nowMs: ctx.nowMs() });
     if (result) ctx.committed(result.notifications, result.queued);

@@ -280,8 +280,9 @@ export interface InsertFederatedTwinInput {
   readonly correlator?: CorrelatorInput;
   /**
    * Outbox entries to withdraw in the same transaction (a compensation armed before the call).
-   * Each must still be pending and not yet due (else it may already be on its way): otherwise
-   * nothing is committed, and the insert fails with SVC3002.
+   * Each must still be pending, never tried and not yet due (else it may already be on its way,
+   * or have been applied by the peer with its answer lost): otherwise nothing is committed, and
+   * the insert fails with SVC3002.
    */
   readonly disarmOutboxIds?: readonly number[];
 }

@@ -96,6 +96,15 @@ describe("the federation listener rejects", () => {
     expect(put.status).toBe(404);
   });
 
+  it("HLF-IC-005 a status message whose version is beyond 2^31 - 1: 400 SVC0002 naming version (a peer cannot push a twin's version where no later change could follow)", async () => {
+    const path = `/federation/v1/twins/${randomUUID()}/status`;
+    const over = await send({ method: "PUT", path, claims: { body: { status: "Off", version: 2 ** 31, changedBy: "secondary" } } });
+    expect([over.status, over.body?.requestError?.serviceException?.messageId, over.body?.requestError?.serviceException?.variables]).toEqual([400, "SVC0002", ["version"]]);
+    // At the bound the message is well-formed: this twin id names no twin here.
+    const at = await send({ method: "PUT", path, claims: { body: { status: "Off", version: 2 ** 31 - 1, changedBy: "secondary" } } });
+    expect(at.status).toBe(404);
+  });
+
   it("a well-formed message from a known peer is accepted and answered with a signed response (control)", async () => {
     const res = await send();
     expect(res.status).toBe(201);
@@ -189,5 +198,20 @@ describe("the federation listener rejects", () => {
     expect(decode(retry.text)).toEqual(decode(first.text));
     const different = await send({ claims: { msgId, body: { ...body, secondaryAddress: "tel:+1200200078" } } });
     expect(different.status).toBe(409);
+  });
+});
+
+describe("the federation listener accepts", () => {
+  it("HLF-PD-004 a deactivation whose payload carries no body (DESIGN's DELETE has none) or a null one, alone or in a batch: 200, not a final 400", async () => {
+    for (const body of [undefined, null]) {
+      const twinId = randomUUID();
+      const del = await send({ method: "DELETE", path: `/federation/v1/twins/${twinId}`, claims: { body } });
+      expect([del.status, del.body]).toEqual([200, { twinId, active: false }]);
+    }
+    const twinId = randomUUID();
+    const msgId = randomUUID();
+    const batch = await send({ path: "/federation/v1/batch", claims: { body: { messages: [{ method: "DELETE", path: `/twins/${twinId}`, msgId }] } } });
+    expect([batch.status, batch.body?.requestError]).toEqual([200, undefined]);
+    expect(batch.body.results).toEqual([{ msgId, status: 200, body: { twinId, active: false } }]);
   });
 });

@@ -4,6 +4,7 @@ import type { OutboxEntry, TwinningStore } from "../../node/store/store-port.ts"
 import {
   activated,
   codeInput,
+  expectTwinningError,
   issued,
   MINUTE,
   newCode,
@@ -285,6 +286,36 @@ export function deliveryContract(makeStore: MakeStore): void {
       await store.completeOutboxEntries((await store.nextOutboxEntriesInLane(head!.lane, 0, T0 + 3 * SECOND, 10)).map((e) => e.id));
       const third = await store.deactivateTwin({ twinId, changedBy: "primary", nowMs: T0 + 3 * SECOND, ownOperatorId: OP });
       expect(third.laneHeads?.map((e) => JSON.parse(e.payload).method)).toEqual(["DELETE"]);
+    });
+
+    it("HLF-IC-004 insertFederatedTwin withdraws an armed compensation only while it was never tried and is not yet due; one written back after a try stays, and nothing of the insert commits (SVC3002)", async () => {
+      const { store } = h();
+      const armed = (twinId: string) =>
+        store.enqueuePeerMessages([{ operatorId: OTHER_OP, method: "DELETE", path: `/twins/${twinId}`, msgId: uuid(), body: {}, subLane: `activation:${twinId}` }], T0, T0 + 10 * SECOND);
+      const insert = (twinId: string, secondaryAddress: string, disarm: number) =>
+        store.insertFederatedTwin({
+          twin: { twinId, primaryAddress: P1, primaryOperatorId: OP, secondaryAddress, secondaryOperatorId: OTHER_OP, name: secondaryAddress === S1 ? "watch" : "car", status: "On", version: 1, statusOrigin: OP },
+          localSide: "primary",
+          nowMs: T0 + 2 * SECOND,
+          maxTwinsPerPrimary: 10,
+          disarmOutboxIds: [disarm],
+        });
+      const lanesDue = async () => (await store.dueOutboxHeads(T0 + 60 * SECOND, 10)).map((e) => e.lane);
+
+      // Never tried, not yet due: withdrawn with the insert.
+      const calm = uuid();
+      const [calmId] = await armed(calm);
+      await insert(calm, S1, calmId!);
+      expect(await lanesDue()).toEqual([]);
+
+      // Tried once (its answer lost) and written back for a later retry: the peer may have ended
+      // its twin, so the entry stays and our side is not committed.
+      const tried = uuid();
+      const [triedId] = await armed(tried);
+      await store.failOutboxEntry({ id: triedId!, attempts: 1, nextAttemptAtMs: T0 + 30 * SECOND, lastError: "no answer", nowMs: T0 + SECOND });
+      await expectTwinningError(insert(tried, S2, triedId!), "peer_unreachable");
+      expect(await lanesDue()).toEqual([`peer:${OTHER_OP}:activation:${tried}`]);
+      expect(await store.getTwin(tried)).toBeUndefined();
     });
 
     it("ping resolves on an open store", async () => {

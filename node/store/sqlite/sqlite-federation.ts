@@ -82,8 +82,9 @@ export function insertFederatedTwin(d: SqliteDatabase, input: InsertFederatedTwi
     recordCorrelator(d, input.correlator, t.twinId, input.nowMs);
     for (const id of input.disarmOutboxIds ?? []) {
       // Withdrawn only while the worker cannot have taken it (it takes entries due by the same
-      // clock): once due, it may be on its way to the peer.
-      const withdrawn = d.sql(`DELETE FROM outbox WHERE id = ? AND state = 'pending' AND next_attempt_at > ?`).run(id, input.nowMs);
+      // clock): once due, it may be on its way to the peer; and once tried (written back with a
+      // later retry time), the peer may have applied it though its answer was lost.
+      const withdrawn = d.sql(`DELETE FROM outbox WHERE id = ? AND state = 'pending' AND attempts = 0 AND next_attempt_at > ?`).run(id, input.nowMs);
       if (withdrawn.changes !== 1) {
         const peer = input.localSide === "primary" ? t.secondaryOperatorId : t.primaryOperatorId;
         throw new TwinningError("peer_unreachable", { variables: [peer], detail: "the activation's compensation fell due before it committed" });
