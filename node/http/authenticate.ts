@@ -25,10 +25,13 @@ export async function assertNotRevoked(ctx: NodeContext, principal: Principal): 
   if (!twin?.active || !parties.includes(principal.subject)) throw new TwinningError("invalid_token", { detail: "twin deactivated or not the token's" });
   if (principal.scope !== "primary-services") return;
   // HLF-SD-009: the secondary uses the primary's services while twinning is On, and while it is
-  // itself provisioned (checked here when this node serves it).
+  // itself provisioned, under the provisioning whose token opened this one (checked here when
+  // this node serves it: a new credential ends what the old one opened).
   if (twin.status !== "On" || principal.actor !== twin.secondaryAddress) throw new TwinningError("invalid_token", { detail: "twinning is Off or the token's actor is not the twin's secondary" });
-  if (twin.secondaryOperatorId === ctx.config.operatorId && !(await ctx.store.getSubscriber(twin.secondaryAddress))?.twinningEnabled) {
-    throw new TwinningError("invalid_token", { detail: "the secondary is no longer provisioned" });
+  if (twin.secondaryOperatorId !== ctx.config.operatorId) return;
+  const secondary = await ctx.store.getSubscriber(twin.secondaryAddress);
+  if (!secondary?.twinningEnabled || principal.actorProvisioning !== provisioningStamp(secondary)) {
+    throw new TwinningError("invalid_token", { detail: "the secondary is no longer provisioned as it was" });
   }
 }
 

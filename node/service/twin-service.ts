@@ -1,6 +1,7 @@
 import { parseTwinRef, type Twin, type TwinRole, type TwinStatus } from "../domain/twin.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
 import type { Principal } from "../tokens/scopes.ts";
+import { provisioningStamp } from "../tokens/credentials.ts";
 import type { NodeContext } from "./node-context.ts";
 import { randomUUID } from "node:crypto";
 import { requirePeer } from "../federation/federation.ts";
@@ -107,11 +108,13 @@ export async function primaryServicesToken(
 ): Promise<{ accessToken: string; expiresAt: string; endpoints: { messaging: string; nms: string } }> {
   if (twin.status !== "On") throw new TwinningError("policy_error", { variables: ["twinning is Off"] });
   if (twin.primaryOperatorId !== ctx.config.operatorId) return exchangeAtPrimaryOperator(ctx, twin);
+  const secondary = await ctx.store.getSubscriber(twin.secondaryAddress);
   const { token, expiresAtS } = await ctx.tokens.mint({
     subject: twin.primaryAddress,
     scope: "primary-services",
     twinId: twin.twinId,
     actor: twin.secondaryAddress,
+    ...(secondary ? { actorProvisioning: provisioningStamp(secondary) } : {}),
     ttlSeconds: ctx.config.policy.primaryServicesTokenTtlSeconds,
   });
   return { accessToken: token, expiresAt: new Date(expiresAtS * 1000).toISOString(), endpoints: primaryServiceEndpoints(ctx) };

@@ -14,6 +14,8 @@ export interface MintInput {
   readonly ttlSeconds: number;
   readonly twinId?: string;
   readonly actor?: string;
+  /** The actor's provisioning stamp (`act.prv`), when this node serves the actor: see Principal.actorProvisioning. */
+  readonly actorProvisioning?: string;
   readonly clientId?: string;
   /**
    * The subject's provisioning stamp the request was authenticated under (a local principal's
@@ -89,7 +91,7 @@ export class AccessTokens {
     const exp = iat + input.ttlSeconds;
     const claims: JWTPayload = { scope: input.scope };
     if (input.twinId) claims.twin_id = input.twinId;
-    if (input.actor) claims.act = { sub: input.actor };
+    if (input.actor) claims.act = input.actorProvisioning ? { sub: input.actor, prv: input.actorProvisioning } : { sub: input.actor };
     if (input.clientId) claims.client_id = input.clientId;
     const provisioning = await this.#provisioningOf(input.subject);
     if (input.underProvisioning !== undefined && input.underProvisioning !== provisioning) {
@@ -171,12 +173,13 @@ function toPrincipal(payload: JWTPayload, source: Principal["source"]): Principa
   if (!scope || typeof payload.sub !== "string" || typeof payload.exp !== "number" || typeof payload.iss !== "string") {
     throw new TwinningError("invalid_token", { detail: "token lacks sub, exp or a twinning scope" });
   }
-  const act = payload.act as { sub?: unknown } | undefined;
+  const act = payload.act as { sub?: unknown; prv?: unknown } | undefined;
   return {
     subject: payload.sub,
     scope,
     twinId: typeof payload.twin_id === "string" ? payload.twin_id : undefined,
     actor: typeof act?.sub === "string" ? act.sub : undefined,
+    actorProvisioning: typeof act?.prv === "string" ? act.prv : undefined,
     tokenId: typeof payload.jti === "string" ? payload.jti : "",
     issuer: payload.iss,
     issuedAtS: typeof payload.iat === "number" ? payload.iat : 0,

@@ -16,6 +16,12 @@ export interface Principal {
   readonly twinId: string | undefined;
   /** RFC 8693 `act.sub`: the secondary acting for the primary. */
   readonly actor: string | undefined;
+  /**
+   * The actor's provisioning this node minted it under (`act.prv`), when this node serves the
+   * actor: a primary-services token dies with the secondary's provisioning, as the secondary's
+   * own token that opened it does.
+   */
+  readonly actorProvisioning: string | undefined;
   readonly tokenId: string;
   readonly issuer: string;
   readonly issuedAtS: number;

@@ -175,6 +175,22 @@ describe("tokens", () => {
     expect((await introspect(token)).active).toBe(false);
   });
 
+  it("HLF-SD-009 a primary-services token dies with the secondary's credential that opened it: a new credential for the secondary ends it, as it ends the secondary's own tokens", async () => {
+    const [p, s] = [newAddress(), newAddress()];
+    const pToken = await api.subscriber(t.node.adminToken, p);
+    const sToken = await api.subscriber(t.node.adminToken, s);
+    await api.twin({ address: p, token: pToken }, { address: s, token: sToken }, "watch");
+    const mint = async (token: string) => (await api.call("POST", `/twinning/v1/secondary/${enc(s)}/twinning/primaryServicesToken`, { token })).body.primaryServices.accessToken as string;
+    const before = await mint(sToken);
+    expect((await introspect(before)).active).toBe(true);
+    // The watch was lost: the operator gives the secondary a new credential.
+    await api.provision(t.node.adminToken, s, "rotated-credential-2");
+    expect((await introspect(before)).active).toBe(false);
+    // What the new credential opens works.
+    const after = await mint(await api.token(s, "rotated-credential-2"));
+    expect((await introspect(after)).active).toBe(true);
+  });
+
   it("OAU-001 bearer JWTs of the operator's own authorization server are accepted when configured", async () => {
     const a = newAddress();
     await api.provision(t.node.adminToken, a);
