@@ -438,7 +438,10 @@ describe("roles, correlators and peers", () => {
     expectRefused(await api.call("DELETE", `${base}/subscriptions/${randomUUID()}`, { token: p.token }), 400, "SVC1014");
     // Authentication comes first, as on the routes themselves; a method those routes lack is a 404.
     expectUnauthorized(await api.call("GET", `${base}/subscriptions`));
-    expectRefused(await api.call("GET", `${V1}/${role}/${enc(newAddress())}/subscriptions`, { token: p.token }), 400, "SVC1014");
+    // Its address is checked against the token's subject first, as every path address is.
+    expectRefused(await api.call("GET", `${V1}/${role}/${enc(newAddress())}/subscriptions`, { token: p.token }), 403, "POL2003");
+    expectRefused(await api.call("GET", `${V1}/${role}/not-an-address/subscriptions`, { token: p.token }), 400, "SVC0004");
+    expectRefused(await api.call("GET", `${V1}/${role}/acr%3AAuthorization/subscriptions`, { token: p.token }), 400, "SVC1014");
     expectRefused(await api.call("PUT", `${base}/subscriptions`, { token: p.token, body }), 404, "SVC0002");
     expectRefused(await api.call("POST", `${base}/subscriptions/${randomUUID()}`, { token: p.token, body }), 404, "SVC0002");
   });
