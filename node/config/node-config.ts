@@ -5,6 +5,9 @@ import { z } from "zod";
  * carries its unit in its name and its default here; the whole object is validated once at
  * start by {@link parseNodeConfig}, and a bad value fails with a message naming the field.
  */
+/** The longest an activation code may live, here and in a peer's answer (whose copy is capped at it). */
+export const MAX_CODE_TTL_SECONDS = 86_400;
+
 const operatorId = z.string().regex(/^\d{3}-\d{2,3}$/, "must be MCC-MNC, e.g. 001-01");
 
 const policySchema = z
@@ -12,7 +15,7 @@ const policySchema = z
     /** Digits in an activation code (HLF-TE-005). */
     codeLength: z.number().int().min(6).max(12).default(6),
     /** How long an activation code stays redeemable (HLF-TE-005). */
-    codeTtlSeconds: z.number().int().min(10).max(86_400).default(300),
+    codeTtlSeconds: z.number().int().min(10).max(MAX_CODE_TTL_SECONDS).default(300),
     /** Failed redemptions a primary may make within the window before POL3004. */
     maxFailedAttemptsPerPrimary: z.number().int().min(1).max(1_000).default(5),
     /** Failed redemptions all primaries of one operator may make within the window. */

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { MAX_CODE_TTL_SECONDS } from "../config/node-config.ts";
 import { isAddress } from "../domain/address.ts";
 import { defaultTwinName, type Twin } from "../domain/twin.ts";
 import { peerBacklogFull, TwinningError } from "../errors/twinning-error.ts";
@@ -41,6 +42,9 @@ export async function codeFromPeer(
   if (typeof code !== "string" || !/^\d{4,12}$/.test(code) || operatorId !== issuer || !Number.isFinite(expiresAtMs)) {
     throw new TwinningError("peer_unreachable", { variables: [issuer], detail: "malformed activationCodes answer" });
   }
+  // The copy is our subscriber's consent to be activated by this peer: it lasts no longer than
+  // any code may, whatever expiry the peer's answer names.
+  const nowMs = ctx.nowMs();
   const result = await ctx.store.issueActivationCode({
     codeId,
     secondaryAddress: secondary,
@@ -48,8 +52,8 @@ export async function codeFromPeer(
     issuerOperatorId: issuer,
     // Kept only to show the secondary the code's state; never looked up, so bound to its id.
     codeHash: ctx.codes.hash(issuer, `${codeId}:${code}`),
-    nowMs: ctx.nowMs(),
-    expiresAtMs,
+    nowMs,
+    expiresAtMs: Math.min(expiresAtMs, nowMs + MAX_CODE_TTL_SECONDS * 1000),
     ...(correlator ? { correlator: { ...correlator, replayData: ctx.sealer.seal(code) } } : {}),
   });
   if (result.kind === "collision") throw new TwinningError("service_error", { detail: "code id collision" });
@@ -138,7 +142,9 @@ export async function activateAcross(
       },
     });
   } catch (error) {
-    // No answer: the peer may have committed. Undo there; the device may simply retry.
+    // No answer: the peer may have committed. Undo there. The device may retry; if the peer had
+    // consumed its code, that code stays used (a compensated twin is ended, not undone), and the
+    // secondary asks for a new one.
     await compensate(ctx, input.peer, twinId, armed);
     throw error;
   }

@@ -267,7 +267,11 @@ export interface DeactivateInput {
 
 export interface InsertFederatedTwinInput {
   readonly twin: Omit<Twin, "active" | "createdAtMs" | "updatedAtMs">;
-  /** Which side of the twin this node serves; that side's rules are checked here. */
+  /**
+   * Which side of the twin this node serves; that side's rules are checked here. The other side
+   * is the peer's: an address this node provisions, or the same address on both sides, is refused
+   * (SVC3002 at the primary's side, where a peer's answer named it; POL2003 at the secondary's).
+   */
   readonly localSide: TwinRole;
   /** The name was a default, not the user's choice: if taken meanwhile, the next free default is used. */
   readonly nameIsDefault?: boolean;

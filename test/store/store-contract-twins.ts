@@ -198,6 +198,41 @@ export function twinContract(makeStore: MakeStore): void {
       expect((await federated("twin-1", true, "tel:+19990000002")).twin.name).toBe("twin-2");
     });
 
+    it("HLF-IC-004 a federated twin whose peer side is a subscriber of ours, or the other side's own address, is refused and nothing is written", async () => {
+      const { store } = h();
+      await store.putSubscriber({ address: S1, twinningEnabled: true, credentialHash: "scrypt:a", updatedAtMs: T0 }, OP);
+      const latest = await store.latestNotificationId();
+      const federated = (localSide: "primary" | "secondary", primaryAddress: string, secondaryAddress: string) =>
+        store.insertFederatedTwin({
+          twin: {
+            twinId: uuid(),
+            primaryAddress,
+            primaryOperatorId: localSide === "primary" ? OP : OTHER_OP,
+            secondaryAddress,
+            secondaryOperatorId: localSide === "primary" ? OTHER_OP : OP,
+            name: "watch",
+            status: "On",
+            version: 1,
+            statusOrigin: OP,
+          },
+          localSide,
+          nowMs: T0 + SECOND,
+          maxTwinsPerPrimary: 10,
+        });
+      // A peer's answer to our activation naming our own subscriber, or our primary itself, as its secondary.
+      await expectTwinningError(federated("primary", P1, S1), "peer_unreachable");
+      await expectTwinningError(federated("primary", P1, P1), "peer_unreachable");
+      // A peer's activation naming our subscriber as its primary.
+      await expectTwinningError(federated("secondary", S1, S2), "access_denied");
+      await expectTwinningError(federated("secondary", S2, S2), "access_denied");
+      expect(await store.findTwinOfSecondary(S1)).toBeUndefined();
+      expect(await store.listTwinsOfPrimary(P1)).toEqual([]);
+      expect(await store.latestNotificationId()).toBe(latest);
+      // The same twins with the peer's own addresses are created.
+      expect((await federated("primary", P1, "tel:+19990000003")).twin.active).toBe(true);
+      expect((await federated("secondary", "tel:+19990000004", S2)).twin.active).toBe(true);
+    });
+
     it("HLF-TE-007 at the secondary's side a remote primary's names are not checked (they may be stale there)", async () => {
       const { store } = h();
       const remote = (secondary: string) =>

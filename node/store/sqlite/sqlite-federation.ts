@@ -44,6 +44,7 @@ export function insertFederatedTwin(d: SqliteDatabase, input: InsertFederatedTwi
       throw new TwinningError("update_not_allowed", { variables: ["the twin id is already used"] });
     }
     assertNotCancelled(d, t.twinId);
+    assertPeerSideNotOurs(d, input);
     let name = t.name;
     let ended: { notifications: StoredNotification[]; queued: boolean } | undefined;
     if (input.localSide === "primary") {
@@ -95,6 +96,24 @@ export function insertFederatedTwin(d: SqliteDatabase, input: InsertFederatedTwi
     const { notifications, queued } = recordEffects(d, effectsOfChange("activation", twin, "primary", own, input.nowMs, true), input.nowMs);
     return { twin, replayed: false, notifications: [...(ended?.notifications ?? []), ...notifications], queued: queued || (ended?.queued ?? false), consumedCodeId };
   });
+}
+
+/**
+ * The peer's side of a federated twin is the peer's subscriber: never one this node serves, nor
+ * the other side's own address. Checked in the insert's transaction, whoever named it (a peer's
+ * activation message, or a peer's answer to ours): a peer that named one of our subscribers
+ * would otherwise hand it our primary's twin, and with it a primary-services token.
+ */
+function assertPeerSideNotOurs(d: SqliteDatabase, input: InsertFederatedTwinInput): void {
+  const t = input.twin;
+  const peerAddress = input.localSide === "primary" ? t.secondaryAddress : t.primaryAddress;
+  const ours = t.secondaryAddress === t.primaryAddress || d.sql(`SELECT 1 FROM subscribers WHERE address = ?`).get(peerAddress) !== undefined;
+  if (!ours) return;
+  if (input.localSide === "primary") {
+    // Named in the peer's answer to our activation: the peer misbehaved, the activation fails (and is compensated).
+    throw new TwinningError("peer_unreachable", { variables: [t.secondaryOperatorId], detail: "the peer named an address of ours as its secondary" });
+  }
+  throw new TwinningError("access_denied", { variables: ["the address is not the caller's subscriber"] });
 }
 
 /**

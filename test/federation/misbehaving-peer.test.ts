@@ -1,0 +1,73 @@
+import { writeFileSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Federation, eventually, type FederatedOperator } from "../helpers/federation-fixture.ts";
+import { ScriptedPeer, type ScriptedRequest } from "../helpers/scripted-peer.ts";
+import { enc, messageId } from "../helpers/test-node.ts";
+
+/**
+ * Node A (001-01) federated with a peer 002-01 that answers as each test scripts: real mutual
+ * TLS and real signatures, with contents our own nodes never send. A checks what a peer's
+ * answer names, not only that the peer signed it.
+ */
+const fed = new Federation();
+let A: FederatedOperator;
+let peer: ScriptedPeer;
+let script: (request: ScriptedRequest) => { status: number; body: unknown } = () => ({ status: 500, body: {} });
+let n = 0;
+const addr = () => `tel:+1555${String(++n).padStart(7, "0")}`;
+
+beforeAll(async () => {
+  await fed.start(["001-01", "002-01"]);
+  A = fed.get("001-01");
+  const B = fed.get("002-01");
+  await fed.stopNode("002-01");
+  peer = await ScriptedPeer.start(B, fed.ca!.certPem, (request) => script(request));
+  writeFileSync(A.peersFile, JSON.stringify({ peers: [{ operatorId: B.operatorId, federationUrl: peer.url, jwks: B.publicJwks }] }));
+  await A.t.node.reloadFederation();
+}, 60_000);
+afterAll(async () => {
+  await peer?.close();
+  await fed.stop();
+});
+
+describe("a peer whose answers name what is not its own", () => {
+  for (const which of ["another subscriber of ours", "our primary itself"] as const) {
+    it(`HLF-IC-004 an activation answer naming ${which} as the peer's secondary: SVC3002, no twin here, and the peer's twin is compensated`, async () => {
+      const p = await A.party(addr());
+      const ours = which === "our primary itself" ? p : await A.party(addr());
+      script = ({ method, path, claims }) => {
+        if (method === "POST" && path === "/activations") {
+          const body = claims.body as { twinId: string };
+          return { status: 201, body: { twin: { twinId: body.twinId, secondaryAddress: ours.address } } };
+        }
+        return { status: 200, body: {} };
+      };
+      const res = await A.api.call("POST", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token, body: { activationCode: "123456", operatorId: "002-01" } });
+      expect(res.status, JSON.stringify(res.body)).toBe(503);
+      expect(messageId(res.body)).toBe("SVC3002");
+      const list = await A.api.call("GET", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token });
+      expect(list.body.twinList.twin).toEqual([]);
+      if (ours !== p) {
+        const asSecondary = await A.api.call("GET", `/twinning/v1/secondary/${enc(ours.address)}/twinning`, { token: ours.token });
+        expect(asSecondary.status).toBe(404);
+      }
+      const activation = peer.received.findLast((r) => r.path === "/activations")!;
+      const twinId = (activation.claims.body as { twinId: string }).twinId;
+      await eventually(
+        async () => peer.received.some((r) => r.method === "DELETE" && r.path === `/twins/${twinId}`),
+        (sent) => sent,
+      );
+    });
+  }
+
+  it("HLF-IC-002 a code answer whose expiry is beyond any code's lifetime: our subscriber's copy lasts at most a day", async () => {
+    const s = await A.party(addr());
+    script = () => ({ status: 201, body: { code: "123456", operatorId: "002-01", expiresAt: "2099-01-01T00:00:00.000Z" } });
+    const before = Date.now();
+    const res = await A.api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/activationCodes`, { token: s.token, body: { primaryOperatorId: "002-01" } });
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
+    const expiresAtMs = Date.parse(res.body.activationCode.expiresAt);
+    expect(expiresAtMs).toBeGreaterThan(before);
+    expect(expiresAtMs).toBeLessThanOrEqual(Date.now() + 86_400_000);
+  });
+});
