@@ -1,4 +1,5 @@
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createFederationCa, createSigningKey, issueNodeCertificate, type SigningAlgorithm } from "./federation-pki.ts";
@@ -23,9 +24,11 @@ const writeAll = (files: [file: string, text: string, mode?: number][]) => {
   const existing = force ? [] : files.filter(([file]) => existsSync(file)).map(([file]) => file);
   if (existing.length > 0) throw new Error(`${existing.join(", ")} exist: not overwritten (--force replaces them)`);
   for (const [file, text, mode = 0o644] of files) {
-    writeFileSync(file, text, { mode });
-    // The mode given to writeFileSync applies only to a file it creates.
-    chmodSync(file, mode);
+    // A new file with its mode from the start, then renamed over the old one: a replaced key is
+    // never written into a file another can read, nor through a symlink at its name.
+    const fresh = `${file}.${randomBytes(6).toString("hex")}.tmp`;
+    writeFileSync(fresh, text, { mode, flag: "wx" });
+    renameSync(fresh, file);
     process.stdout.write(`wrote ${file}\n`);
   }
 };

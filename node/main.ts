@@ -26,10 +26,10 @@ async function main(): Promise<void> {
     process.stderr.write(`Cannot start the node: ${(error as Error).message}\n`);
     process.exit(1);
   }
-  // The one place a secret is shown, and only on the start that generated it: the operator
-  // needs it once. A configured token, or one generated on an earlier start, is never printed.
+  // Where the admin token is, never the token: this banner shares stdout with the JSON logs,
+  // which an operator's log collection reads (no tokens in logs).
   const adminToken = node.adminTokenCreated
-    ? `${node.adminToken}   (generated now; kept in ${join(config.dataDir, "admin-token")})`
+    ? `generated now in ${join(config.dataDir, "admin-token")} (mode 0600)`
     : config.adminToken
       ? "as configured (adminToken)"
       : `in ${join(config.dataDir, "admin-token")}`;

@@ -37,7 +37,11 @@ export interface SigningKey {
 export async function importSigningKey(privateJwk: JWK): Promise<SigningKey> {
   const alg = privateJwk.alg === "EdDSA" || privateJwk.crv === "Ed25519" ? "EdDSA" : "ES256";
   if (!privateJwk.kid) throw new Error("signing key has no kid");
-  return { kid: privateJwk.kid, alg, key: asKeyObject(await importJWK(privateJwk, alg)) };
+  // A public key alone would import, then fail every signature: refused here, at start or reload.
+  if (typeof privateJwk.d !== "string") throw new Error(`signing key ${privateJwk.kid} has no private part`);
+  const key = asKeyObject(await importJWK(privateJwk, alg));
+  if (key.type !== "private") throw new Error(`signing key ${privateJwk.kid} is not a private key`);
+  return { kid: privateJwk.kid, alg, key };
 }
 
 const keyObjects = new WeakMap<object, KeyObject>();

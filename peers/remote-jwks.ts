@@ -43,8 +43,12 @@ export class RemoteJwks {
     try {
       return await this.#keys!(header, token);
     } catch (error) {
-      if (!(error instanceof errors.JWKSNoMatchingKey) || Date.now() - this.#attemptedAtMs < this.#o.cooldownMs) throw error;
-      await this.#refresh().catch(() => undefined);
+      if (!(error instanceof errors.JWKSNoMatchingKey)) throw error;
+      // A fetch under way (another message's unknown kid, or the background refresh) may bring
+      // this kid: wait for it rather than refuse within its cooldown.
+      if (this.#pending) await this.#pending.catch(() => undefined);
+      else if (Date.now() - this.#attemptedAtMs < this.#o.cooldownMs) throw error;
+      else await this.#refresh().catch(() => undefined);
       return this.#keys!(header, token);
     }
   };

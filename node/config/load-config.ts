@@ -15,13 +15,15 @@ export function loadNodeConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig
     } catch (error) {
       throw new ConfigError(`Cannot read config file ${file}: ${(error as Error).message}`);
     }
+    let parsed: unknown;
     try {
-      const parsed: unknown = JSON.parse(text);
-      if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new Error("not a JSON object");
-      fileInput = parsed as Record<string, unknown>;
-    } catch (error) {
-      throw new ConfigError(`Config file ${file} is not a JSON object: ${(error as Error).message}`);
+      parsed = JSON.parse(text);
+    } catch {
+      // Not JSON.parse's message: it quotes the text near the fault, which may be a secret.
+      throw new ConfigError(`Config file ${file} is not valid JSON`);
     }
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new ConfigError(`Config file ${file} is not a JSON object`);
+    fileInput = parsed as Record<string, unknown>;
   }
   const { input, origins } = mergeEnvironment(fileInput, env);
   // Fields set in the file and not overridden by the environment come from the file.

@@ -123,14 +123,19 @@ const deliverySchema = z
 /** URLs the node calls or hands out: http(s) only (a `file:` JWKS URL would fail only at the first token). */
 const httpUrl = () => z.url({ protocol: /^https?$/ });
 
+/** A listener on every interface has no address to hand out: its public URL must be set. */
+const wildcardHost = (host: string) => ["0.0.0.0", "::", "[::]", "::0"].includes(host);
+const publicUrlWhenWildcard = (listener: { host: string; publicUrl?: string | undefined }) => !wildcardHost(listener.host) || listener.publicUrl !== undefined;
+const publicUrlMessage = { message: "set publicUrl when host listens on every interface (0.0.0.0 or ::): it is the URL others call", path: ["publicUrl"] };
+
 const federationSchema = z
   .object({
     /** The federation listener (mutual TLS), separate from the device listener. */
     host: z.string().min(1).default("127.0.0.1"),
     /** 0 lets the OS pick. */
     port: z.number().int().min(0).max(65_535).default(8443),
-    /** Our federation base URL as peers call it (the `htu` they sign); default https://host:port. */
-    publicUrl: httpUrl().optional(),
+    /** Our federation base URL as peers call it (the `htu` they sign); https (the listener is TLS); default https://host:port. */
+    publicUrl: z.url({ protocol: /^https$/ }).optional(),
     /** The federation CA (PEM) that every peer certificate must chain to. */
     caFile: z.string().min(1),
     /** This node's certificate and key (PEM), with urn:twinning:operator:<operatorId> in the SAN. */
@@ -152,10 +157,12 @@ const federationSchema = z
      */
     maxBodyBytes: z.number().int().min(65_536).max(4_194_304).default(262_144),
   })
-  .strict();
+  .strict()
+  .refine(publicUrlWhenWildcard, publicUrlMessage);
 
 /** A fixed bearer secret of the configuration (RFC 6750 token characters, at least 24). */
-const bearerSecret = z
+/** A bearer secret an operator sets (admin, metrics): long enough, in RFC 6750's token alphabet. */
+export const bearerSecret = z
   .string()
   .min(24)
   .regex(/^[A-Za-z0-9\-._~+/]+=*$/, "letters, digits and - . _ ~ + / only (a bearer token, RFC 6750)");
@@ -197,6 +204,7 @@ const configSchema = z
       .strict()
       // Half a TLS setup must not quietly serve plain HTTP.
       .refine((d) => (d.tlsCertFile === undefined) === (d.tlsKeyFile === undefined), { message: "set both tlsCertFile and tlsKeyFile, or neither", path: ["tlsKeyFile"] })
+      .refine(publicUrlWhenWildcard, publicUrlMessage)
       .default({ host: "127.0.0.1", port: 8080 }),
     /** Bearer token for /admin/v1; default generated on first start into `<dataDir>/admin-token`. */
     adminToken: bearerSecret.optional(),

@@ -1,4 +1,6 @@
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { operatorFromSubjectAltName } from "../../certs/federation-pki.ts";
 import type { JWK } from "jose";
 import type { FederationOptions } from "../config/node-config.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
@@ -40,6 +42,7 @@ export class Federation {
     this.registry = registry;
     this.#nowMs = nowMs;
     this.tls = { ca: readFileSync(options.caFile, "utf8"), cert: readFileSync(options.certFile, "utf8"), key: readFileSync(options.keyFile, "utf8") };
+    assertOwnCertificate(this.tls, operatorId, options.certFile);
     this.signer = new MessageSigner(operatorId, () => this.#keys[0]!, nowMs, options.maxMessageLifetimeSeconds);
     this.client = new PeerClient({
       operatorId,
@@ -160,6 +163,28 @@ export class Federation {
   async close(): Promise<void> {
     await this.client.close();
   }
+}
+
+/**
+ * Our certificate must name our operator (peers check it against every message's iss) and match
+ * our key: refused at start, not discovered at the first message every peer refuses.
+ */
+function assertOwnCertificate(tls: { cert: string; key: string }, operatorId: string, certFile: string): void {
+  let certificate: X509Certificate;
+  try {
+    certificate = new X509Certificate(tls.cert);
+  } catch {
+    throw new Error(`the federation certificate file ${certFile} holds no PEM certificate`);
+  }
+  const named = operatorFromSubjectAltName(certificate.subjectAltName);
+  if (named !== operatorId) throw new Error(`the federation certificate ${certFile} names operator ${named ?? "(none)"}, not ${operatorId}`);
+  let matches = false;
+  try {
+    matches = certificate.checkPrivateKey(createPrivateKey(tls.key));
+  } catch {
+    // an unreadable key matches nothing
+  }
+  if (!matches) throw new Error(`the federation key file does not hold the private key of ${certFile}`);
 }
 
 /** Reads a JSON file; a parse error names the file, never its content (it may hold a private key). */

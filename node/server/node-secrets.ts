@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK } from "jose";
+import { bearerSecret } from "../config/node-config.ts";
 
 /**
  * Development secrets made on first start and kept in the data directory (mode 0600), so a
@@ -18,31 +19,58 @@ export interface NodeSecrets {
   readonly adminTokenCreated: boolean;
 }
 
-function readOrCreate(file: string, create: () => string): { value: string; created: boolean } {
-  if (existsSync(file)) return { value: readFileSync(file, "utf8").trim(), created: false };
+/**
+ * A secret from its file, or made now and written (0600). One read back is checked as the node
+ * would make it (a hand-edited file is refused at start); the error names the file, never its
+ * content.
+ */
+function readOrCreate(file: string, create: () => string, valid: (value: string) => boolean, what: string): { value: string; created: boolean } {
+  if (existsSync(file)) {
+    const value = readFileSync(file, "utf8").trim();
+    if (!valid(value)) throw new Error(`the ${what} in ${file} is not valid: delete the file to make a new one, or fix it`);
+    return { value, created: false };
+  }
   const value = create();
   writeFileSync(file, value + "\n", { mode: 0o600, flag: "wx" });
   return { value, created: true };
 }
 
+/** The code secret keys the codes' HMAC: at least 32 bytes (base64url), as the node makes it. */
+const CODE_SECRET_MIN_BYTES = 32;
+
 export async function loadOrCreateSecrets(dataDir: string, configuredAdminToken: string | undefined): Promise<NodeSecrets> {
-  mkdirSync(dataDir, { recursive: true });
-  let keyText = existsSync(join(dataDir, "signing-key.jwk.json")) ? readFileSync(join(dataDir, "signing-key.jwk.json"), "utf8") : undefined;
+  // Created for this node's eyes only (an existing directory keeps its mode).
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const keyFile = join(dataDir, "signing-key.jwk.json");
+  let keyText = existsSync(keyFile) ? readFileSync(keyFile, "utf8") : undefined;
   if (!keyText) {
     const { privateKey } = await generateKeyPair("ES256", { extractable: true });
     const jwk = await exportJWK(privateKey);
     jwk.kid = `node-${randomBytes(6).toString("hex")}`;
     jwk.alg = "ES256";
     keyText = JSON.stringify(jwk);
-    writeFileSync(join(dataDir, "signing-key.jwk.json"), keyText + "\n", { mode: 0o600, flag: "wx" });
+    writeFileSync(keyFile, keyText + "\n", { mode: 0o600, flag: "wx" });
   }
-  const privateJwk = JSON.parse(keyText) as JWK;
-  const privateKey = (await importJWK(privateJwk, "ES256")) as CryptoKey;
+  let privateJwk: JWK;
+  let privateKey: CryptoKey;
+  try {
+    privateJwk = JSON.parse(keyText) as JWK;
+    if (typeof privateJwk?.d !== "string") throw new Error("no private part");
+    privateKey = (await importJWK(privateJwk, "ES256")) as CryptoKey;
+  } catch {
+    // Not the parser's message: it would quote the key's text.
+    throw new Error(`the token signing key ${keyFile} is not a private ES256 JWK: delete the file to make a new one, or fix it`);
+  }
   const { d: _private, ...publicJwk } = privateJwk;
-  const codeSecret = readOrCreate(join(dataDir, "code-secret"), () => randomBytes(32).toString("base64url"));
+  const codeSecret = readOrCreate(
+    join(dataDir, "code-secret"),
+    () => randomBytes(CODE_SECRET_MIN_BYTES).toString("base64url"),
+    (v) => /^[A-Za-z0-9_-]+$/.test(v) && Buffer.from(v, "base64url").length >= CODE_SECRET_MIN_BYTES,
+    "code secret",
+  );
   const admin = configuredAdminToken
     ? { value: configuredAdminToken, created: false }
-    : readOrCreate(join(dataDir, "admin-token"), () => randomBytes(24).toString("base64url"));
+    : readOrCreate(join(dataDir, "admin-token"), () => randomBytes(24).toString("base64url"), (v) => bearerSecret.safeParse(v).success, "admin token");
   return {
     signingKey: { privateKey, publicJwk: { ...publicJwk, use: "sig" }, kid: privateJwk.kid ?? "node", alg: "ES256" },
     codeSecret: Buffer.from(codeSecret.value, "base64url"),

@@ -1,6 +1,6 @@
 import "reflect-metadata";
 import { execFile } from "node:child_process";
-import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { chmodSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -55,6 +55,16 @@ describe("certs CLI (npm run certs)", () => {
     await certs("signing-key", "--operator", "003-01", "--out", dir, "--kid", "op3-2", "--force");
     expect(JSON.parse(readFileSync(join(dir, "signing-key.jwk.json"), "utf8")).kid).toBe("op3-2");
     expect(statSync(join(dir, "signing-key.jwk.json")).mode & 0o077).toBe(0);
+    // A symlink at the key's name is replaced, not written through.
+    const elsewhere = join(out, "elsewhere.txt");
+    writeFileSync(elsewhere, "not a key\n");
+    rmSync(join(dir, "signing-key.jwk.json"));
+    symlinkSync(elsewhere, join(dir, "signing-key.jwk.json"));
+    await certs("signing-key", "--operator", "003-01", "--out", dir, "--kid", "op3-3", "--force");
+    expect(readFileSync(elsewhere, "utf8")).toBe("not a key\n");
+    expect(lstatSync(join(dir, "signing-key.jwk.json")).isFile()).toBe(true);
+    expect(lstatSync(join(dir, "signing-key.jwk.json")).mode & 0o077).toBe(0);
+    expect(readdirSync(dir).filter((f) => f.endsWith(".tmp"))).toEqual([]);
   });
 
   it("refuses a malformed operator id with a usage message", async () => {

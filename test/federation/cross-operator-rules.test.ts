@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Federation, eventually, writePeerFiles, type FederatedOperator } from "../helpers/federation-fixture.ts";
-import { enc, messageId } from "../helpers/test-node.ts";
+import { enc, messageId, startTestNode } from "../helpers/test-node.ts";
 
 /** The PD/SD/TE rules where primary and secondary belong to different operators (A = 001-01, B = 002-01). */
 const fed = new Federation();
@@ -177,15 +177,31 @@ describe("cross-operator forms of the device rules", () => {
     const [goodPeers, goodKey] = [readFileSync(A.peersFile, "utf8"), readFileSync(A.signingKeyFile, "utf8")];
     try {
       writeFileSync(A.peersFile, JSON.stringify({ peers: [] }));
-      writeFileSync(A.signingKeyFile, "{ not a key");
-      expect((await reload()).status).toBe(400);
-      // B is still a peer of A: a code from A for B's secondary still works.
-      const { s } = await pair();
-      expect((await codeAtB(s, { primaryOperatorId: "001-01" })).status).toBe(201);
+      // Not JSON; and a public key alone (it would import, then fail every signature).
+      const { d: _d, ...publicOnly } = JSON.parse(goodKey) as Record<string, unknown>;
+      for (const bad of ["{ not a key", JSON.stringify(publicOnly)]) {
+        writeFileSync(A.signingKeyFile, bad);
+        const answer = await reload();
+        expect([answer.status, messageId(answer.body)]).toEqual([400, "SVC0002"]);
+        // B is still a peer of A, and A still signs: a code from A for B's secondary still works.
+        const { s } = await pair();
+        expect((await codeAtB(s, { primaryOperatorId: "001-01" })).status).toBe(201);
+      }
     } finally {
       writeFileSync(A.peersFile, goodPeers);
       writeFileSync(A.signingKeyFile, goodKey);
     }
     expect((await reload()).body).toEqual({ peers: 1, keys: 1 });
+  });
+
+  it("a node whose federation certificate names another operator, or does not match its key, does not start", async () => {
+    const federation = (certFile: string, keyFile: string) => ({
+      operatorId: "001-01",
+      federation: { host: "127.0.0.1", port: 0, caFile: fed.caFile, certFile, keyFile, signingKeyFiles: [A.signingKeyFile], peersFile: A.peersFile },
+    });
+    await expect(startTestNode(federation(B.certFile, B.keyFile))).rejects.toThrow(/names operator 002-01, not 001-01/);
+    await expect(startTestNode(federation(A.certFile, B.keyFile))).rejects.toThrow(/does not hold the private key/);
+    const good = await startTestNode(federation(A.certFile, A.keyFile));
+    await good.stop();
   });
 });

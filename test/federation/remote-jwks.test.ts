@@ -8,7 +8,7 @@ import { RemoteJwks } from "../../peers/remote-jwks.ts";
 /** A peer's JWKS endpoint on loopback whose answer the test sets; counts the fetches. */
 let server: Server;
 let url: string;
-let answer: { status: number; body: string };
+let answer: { status: number; body: string; delayMs?: number };
 let fetches = 0;
 let key1: JWK;
 let key2: JWK;
@@ -18,8 +18,8 @@ beforeAll(async () => {
   [key1, key2] = [await publicJwk("k1"), await publicJwk("k2")];
   server = createServer((_req, res) => {
     fetches++;
-    res.writeHead(answer.status, { "content-type": "application/json" });
-    res.end(answer.body);
+    const { status, body, delayMs } = answer;
+    setTimeout(() => res.writeHead(status, { "content-type": "application/json" }).end(body), delayMs ?? 0);
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks`;
@@ -68,6 +68,18 @@ describe("a peer's keys from its JWKS URL", () => {
     await keyFor(fresh, "k1");
     serve([key1, key2]);
     expect(await keyFor(fresh, "k2")).toBeDefined();
+  });
+
+  it("messages that meet a new kid while its fetch is under way wait for that fetch instead of being refused within its cooldown", async () => {
+    serve([key1]);
+    const jwks = new RemoteJwks({ url, cooldownMs: 200 });
+    expect(await keyFor(jwks, "k1")).toBeDefined();
+    await new Promise((r) => setTimeout(r, 250));
+    const before = fetches;
+    answer = { status: 200, body: JSON.stringify({ keys: [key1, key2] }), delayMs: 100 };
+    const found = await Promise.allSettled([keyFor(jwks, "k2"), keyFor(jwks, "k2"), keyFor(jwks, "k2")]);
+    expect(found.map((r) => r.status)).toEqual(["fulfilled", "fulfilled", "fulfilled"]);
+    expect(fetches).toBe(before + 1);
   });
 
   it("a JWKS over the byte or key bound is refused, and earlier keys stay", async () => {

@@ -37,6 +37,18 @@ describe("HLF-CM-006 service-provider policy is configuration, validated at star
     expect(() => parseNodeConfig({ primaryServices: { messagingUrl: "https://msg.example/v1" } })).not.toThrow();
   });
 
+  it("HLF-CM-006 a listener's URL must be one others can call: set when it listens on every interface, https for the federation (its listener is TLS)", () => {
+    const fed = { caFile: "ca.pem", certFile: "node.pem", keyFile: "node.key", signingKeyFiles: ["k.json"] };
+    for (const host of ["0.0.0.0", "::"]) {
+      expect(() => parseNodeConfig({ device: { host } })).toThrow(/device\.publicUrl: set publicUrl/);
+      expect(() => parseNodeConfig({ device: { host, publicUrl: "https://twinning.op.example" } })).not.toThrow();
+      expect(() => parseNodeConfig({ federation: { ...fed, host } })).toThrow(/federation\.publicUrl: set publicUrl/);
+      expect(() => parseNodeConfig({ federation: { ...fed, host, publicUrl: "https://fed.op.example:8443" } })).not.toThrow();
+    }
+    expect(() => parseNodeConfig({ federation: { ...fed, publicUrl: "http://fed.op.example:8443" } })).toThrow(/federation\.publicUrl/);
+    expect(() => parseNodeConfig({ federation: fed, device: { host: "10.1.2.3" } })).not.toThrow();
+  });
+
   it("HLF-CM-006 a federation body limit below 64 KiB is refused at start: a peer's full batch of queued messages must fit it", () => {
     expect(() => parseNodeConfig({ federation: { maxBodyBytes: 65_535 } })).toThrow(/federation\.maxBodyBytes/);
     expect(() => parseNodeConfig({ federation: { maxBodyBytes: 65_536 } })).not.toThrow(/maxBodyBytes/);
@@ -62,8 +74,43 @@ describe("HLF-CM-006 service-provider policy is configuration, validated at star
       }
       expect(message).toMatch(/policy\.codeLength: .*\(from .*node\.json\)/);
       expect(message).toMatch(/policy\.maxTwinsPerPrimary: .*\(from TWINNING_POLICY_MAX_TWINS_PER_PRIMARY\)/);
-      writeFileSync(file, "{not json");
+      // Not JSON: named, without quoting the text near the fault (it may be a secret).
+      writeFileSync(file, '{"adminToken": "secret-admin-token-0123456789abcdef" x}');
+      expect(() => loadNodeConfig({ TWINNING_CONFIG: file })).toThrow(/not valid JSON$/);
+      expect(() => loadNodeConfig({ TWINNING_CONFIG: file })).not.toThrow(/secret-admin/);
+      writeFileSync(file, "[1]");
       expect(() => loadNodeConfig({ TWINNING_CONFIG: file })).toThrow(/not a JSON object/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("the node's own secrets in its data directory", () => {
+  it("are checked when read back: a hand-edited admin token, code secret or token signing key stops the start, and the error quotes none of them", async () => {
+    const { loadOrCreateSecrets } = await import("../../node/server/node-secrets.ts");
+    const { readFileSync, statSync } = await import("node:fs");
+    const dir = mkdtempSync(join(tmpdir(), "twinning-secrets-"));
+    try {
+      const dataDir = join(dir, "data");
+      const made = await loadOrCreateSecrets(dataDir, undefined);
+      expect(statSync(dataDir).mode & 0o777).toBe(0o700);
+      expect((await loadOrCreateSecrets(dataDir, undefined)).adminToken).toBe(made.adminToken);
+      for (const [file, bad] of [
+        ["admin-token", "hand-typed!"],
+        ["code-secret", ""],
+        ["code-secret", "c2hvcnQ"],
+        ["signing-key.jwk.json", '{"kty":"EC","crv":"P-256","x":"secret-part-of-a-key"'],
+        ["signing-key.jwk.json", JSON.stringify({ ...JSON.parse(readFileSync(join(dataDir, "signing-key.jwk.json"), "utf8")), d: undefined })],
+      ] as const) {
+        const good = readFileSync(join(dataDir, file), "utf8");
+        writeFileSync(join(dataDir, file), bad);
+        const error = await loadOrCreateSecrets(dataDir, undefined).then(() => undefined, (e: Error) => e);
+        expect(error?.message, `${file}: ${bad}`).toContain(join(dataDir, file));
+        if (bad.length > 0) expect(error?.message).not.toContain(bad.slice(0, 20));
+        writeFileSync(join(dataDir, file), good);
+      }
+      expect((await loadOrCreateSecrets(dataDir, undefined)).adminToken).toBe(made.adminToken);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
