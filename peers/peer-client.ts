@@ -46,7 +46,8 @@ export class PeerClient {
     this.#o = options;
   }
 
-  #agent(operatorId: string): Agent {
+  /** The keep-alive mutual-TLS connections to one peer (also for its JWKS on its federation origin). */
+  agentFor(operatorId: string): Agent {
     let agent = this.#agents.get(operatorId);
     if (!agent) {
       agent = new Agent({
@@ -70,7 +71,7 @@ export class PeerClient {
     const htu = `${peer.federationUrl}${FEDERATION_BASE}${message.path}`;
     const signed =
       message.method === "GET" ? undefined : await this.#o.signer.sign({ aud: operatorId, htm: message.method, htu, msgId: message.msgId, body: message.body ?? {} });
-    const { status, headers, text } = await boundedCall(this.#agent(operatorId), {
+    const { status, headers, text } = await boundedCall(this.agentFor(operatorId), {
       url: htu,
       method: message.method,
       headers: { "content-type": FEDERATION_CONTENT_TYPE, "x-twinning-msgid": message.msgId },

@@ -1,5 +1,6 @@
 import { createLocalJWKSet, type JSONWebKeySet, type JWTVerifyGetKey } from "jose";
 import { RemoteJwks } from "./remote-jwks.ts";
+import type { Dispatcher } from "undici";
 import { z } from "zod";
 
 /**
@@ -14,10 +15,15 @@ export const peerEntrySchema = z
   .object({
     operatorId: z.string().regex(/^\d{3}-\d{2,3}$/),
     name: z.string().optional(),
-    /** Base URL of the peer's federation listener, e.g. https://fed.op2.example:8443 */
-    federationUrl: z.url(),
+    /** Base URL of the peer's federation listener, e.g. https://fed.op2.example:8443 (TLS, so https). */
+    federationUrl: z.url({ protocol: /^https$/ }),
     jwks: z.object({ keys: z.array(jwkSchema).min(1) }).optional(),
-    jwksUrl: z.url().optional(),
+    /**
+     * Where the peer publishes its signing keys. On the peer's federation origin (its
+     * `/federation/v1/jwks.json`), fetched over the federation's mutual TLS; elsewhere, with the
+     * system's trust (an http URL trusts the network path).
+     */
+    jwksUrl: z.url({ protocol: /^https?$/ }).optional(),
   })
   .strict()
   .refine((p) => p.jwks !== undefined || p.jwksUrl !== undefined, { message: "a peer needs jwks or jwksUrl" });
@@ -35,9 +41,17 @@ export interface Peer {
   readonly remote: RemoteJwks | undefined;
 }
 
-function toPeer(entry: PeerEntry, previous: Peer | undefined): Peer {
+/** The connection a peer's JWKS is fetched over: the federation's, for a URL on the peer's federation origin. */
+export type JwksDispatcherFor = (operatorId: string) => Dispatcher;
+
+function toPeer(entry: PeerEntry, previous: Peer | undefined, federationDispatcher: JwksDispatcherFor | undefined): Peer {
   const local = entry.jwks ? createLocalJWKSet(entry.jwks as JSONWebKeySet) : undefined;
-  const remote = entry.jwksUrl ? (previous?.remote?.url === entry.jwksUrl ? previous.remote : new RemoteJwks({ url: entry.jwksUrl })) : undefined;
+  const onFederation = entry.jwksUrl !== undefined && federationDispatcher !== undefined && new URL(entry.jwksUrl).origin === new URL(entry.federationUrl).origin;
+  const remote = entry.jwksUrl
+    ? previous?.remote?.url === entry.jwksUrl
+      ? previous.remote
+      : new RemoteJwks({ url: entry.jwksUrl, ...(onFederation ? { dispatcher: () => federationDispatcher(entry.operatorId) } : {}) })
+    : undefined;
   const keys: JWTVerifyGetKey = async (header, token) => {
     if (local) {
       try {
@@ -56,13 +70,15 @@ export class PeerRegistry {
   readonly #load: () => unknown;
   readonly #allowed: ReadonlySet<string>;
   readonly #self: string;
+  readonly #federationDispatcher: JwksDispatcherFor | undefined;
 
   /**
    * @param load returns `{peers:[…]}` (re-read on every reload)
    * @param allowed policy's allowedPeerOperators; empty means every listed peer
    */
-  constructor(options: { selfOperatorId: string; load: () => unknown; allowed: readonly string[] }) {
+  constructor(options: { selfOperatorId: string; load: () => unknown; allowed: readonly string[]; federationDispatcher?: JwksDispatcherFor }) {
     this.#load = options.load;
+    this.#federationDispatcher = options.federationDispatcher;
     this.#allowed = new Set(options.allowed);
     this.#self = options.selfOperatorId;
     this.reload();
@@ -79,7 +95,7 @@ export class PeerRegistry {
     for (const entry of parsed.data.peers) {
       if (entry.operatorId === this.#self) continue;
       if (this.#allowed.size > 0 && !this.#allowed.has(entry.operatorId)) continue;
-      next.set(entry.operatorId, toPeer(entry, this.#peers.get(entry.operatorId)));
+      next.set(entry.operatorId, toPeer(entry, this.#peers.get(entry.operatorId), this.#federationDispatcher));
     }
     this.#peers = next;
     return next.size;

@@ -1,5 +1,5 @@
 import { createLocalJWKSet, errors, type JSONWebKeySet, type JWTVerifyGetKey } from "jose";
-import { getGlobalDispatcher } from "undici";
+import { getGlobalDispatcher, type Dispatcher } from "undici";
 import { boundedCall } from "./bounded-call.ts";
 
 export interface RemoteJwksOptions {
@@ -13,6 +13,8 @@ export interface RemoteJwksOptions {
   /** A bigger answer is refused (and the last keys kept). */
   readonly maxBytes?: number;
   readonly maxKeys?: number;
+  /** The connection to fetch over (the federation's mutual TLS); default undici's global dispatcher. */
+  readonly dispatcher?: () => Dispatcher;
 }
 
 /**
@@ -29,7 +31,7 @@ export class RemoteJwks {
   #pending: Promise<void> | undefined;
 
   constructor(options: RemoteJwksOptions) {
-    this.#o = { maxAgeMs: 600_000, cooldownMs: 30_000, timeoutMs: 5_000, maxBytes: 65_536, maxKeys: 20, ...options };
+    this.#o = { maxAgeMs: 600_000, cooldownMs: 30_000, timeoutMs: 5_000, maxBytes: 65_536, maxKeys: 20, dispatcher: getGlobalDispatcher, ...options };
   }
 
   get url(): string {
@@ -71,7 +73,7 @@ export class RemoteJwks {
 
   async #fetch(): Promise<JSONWebKeySet> {
     const o = this.#o;
-    const { status, text } = await boundedCall(getGlobalDispatcher(), {
+    const { status, text } = await boundedCall(o.dispatcher(), {
       url: o.url,
       method: "GET",
       timeoutMs: o.timeoutMs,

@@ -65,12 +65,15 @@ export class Federation {
     onConnect?: (operatorId: string) => void;
   }): Promise<Federation> {
     const { options } = input;
+    let federation: Federation | undefined;
     const registry = new PeerRegistry({
       selfOperatorId: input.operatorId,
       allowed: input.allowedPeers,
       load: () => (options.peersFile ? readJsonFile(options.peersFile, "peer list") : { peers: [] }),
+      // Asked only when a key set is fetched, once the federation exists.
+      federationDispatcher: (operatorId) => federation!.client.agentFor(operatorId),
     });
-    const federation = new Federation(input.operatorId, options, registry, input.nowMs, input.onConnect);
+    federation = new Federation(input.operatorId, options, registry, input.nowMs, input.onConnect);
     await federation.#loadKeys();
     return federation;
   }

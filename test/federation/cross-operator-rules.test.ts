@@ -194,6 +194,26 @@ describe("cross-operator forms of the device rules", () => {
     expect((await reload()).body).toEqual({ peers: 1, keys: 1 });
   });
 
+  it("a peer's keys from a JWKS URL on its federation origin are fetched over the federation's mutual TLS (no system trust, our client certificate)", async () => {
+    const { writeFileSync, readFileSync } = await import("node:fs");
+    const good = readFileSync(A.peersFile, "utf8");
+    const federationUrl = B.t.node.federationUrl!;
+    try {
+      writeFileSync(A.peersFile, JSON.stringify({ peers: [{ operatorId: B.operatorId, federationUrl, jwksUrl: `${federationUrl}/federation/v1/jwks.json` }] }));
+      await A.t.node.reloadFederation();
+      // A asks B for a code and verifies B's signed answer with the keys it fetched from B.
+      const p = await A.party(addr(A));
+      const res = await A.api.call("POST", `/twinning/v1/secondary/${enc(p.address)}/activationCodes`, { token: p.token, body: { primaryOperatorId: "002-01" } });
+      expect(res.status, JSON.stringify(res.body)).toBe(201);
+      // An http federation URL is refused: the federation listener speaks TLS only.
+      writeFileSync(A.peersFile, JSON.stringify({ peers: [{ operatorId: B.operatorId, federationUrl: federationUrl.replace("https:", "http:"), jwks: B.publicJwks }] }));
+      await expect(A.t.node.reloadFederation()).rejects.toThrow(/federationUrl/);
+    } finally {
+      writeFileSync(A.peersFile, good);
+      await A.t.node.reloadFederation();
+    }
+  });
+
   it("a node whose federation certificate names another operator, or does not match its key, does not start", async () => {
     const federation = (certFile: string, keyFile: string) => ({
       operatorId: "001-01",
