@@ -208,6 +208,12 @@ const configSchema = z
       .default({ host: "127.0.0.1", port: 8080 }),
     /** Bearer token for /admin/v1; default generated on first start into `<dataDir>/admin-token`. */
     adminToken: bearerSecret.optional(),
+    /**
+     * Bearer token for POST /oauth/introspect, for the operator's messaging and NMS services,
+     * which then need not hold the admin token (which provisions credentials). The admin token
+     * is accepted there too.
+     */
+    introspectionToken: bearerSecret.optional(),
     /** Bearer token for GET /metrics; unset, /metrics answers anyone who reaches the device listener. */
     metricsToken: bearerSecret.optional(),
     /** Bearer JWTs from the operator's own authorization server (DESIGN "Tokens"). */

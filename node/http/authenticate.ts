@@ -66,24 +66,35 @@ export function requireToken(ctx: NodeContext, scopes: readonly Scope[]): Middle
   };
 }
 
-/** A guard for routes behind one fixed bearer secret of the operator's, compared in constant time. */
-function requireSecret(secret: () => string, detail: string): MiddlewareHandler<AppEnv> {
+/**
+ * A guard for routes behind fixed bearer secrets of the operator's, each compared in constant
+ * time (all of them, whichever matches).
+ */
+function requireSecret(secrets: () => readonly string[], detail: string): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    if (!secretsEqual(bearerToken(c.req.header("authorization")), secret())) throw new TwinningError("invalid_token", { detail });
+    const presented = bearerToken(c.req.header("authorization"));
+    const matches = secrets().map((secret) => secretsEqual(presented, secret));
+    if (!matches.includes(true)) throw new TwinningError("invalid_token", { detail });
     await next();
   };
 }
 
 /** Admin API guard: the operator's admin token. */
 export function requireAdmin(ctx: NodeContext): MiddlewareHandler<AppEnv> {
-  return requireSecret(() => ctx.adminToken, "not the admin token");
+  return requireSecret(() => [ctx.adminToken], "not the admin token");
+}
+
+/** /oauth/introspect guard: the introspection token when one is configured, or the admin token. */
+export function requireIntrospectionToken(ctx: NodeContext): MiddlewareHandler<AppEnv> {
+  const token = ctx.config.introspectionToken;
+  return requireSecret(() => (token === undefined ? [ctx.adminToken] : [token, ctx.adminToken]), "not the introspection or admin token");
 }
 
 /** /metrics guard: the metrics token when one is configured, else none. */
 export function requireMetricsToken(ctx: NodeContext): MiddlewareHandler<AppEnv> {
   const token = ctx.config.metricsToken;
   if (token === undefined) return async (_c, next) => next();
-  return requireSecret(() => token, "not the metrics token");
+  return requireSecret(() => [token], "not the metrics token");
 }
 
 /**

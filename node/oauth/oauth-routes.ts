@@ -3,7 +3,7 @@ import { isAddress } from "../domain/address.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
 import { errorBody } from "../errors/error-response.ts";
 import type { AppEnv } from "../http/app-env.ts";
-import { assertNotRevoked, assertProvisioned, requireAdmin } from "../http/authenticate.ts";
+import { assertNotRevoked, assertProvisioned, requireIntrospectionToken } from "../http/authenticate.ts";
 import type { App } from "../http/route-helper.ts";
 import type { NodeContext } from "../service/node-context.ts";
 import { provisioningStamp, verifyCredential } from "../tokens/credentials.ts";
@@ -103,8 +103,8 @@ export function registerOAuthRoutes(app: App, ctx: NodeContext): void {
     return c.json({ access_token: token, token_type: "Bearer", expires_in: ttl, scope: "twinning" }, 200, { "cache-control": "no-store", pragma: "no-cache" });
   });
 
-  // RFC 7662: for the operator's own services (messaging, NMS), authenticated with the admin token.
-  app.post("/oauth/introspect", requireAdmin(ctx), async (c) => {
+  // RFC 7662: for the operator's own services (messaging, NMS), authenticated with the introspection token (or the admin token).
+  app.post("/oauth/introspect", requireIntrospectionToken(ctx), async (c) => {
     const form = await readForm(c);
     const token = form?.get("token");
     if (!token) return oauthError(c, 400, "invalid_request", "token parameter required", new TwinningError("invalid_input", { variables: ["token"] }));

@@ -20,7 +20,7 @@ beforeAll(async () => {
   });
   await new Promise<void>((r) => jwksServer.listen(0, "127.0.0.1", r));
   const jwksUrl = `http://127.0.0.1:${(jwksServer.address() as AddressInfo).port}/jwks`;
-  t = await startTestNode({ externalIssuer: { issuer: EXTERNAL_ISSUER, jwksUrl, audience: "twinning" } });
+  t = await startTestNode({ externalIssuer: { issuer: EXTERNAL_ISSUER, jwksUrl, audience: "twinning" }, introspectionToken: INTROSPECTION_TOKEN });
   api = new Api(t.url);
 });
 afterAll(async () => {
@@ -31,12 +31,15 @@ afterAll(async () => {
 const form = (body: string, headers: Record<string, string> = {}) =>
   fetch(`${t.url}/oauth/token`, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded", ...headers }, body });
 const basic = (id: string, secret: string) => ({ authorization: `Basic ${Buffer.from(`${id}:${secret}`).toString("base64")}` });
-const introspect = (token: string) =>
+/** The operator's messaging services introspect with their own token, not the admin token. */
+const INTROSPECTION_TOKEN = "messaging-services-introspection-0123456789";
+const introspectAs = (bearer: string, token: string) =>
   fetch(`${t.url}/oauth/introspect`, {
     method: "POST",
-    headers: { authorization: `Bearer ${t.node.adminToken}`, "content-type": "application/x-www-form-urlencoded" },
+    headers: { authorization: `Bearer ${bearer}`, "content-type": "application/x-www-form-urlencoded" },
     body: `token=${encodeURIComponent(token)}`,
-  }).then((r) => r.json() as Promise<any>);
+  });
+const introspect = (token: string) => introspectAs(INTROSPECTION_TOKEN, token).then((r) => r.json() as Promise<any>);
 
 describe("tokens", () => {
   it("OAU-001 client_credentials with the provisioned credential gives an RFC 6749 answer and a JWT verifiable with the node's JWKS", async () => {
@@ -109,7 +112,7 @@ describe("tokens", () => {
     expect([twinScopedList.status, messageId(twinScopedList.body)]).toEqual([403, "POL2003"]);
   });
 
-  it("RFC 7662 introspection: active with claims while the twin lives, inactive once deactivated; admin token required", async () => {
+  it("RFC 7662 introspection: active with claims while the twin lives, inactive once deactivated; the introspection token (or the admin token) required", async () => {
     const [pa, sa] = [newAddress(), newAddress()];
     const p = { address: pa, token: await api.subscriber(t.node.adminToken, pa) };
     const s = { address: sa, token: await api.subscriber(t.node.adminToken, sa) };
@@ -122,6 +125,11 @@ describe("tokens", () => {
     expect(await introspect("not-a-token")).toEqual({ active: false });
     const anonymous = await fetch(`${t.url}/oauth/introspect`, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: "token=x" });
     expect(anonymous.status).toBe(401);
+    // The admin token is accepted too; the introspection token opens nothing else.
+    expect((await introspectAs(t.node.adminToken, "x")).status).toBe(200);
+    expect((await introspectAs(`${INTROSPECTION_TOKEN}x`, "x")).status).toBe(401);
+    const admin = await api.call("GET", `/admin/v1/subscribers/${enc(pa)}`, { token: INTROSPECTION_TOKEN });
+    expect([admin.status, messageId(admin.body)]).toEqual([401, "SVC2003"]);
   });
 
   it("OAU-001 HTTP Basic client authentication takes the scheme in any case (RFC 7235)", async () => {
