@@ -1,6 +1,9 @@
+import { accessSync, constants } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { formatCrashReport, runCrashLoop } from "./crash-loop.ts";
+import { crashLoopFailures, formatCrashReport, runCrashLoop } from "./crash-loop.ts";
 import { Sandbox } from "./sandbox.ts";
+import { removeTempDirs } from "./temp-dirs.ts";
 import { scenarioMatches } from "./run-scenarios.ts";
 import { allScenarios, runConformance, runSimulation, sandboxDown, sandboxUp } from "./simulation.ts";
 
@@ -69,8 +72,9 @@ async function main(argv: string[]): Promise<number> {
     log(JSON.stringify(report, null, 2));
     log("");
     log(formatCrashReport(report));
-    const clean = report.divergences + report.lostCommits + report.duplicateEffects + report.unexpectedAnswers + report.verificationErrors === 0;
-    return clean && report.drained && !report.timedOut ? 0 : 1;
+    const failures = crashLoopFailures(report, operations);
+    for (const failure of failures) log(`FAIL ${failure}`);
+    return failures.length === 0 ? 0 : 1;
   }
   if (command !== "run") throw new Error(`unknown command ${command}`);
 
@@ -80,6 +84,13 @@ async function main(argv: string[]): Promise<number> {
     return 1;
   }
   const reportFile = values.report ?? (values.target ? "conformance-report.html" : "simulation-report.html");
+  // Checked before the run too: a report that cannot be written would lose the whole run's results.
+  const reportDir = dirname(resolve(reportFile));
+  try {
+    accessSync(reportDir, constants.W_OK);
+  } catch {
+    throw new Error(`--report ${reportFile}: cannot write in ${reportDir}`);
+  }
   const common = { operators, seed, filter: values.filter, reportFile, keep: values.keep ?? false, log };
   log(`seed ${seed}`);
   const outcome = values.target ? await runConformance(values.target, common) : await runSimulation(common);
@@ -94,17 +105,26 @@ async function main(argv: string[]): Promise<number> {
   return outcome.ok ? 0 : 1;
 }
 
-// Stopped from outside (Ctrl-C, a CI timeout's SIGTERM): the nodes it started stop too.
+// Stopped from outside (Ctrl-C, a CI timeout's SIGTERM): the nodes it started stop too, its
+// directories are removed, and it exits as interrupted (the run, failing as its nodes stop,
+// does not decide the exit code).
+let interrupted = false;
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   process.once(signal, () => {
+    interrupted = true;
     process.stderr.write(`simulate: ${signal}, stopping the nodes…\n`);
-    void Sandbox.stopAll().finally(() => process.exit(signal === "SIGINT" ? 130 : 143));
+    void Sandbox.stopAll()
+      .finally(removeTempDirs)
+      .finally(() => process.exit(signal === "SIGINT" ? 130 : 143));
   });
 }
 
 main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+  (code) => {
+    if (!interrupted) process.exit(code);
+  },
   (error: unknown) => {
+    if (interrupted) return;
     process.stderr.write(`simulate: ${(error as Error).message}\n\n${usage}`);
     process.exit(2);
   },

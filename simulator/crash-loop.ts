@@ -1,7 +1,7 @@
-import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { Sandbox } from "./sandbox.ts";
+import { makeTempDir, releaseTempDir } from "./temp-dirs.ts";
 import type { Verdict } from "./crash-verify.ts";
 import type { Op } from "./crash-loop-model.ts";
 import { newSub, pick } from "./crash-loop-picker.ts";
@@ -253,12 +253,34 @@ class CrashLoop {
 export async function runCrashLoop(options: CrashLoopOptions): Promise<CrashLoopReport> {
   // The ledger starts empty: databases left by an earlier run would read as effects it never asked for.
   if (options.dir && existsSync(options.dir) && readdirSync(options.dir).length > 0) throw new Error(`${options.dir} is not empty: give a new directory to --out`);
-  const dir = options.dir ?? mkdtempSync(join(tmpdir(), "twinning-crash-"));
+  const dir = options.dir ?? makeTempDir("twinning-crash-");
   try {
     return await new CrashLoop(options).run(dir);
   } finally {
-    if (!options.keep) rmSync(dir, { recursive: true, force: true });
+    if (options.dir === undefined) releaseTempDir(dir, options.keep);
+    else if (!options.keep) rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * What a crash run must show to pass (the CLI's exit code; the crash-safety test asks the same):
+ * no loss, duplicate, divergence or unexplained answer, everything delivered, and enough real
+ * work that the checks proved something (twins made, across operators, outcomes settled).
+ */
+export function crashLoopFailures(r: CrashLoopReport, requestedOperations: number): string[] {
+  const failures: string[] = [];
+  const must = (ok: boolean, what: string) => {
+    if (!ok) failures.push(what);
+  };
+  must(!r.timedOut, "the run hit its time limit");
+  must(r.operations === requestedOperations, `${r.operations} of ${requestedOperations} operations ran`);
+  must(r.divergences + r.lostCommits + r.duplicateEffects + r.unexpectedAnswers + r.verificationErrors === 0, "divergences, lost commits, duplicate effects, unexpected answers or verification errors");
+  must(r.drained && r.deadLetters === 0, "delivery not drained, or dead letters");
+  must(r.twinsActivated > 0 && r.crossOperatorTwins > 0, "no twins activated (or none across operators): nothing was checked");
+  must(r.twinsChecked >= r.twinsActivated, "not every twin activated was checked");
+  // Unknown outcomes the device's retries could not settle are checked loosely: kept rare.
+  must(r.unsettled <= Math.max(2, Math.floor(requestedOperations / 100)), `${r.unsettled} unsettled outcomes`);
+  return failures;
 }
 
 /** A short table of the figures that matter. */

@@ -16,13 +16,17 @@ export function messageId(body: any): string | undefined {
   return e?.serviceException?.messageId ?? e?.policyException?.messageId;
 }
 
+/** How long one call may take, its answer read: above the longest long-poll the simulator and the tests ask for (20 s). */
+export const DEFAULT_CALL_TIMEOUT_MS = 30_000;
+
 export class Api {
   constructor(readonly baseUrl: string) {}
 
+  /** One request; a node that never answers fails it after `timeoutMs` (default 30 s), not undici's 300 s. */
   async call<T = any>(
     method: string,
     path: string,
-    options: { token?: string | undefined; body?: unknown; headers?: Record<string, string>; rawBody?: string } = {},
+    options: { token?: string | undefined; body?: unknown; headers?: Record<string, string>; rawBody?: string; timeoutMs?: number } = {},
   ): Promise<ApiResponse<T>> {
     const headers: Record<string, string> = { ...(options.headers ?? {}) };
     if (options.token) headers.authorization = `Bearer ${options.token}`;
@@ -31,7 +35,8 @@ export class Api {
       body = JSON.stringify(options.body);
       headers["content-type"] ??= "application/json";
     }
-    const res = await fetch(`${this.baseUrl}${path}`, { method, headers, ...(body !== undefined ? { body } : {}) });
+    const signal = AbortSignal.timeout(options.timeoutMs ?? DEFAULT_CALL_TIMEOUT_MS);
+    const res = await fetch(`${this.baseUrl}${path}`, { method, headers, signal, ...(body !== undefined ? { body } : {}) });
     const text = await res.text();
     let parsed: unknown = text;
     try {

@@ -1,10 +1,10 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, unlinkSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync, writeFileSync, unlinkSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Api } from "./device-client.ts";
 import { renderReport } from "./report.ts";
 import { formatTable, labelVerdicts, runScenarios, type ScenarioResult, type Target } from "./run-scenarios.ts";
 import { Sandbox, type FederationJson } from "./sandbox.ts";
+import { makeTempDir, releaseTempDir } from "./temp-dirs.ts";
 import { deviceScenarios } from "./scenarios/device-scenarios.ts";
 import { faultScenarios } from "./scenarios/fault-scenarios.ts";
 
@@ -47,7 +47,7 @@ function finish(title: string, options: RunOptions, startedAt: number, targets: 
 
 /** `npm run simulate`: N operators as processes, every scenario, a report. */
 export async function runSimulation(options: RunOptions): Promise<RunOutcome> {
-  const dir = mkdtempSync(join(tmpdir(), "twinning-sim-"));
+  const dir = makeTempDir("twinning-sim-");
   const startedAt = Date.now();
   options.log?.(`starting ${options.operators} operators in ${dir} …`);
   let sandbox: Sandbox | undefined;
@@ -60,7 +60,7 @@ export async function runSimulation(options: RunOptions): Promise<RunOutcome> {
     return finish("Twinning federation simulation", options, startedAt, targets, results, messages, state);
   } finally {
     await sandbox?.stop();
-    if (!options.keep) rmSync(dir, { recursive: true, force: true });
+    releaseTempDir(dir, options.keep);
   }
 }
 
@@ -100,7 +100,8 @@ export async function sandboxUp(operators: number, out: string): Promise<Federat
   if (existsSync(join(dir, "sandbox.json"))) throw new Error(`a sandbox is already up in ${dir}: run 'npm run simulate -- down --out ${out}' first`);
   const sandbox = await Sandbox.create({ operators, dir, proxies: false, detached: true, logLevel: "info" });
   const federation = sandbox.federationJson();
-  writeFileSync(join(dir, "federation.json"), JSON.stringify(federation, null, 2) + "\n");
+  // It holds every operator's admin token: for this user's eyes only, as the nodes' own token files.
+  writeFileSync(join(dir, "federation.json"), JSON.stringify(federation, null, 2) + "\n", { mode: 0o600 });
   const pids = sandbox.operators.map((o) => o.process.child!.pid!);
   const record: SandboxRecord = { pids, starts: pids.map((pid) => processStart(pid) ?? null) };
   writeFileSync(join(dir, "sandbox.json"), JSON.stringify(record) + "\n");

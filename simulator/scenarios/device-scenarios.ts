@@ -110,12 +110,19 @@ export const deviceScenarios: Scenario[] = [
         }
         if (side === "secondary") {
           const [n1, n2] = await callbacks.waitFor(2, 15_000);
-          expectEqual([n1.twinningStatusNotification?.status, n2.twinningStatusNotification?.status, n1.twinningStatusNotification?.callbackData], ["Off", "On", "phone-app"], "callbacks to the primary");
+          expectEqual(
+            [n1, n2].map((n) => [n.twinningStatusNotification?.status, n.twinningStatusNotification?.changedBy, n.twinningStatusNotification?.callbackData]),
+            [["Off", "secondary", "phone-app"], ["On", "secondary", "phone-app"]],
+            "callbacks to the primary",
+          );
         } else {
           const events = await stream.waitFor(2, 15_000);
           expectEqual(events.map((e) => [e.data.twinningStatusNotification?.status, e.data.twinningStatusNotification?.changedBy]), [["Off", "primary"], ["On", "primary"]], "SSE events at the secondary");
         }
       }
+      // Only the other side's changes are told, each once: nothing more arrives.
+      await new Promise((r) => setTimeout(r, 300));
+      expectEqual([callbacks.received.length, stream.events.length], [2, 2], "notifications in all (callbacks to the primary, SSE events at the secondary)");
       const q = await secondaryTwinning(watch);
       expectEqual(q.body.twinning?.status, "On", "status persisted (Off did not end the twin)");
     },
@@ -188,6 +195,7 @@ export const deviceScenarios: Scenario[] = [
       const [phone, watch] = [await w.party(A, "phone"), await w.party(A, "watch")];
       const code = await requestCode(watch);
       const waitMs = Date.parse(code.expiresAt) - Date.now() + 1_000;
+      check(Number.isFinite(waitMs), `the code's expiresAt is not a date: ${JSON.stringify(code.expiresAt)}`);
       skipUnless(waitMs < 30_000, `the code lives ${Math.round(waitMs / 1000)} s: too long to wait for here (set policy.codeTtlSeconds under 30; simulated nodes use 10)`);
       await new Promise((r) => setTimeout(r, Math.max(0, waitMs)));
       expectError(await activate(phone, code), 400, "SVC3001", "an expired code");

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { formatCrashReport, runCrashLoop } from "../../simulator/crash-loop.ts";
+import { crashLoopFailures, formatCrashReport, runCrashLoop } from "../../simulator/crash-loop.ts";
 import { emptyCounts, verifyFinalState, type AdminTwin, type ExpectedTwin, type VerifyInput } from "../../simulator/crash-verify.ts";
 
 /**
@@ -41,6 +41,10 @@ describe("crash safety: SIGKILL during mixed operations across 3 operators", () 
       expect(report.unexpectedAnswers).toBe(0);
       expect(report.verificationErrors).toBe(0);
       expect(report.deadLetters).toBe(0);
+      // The CLI's exit code judges by the same rules.
+      expect(crashLoopFailures(report, OPERATIONS)).toEqual([]);
+      expect(crashLoopFailures({ ...report, twinsActivated: 0 }, OPERATIONS)).toEqual(["no twins activated (or none across operators): nothing was checked"]);
+      expect(crashLoopFailures({ ...report, unsettled: 9 }, OPERATIONS)).toEqual(["9 unsettled outcomes"]);
     },
     TEST_TIMEOUT_MS,
   );

@@ -24,6 +24,13 @@ describe("the scenario runner", () => {
     expect(Object.fromEntries(labelVerdicts(results))).toEqual({ "HLF-TE-005": "skip", "HLF-SD-001": "pass", "HLF-SD-002": "fail" });
   });
 
+  it("on the simulator's own nodes, which are configured for every scenario, a scenario that skips fails (a node misbehaved)", async () => {
+    const sandbox = {} as never; // not called by these scenarios: only its presence matters
+    const results = await runScenarios([scenario("needs-short-codes", ["HLF-TE-005"], async () => skipUnless(false, "the code lives NaN s"))], { targets: [target], sandbox, seed: 1 });
+    expect(results.map((r) => [r.status, r.error])).toEqual([["fail", "the code lives NaN s"]]);
+    expect(Object.fromEntries(labelVerdicts(results))).toEqual({ "HLF-TE-005": "fail" });
+  });
+
   it("--filter matches an id, a title or a label prefix", async () => {
     const all = [scenario("intra", ["HLF-PD-001"], async () => undefined), scenario("across", ["HLF-IC-004"], async () => undefined)];
     const ids = async (filter: string) => (await runScenarios(all, { targets: [target], seed: 1, filter })).map((r) => r.id);

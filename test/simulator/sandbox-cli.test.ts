@@ -1,7 +1,7 @@
 import { execFile, spawn } from "node:child_process";
 import { createServer } from "node:net";
 import type { AddressInfo } from "node:net";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { processStart, sandboxDown } from "../../simulator/simulation.ts";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -30,6 +30,8 @@ describe("the sandbox for app developers and outside test kits", () => {
     const up = await simulate("up", "--operators", "2", "--out", out);
     expect(up.stdout).toContain("federation.json");
     const federation = JSON.parse(readFileSync(join(out, "federation.json"), "utf8"));
+    // It holds the admin tokens: the user's only.
+    expect(statSync(join(out, "federation.json")).mode & 0o077).toBe(0);
     expect(Object.keys(federation)).toEqual(["operators"]);
     expect(federation.operators.map((o: any) => Object.keys(o).sort())).toEqual(Array(2).fill(["adminToken", "caFile", "deviceUrl", "federationUrl", "operatorId"]));
     expect(federation.operators.map((o: any) => o.operatorId)).toEqual(["001-01", "002-01"]);
@@ -73,6 +75,33 @@ describe("the sandbox for app developers and outside test kits", () => {
     // Refused before anything starts: no node, no report.
     expect(none.stdout).not.toContain("starting");
     expect(existsSync(join(out, "none.html"))).toBe(false);
+    // A report that could not be written is refused before the run, not after it.
+    const nowhere = await simulate("--operators", "1", "--report", join(out, "no-such-dir", "r.html")).catch((e) => e);
+    expect(nowhere.code).toBe(2);
+    expect(nowhere.stderr).toContain("cannot write in");
+    expect(nowhere.stdout).not.toContain("starting");
+  }, 120_000);
+
+  it("stopped with Ctrl-C, a run exits as interrupted and removes its directory (keys, tokens, databases)", async () => {
+    const child = spawn(process.execPath, ["--import", "tsx", "simulator/cli.ts", "--operators", "1", "--report", join(out, "interrupted.html")], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    const dir = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no scenario started: ${stdout}`)), 60_000);
+      child.stdout.on("data", (d) => {
+        stdout += String(d);
+        const m = /starting 1 operators in (\S+) …/.exec(stdout);
+        // Interrupted once a scenario has run: the nodes are up, the directory full.
+        if (m && /^(PASS|FAIL|SKIP) /m.test(stdout)) {
+          clearTimeout(timer);
+          resolve(m[1]!);
+        }
+      });
+    });
+    expect(existsSync(join(dir, "ca.crt.pem")) || readdirSync(dir).length > 0).toBe(true);
+    const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+    child.kill("SIGINT");
+    expect(await exited).toBe(130);
+    expect(existsSync(dir)).toBe(false);
   }, 120_000);
 
   it("conformance mode exits non-zero and names the failing labels when a node does not conform", async () => {
