@@ -105,7 +105,7 @@ const deliverySchema = z
     maxAttempts: z.number().int().min(1).max(1_000).default(20),
     /** After this age an entry becomes a dead letter, whatever its attempts. */
     maxAgeSeconds: z.number().int().min(1).max(2_592_000).default(86_400),
-    /** How long a dead letter stays for operators to inspect (`GET /admin/v1/deadLetters`), from its creation. */
+    /** How long a dead letter stays for operators to inspect (`GET /admin/v1/deadLetters`), from when it died. */
     deadLetterRetentionSeconds: z.number().int().min(3_600).max(31_536_000).default(604_800),
     /** Entries delivered concurrently (one at a time per lane, so order per target holds). */
     concurrency: z.number().int().min(1).max(256).default(16),

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterEach, describe, expect, it } from "vitest";
 import { SqliteStore } from "../../node/store/sqlite/sqlite-store.ts";
+import { latestSchemaVersion } from "../../node/store/sqlite/migrations.ts";
 import type { TwinningStore } from "../../node/store/store-port.ts";
 import { runStoreContract } from "./store-contract.ts";
 import { activated, P1, S1, T0 } from "./store-fixtures.ts";
@@ -103,6 +104,17 @@ describe("SqliteStore on disk", () => {
     expect(await upgraded.rememberJti("002-01:new", T0 + 60_000, T0)).toBe(true);
     await upgraded.prune({ nowMs: T0 + 120_000, notificationRetentionMs: 86_400_000, attemptWindowMs: 900_000, deadLetterRetentionMs: 86_400_000 });
     expect(await upgraded.rememberJti("002-01:seen", T0 + 180_000, T0 + 120_000)).toBe(true);
+  });
+
+  it("a database migrated by a newer release is refused at open (a rollback of the code), and nothing in it changes", async () => {
+    t = tempStore(T0);
+    const twin = await activated(t.store, P1, S1);
+    await t.store.close();
+    const db = new Database(t.file);
+    db.prepare(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`).run(latestSchemaVersion + 1, "from a newer release", T0);
+    db.close();
+    expect(() => new SqliteStore({ file: t!.file })).toThrow(new RegExp(`schema \\(version ${latestSchemaVersion + 1}\\) is newer than this release knows \\(${latestSchemaVersion}\\)`));
+    expect(inspect(t.file, (d) => d.prepare(`SELECT twin_id FROM twins`).all())).toEqual([{ twin_id: twin.twinId }]);
   });
 
   it("reopening an existing file does not re-run migrations and keeps the data", async () => {

@@ -120,21 +120,51 @@ export function deliveryContract(makeStore: MakeStore): void {
       expect(statusOf(next[0]!)).toBe("On");
     });
 
-    it("prune drops dead letters created longer ago than their retention, and nothing pending", async () => {
+    it("prune drops dead letters that died longer ago than their retention (counted from the death, not the creation), and nothing pending", async () => {
       const { store } = h();
       const twin = await activated(store, P1, S1);
       await subscribe(store, S1, "secondary", { expiresAtMs: undefined });
       await toggles(store, twin, 2, T0 + SECOND);
       const [head] = await store.dueOutboxHeads(T0 + 2 * SECOND, 10);
       if (!head) throw new Error("no outbox head");
-      await store.failOutboxEntry({ id: head.id, attempts: 7, nextAttemptAtMs: undefined, lastError: "gave up", nowMs: T0 + 2 * SECOND });
+      // Created at T0 + 1 s, it dies 90 minutes later (a receiver back after an outage refuses it).
+      const diedAt = T0 + 90 * MINUTE;
+      await store.failOutboxEntry({ id: head.id, attempts: 7, nextAttemptAtMs: undefined, lastError: "gave up", nowMs: diedAt });
       const prune = (nowMs: number) => store.prune({ nowMs, notificationRetentionMs: 365 * 24 * 60 * MINUTE, attemptWindowMs: MINUTE, deadLetterRetentionMs: 60 * MINUTE });
-      await prune(T0 + SECOND + 60 * MINUTE - 1);
+      await prune(diedAt + 60 * MINUTE - 1);
       expect(await store.outboxStats()).toEqual({ pending: 1, dead: 1 });
-      await prune(T0 + SECOND + 60 * MINUTE);
+      await prune(diedAt + 60 * MINUTE);
       expect(await store.outboxStats()).toEqual({ pending: 1, dead: 0 });
       expect(await store.listDeadLetters(10)).toEqual([]);
     });
+
+    // 5 lanes, and more lanes than an implementation might visit one by one (SQLite walks up to 256).
+    for (const lanes of [5, 300]) {
+      it(`dueOutboxHeads gives each due lane's oldest entry, earliest due first; nextOutboxDueAtMs the earliest head (${lanes} lanes)`, async () => {
+        const { store } = h();
+        // Lane i holds 1 + i % 3 entries, all due at T0 + (i * 7 % 11) s.
+        const lanesIds: { ids: number[]; dueAtMs: number }[] = [];
+        for (let i = 0; i < lanes; i++) {
+          const dueAtMs = T0 + ((i * 7) % 11) * SECOND;
+          const drafts = Array.from({ length: 1 + (i % 3) }, () => ({ operatorId: OTHER_OP, method: "DELETE" as const, path: `/twins/${uuid()}`, msgId: uuid(), body: {}, subLane: `lane-${i}` }));
+          lanesIds.push({ ids: await store.enqueuePeerMessages(drafts, T0, dueAtMs), dueAtMs });
+        }
+        // Lane 2 (3 entries, due at T0 + 3 s) moves on to its second entry.
+        await store.completeOutboxEntry(lanesIds[2]!.ids[0]!);
+        lanesIds[2]!.ids.shift();
+        const expected = (nowMs: number) =>
+          lanesIds
+            .filter((l) => l.dueAtMs <= nowMs)
+            .map((l) => ({ id: l.ids[0]!, dueAtMs: l.dueAtMs }))
+            .sort((a, b) => a.dueAtMs - b.dueAtMs || a.id - b.id)
+            .map((x) => x.id);
+        for (const nowMs of [T0 - 1, T0, T0 + 3 * SECOND, T0 + 10 * SECOND]) {
+          expect((await store.dueOutboxHeads(nowMs, 10_000)).map((e) => e.id)).toEqual(expected(nowMs));
+        }
+        expect((await store.dueOutboxHeads(T0 + 10 * SECOND, 3)).map((e) => e.id)).toEqual(expected(T0 + 10 * SECOND).slice(0, 3));
+        expect(await store.nextOutboxDueAtMs()).toBe(T0);
+      });
+    }
 
     it("nextOutboxEntriesInLane reads the next pending entries of the same lane in order, stopping at one not yet due", async () => {
       const { store } = h();

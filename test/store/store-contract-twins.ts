@@ -258,6 +258,9 @@ export function twinContract(makeStore: MakeStore): void {
         });
       expect(await store.applyRemoteDeactivation({ twinId, fromOperatorId: OTHER_OP, ownOperatorId: OP, nowMs: T0 })).toBeUndefined();
       await expectTwinningError(remote(T0 + SECOND), "update_not_allowed");
+      // Kept at least an hour, however short the notifications' retention.
+      await store.prune({ nowMs: T0 + 59 * MINUTE, notificationRetentionMs: MINUTE, attemptWindowMs: MINUTE, deadLetterRetentionMs: 365 * 24 * 60 * MINUTE });
+      await expectTwinningError(remote(T0 + 59 * MINUTE), "update_not_allowed");
       await store.prune({ nowMs: T0 + 2 * 60 * MINUTE, notificationRetentionMs: 60 * MINUTE, attemptWindowMs: MINUTE, deadLetterRetentionMs: 365 * 24 * 60 * MINUTE });
       expect((await remote(T0 + 2 * 60 * MINUTE)).twin.twinId).toBe(twinId);
     });

@@ -229,11 +229,20 @@ export function migrate(db: Database.Database, nowMs: number): void {
   const applied = new Set(
     (db.prepare(`SELECT version FROM schema_migrations`).all() as { version: number }[]).map((r) => r.version),
   );
+  // A database migrated by a newer release (a rollback of the code): this code does not know its
+  // schema, and running on it could misread or damage it.
+  const newest = Math.max(0, ...applied);
+  if (newest > latestSchemaVersion) {
+    throw new Error(`the database's schema (version ${newest}) is newer than this release knows (${latestSchemaVersion}): run the release that migrated it, or a newer one`);
+  }
   for (const m of migrations) {
     if (applied.has(m.version)) continue;
+    // IMMEDIATE: a second process starting at once (without the exclusive lock) waits, then
+    // finds the migration applied instead of failing on it.
     db.transaction(() => {
+      if (db.prepare(`SELECT 1 FROM schema_migrations WHERE version = ?`).get(m.version)) return;
       db.exec(m.sql);
       db.prepare(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`).run(m.version, m.name, nowMs);
-    })();
+    }).immediate();
   }
 }

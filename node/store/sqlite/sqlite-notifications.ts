@@ -108,23 +108,55 @@ export function listSubscriptions(d: SqliteDatabase, address: string, role: Twin
   return (d.sql(ACTIVE_SUBSCRIPTIONS).all(address, role, nowMs) as SubscriptionRow[]).map(toSubscription);
 }
 
-const LANE_HEADS = `SELECT o.* FROM outbox o JOIN (SELECT MIN(id) AS id FROM outbox WHERE state = 'pending' GROUP BY lane) h ON o.id = h.id`;
+/**
+ * The head (oldest pending entry) of each lane, two ways over `outbox_pending_lane (lane, id)`:
+ * - walked: one index seek per lane (a recursive walk from lane to lane), whatever the lanes
+ *   hold. A peer's lane with 100,000 messages queued through an outage costs ~5 µs, where a scan
+ *   of the index cost ~5 ms, on every round of the worker (after each commit's wake);
+ * - scanned: every pending entry, grouped by lane. Cheaper when the lanes hold one entry or so
+ *   each (a burst of callbacks to many subscribers): ~0.2 µs an entry against ~0.7 µs a lane.
+ * The walk stops after LANE_WALK_MAX lanes; past that, the scan answers.
+ */
+const LANE_WALK_MAX = 256;
+const WALKED_HEADS = `WITH RECURSIVE lanes(lane) AS (
+    SELECT (SELECT lane FROM outbox WHERE state = 'pending' ORDER BY lane LIMIT 1)
+    UNION ALL
+    SELECT (SELECT lane FROM outbox WHERE state = 'pending' AND lane > lanes.lane ORDER BY lane LIMIT 1) FROM lanes WHERE lanes.lane IS NOT NULL
+    LIMIT ${LANE_WALK_MAX + 1}
+  )
+  SELECT o.* FROM lanes JOIN outbox o ON o.id = (SELECT MIN(id) FROM outbox WHERE state = 'pending' AND lane = lanes.lane)`;
+const SCANNED_HEADS = `SELECT o.* FROM outbox o JOIN (SELECT MIN(id) AS id FROM outbox WHERE state = 'pending' GROUP BY lane) h ON o.id = h.id`;
+
+/** Every lane's head, walked; undefined when there are more lanes than the walk visits. */
+function walkedHeads(d: SqliteDatabase): OutboxRow[] | undefined {
+  const heads = d.sql(WALKED_HEADS).all() as OutboxRow[];
+  return heads.length > LANE_WALK_MAX ? undefined : heads;
+}
+
+const byDueThenId = (a: OutboxRow, b: OutboxRow) => a.next_attempt_at - b.next_attempt_at || a.id - b.id;
 
 export function dueOutboxHeads(d: SqliteDatabase, nowMs: number, limit: number): OutboxEntry[] {
-  return (d.sql(`${LANE_HEADS} WHERE o.next_attempt_at <= ? ORDER BY o.next_attempt_at, o.id LIMIT CAST(? AS INTEGER)`).all(nowMs, limit) as OutboxRow[]).map(toOutboxEntry);
+  const heads = walkedHeads(d);
+  const due = heads
+    ? heads.filter((h) => h.next_attempt_at <= nowMs).sort(byDueThenId).slice(0, Math.max(0, limit))
+    : (d.sql(`${SCANNED_HEADS} WHERE o.next_attempt_at <= ? ORDER BY o.next_attempt_at, o.id LIMIT CAST(? AS INTEGER)`).all(nowMs, limit) as OutboxRow[]);
+  return due.map(toOutboxEntry);
 }
 
 export function nextOutboxDueAtMs(d: SqliteDatabase): number | undefined {
-  const row = d.sql(`SELECT MIN(o.next_attempt_at) AS due FROM (${LANE_HEADS}) o`).get() as { due: number | null };
+  const heads = walkedHeads(d);
+  if (heads) return heads.length === 0 ? undefined : Math.min(...heads.map((h) => h.next_attempt_at));
+  const row = d.sql(`SELECT MIN(o.next_attempt_at) AS due FROM (${SCANNED_HEADS}) o`).get() as { due: number | null };
   return row.due ?? undefined;
 }
 
 export function failOutboxEntry(
   d: SqliteDatabase,
-  input: { id: number; attempts: number; nextAttemptAtMs: number | undefined; lastError: string },
+  input: { id: number; attempts: number; nextAttemptAtMs: number | undefined; lastError: string; nowMs: number },
 ): void {
   if (input.nextAttemptAtMs === undefined) {
-    d.sql(`UPDATE outbox SET state = 'dead', attempts = ?, last_error = ? WHERE id = ?`).run(input.attempts, input.lastError, input.id);
+    // A dead letter's next_attempt_at is when it died: its retention runs from then (see prune).
+    d.sql(`UPDATE outbox SET state = 'dead', attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?`).run(input.attempts, input.nowMs, input.lastError, input.id);
   } else {
     d.sql(`UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?`).run(input.attempts, input.nextAttemptAtMs, input.lastError, input.id);
   }

@@ -47,6 +47,9 @@ const isDue = (row: OutboxRow, nowMs: number) => row.next_attempt_at <= nowMs;
  * IMMEDIATE transaction per domain operation). Calls are synchronous underneath and resolve
  * at once; the async signature is the port's, so PostgreSQL can implement it unchanged.
  */
+/** A peer's cancellation of a twin not known yet is remembered at least this long. */
+const MIN_CANCELLATION_RETENTION_MS = 3_600_000;
+
 export class SqliteStore implements TwinningStore {
   readonly #d: SqliteDatabase;
   /** The request path's reads between writes, per table; only with the exclusive lock (see ReadCache). */
@@ -313,9 +316,12 @@ export class SqliteStore implements TwinningStore {
       this.#d.sql(`DELETE FROM activation_codes WHERE expires_at <= ?`).run(old);
       this.#d.sql(`DELETE FROM client_correlators WHERE created_at <= ?`).run(old);
       this.#d.sql(`DELETE FROM federation_jti WHERE expires_at <= ?`).run(input.nowMs);
-      this.#d.sql(`DELETE FROM outbox WHERE state = 'dead' AND created_at <= ?`).run(input.nowMs - input.deadLetterRetentionMs);
-      // A cancellation waits for an activation message that overtook it; none lives this long.
-      this.#d.sql(`DELETE FROM cancelled_twins WHERE cancelled_at <= ?`).run(old);
+      // From when it died (a peer message may die days after its creation, when the peer is back
+      // and refuses it): the operator has the whole retention to look at it.
+      this.#d.sql(`DELETE FROM outbox WHERE state = 'dead' AND next_attempt_at <= ?`).run(input.nowMs - input.deadLetterRetentionMs);
+      // A cancellation waits for an activation message that overtook it; none lives this long
+      // (at least an hour, whatever the notifications' retention).
+      this.#d.sql(`DELETE FROM cancelled_twins WHERE cancelled_at <= ?`).run(Math.min(old, input.nowMs - MIN_CANCELLATION_RETENTION_MS));
       const expired = this.#d.sql(`SELECT subscription_id FROM subscriptions WHERE expires_at IS NOT NULL AND expires_at <= ?`).all(input.nowMs) as { subscription_id: string }[];
       for (const { subscription_id } of expired) this.#d.sql(`DELETE FROM outbox WHERE lane = ? AND state = 'pending'`).run(`callback:${subscription_id}`);
       this.#d.sql(`DELETE FROM subscriptions WHERE expires_at IS NOT NULL AND expires_at <= ?`).run(input.nowMs);
