@@ -80,9 +80,10 @@ export interface TwinningStore {
   /** Messages waiting for one peer operator, in every lane, counted up to `limit` (the backlog bound). */
   countQueuedForPeer(operatorId: string, limit: number): Promise<number>;
   /**
-   * The replay cache of federation `jti`s: false when already seen (also when seen and not yet
-   * committed). The jti must be committed no later than any effect of its message: in the same
-   * transaction as the first write that follows, or before it.
+   * The replay cache of federation `jti`s: false when already seen with this expiry (also when
+   * seen and not yet committed). The expiry comes from the message's signed claims, so a replay
+   * brings the same one. The jti must be committed no later than any effect of its message: in
+   * the same transaction as the first write that follows, or before it.
    */
   rememberJti(jti: string, expiresAtMs: number, nowMs: number): Promise<boolean>;
 

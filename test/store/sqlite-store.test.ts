@@ -83,7 +83,7 @@ describe("SqliteStore on disk", () => {
   it("records every applied schema version, in order, in schema_migrations", async () => {
     t = tempStore(T0);
     const rows = inspect(t.file, (db) => db.prepare(`SELECT version, name, applied_at FROM schema_migrations ORDER BY version`).all()) as { version: number; name: string; applied_at: number }[];
-    expect(rows.map((r) => r.version)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    expect(rows.map((r) => r.version)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
     expect(rows[0]).toEqual({ version: 1, name: "initial schema", applied_at: T0 });
     expect(rows.every((r) => r.applied_at === T0)).toBe(true);
   });
@@ -96,7 +96,7 @@ describe("SqliteStore on disk", () => {
     db.exec(`DROP TABLE federation_jti;
       CREATE TABLE federation_jti (jti TEXT PRIMARY KEY, expires_at INTEGER NOT NULL) STRICT;
       CREATE INDEX federation_jti_expiry ON federation_jti (expires_at);
-      DELETE FROM schema_migrations WHERE version = 9;`);
+      DELETE FROM schema_migrations WHERE version IN (9, 12);`);
     db.prepare(`INSERT INTO federation_jti (jti, expires_at) VALUES (?, ?)`).run("002-01:seen", T0 + 60_000);
     db.close();
     const upgraded = await t.reopen(T0);
@@ -104,6 +104,30 @@ describe("SqliteStore on disk", () => {
     expect(await upgraded.rememberJti("002-01:new", T0 + 60_000, T0)).toBe(true);
     await upgraded.prune({ nowMs: T0 + 120_000, notificationRetentionMs: 86_400_000, attemptWindowMs: 900_000, deadLetterRetentionMs: 86_400_000 });
     expect(await upgraded.rememberJti("002-01:seen", T0 + 180_000, T0 + 120_000)).toBe(true);
+  });
+
+  it("migration 12 keys the replay cache by (expiry, jti) in one b-tree: a jti seen before the upgrade is still refused after it, and pruned by its expiry", async () => {
+    t = tempStore(T0);
+    await t.store.close();
+    // The file as version 11 left it: keyed by jti, with an index of expiries beside it.
+    const db = new Database(t.file);
+    db.exec(`DROP TABLE federation_jti;
+      CREATE TABLE federation_jti (jti TEXT PRIMARY KEY, expires_at INTEGER NOT NULL) STRICT, WITHOUT ROWID;
+      CREATE INDEX federation_jti_expiry ON federation_jti (expires_at);
+      DELETE FROM schema_migrations WHERE version = 12;`);
+    db.prepare(`INSERT INTO federation_jti (jti, expires_at) VALUES (?, ?)`).run("002-01:seen", T0 + 60_000);
+    db.prepare(`INSERT INTO federation_jti (jti, expires_at) VALUES (?, ?)`).run("002-01:later", T0 + 600_000);
+    db.close();
+    const upgraded = await t.reopen(T0);
+    expect(await upgraded.rememberJti("002-01:seen", T0 + 60_000, T0)).toBe(false);
+    expect(await upgraded.rememberJti("002-01:new", T0 + 60_000, T0)).toBe(true);
+    expect(await upgraded.rememberJti("002-01:new", T0 + 60_000, T0)).toBe(false);
+    await upgraded.prune({ nowMs: T0 + 120_000, notificationRetentionMs: 86_400_000, attemptWindowMs: 900_000, deadLetterRetentionMs: 86_400_000 });
+    expect(await upgraded.rememberJti("002-01:seen", T0 + 60_000, T0 + 120_000)).toBe(true);
+    expect(await upgraded.rememberJti("002-01:later", T0 + 600_000, T0 + 120_000)).toBe(false);
+    await upgraded.close();
+    const objects = inspect(t.file, (db) => db.prepare(`SELECT type, name FROM sqlite_master WHERE tbl_name = 'federation_jti' ORDER BY type, name`).all());
+    expect(objects).toEqual([{ type: "table", name: "federation_jti" }]);
   });
 
   it("a database migrated by a newer release is refused at open (a rollback of the code), and nothing in it changes", async () => {
@@ -123,18 +147,7 @@ describe("SqliteStore on disk", () => {
     const again = await t.reopen(T0 + 86_400_000);
     expect(await again.getTwin(twin.twinId)).toEqual(twin);
     const rows = inspect(t.file, (db) => db.prepare(`SELECT version, applied_at FROM schema_migrations`).all());
-    expect(rows).toEqual([
-      { version: 1, applied_at: T0 },
-      { version: 2, applied_at: T0 },
-      { version: 3, applied_at: T0 },
-      { version: 4, applied_at: T0 },
-      { version: 5, applied_at: T0 },
-      { version: 6, applied_at: T0 },
-      { version: 7, applied_at: T0 },
-      { version: 8, applied_at: T0 },
-      { version: 9, applied_at: T0 },
-      { version: 10, applied_at: T0 },
-      { version: 11, applied_at: T0 },
-    ]);
+    expect(rows).toEqual(Array.from({ length: latestSchemaVersion }, (_, k) => ({ version: k + 1, applied_at: T0 })));
+    expect(latestSchemaVersion).toBe(12);
   });
 });

@@ -220,6 +220,23 @@ const migrations: readonly { version: number; name: string; sql: string }[] = [
       DROP INDEX outbox_pending_peer;
     `,
   },
+  {
+    version: 12,
+    name: "replay cache keyed by expiry",
+    sql: `
+      -- Keyed by (expires_at, jti): the key's prefix serves the pruning, so the expiry index goes
+      -- and a federation message's commit writes one page less. A replay carries the same signed
+      -- claims, hence the same expiry, and still meets its row.
+      CREATE TABLE federation_jti_by_expiry (
+        expires_at INTEGER NOT NULL,
+        jti TEXT NOT NULL,
+        PRIMARY KEY (expires_at, jti)
+      ) STRICT, WITHOUT ROWID;
+      INSERT INTO federation_jti_by_expiry (expires_at, jti) SELECT expires_at, jti FROM federation_jti;
+      DROP TABLE federation_jti;
+      ALTER TABLE federation_jti_by_expiry RENAME TO federation_jti;
+    `,
+  },
 ];
 
 export const latestSchemaVersion = migrations[migrations.length - 1]!.version;

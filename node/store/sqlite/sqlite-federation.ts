@@ -172,10 +172,10 @@ export function applyRemoteDeactivation(d: SqliteDatabase, input: RemoteDeactiva
   });
 }
 
-export function isKnownJti(d: SqliteDatabase, jti: string): boolean {
-  return d.sql(`SELECT 1 FROM federation_jti WHERE jti = ?`).get(jti) !== undefined;
+export function isKnownJti(d: SqliteDatabase, jti: string, expiresAtMs: number): boolean {
+  return d.sql(`SELECT 1 FROM federation_jti WHERE expires_at = ? AND jti = ?`).get(expiresAtMs, jti) !== undefined;
 }
 
 export function rememberJti(d: SqliteDatabase, jti: string, expiresAtMs: number): boolean {
-  return d.sql(`INSERT INTO federation_jti (jti, expires_at) VALUES (?, ?) ON CONFLICT (jti) DO NOTHING`).run(jti, expiresAtMs).changes === 1;
+  return d.sql(`INSERT INTO federation_jti (expires_at, jti) VALUES (?, ?) ON CONFLICT DO NOTHING`).run(expiresAtMs, jti).changes === 1;
 }

@@ -226,9 +226,10 @@ export class SqliteStore implements TwinningStore {
    * group first. Until then the jti is held here, so a replay arriving meanwhile is refused too.
    */
   async rememberJti(jti: string, expiresAtMs: number, _nowMs: number): Promise<boolean> {
-    if (this.#unwrittenJtis.has(jti) || federation.isKnownJti(this.#d, jti)) return false;
-    this.#unwrittenJtis.add(jti);
-    const written = () => this.#unwrittenJtis.delete(jti);
+    const key = `${expiresAtMs} ${jti}`;
+    if (this.#unwrittenJtis.has(key) || federation.isKnownJti(this.#d, jti, expiresAtMs)) return false;
+    this.#unwrittenJtis.add(key);
+    const written = () => this.#unwrittenJtis.delete(key);
     // A failed group fails the message's effect with it; the jti is then free again, as nothing of the message stands.
     this.#group.run(() => federation.rememberJti(this.#d, jti, expiresAtMs)).then(written, written);
     return true;
