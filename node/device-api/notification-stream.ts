@@ -12,6 +12,10 @@ const HEARTBEAT_MS = 15_000;
  * the events are committed, and the client resumes from Last-Event-ID without a gap.
  */
 const MAX_UNSENT_BYTES = 1 << 20;
+/** How long a stream closed for a client that does not read may take to hand over what it holds, before its socket is destroyed. */
+const UNSENT_GRACE_MS = 30_000;
+/** Replayed events read from the feed at a time: a resume reads page after page until it has all. */
+const REPLAY_PAGE = 1_000;
 
 /**
  * HLF-CM-005 device-based clients: an SSE stream of committed notifications. With
@@ -39,6 +43,8 @@ export function streamNotifications(ctx: NodeContext, c: Context<AppEnv>, addres
   });
   // Until the replay is written, live events wait in order; after it, they are written at once.
   let replaying: StoredNotification[] | undefined = resume ? [] : undefined;
+  // Live events are sent above it. An id beyond any given (made up, or from before a restore of
+  // the database) would silence the stream: such a resume starts from the newest id instead.
   let sentId = resume ? lastEventId : 0;
   let open = true;
   // Called from the hub inside a commit's callback: whatever happens to this stream must not
@@ -54,7 +60,13 @@ export function streamNotifications(ctx: NodeContext, c: Context<AppEnv>, addres
     } catch {
       return close();
     }
-    if (res.writableLength > MAX_UNSENT_BYTES) close();
+    if (res.writableLength > MAX_UNSENT_BYTES) {
+      close();
+      // What is queued still goes to a client that reads again; one that never does loses its socket.
+      const deadline = setTimeout(() => res.destroy(), UNSENT_GRACE_MS);
+      deadline.unref();
+      res.once("close", () => clearTimeout(deadline));
+    }
   };
   // The stream lives as long as the token it was opened with: until it expires (checked at each
   // write, by the node's clock) or its subscriber's tokens are revoked (the hub says so).
@@ -90,14 +102,15 @@ export function streamNotifications(ctx: NodeContext, c: Context<AppEnv>, addres
   if (!replaying) write(": connected\n\n");
   else {
     ctx.store
-      .notificationsAfter(address, role, lastEventId, 1_000)
-      .then(
-        (missed) => missed.forEach(send),
-        (error: unknown) => {
-          ctx.logger.error({ err: error }, "notification replay failed");
-          close();
-        },
-      )
+      .latestNotificationId()
+      .then((latest) => {
+        sentId = Math.min(sentId, latest);
+        return replay(ctx, address, role, sentId, send, () => open);
+      })
+      .catch((error: unknown) => {
+        ctx.logger.error({ err: error }, "notification replay failed");
+        close();
+      })
       .finally(() => {
         write(": connected\n\n");
         const live = replaying ?? [];
@@ -109,6 +122,22 @@ export function streamNotifications(ctx: NodeContext, c: Context<AppEnv>, addres
   // object: a Response built while the server runs is node-server's own lighter class, whose
   // fast path writes a head regardless (the SSE tests fail if that ever changes).
   return RESPONSE_ALREADY_SENT;
+}
+
+/**
+ * Everything committed after `afterId`, page by page, until a page comes back short (live events
+ * wait meanwhile, so the stream has no gap however long the client was away). A slow client is
+ * cut by the unsent-bytes bound as it would be live, and resumes from its last id.
+ */
+async function replay(ctx: NodeContext, address: string, role: TwinRole, afterId: number, send: (n: StoredNotification) => void, open: () => boolean): Promise<void> {
+  let after = afterId;
+  for (;;) {
+    if (!open()) return;
+    const page = await ctx.store.notificationsAfter(address, role, after, REPLAY_PAGE);
+    page.forEach(send);
+    if (page.length < REPLAY_PAGE) return;
+    after = page[page.length - 1]!.id;
+  }
 }
 
 function sseEvent(n: StoredNotification): string {

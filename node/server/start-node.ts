@@ -134,6 +134,8 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
   if (!options.store) undo.push(() => store.close());
   const metrics = new NodeMetrics({ defaultMetrics: options.defaultMetrics ?? false, outboxStats: () => store.outboxStats() });
   const hub = new NotificationHub();
+  const unfeed = store.onNotificationsCommitted((notifications) => hub.committed(notifications));
+  undo.push(() => (unfeed(), hub.close()));
   const lifecycle = new AbortController();
   const dispatcher = callbackDispatcher({ allowPrivateTargets: config.limits.allowPrivateCallbackTargets });
   undo.push(() => dispatcher.close());
@@ -321,6 +323,8 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
       await dispatcher.close().catch(() => undefined);
       await federation?.close();
       await store.close();
+      unfeed();
+      hub.close();
       logger.info("node stopped");
     })());
 

@@ -92,9 +92,16 @@ export interface TwinningStore {
   listSubscriptions(address: string, role: TwinRole, nowMs: number): Promise<SubscriptionRecord[]>;
   getSubscription(address: string, role: TwinRole, id: string, nowMs: number): Promise<SubscriptionRecord | undefined>;
   deleteSubscription(address: string, role: TwinRole, id: string): Promise<boolean>;
-  /** The subscriber's committed notifications after `afterId` (SSE replay by Last-Event-ID). */
+  /** The subscriber's committed notifications after `afterId`, in id order, up to `limit` (SSE replay by Last-Event-ID). */
   notificationsAfter(address: string, role: TwinRole, afterId: number, limit: number): Promise<StoredNotification[]>;
+  /** The highest notification id ever given (ids are never reused, also once pruned); 0 before the first. */
   latestNotificationId(): Promise<number>;
+  /**
+   * Calls `listener` after each commit that recorded notifications, synchronously and in commit
+   * order (so in id order), with that commit's notifications: the live streams are fed from
+   * here, as the operations' own continuations resume in no fixed order. Returns its removal.
+   */
+  onNotificationsCommitted(listener: (notifications: readonly StoredNotification[]) => void): () => void;
 
   // --- durable outbox ---
   /** The oldest pending entry of each lane that is due, so order per lane holds. */

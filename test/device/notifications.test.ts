@@ -6,6 +6,7 @@ import { CallbackReceiver } from "../helpers/callback-receiver.ts";
 import { SseClient } from "../helpers/sse-client.ts";
 import { ManualClock } from "../helpers/manual-clock.ts";
 import { Api, enc, messageId, newAddress, startTestNode, type TestNode } from "../helpers/test-node.ts";
+import { deactivateTwin, toggleTwin } from "../../node/service/twin-service.ts";
 
 let t: TestNode;
 let api: Api;
@@ -89,6 +90,54 @@ describe("notifications", () => {
     const replay = await resumed.waitFor(2);
     expect(replay.map((e) => e.data.twinningStatusNotification.status)).toEqual(["On", "Off"]);
     expect(Number(replay[1]!.id)).toBeGreaterThan(Number(replay[0]!.id));
+  });
+
+  it("HLF-CM-005 notifications committed in one turn by different operations reach a stream in commit order, none dropped", async () => {
+    const p = await party();
+    const seconds = [await party(), await party(), await party()];
+    const twins = [];
+    for (const s of seconds) twins.push((await api.twin(p, s)).twin);
+    const ctx = t.node.context;
+    const stream = await SseClient.open(`${t.url}/twinning/v1/primary/${enc(p.address)}/notifications`, p.token);
+    cleanups.push(() => stream.close());
+    for (let i = 0; i < 100 && ctx.hub.connections(p.address, "primary") === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    const [t1, t2, t3] = await Promise.all(twins.map(async (x) => (await ctx.store.getTwin(x.twinId))!));
+    // Toggles share a group commit; a deactivation commits that group first, then its own
+    // transaction, and resumes its caller sooner: commit order and resume order differ.
+    await Promise.all([toggleTwin(ctx, t1!, "Off", "secondary"), deactivateTwin(ctx, t2!, "secondary"), toggleTwin(ctx, t3!, "Off", "secondary")]);
+    const committed = await ctx.store.notificationsAfter(p.address, "primary", 0, 100);
+    expect(committed.map((n) => n.type)).toEqual(["twinningStatusNotification", "twinningDeactivatedNotification", "twinningStatusNotification"]);
+    await stream.waitFor(3).catch(() => undefined);
+    expect(stream.events.map((e) => Number(e.id))).toEqual(committed.map((n) => n.id));
+  });
+
+  it("HLF-CM-005 a resume that missed more than a page of events (1,000) replays every one of them, then goes live", async () => {
+    const [p, s] = [await party(), await party()];
+    const { twin } = await api.twin(p, s);
+    const ctx = t.node.context;
+    const record = (await ctx.store.getTwin(twin.twinId))!;
+    for (let i = 0; i < 1_100; i++) await toggleTwin(ctx, record, i % 2 ? "On" : "Off", "secondary");
+    const missed = await ctx.store.notificationsAfter(p.address, "primary", 0, 10_000);
+    expect(missed).toHaveLength(1_100);
+    const stream = await SseClient.open(`${t.url}/twinning/v1/primary/${enc(p.address)}/notifications`, p.token, "0");
+    cleanups.push(() => stream.close());
+    await stream.waitFor(1_100, 10_000);
+    await toggleTwin(ctx, record, "Off", "secondary");
+    const live = (await ctx.store.notificationsAfter(p.address, "primary", missed[missed.length - 1]!.id, 10))[0]!;
+    await stream.waitFor(1_101);
+    expect(stream.events.map((e) => Number(e.id))).toEqual([...missed.map((n) => n.id), live.id]);
+  });
+
+  it("HLF-CM-005 a Last-Event-ID beyond any id given (made up, or from before a restore) still gets the live events", async () => {
+    const [p, s] = [await party(), await party()];
+    const { twin } = await api.twin(p, s);
+    const stream = await SseClient.open(`${t.url}/twinning/v1/secondary/${enc(s.address)}/notifications`, s.token, "999999999999");
+    cleanups.push(() => stream.close());
+    expect(stream.status).toBe(200);
+    for (let i = 0; i < 100 && t.node.context.hub.connections(s.address, "secondary") === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    await api.call("PUT", `/twinning/v1/primary/${enc(p.address)}/twins/${twin.twinId}/status`, { token: p.token, body: { status: "Off" } });
+    const [event] = await stream.waitFor(1);
+    expect(event!.data.twinningStatusNotification).toMatchObject({ twinId: twin.twinId, status: "Off" });
   });
 
   it("HLF-CM-005 an SSE client that stops reading is disconnected once 1 MiB is unsent, and resumes from Last-Event-ID without a gap", async () => {

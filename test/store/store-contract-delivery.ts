@@ -348,6 +348,30 @@ export function deliveryContract(makeStore: MakeStore): void {
       expect(await store.getTwin(tried)).toBeUndefined();
     });
 
+    it("HLF-CM-005 onNotificationsCommitted hears each commit's notifications once it has committed, in commit order, and nothing of a refused change", async () => {
+      const { store } = h();
+      const [t1, t2, t3] = [await activated(store, P1, S1), await activated(store, P1, S2), await activated(store, P2, S3)];
+      const before = await store.latestNotificationId();
+      const heard: { id: number; type: string }[][] = [];
+      const stop = store.onNotificationsCommitted((ns) => heard.push(ns.map((n) => ({ id: n.id, type: n.type }))));
+      // In one turn: two toggles (which may share a commit), a deactivation, a toggle refused (an unknown twin).
+      const results = await Promise.allSettled([
+        toggle(store, t1, "Off", T0 + SECOND),
+        store.deactivateTwin({ twinId: t2.twinId, changedBy: "primary", nowMs: T0 + SECOND, ownOperatorId: OP }),
+        store.changeTwinStatus({ twinId: uuid(), status: "Off", changedBy: "primary", origin: OP, nowMs: T0 + SECOND }),
+        toggle(store, t3, "Off", T0 + SECOND),
+      ]);
+      expect(results.map((r) => r.status)).toEqual(["fulfilled", "fulfilled", "rejected", "fulfilled"]);
+      const ids = heard.flat().map((n) => n.id);
+      expect(ids).toEqual([...ids].sort((a, b) => a - b));
+      const committed = [...(await store.notificationsAfter(S1, "secondary", before, 10)), ...(await store.notificationsAfter(S2, "secondary", before, 10)), ...(await store.notificationsAfter(S3, "secondary", before, 10))];
+      expect([...ids].sort((a, b) => a - b)).toEqual(committed.map((n) => n.id).sort((a, b) => a - b));
+      expect(heard.flat().map((n) => n.type).sort()).toEqual(["twinningDeactivatedNotification", "twinningStatusNotification", "twinningStatusNotification"]);
+      stop();
+      await toggle(store, t1, "On", T0 + 2 * SECOND);
+      expect(heard.flat()).toHaveLength(3);
+    });
+
     it("ping resolves on an open store", async () => {
       await expect(h().store.ping()).resolves.toBeUndefined();
     });

@@ -1,6 +1,7 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
+import type { StoredNotification } from "../../domain/notification.ts";
 import { migrate } from "./migrations.ts";
 
 /** An open database with a cache of prepared statements (each SQL text is prepared once). */
@@ -60,6 +61,28 @@ export class SqliteDatabase {
   /** Runs before any write that starts outside a transaction (the store commits queued writes there). */
   beforeWrite: (() => void) | undefined;
 
+  /**
+   * Called once a transaction that recorded notifications has committed, synchronously and
+   * in commit order, with them in the order recorded (see `recorded`). Not called for what a
+   * rollback undid.
+   */
+  onNotificationsCommitted: ((notifications: readonly StoredNotification[]) => void) | undefined;
+  /** Notifications recorded by the transaction under way, its savepoints included. */
+  #recorded: StoredNotification[] = [];
+
+  /** A notification written in the current transaction: handed to `onNotificationsCommitted` once it commits. */
+  recorded(notification: StoredNotification): void {
+    this.#recorded.push(notification);
+    if (!this.db.inTransaction) this.#committed();
+  }
+
+  #committed(): void {
+    if (this.#recorded.length === 0) return;
+    const notifications = this.#recorded;
+    this.#recorded = [];
+    this.onNotificationsCommitted?.(notifications);
+  }
+
   /** A prepared statement for this SQL; parameters are always bound, never interpolated. */
   sql(text: string): Database.Statement {
     let entry = this.#statements.get(text);
@@ -85,9 +108,20 @@ export class SqliteDatabase {
   write<T>(fn: () => T): T {
     // Each statement that writes bumps its table's generation as it is handed out, and nothing
     // read inside the transaction is cached, so a rollback leaves no stale entry behind.
-    if (!this.db.inTransaction) this.beforeWrite?.();
+    const outermost = !this.db.inTransaction;
+    if (outermost) this.beforeWrite?.();
     this.#transaction ??= this.db.transaction((body: () => unknown) => body());
-    return this.#transaction.immediate(fn) as T;
+    // Nested, this is a savepoint: what it recorded goes with it if it is rolled back.
+    const mark = this.#recorded.length;
+    let result: T;
+    try {
+      result = this.#transaction.immediate(fn) as T;
+    } catch (error) {
+      this.#recorded.length = outermost ? 0 : mark;
+      throw error;
+    }
+    if (outermost) this.#committed();
+    return result;
   }
 
   close(): void {

@@ -21,7 +21,9 @@ export function recordNotifications(d: SqliteDatabase, drafts: readonly Notifica
     const info = d
       .sql(`INSERT INTO notifications (address, role, type, content, created_at) VALUES (?, ?, ?, ?, ?)`)
       .run(draft.recipientAddress, draft.recipientRole, draft.type, JSON.stringify(draft.content), nowMs);
-    stored.push({ ...draft, id: Number(info.lastInsertRowid) });
+    const notification = { ...draft, id: Number(info.lastInsertRowid) };
+    stored.push(notification);
+    d.recorded(notification);
     const subscriptions = d.sql(ACTIVE_SUBSCRIPTIONS).all(draft.recipientAddress, draft.recipientRole, nowMs) as SubscriptionRow[];
     for (const s of subscriptions) {
       d.sql(

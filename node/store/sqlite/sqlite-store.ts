@@ -57,6 +57,7 @@ export class SqliteStore implements TwinningStore {
   readonly #group: GroupCommit;
   /** Replay-cache entries answered but not yet written (see rememberJti). */
   readonly #unwrittenJtis = new Set<string>();
+  readonly #notificationListeners = new Set<(notifications: readonly StoredNotification[]) => void>();
   readonly #feedTimer: NodeJS.Timeout | undefined;
   /** The notifications table's write generation the feed was last brought up to date at. */
   #feedSeen: number | undefined;
@@ -264,7 +265,22 @@ export class SqliteStore implements TwinningStore {
   }
 
   async latestNotificationId(): Promise<number> {
-    return (this.#d.sql(`SELECT COALESCE(MAX(id), 0) AS id FROM notifications`).get() as { id: number }).id;
+    // AUTOINCREMENT's record, not MAX(id): pruning may have removed the newest rows.
+    return (this.#d.sql(`SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'notifications'), 0) AS id`).get() as { id: number }).id;
+  }
+
+  onNotificationsCommitted(listener: (notifications: readonly StoredNotification[]) => void): () => void {
+    this.#notificationListeners.add(listener);
+    this.#d.onNotificationsCommitted = (notifications) => {
+      for (const l of this.#notificationListeners) {
+        try {
+          l(notifications);
+        } catch {
+          // A listener's failure is its own (the hub's writes are guarded); the commit stands.
+        }
+      }
+    };
+    return () => void this.#notificationListeners.delete(listener);
   }
 
   async dueOutboxHeads(nowMs: number, limit: number): Promise<OutboxEntry[]> {
