@@ -34,6 +34,15 @@ export type BatchOutcome = { readonly outcome: "delivered" } | { readonly outcom
 const BUSY_RECHECK_MS = 100;
 
 /**
+ * The slots one kind of lane (peer, callback) may hold at once: all but a quarter of them (at
+ * least one), so callbacks stuck on receivers that never answer cannot hold back the federation,
+ * nor a peer that is slow every subscriber's callbacks.
+ */
+export function slotsPerKind(concurrency: number): number {
+  return concurrency < 2 ? concurrency : concurrency - Math.max(1, Math.floor(concurrency / 4));
+}
+
+/**
  * Delivers the durable outbox: woken at commit (no slow polling), one entry at a time per lane
  * (so order per target holds), many lanes at once, each on its own: a lane that waits on a slow
  * target holds back only itself, and a freed slot is filled at once. A failed entry is written
@@ -49,6 +58,8 @@ export class OutboxWorker {
   #timer: NodeJS.Timeout | undefined;
   /** The lanes being delivered now (never two deliveries of one lane at once). */
   readonly #active = new Map<string, Promise<void>>();
+  /** How many of them are of each kind (see slotsPerKind). */
+  readonly #activeOfKind: Record<OutboxEntry["kind"], number> = { peer: 0, callback: 0 };
   /** Resolved by the next wake: lanes that found nothing more wait on it while their completions commit. */
   #news: { promise: Promise<void>; resolve: () => void } | undefined;
 
@@ -73,7 +84,7 @@ export class OutboxWorker {
     this.#news = undefined;
     news?.resolve();
     for (const head of laneHeads ?? []) {
-      if (!this.#running || this.#active.size >= this.#o.concurrency || this.#active.has(head.lane)) continue;
+      if (!this.#running || !this.#hasSlotFor(head) || this.#active.has(head.lane)) continue;
       this.#startLane(head, true);
     }
     this.#pendingWake = true;
@@ -117,10 +128,13 @@ export class OutboxWorker {
     if (o.concurrency - this.#active.size > 0) {
       // Lanes under way still have their heads pending: ask for enough to find the free slots' worth of others.
       const due = (await o.store.dueOutboxHeads(o.nowMs(), o.concurrency + this.#active.size)).filter((e) => !this.#active.has(e.lane));
-      // Counted again after the read: a wake may have started lanes meanwhile.
-      const free = Math.max(0, o.concurrency - this.#active.size);
-      for (const head of due.slice(0, free)) this.#startLane(head);
-      if (due.length > free) return this.#pendingWake ? 0 : 60_000; // a lane that ends wakes the loop
+      // Slots counted at each start: a wake may have started lanes meanwhile.
+      let left = false;
+      for (const head of due) {
+        if (this.#hasSlotFor(head)) this.#startLane(head);
+        else left = true;
+      }
+      if (left) return this.#pendingWake ? 0 : 60_000; // a lane that ends wakes the loop
     }
     if (this.#pendingWake) return 0;
     // While lanes are under way their heads count as due, so the next due time says nothing:
@@ -131,8 +145,13 @@ export class OutboxWorker {
     return next === undefined ? 60_000 : Math.max(0, next - o.nowMs());
   }
 
+  #hasSlotFor(head: OutboxEntry): boolean {
+    return this.#active.size < this.#o.concurrency && this.#activeOfKind[head.kind] < slotsPerKind(this.#o.concurrency);
+  }
+
   /** `alone`: the head is known to be all the lane holds that was due when it was found (a wake's lane head). */
   #startLane(head: OutboxEntry, alone = false): void {
+    this.#activeOfKind[head.kind] += 1;
     const task = this.#deliverLane(head, alone)
       .catch(async (error: unknown) => {
         // A failed write-back or read in the lane: it stays queued; the lane rests before it is
@@ -142,6 +161,7 @@ export class OutboxWorker {
       })
       .finally(() => {
         this.#active.delete(head.lane);
+        this.#activeOfKind[head.kind] -= 1;
         if (this.#running) this.wake();
       });
     this.#active.set(head.lane, task);
@@ -253,6 +273,11 @@ export class OutboxWorker {
   /** True when delivered; a failure is written back with its next attempt (or as a dead letter). */
   async #deliverOne(entry: OutboxEntry): Promise<boolean> {
     const o = this.#o;
+    // A callback queued behind a receiver that did not answer for longer than the policy's age
+    // is not sent late: it is a dead letter at once (and the lane moves on without a call).
+    if (entry.kind === "callback" && o.nowMs() - entry.createdAtMs >= o.policy.maxAgeMs) {
+      return this.#failed(entry, new DeliveryError("not sent: older than the delivery's maxAgeSeconds", undefined, { permanent: true }));
+    }
     try {
       await pRetry(() => o.deliver(entry), {
         retries: o.quickRetries ?? 1,

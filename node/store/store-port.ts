@@ -104,7 +104,11 @@ export interface TwinningStore {
   onNotificationsCommitted(listener: (notifications: readonly StoredNotification[]) => void): () => void;
 
   // --- durable outbox ---
-  /** The oldest pending entry of each lane that is due, so order per lane holds. */
+  /**
+   * The oldest pending entry of each lane that is due, so order per lane holds: at most `limit`
+   * peer lanes and at most `limit` callback lanes (so a crowd of one kind never hides the other),
+   * each kind by due time, then id.
+   */
   dueOutboxHeads(nowMs: number, limit: number): Promise<OutboxEntry[]>;
   /** Up to `limit` pending entries of a lane after `afterId`, in order, stopping at the first not yet due (an index range read). */
   nextOutboxEntriesInLane(lane: string, afterId: number, nowMs: number, limit: number): Promise<OutboxEntry[]>;

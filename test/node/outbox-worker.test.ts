@@ -4,10 +4,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
-import { OutboxWorker, type BatchOutcome } from "../../node/notifications/outbox-worker.ts";
+import { OutboxWorker, slotsPerKind, type BatchOutcome } from "../../node/notifications/outbox-worker.ts";
 import type { OutboxEntry } from "../../node/store/store-port.ts";
 import { SqliteStore } from "../../node/store/sqlite/sqlite-store.ts";
 import { eventually } from "../helpers/federation-fixture.ts";
+import { activated, OP, P1, S1, SECOND, subscribe, T0 } from "../store/store-fixtures.ts";
 
 /**
  * The delivery worker's scheduling, on a real SQLite store. The peers are functions here: what
@@ -33,14 +34,18 @@ function storeInTempDir(): SqliteStore {
 
 const message = (operatorId: string) => ({ operatorId, method: "PUT" as const, path: `/twins/${randomUUID()}/status`, msgId: randomUUID(), body: { status: "Off", version: 2, changedBy: "primary" } });
 
-function startWorker(store: SqliteStore, deliverBatch: (entries: OutboxEntry[]) => Promise<BatchOutcome[]>): OutboxWorker {
+function startWorker(
+  store: SqliteStore,
+  deliverBatch: (entries: OutboxEntry[]) => Promise<BatchOutcome[]>,
+  options: { deliver?: (entry: OutboxEntry) => Promise<void>; nowMs?: () => number } = {},
+): OutboxWorker {
   const worker = new OutboxWorker({
     store,
-    deliver: async () => {},
+    deliver: options.deliver ?? (async () => {}),
     deliverBatch,
     policy: { retryBaseDelayMs: 10, retryMaxDelayMs: 50, maxAttempts: 20, maxAgeMs: 60_000 },
     concurrency: 4,
-    nowMs: () => Date.now(),
+    nowMs: options.nowMs ?? (() => Date.now()),
     logger: pino({ level: "silent" }),
   });
   workers.push(worker);
@@ -232,5 +237,48 @@ describe("outbox worker", () => {
     worker.wake();
     await eventually(async () => (await store.outboxStats()).pending, (n) => n === 0, 5_000);
     expect(sent.length).toBe(5);
+  });
+  it("HLF-IC-007 callbacks stuck on receivers that never answer leave a slot to the federation: a peer's message is delivered meanwhile", async () => {
+    const store = storeInTempDir();
+    const twin = await activated(store, P1, S1);
+    for (let i = 0; i < 4; i++) await subscribe(store, S1, "secondary");
+    await store.changeTwinStatus({ twinId: twin.twinId, status: "Off", changedBy: "primary", origin: OP, nowMs: T0 + SECOND });
+    expect((await store.outboxStats()).pending).toBe(4);
+    let release!: () => void;
+    const receiversAnswer = new Promise<void>((r) => (release = r));
+    let callbacksUnderWay = 0;
+    const delivered: string[] = [];
+    const worker = startWorker(
+      store,
+      async (entries) => (delivered.push(...entries.map((e) => e.target)), entries.map(() => ({ outcome: "delivered" as const }))),
+      { nowMs: () => T0 + 2 * SECOND, deliver: async () => (callbacksUnderWay++, await receiversAnswer) },
+    );
+    worker.wake();
+    await eventually(async () => callbacksUnderWay, (n) => n === slotsPerKind(4), 5_000);
+    await store.enqueuePeerMessages([message("002-01")], T0 + 2 * SECOND);
+    worker.wake();
+    await eventually(async () => delivered, (d) => d.length === 1, 5_000);
+    expect(delivered).toEqual(["002-01"]);
+    expect(callbacksUnderWay).toBe(3);
+    release();
+    await eventually(async () => (await store.outboxStats()).pending, (n) => n === 0, 5_000);
+    expect(callbacksUnderWay).toBe(4);
+  });
+
+  it("HLF-PD-007 callbacks older than the delivery's maxAge are not sent late: they become dead letters without a call", async () => {
+    const store = storeInTempDir();
+    const twin = await activated(store, P1, S1);
+    await subscribe(store, S1, "secondary");
+    await subscribe(store, S1, "secondary");
+    for (let i = 0; i < 3; i++) await store.changeTwinStatus({ twinId: twin.twinId, status: i % 2 ? "On" : "Off", changedBy: "primary", origin: OP, nowMs: T0 + SECOND });
+    expect((await store.outboxStats()).pending).toBe(6);
+    let calls = 0;
+    // The receivers' entries waited past maxAgeMs (60 s here), say behind one that never answered.
+    const worker = startWorker(store, async () => [], { nowMs: () => T0 + SECOND + 60_000, deliver: async () => void calls++ });
+    worker.wake();
+    await eventually(async () => await store.outboxStats(), (x) => x.pending === 0, 5_000);
+    expect(await store.outboxStats()).toEqual({ pending: 0, dead: 6 });
+    expect(calls).toBe(0);
+    expect((await store.listDeadLetters(10)).every((e) => /maxAgeSeconds/.test(e.lastError ?? ""))).toBe(true);
   });
 });

@@ -137,12 +137,17 @@ function walkedHeads(d: SqliteDatabase): OutboxRow[] | undefined {
 
 const byDueThenId = (a: OutboxRow, b: OutboxRow) => a.next_attempt_at - b.next_attempt_at || a.id - b.id;
 
+/** Due lane heads, at most `limit` of each kind (peer, callback), each kind by due time then id. */
 export function dueOutboxHeads(d: SqliteDatabase, nowMs: number, limit: number): OutboxEntry[] {
   const heads = walkedHeads(d);
-  const due = heads
-    ? heads.filter((h) => h.next_attempt_at <= nowMs).sort(byDueThenId).slice(0, Math.max(0, limit))
-    : (d.sql(`${SCANNED_HEADS} WHERE o.next_attempt_at <= ? ORDER BY o.next_attempt_at, o.id LIMIT CAST(? AS INTEGER)`).all(nowMs, limit) as OutboxRow[]);
-  return due.map(toOutboxEntry);
+  const n = Math.max(0, limit);
+  if (heads) {
+    const due = heads.filter((h) => h.next_attempt_at <= nowMs).sort(byDueThenId);
+    return [...due.filter((h) => h.kind === "peer").slice(0, n), ...due.filter((h) => h.kind !== "peer").slice(0, n)].map(toOutboxEntry);
+  }
+  const scanned = (kind: string) =>
+    d.sql(`${SCANNED_HEADS} WHERE o.next_attempt_at <= ? AND o.kind = ? ORDER BY o.next_attempt_at, o.id LIMIT CAST(? AS INTEGER)`).all(nowMs, kind, n) as OutboxRow[];
+  return [...scanned("peer"), ...scanned("callback")].map(toOutboxEntry);
 }
 
 export function nextOutboxDueAtMs(d: SqliteDatabase): number | undefined {
