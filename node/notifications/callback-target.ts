@@ -8,8 +8,7 @@ import { BlockList, isIP } from "node:net";
  * reserved ranges are refused unless the operator allows them
  * (limits.allowPrivateCallbackTargets, for labs and simulators).
  */
-const internal = new BlockList();
-for (const [net, prefix] of [
+const INTERNAL_V4 = [
   ["0.0.0.0", 8],
   ["10.0.0.0", 8],
   ["100.64.0.0", 10],
@@ -21,40 +20,45 @@ for (const [net, prefix] of [
   ["198.18.0.0", 15],
   ["224.0.0.0", 4],
   ["240.0.0.0", 4],
-] as const)
-  internal.addSubnet(net, prefix, "ipv4");
-for (const [net, prefix] of [
-  ["::", 128],
-  ["::1", 128],
-  ["fc00::", 7],
-  ["fe80::", 10],
-  ["ff00::", 8],
-] as const)
-  internal.addSubnet(net, prefix, "ipv6");
-
-export function isInternalAddress(ip: string): boolean {
-  const embedded = embeddedIpv4(ip);
-  if (embedded !== undefined) return isInternalAddress(embedded);
-  const family = isIP(ip);
-  return family === 0 ? true : internal.check(ip, family === 4 ? "ipv4" : "ipv6");
-}
+] as const;
+const internal4 = new BlockList();
+for (const [net, prefix] of INTERNAL_V4) internal4.addSubnet(net, prefix, "ipv4");
 
 /**
- * The IPv4 address inside an IPv4-mapped (`::ffff:…`) or NAT64 (`64:ff9b::/96`) IPv6 address,
- * dotted or hexadecimal (`::ffff:127.0.0.1`, `64:ff9b::7f00:1`): such an address is judged by it.
+ * IPv6 is judged by what it reaches: global unicast (2000::/3) is public, but for Teredo
+ * (2001::/32, an IPv4 address hidden inside) and the IPv4 it carries in 6to4 (2002::/16); an
+ * IPv4-mapped (::ffff:0:0/96) or NAT64 well-known (64:ff9b::/96) address by its IPv4. Everything
+ * else (loopback, unspecified, IPv4-compatible, IPv4-translated, local-use NAT64 64:ff9b:1::/48,
+ * unique-local, link-local, site-local, multicast, reserved) is internal. The embedded IPv4 is
+ * matched as subnets, so every textual form of the address (`::7f00:1`, `::ffff:127.0.0.1`) is.
  */
-function embeddedIpv4(ip: string): string | undefined {
-  const dotted = /^(?:::ffff:|64:ff9b::)(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
-  if (dotted) return dotted[1]!;
-  const hex = /^(?:::ffff:|64:ff9b::)([0-9a-f]{1,4}):([0-9a-f]{1,4})$/i.exec(ip);
-  if (!hex) return undefined;
-  const [hi, lo] = [parseInt(hex[1]!, 16), parseInt(hex[2]!, 16)];
-  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+const public6 = new BlockList();
+public6.addSubnet("2000::", 3, "ipv6");
+const carriesIpv4 = new BlockList();
+carriesIpv4.addSubnet("::ffff:0.0.0.0", 96, "ipv6");
+carriesIpv4.addSubnet("64:ff9b::", 96, "ipv6");
+const internal6 = new BlockList();
+internal6.addSubnet("2001::", 32, "ipv6");
+for (const [net, prefix] of INTERNAL_V4) {
+  const [a, b, c, d] = net.split(".").map(Number) as [number, number, number, number];
+  const hex = (x: number, y: number) => ((x << 8) | y).toString(16);
+  internal6.addSubnet(`::ffff:${net}`, 96 + prefix, "ipv6");
+  internal6.addSubnet(`64:ff9b::${net}`, 96 + prefix, "ipv6");
+  internal6.addSubnet(`2002:${hex(a, b)}:${hex(c, d)}::`, 16 + prefix, "ipv6");
+}
+
+export function isInternalAddress(ip: string): boolean {
+  const family = isIP(ip);
+  if (family === 4) return internal4.check(ip, "ipv4");
+  if (family !== 6) return true;
+  if (!public6.check(ip, "ipv6") && !carriesIpv4.check(ip, "ipv6")) return true;
+  return internal6.check(ip, "ipv6");
 }
 
 /** True when the URL's host is a literal internal address or a local name (checked at subscription). */
 export function isInternalHostLiteral(url: string): boolean {
-  const host = new URL(url).hostname.replace(/^\[|\]$/g, "").toLowerCase();
+  // A trailing dot names the same host (`localhost.`).
+  const host = new URL(url).hostname.replace(/^\[|\]$/g, "").replace(/\.$/, "").toLowerCase();
   if (host === "localhost" || host.endsWith(".localhost")) return true;
   return isIP(host) !== 0 && isInternalAddress(host);
 }

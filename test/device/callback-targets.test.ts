@@ -41,6 +41,23 @@ describe("callback targets (SSRF)", () => {
     expect(["http://[64:ff9b::8.8.8.8]/", "http://[64:ff9b::808:808]/", "http://198.20.0.1/"].map(isInternalHostLiteral)).toEqual([false, false, false]);
   });
 
+  it("HLF-CM-005 also internal: IPv6 forms that carry or reach an internal IPv4 (IPv4-compatible, IPv4-translated, 6to4, Teredo, local-use NAT64), site-local, and a local name with a trailing dot; global ones are not", async () => {
+    const internal = [
+      "http://[::127.0.0.1]/",
+      "http://[::ffff:0:7f00:1]/",
+      "http://[2002:7f00:1::1]/",
+      "http://[2002:c0a8:101::1]/",
+      "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",
+      "http://[64:ff9b:1::a00:1]/",
+      "http://[fec0::1]/",
+      "http://[::]/",
+      "http://localhost./",
+      "http://api.localhost./",
+    ];
+    expect(internal.filter((u) => !isInternalHostLiteral(u))).toEqual([]);
+    expect(["http://[2606:4700::1111]/", "http://[2002:808:808::1]/", "http://[2a00:1450:4001::200e]/"].map(isInternalHostLiteral)).toEqual([false, false, false]);
+  });
+
   it("HLF-CM-005 the callback connection goes only to addresses checked at connect time (DNS rebinding): a name resolving to loopback is refused by the dispatcher itself", async () => {
     const server = createServer((_req, res) => res.end("reached"));
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
