@@ -22,18 +22,45 @@ export function runScript<T>(script: string, args: string[], timeoutMs = 180_000
   });
 }
 
+/** Server scripts started and not yet stopped: stopped by stopServers (the bench's Ctrl-C). */
+const servers = new Set<() => Promise<void>>();
+
 /** Starts a server script that prints `listening PORT`; returns its port and a stop function. */
-export function startServer(script: string, args: string[], nodeFlags: string[] = []): Promise<{ port: number; pid: number; stop: () => Promise<void> }> {
+export function startServer(script: string, args: string[], nodeFlags: string[] = [], startTimeoutMs = 30_000): Promise<{ port: number; pid: number; stop: () => Promise<void> }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [...nodeFlags, "--import", "tsx", join(ROOT, script), ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
+    // Stopped once it has exited (so a --cpu-prof profile has been written); killed if SIGTERM is not enough.
+    const stop = () =>
+      new Promise<void>((done) => {
+        servers.delete(stop);
+        if (child.exitCode !== null || child.signalCode !== null) return done();
+        const kill = setTimeout(() => child.kill("SIGKILL"), 10_000);
+        child.once("exit", () => (clearTimeout(kill), done()));
+        child.kill("SIGTERM");
+      });
+    servers.add(stop);
+    const late = setTimeout(() => void stop().then(() => reject(new Error(`${script} did not listen within ${startTimeoutMs} ms`))), startTimeoutMs);
     child.stdout.on("data", (d) => {
       const m = /listening (\d+)/.exec(String(d));
-      // Stopped once it has exited (so a --cpu-prof profile has been written).
-      const stop = () => new Promise<void>((done) => (child.exitCode !== null ? done() : (child.once("exit", () => done()), child.kill("SIGTERM"))));
-      if (m) resolve({ port: Number(m[1]), pid: child.pid!, stop });
+      if (m) (clearTimeout(late), resolve({ port: Number(m[1]), pid: child.pid!, stop }));
     });
-    child.on("exit", (code) => reject(new Error(`${script} exited ${code}`)));
+    child.on("exit", (code) => (clearTimeout(late), servers.delete(stop), reject(new Error(`${script} exited ${code}`))));
   });
+}
+
+/** Runs `measure` against a server script started for it, stopped on every path. */
+export async function withServer<T>(script: string, args: string[], measure: (server: { port: number; pid: number }) => Promise<T>): Promise<T> {
+  const server = await startServer(script, args);
+  try {
+    return await measure(server);
+  } finally {
+    await server.stop();
+  }
+}
+
+/** Stops every server script still running (Ctrl-C). */
+export async function stopServers(): Promise<void> {
+  await Promise.all([...servers].map((stop) => stop()));
 }
 
 export interface LoadResult {
@@ -92,9 +119,16 @@ export function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? Number.NaN;
 }
 
+/** A process's resident memory, now and at its peak (VmRSS, VmHWM in /proc), MB. */
+export function residentMb(pid: number): { nowMb: number; peakMb: number } {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? Number.NaN);
+  return { nowMb: Math.round(kb("VmRSS") / 102.4) / 10, peakMb: Math.round(kb("VmHWM") / 102.4) / 10 };
+}
+
 /** One number out of a Prometheus text exposition. */
 export async function metric(deviceUrl: string, name: string, labels = ""): Promise<number> {
-  const text = await (await fetch(`${deviceUrl}/metrics`)).text();
+  const text = await (await fetch(`${deviceUrl}/metrics`, { signal: AbortSignal.timeout(10_000) })).text();
   let sum = 0;
   let found = false;
   for (const line of text.split("\n")) {

@@ -3,7 +3,9 @@ import autocannon from "autocannon";
 /**
  * The load generator, in its own process (so it never shares an event loop with a server):
  * reads a JSON job from argv, runs autocannon, prints one JSON line of results.
- * Job kinds: a fixed request; or `toggle`, which flips each of `twins` On/Off in turn.
+ * Job kinds: a fixed request; or `toggle`, which sets each target twin to the status it does not
+ * have, one request at a time per twin, so that every toggle is a change the node commits (two
+ * toggles of one twin in flight at once could meet it in either order, and the second be a no-op).
  */
 interface Job {
   url: string;
@@ -15,12 +17,26 @@ interface Job {
   body?: string;
   headers?: Record<string, string>;
   /** Per request, one of these (path + token), round robin. */
-  targets?: { path: string; token: string }[];
+  targets?: { path: string; token: string; status?: "On" | "Off" }[];
   toggle?: boolean;
 }
 
 const job = JSON.parse(process.argv[2]!) as Job;
 let n = 0;
+const targets = job.targets ?? [];
+if (job.toggle && (targets.length < job.connections || targets.some((t) => t.status !== "On" && t.status !== "Off"))) {
+  throw new Error("a toggle job needs at least one target per connection, each with its twin's current status");
+}
+/** Toggles: each twin's last status asked for, and the twins with a toggle in flight. */
+const statusOf = targets.map((t) => t.status);
+const inFlight = new Set<number>();
+/** The next twin with no toggle in flight, round robin (one is free: each connection has at most one request out). */
+const nextFreeTarget = (): number => {
+  for (;;) {
+    const i = n++ % targets.length;
+    if (!inFlight.has(i)) return i;
+  }
+};
 const instance = autocannon(
   {
     url: job.url,
@@ -37,16 +53,24 @@ const instance = autocannon(
       ? {
           requests: [
             {
-              setupRequest: (req: any) => {
-                const i = n++;
-                const t = job.targets![i % job.targets!.length]!;
+              setupRequest: (req: any, context: { target?: number }) => {
+                const i = job.toggle ? nextFreeTarget() : n++ % targets.length;
+                const t = targets[i]!;
                 req.path = t.path;
                 req.headers = { ...req.headers, authorization: `Bearer ${t.token}`, ...(job.toggle ? { "content-type": "application/json" } : {}) };
                 if (job.toggle) {
+                  inFlight.add(i);
+                  context.target = i;
+                  const status = statusOf[i] === "On" ? "Off" : "On";
+                  statusOf[i] = status;
                   req.method = "PUT";
-                  req.body = JSON.stringify({ status: Math.floor(i / job.targets!.length) % 2 === 0 ? "Off" : "On" });
+                  req.body = JSON.stringify({ status });
                 }
                 return req;
+              },
+              // The context lives from a request's setup to its answer (autocannon resets it after).
+              onResponse: (_status: number, _body: string, context: { target?: number }) => {
+                if (context.target !== undefined) inFlight.delete(context.target);
               },
             },
           ],

@@ -12,6 +12,7 @@ export class NodeMetrics {
   readonly outboxDead: Gauge;
   readonly sseConnections: Gauge;
   readonly tlsHandshakes: Counter;
+  readonly inboundTlsHandshakes: Counter;
 
   constructor(options: { defaultMetrics: boolean; outboxStats: () => Promise<{ pending: number; dead: number }> }) {
     if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
@@ -55,6 +56,7 @@ export class NodeMetrics {
       },
     });
     this.tlsHandshakes = new Counter({ name: "twinning_federation_tls_connections_total", help: "New TLS connections opened to peers (one handshake each)", registers: [this.registry] });
+    this.inboundTlsHandshakes = new Counter({ name: "twinning_federation_inbound_tls_connections_total", help: "TLS connections peers opened to the federation listener (one handshake each)", registers: [this.registry] });
     this.sseConnections = new Gauge({ name: "twinning_sse_connections", help: "Open Server-Sent Events streams", registers: [this.registry] });
   }
 }

@@ -282,6 +282,7 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
       s.once("error", reject);
     });
     answerClientErrors(federationServer);
+    federationServer.on("secureConnection", () => metrics.inboundTlsHandshakes.inc());
     // Peers keep an idle connection PEER_KEEP_ALIVE_MS; held a little longer here, so the client
     // is the one that closes it and a message every few seconds pays no new handshake (Node's
     // default would close it after 5 s).

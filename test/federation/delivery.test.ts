@@ -99,11 +99,16 @@ describe("durable delivery between operators", () => {
     await eventually(drained, (v) => v);
     const client = A().node().context.federation!.client;
     const before = client.handshakes;
+    // And counted where the peer's connections arrive (the bench counts both).
+    const accepted = async () => (await B().node().context.metrics.registry.getSingleMetricAsString("twinning_federation_inbound_tls_connections_total")).match(/ (\d+)$/m)![1];
+    const acceptedBefore = await accepted();
+    expect(Number(acceptedBefore)).toBeGreaterThan(0);
     for (let i = 0; i < 20; i++) {
       await toggleAtA(p, twinId, i % 2 ? "Off" : "On");
       await eventually(drained, (v) => v);
     }
     expect(client.handshakes - before).toBe(0);
+    expect(await accepted()).toBe(acceptedBefore);
     expect((await B().node().context.store.getTwin(twinId))?.version).toBe(22);
   });
 
