@@ -41,7 +41,10 @@ export function createCallbackSender(options: { dispatcher: Dispatcher; timeoutM
     const { status, text } = await boundedCall(options.dispatcher, {
       url: entry.target,
       method: "POST",
-      headers: { "content-type": "application/json" },
+      // Delivery is at least once (a lost answer, a crash before the completion commits): the
+      // id is the same on every attempt of this notification to this subscription, so the
+      // receiver can drop a repeat. The JSON body stays DESIGN's.
+      headers: { "content-type": "application/json", "x-notification-delivery-id": String(entry.id) },
       body: entry.payload,
       timeoutMs: options.timeoutMs,
       maxBytes: MAX_CALLBACK_ANSWER_BYTES,

@@ -10,6 +10,7 @@ let server: Server;
 let base = "";
 let stop: () => Promise<void>;
 const received: string[] = [];
+const deliveryIds: (string | string[] | undefined)[] = [];
 const agent = new Agent({ keepAliveTimeout: 1_000 });
 
 beforeAll(async () => {
@@ -18,6 +19,7 @@ beforeAll(async () => {
     req.on("data", (chunk: Buffer) => (body += String(chunk)));
     req.on("end", () => {
       received.push(`${req.url} ${body}`);
+      deliveryIds.push(req.headers["x-notification-delivery-id"]);
       if (req.url === "/ok") return void res.end("thanks");
       if (req.url === "/refuse") return void res.writeHead(500).end("x".repeat(10_000));
       // "/stall": accepted, then the body never ends.
@@ -40,6 +42,14 @@ describe("callback delivery", () => {
   it("HLF-PD-007 a 2xx answer delivers the notification (its body POSTed as given)", async () => {
     await expect(send(entry("/ok"))).resolves.toBeUndefined();
     expect(received).toContain('/ok {"n":1}');
+  });
+
+  it("HLF-PD-007 every attempt of one notification to one subscription carries the same delivery id (x-notification-delivery-id), so a receiver can drop a repeat", async () => {
+    deliveryIds.length = 0;
+    await send({ ...entry("/ok"), id: 41 });
+    await send({ ...entry("/ok"), id: 41, attempts: 1 });
+    await send({ ...entry("/ok"), id: 42 });
+    expect(deliveryIds).toEqual(["41", "41", "42"]);
   });
 
   it("a refusal is a DeliveryError with the receiver's status and the start of its answer, read no further than 4 KiB", async () => {
