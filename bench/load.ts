@@ -30,12 +30,17 @@ if (job.toggle && (targets.length < job.connections || targets.some((t) => t.sta
 /** Toggles: each twin's last status asked for, and the twins with a toggle in flight. */
 const statusOf = targets.map((t) => t.status);
 const inFlight = new Set<number>();
-/** The next twin with no toggle in flight, round robin (one is free: each connection has at most one request out). */
+/**
+ * The next twin with no toggle in flight, round robin. One is free while every request gets its
+ * answer (each connection has at most one out); a request lost to a timeout or a broken
+ * connection never frees its twin, and the run stops here rather than spin.
+ */
 const nextFreeTarget = (): number => {
-  for (;;) {
+  for (let tries = 0; tries < targets.length; tries++) {
     const i = n++ % targets.length;
     if (!inFlight.has(i)) return i;
   }
+  throw new Error("every twin has a toggle in flight: a request got no answer (timeout or broken connection)");
 };
 const instance = autocannon(
   {

@@ -22,9 +22,10 @@ const REPLAY_PAGE = 1_000;
  * Last-Event-ID the stream first replays what was committed after it, with no gap: the live
  * listener is attached before the replay is read, and duplicates are skipped by id.
  *
- * Events are written to the Node response as the hub publishes them, inside the commit's own
- * callback: no stream pipeline and no turn of the event loop between a commit and its event's
- * bytes (the federation listener writes its answer to the peer just before, see inbound-messages).
+ * Events are written to the Node response as the hub publishes them (in commit order, when the
+ * request that committed them publishes, see NotificationHub): no stream pipeline and no turn of
+ * the event loop between that and the event's bytes (the federation listener writes its answer
+ * to the peer just before, see inbound-messages).
  */
 export function streamNotifications(ctx: NodeContext, c: Context<AppEnv>, address: string, role: TwinRole): Response {
   if (ctx.hub.connections(address, role) >= ctx.config.limits.maxSseConnectionsPerSubscriber) {
@@ -60,13 +61,7 @@ export function streamNotifications(ctx: NodeContext, c: Context<AppEnv>, addres
     } catch {
       return close();
     }
-    if (res.writableLength > MAX_UNSENT_BYTES) {
-      close();
-      // What is queued still goes to a client that reads again; one that never does loses its socket.
-      const deadline = setTimeout(() => res.destroy(), UNSENT_GRACE_MS);
-      deadline.unref();
-      res.once("close", () => clearTimeout(deadline));
-    }
+    if (res.writableLength > MAX_UNSENT_BYTES) close();
   };
   // The stream lives as long as the token it was opened with: until it expires (checked at each
   // write, by the node's clock) or its subscriber's tokens are revoked (the hub says so).
@@ -92,9 +87,25 @@ export function streamNotifications(ctx: NodeContext, c: Context<AppEnv>, addres
     ctx.lifecycle.removeEventListener("abort", close);
     ctx.metrics.sseConnections.dec();
     res.end();
+    // What is still queued (a client that stopped reading) goes to a client that reads again;
+    // one that never does loses its socket.
+    if (res.writableLength > 0 && !res.destroyed) {
+      const deadline = setTimeout(() => res.destroy(), UNSENT_GRACE_MS);
+      deadline.unref();
+      res.once("close", () => clearTimeout(deadline));
+    }
   };
   res.once("close", close);
   ctx.lifecycle.addEventListener("abort", close, { once: true });
+  /** Resolves once what is queued has gone out (or the stream has closed): a replay page waits for it. */
+  const drained = () =>
+    res.writableNeedDrain && open
+      ? new Promise<void>((resolve) => {
+          const done = () => (res.off("drain", done), res.off("close", done), resolve());
+          res.on("drain", done);
+          res.on("close", done);
+        })
+      : Promise.resolve();
   // The client may have gone before this handler ran (then no "close" is to come), or the node be stopping.
   if (!res.socket || res.socket.destroyed || ctx.lifecycle.aborted) close();
 
@@ -105,7 +116,7 @@ export function streamNotifications(ctx: NodeContext, c: Context<AppEnv>, addres
       .latestNotificationId()
       .then((latest) => {
         sentId = Math.min(sentId, latest);
-        return replay(ctx, address, role, sentId, send, () => open);
+        return replay(ctx, address, role, sentId, send, () => open, drained);
       })
       .catch((error: unknown) => {
         ctx.logger.error({ err: error }, "notification replay failed");
@@ -126,10 +137,17 @@ export function streamNotifications(ctx: NodeContext, c: Context<AppEnv>, addres
 
 /**
  * Everything committed after `afterId`, page by page, until a page comes back short (live events
- * wait meanwhile, so the stream has no gap however long the client was away). A slow client is
- * cut by the unsent-bytes bound as it would be live, and resumes from its last id.
+ * wait meanwhile, so the stream has no gap however long the client was away).
  */
-async function replay(ctx: NodeContext, address: string, role: TwinRole, afterId: number, send: (n: StoredNotification) => void, open: () => boolean): Promise<void> {
+async function replay(
+  ctx: NodeContext,
+  address: string,
+  role: TwinRole,
+  afterId: number,
+  send: (n: StoredNotification) => void,
+  open: () => boolean,
+  drained: () => Promise<void>,
+): Promise<void> {
   let after = afterId;
   for (;;) {
     if (!open()) return;
@@ -137,6 +155,9 @@ async function replay(ctx: NodeContext, address: string, role: TwinRole, afterId
     page.forEach(send);
     if (page.length < REPLAY_PAGE) return;
     after = page[page.length - 1]!.id;
+    // The next page once the client has taken this one (a long absence is replayed at the
+    // client's pace, not queued whole, nor read in one turn of the event loop).
+    await drained();
   }
 }
 

@@ -45,7 +45,7 @@ export class NotificationHub {
 
   /** From the store, as each commit lands (see the class). */
   committed(notifications: readonly StoredNotification[]): void {
-    this.#unpublished.push(...notifications);
+    for (const n of notifications) this.#unpublished.push(n);
     this.#sweep ??= setImmediate(() => {
       this.#sweep = undefined;
       this.#publishThrough(this.#unpublished.length);

@@ -34,12 +34,12 @@ export type BatchOutcome = { readonly outcome: "delivered" } | { readonly outcom
 const BUSY_RECHECK_MS = 100;
 
 /**
- * The slots one kind of lane (peer, callback) may hold at once: all but a quarter of them (at
- * least one), so callbacks stuck on receivers that never answer cannot hold back the federation,
- * nor a peer that is slow every subscriber's callbacks.
+ * The slots one kind of lane (peer, callback) may hold at once: all but one, kept for the other
+ * kind, so callbacks stuck on receivers that never answer cannot hold back the federation, nor
+ * slow peers every subscriber's callbacks. With a concurrency of 1 the kinds share the one slot.
  */
 export function slotsPerKind(concurrency: number): number {
-  return concurrency < 2 ? concurrency : concurrency - Math.max(1, Math.floor(concurrency / 4));
+  return concurrency < 2 ? concurrency : concurrency - 1;
 }
 
 /**
@@ -134,7 +134,9 @@ export class OutboxWorker {
         if (this.#hasSlotFor(head)) this.#startLane(head);
         else left = true;
       }
-      if (left) return this.#pendingWake ? 0 : 60_000; // a lane that ends wakes the loop
+      // Every slot taken: a lane that ends wakes the loop. Heads held back by their kind's share
+      // while slots are free: the other kind's due times are looked at again soon (below).
+      if (left && this.#active.size >= o.concurrency) return this.#pendingWake ? 0 : 60_000;
     }
     if (this.#pendingWake) return 0;
     // While lanes are under way their heads count as due, so the next due time says nothing:

@@ -259,10 +259,39 @@ describe("outbox worker", () => {
     worker.wake();
     await eventually(async () => delivered, (d) => d.length === 1, 5_000);
     expect(delivered).toEqual(["002-01"]);
-    expect(callbacksUnderWay).toBe(3);
+    expect(callbacksUnderWay).toBe(slotsPerKind(4));
+    expect(slotsPerKind(4)).toBe(3);
     release();
     await eventually(async () => (await store.outboxStats()).pending, (n) => n === 0, 5_000);
     expect(callbacksUnderWay).toBe(4);
+  });
+
+  it("HLF-IC-007 while callbacks wait for a slot of their kind, a peer's message that falls due later is still sent when due (no wait for a lane to end)", async () => {
+    const store = storeInTempDir();
+    const twin = await activated(store, P1, S1);
+    for (let i = 0; i < 5; i++) await subscribe(store, S1, "secondary");
+    await store.changeTwinStatus({ twinId: twin.twinId, status: "Off", changedBy: "primary", origin: OP, nowMs: T0 + SECOND });
+    const started = Date.now();
+    const clock = () => T0 + 2 * SECOND + (Date.now() - started);
+    let release!: () => void;
+    const receiversAnswer = new Promise<void>((r) => (release = r));
+    let callbacksUnderWay = 0;
+    const delivered: string[] = [];
+    const worker = startWorker(
+      store,
+      async (entries) => (delivered.push(...entries.map((e) => e.target)), entries.map(() => ({ outcome: "delivered" as const }))),
+      { nowMs: clock, deliver: async () => (callbacksUnderWay++, await receiversAnswer) },
+    );
+    try {
+      // Due in 300 ms, queued without a wake: only the worker's own next look can find it.
+      await store.enqueuePeerMessages([message("002-01")], clock(), clock() + 300);
+      worker.wake();
+      await eventually(async () => callbacksUnderWay, (n) => n === slotsPerKind(4), 5_000);
+      await eventually(async () => delivered, (d) => d.length === 1, 3_000);
+      expect(delivered).toEqual(["002-01"]);
+    } finally {
+      release();
+    }
   });
 
   it("HLF-PD-007 callbacks older than the delivery's maxAge are not sent late: they become dead letters without a call", async () => {

@@ -3,6 +3,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { SqliteDatabase } from "../../node/store/sqlite/sqlite-database.ts";
+import { recordNotifications } from "../../node/store/sqlite/sqlite-notifications.ts";
+import type { NotificationDraft } from "../../node/domain/notification.ts";
 
 describe("SqliteDatabase statements", () => {
   it("refuses a LIMIT bound as a bare parameter (SQLite would prepare the statement anew at every run)", () => {
@@ -25,6 +27,46 @@ describe("SqliteDatabase statements", () => {
       expect(firstN.all(4)).toHaveLength(4);
       expect(firstN.all(0)).toHaveLength(0);
       expect(firstN.all(10)).toHaveLength(5);
+    } finally {
+      d.close();
+    }
+  });
+});
+
+describe("SqliteDatabase committed notifications", () => {
+  const draft = (twinId: string): NotificationDraft => ({
+    recipientAddress: "tel:+15550000101",
+    recipientRole: "secondary",
+    type: "twinningStatusNotification",
+    content: { twinId, primaryAddress: "tel:+15550000001", secondaryAddress: "tel:+15550000101", status: "Off", changedBy: "primary", timestamp: new Date(0).toISOString() },
+  });
+
+  it("HLF-CM-005 hands over what a transaction recorded once it commits, without what a rolled-back savepoint recorded, and nothing of a rolled-back transaction", () => {
+    const d = new SqliteDatabase(":memory:", 0);
+    const heard: string[][] = [];
+    d.onNotificationsCommitted = (ns) => heard.push(ns.map((n) => n.content.twinId));
+    try {
+      d.write(() => {
+        recordNotifications(d, [draft("kept-1")], 0);
+        expect(() =>
+          d.write(() => {
+            recordNotifications(d, [draft("undone")], 0);
+            throw new Error("refused");
+          }),
+        ).toThrow("refused");
+        expect(heard).toEqual([]); // not before the commit
+        recordNotifications(d, [draft("kept-2")], 0);
+      });
+      expect(() =>
+        d.write(() => {
+          recordNotifications(d, [draft("rolled-back")], 0);
+          throw new Error("whole transaction refused");
+        }),
+      ).toThrow("whole transaction refused");
+      d.write(() => void recordNotifications(d, [draft("next")], 0));
+      expect(heard).toEqual([["kept-1", "kept-2"], ["next"]]);
+      // The ids handed over are the rows that stand.
+      expect(d.sql(`SELECT json_extract(content, '$.twinId') AS t FROM notifications ORDER BY id`).all().map((r) => (r as { t: string }).t)).toEqual(["kept-1", "kept-2", "next"]);
     } finally {
       d.close();
     }

@@ -89,16 +89,20 @@ export function deliveryContract(makeStore: MakeStore): void {
       expect(await store.dueOutboxHeads(T0 + MINUTE, 1)).toHaveLength(1);
     });
 
-    it("dueOutboxHeads counts its limit per kind: a crowd of callback lanes due earlier never hides a peer's lane", async () => {
-      const { store } = h();
-      const twin = await activated(store, P1, S1);
-      for (let i = 0; i < 3; i++) await subscribe(store, S1, "secondary");
-      await toggles(store, twin, 1, T0 + SECOND);
-      await store.enqueuePeerMessages([{ operatorId: OTHER_OP, method: "PUT", path: `/twins/${uuid()}/status`, msgId: uuid(), body: { status: "Off", version: 2, changedBy: "primary" } }], T0 + 2 * SECOND);
-      const heads = await store.dueOutboxHeads(T0 + MINUTE, 2);
-      expect(heads.map((e) => e.kind).sort()).toEqual(["callback", "callback", "peer"]);
-      expect(heads.find((e) => e.kind === "peer")!.target).toBe(OTHER_OP);
-    });
+    for (const peerLanes of [1, 300]) {
+      it(`dueOutboxHeads counts its limit per kind: a crowd of callback lanes due earlier never hides a peer's lane (${peerLanes} peer lanes)`, async () => {
+        const { store } = h();
+        const twin = await activated(store, P1, S1);
+        for (let i = 0; i < 3; i++) await subscribe(store, S1, "secondary");
+        await toggles(store, twin, 1, T0 + SECOND);
+        for (let i = 0; i < peerLanes; i++) {
+          await store.enqueuePeerMessages([{ operatorId: OTHER_OP, method: "DELETE", path: `/twins/${uuid()}`, msgId: uuid(), body: {}, subLane: `lane-${i}` }], T0 + 2 * SECOND);
+        }
+        const heads = await store.dueOutboxHeads(T0 + MINUTE, 2);
+        expect(heads.map((e) => e.kind).sort()).toEqual(["callback", "callback", ...Array(Math.min(2, peerLanes)).fill("peer")]);
+        expect(heads.filter((e) => e.kind === "peer").every((e) => e.target === OTHER_OP)).toBe(true);
+      });
+    }
 
     it("failOutboxEntry with nextAttemptAtMs delays the entry and holds back the rest of its lane", async () => {
       const { store } = h();

@@ -128,6 +128,10 @@ const WALKED_HEADS = `WITH RECURSIVE lanes(lane) AS (
   )
   SELECT o.* FROM lanes JOIN outbox o ON o.id = (SELECT MIN(id) FROM outbox WHERE state = 'pending' AND lane = lanes.lane)`;
 const SCANNED_HEADS = `SELECT o.* FROM outbox o JOIN (SELECT MIN(id) AS id FROM outbox WHERE state = 'pending' GROUP BY lane) h ON o.id = h.id`;
+/** The same scan over one kind's lanes only (`peer:…` or `callback:…`, a range of the index), so asking for both kinds reads each entry once. */
+const SCANNED_HEADS_OF_KIND = `SELECT o.* FROM outbox o JOIN (SELECT MIN(id) AS id FROM outbox WHERE state = 'pending' AND lane > @from AND lane < @to GROUP BY lane) h ON o.id = h.id`;
+/** The lanes of each kind: names from `<kind>:` up to `<kind>;` (';' is the character after ':'). */
+const LANES_OF: Record<OutboxEntry["kind"], { from: string; to: string }> = { peer: { from: "peer:", to: "peer;" }, callback: { from: "callback:", to: "callback;" } };
 
 /** Every lane's head, walked; undefined when there are more lanes than the walk visits. */
 function walkedHeads(d: SqliteDatabase): OutboxRow[] | undefined {
@@ -145,8 +149,8 @@ export function dueOutboxHeads(d: SqliteDatabase, nowMs: number, limit: number):
     const due = heads.filter((h) => h.next_attempt_at <= nowMs).sort(byDueThenId);
     return [...due.filter((h) => h.kind === "peer").slice(0, n), ...due.filter((h) => h.kind !== "peer").slice(0, n)].map(toOutboxEntry);
   }
-  const scanned = (kind: string) =>
-    d.sql(`${SCANNED_HEADS} WHERE o.next_attempt_at <= ? AND o.kind = ? ORDER BY o.next_attempt_at, o.id LIMIT CAST(? AS INTEGER)`).all(nowMs, kind, n) as OutboxRow[];
+  const scanned = (kind: OutboxEntry["kind"]) =>
+    d.sql(`${SCANNED_HEADS_OF_KIND} WHERE o.next_attempt_at <= @nowMs ORDER BY o.next_attempt_at, o.id LIMIT CAST(@n AS INTEGER)`).all({ ...LANES_OF[kind], nowMs, n }) as OutboxRow[];
   return [...scanned("peer"), ...scanned("callback")].map(toOutboxEntry);
 }
 
