@@ -53,6 +53,27 @@ function startWorker(
   return worker;
 }
 
+/**
+ * A store with `callbacks` callback lanes (one notification to as many subscriptions of S1), and
+ * a worker whose callback receivers never answer until `release`; peer messages are delivered at
+ * once and recorded in `delivered`.
+ */
+async function stuckCallbacks(callbacks: number, nowMs: () => number) {
+  const store = storeInTempDir();
+  const twin = await activated(store, P1, S1);
+  for (let i = 0; i < callbacks; i++) await subscribe(store, S1, "secondary");
+  await store.changeTwinStatus({ twinId: twin.twinId, status: "Off", changedBy: "primary", origin: OP, nowMs: T0 + SECOND });
+  let release!: () => void;
+  const receiversAnswer = new Promise<void>((r) => (release = r));
+  const state = { store, callbacksUnderWay: 0, delivered: [] as string[], release: () => release() };
+  const worker = startWorker(
+    store,
+    async (entries) => (state.delivered.push(...entries.map((e) => e.target)), entries.map(() => ({ outcome: "delivered" as const }))),
+    { nowMs, deliver: async () => (state.callbacksUnderWay++, await receiversAnswer) },
+  );
+  return { ...state, worker, get underWay() { return state.callbacksUnderWay; } };
+}
+
 describe("outbox worker", () => {
   it("HLF-IC-007 a lane waiting on a slow peer holds back only itself: another peer's message, queued after, is delivered meanwhile", async () => {
     const store = storeInTempDir();
@@ -239,58 +260,34 @@ describe("outbox worker", () => {
     expect(sent.length).toBe(5);
   });
   it("HLF-IC-007 callbacks stuck on receivers that never answer leave a slot to the federation: a peer's message is delivered meanwhile", async () => {
-    const store = storeInTempDir();
-    const twin = await activated(store, P1, S1);
-    for (let i = 0; i < 4; i++) await subscribe(store, S1, "secondary");
-    await store.changeTwinStatus({ twinId: twin.twinId, status: "Off", changedBy: "primary", origin: OP, nowMs: T0 + SECOND });
-    expect((await store.outboxStats()).pending).toBe(4);
-    let release!: () => void;
-    const receiversAnswer = new Promise<void>((r) => (release = r));
-    let callbacksUnderWay = 0;
-    const delivered: string[] = [];
-    const worker = startWorker(
-      store,
-      async (entries) => (delivered.push(...entries.map((e) => e.target)), entries.map(() => ({ outcome: "delivered" as const }))),
-      { nowMs: () => T0 + 2 * SECOND, deliver: async () => (callbacksUnderWay++, await receiversAnswer) },
-    );
-    worker.wake();
-    await eventually(async () => callbacksUnderWay, (n) => n === slotsPerKind(4), 5_000);
-    await store.enqueuePeerMessages([message("002-01")], T0 + 2 * SECOND);
-    worker.wake();
-    await eventually(async () => delivered, (d) => d.length === 1, 5_000);
-    expect(delivered).toEqual(["002-01"]);
-    expect(callbacksUnderWay).toBe(slotsPerKind(4));
+    const t = await stuckCallbacks(4, () => T0 + 2 * SECOND);
+    expect((await t.store.outboxStats()).pending).toBe(4);
+    t.worker.wake();
+    await eventually(async () => t.underWay, (n) => n === slotsPerKind(4), 5_000);
+    await t.store.enqueuePeerMessages([message("002-01")], T0 + 2 * SECOND);
+    t.worker.wake();
+    await eventually(async () => t.delivered, (d) => d.length === 1, 5_000);
+    expect(t.delivered).toEqual(["002-01"]);
+    expect(t.underWay).toBe(slotsPerKind(4));
     expect(slotsPerKind(4)).toBe(3);
-    release();
-    await eventually(async () => (await store.outboxStats()).pending, (n) => n === 0, 5_000);
-    expect(callbacksUnderWay).toBe(4);
+    t.release();
+    await eventually(async () => (await t.store.outboxStats()).pending, (n) => n === 0, 5_000);
+    expect(t.underWay).toBe(4);
   });
 
   it("HLF-IC-007 while callbacks wait for a slot of their kind, a peer's message that falls due later is still sent when due (no wait for a lane to end)", async () => {
-    const store = storeInTempDir();
-    const twin = await activated(store, P1, S1);
-    for (let i = 0; i < 5; i++) await subscribe(store, S1, "secondary");
-    await store.changeTwinStatus({ twinId: twin.twinId, status: "Off", changedBy: "primary", origin: OP, nowMs: T0 + SECOND });
     const started = Date.now();
     const clock = () => T0 + 2 * SECOND + (Date.now() - started);
-    let release!: () => void;
-    const receiversAnswer = new Promise<void>((r) => (release = r));
-    let callbacksUnderWay = 0;
-    const delivered: string[] = [];
-    const worker = startWorker(
-      store,
-      async (entries) => (delivered.push(...entries.map((e) => e.target)), entries.map(() => ({ outcome: "delivered" as const }))),
-      { nowMs: clock, deliver: async () => (callbacksUnderWay++, await receiversAnswer) },
-    );
+    const t = await stuckCallbacks(5, clock);
     try {
       // Due in 300 ms, queued without a wake: only the worker's own next look can find it.
-      await store.enqueuePeerMessages([message("002-01")], clock(), clock() + 300);
-      worker.wake();
-      await eventually(async () => callbacksUnderWay, (n) => n === slotsPerKind(4), 5_000);
-      await eventually(async () => delivered, (d) => d.length === 1, 3_000);
-      expect(delivered).toEqual(["002-01"]);
+      await t.store.enqueuePeerMessages([message("002-01")], clock(), clock() + 300);
+      t.worker.wake();
+      await eventually(async () => t.underWay, (n) => n === slotsPerKind(4), 5_000);
+      await eventually(async () => t.delivered, (d) => d.length === 1, 3_000);
+      expect(t.delivered).toEqual(["002-01"]);
     } finally {
-      release();
+      t.release();
     }
   });
 

@@ -45,24 +45,22 @@ describe("SqliteDatabase committed notifications", () => {
     const d = new SqliteDatabase(":memory:", 0);
     const heard: string[][] = [];
     d.onNotificationsCommitted = (ns) => heard.push(ns.map((n) => n.content.twinId));
+    /** A write (a savepoint inside a transaction, else a transaction) that records one notification, then fails. */
+    const refusedWrite = (twinId: string) =>
+      expect(() =>
+        d.write(() => {
+          recordNotifications(d, [draft(twinId)], 0);
+          throw new Error(`${twinId} refused`);
+        }),
+      ).toThrow(`${twinId} refused`);
     try {
       d.write(() => {
         recordNotifications(d, [draft("kept-1")], 0);
-        expect(() =>
-          d.write(() => {
-            recordNotifications(d, [draft("undone")], 0);
-            throw new Error("refused");
-          }),
-        ).toThrow("refused");
+        refusedWrite("undone");
         expect(heard).toEqual([]); // not before the commit
         recordNotifications(d, [draft("kept-2")], 0);
       });
-      expect(() =>
-        d.write(() => {
-          recordNotifications(d, [draft("rolled-back")], 0);
-          throw new Error("whole transaction refused");
-        }),
-      ).toThrow("whole transaction refused");
+      refusedWrite("rolled-back");
       d.write(() => void recordNotifications(d, [draft("next")], 0));
       expect(heard).toEqual([["kept-1", "kept-2"], ["next"]]);
       // The ids handed over are the rows that stand.
