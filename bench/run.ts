@@ -170,8 +170,7 @@ async function localGoals(dir: string, base: { sameReads: LoadResult }, goals: G
       const postInsert = await measurePostInsert();
       const toggle = await measureToggles(op, pairs, pid);
       const bareGet = await measureBareGet();
-      const list = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: pairs.map((x) => ({ path: `/twinning/v1/primary/${enc(x.p.address)}/twins`, token: x.p.token })) }, pid);
-      const query = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: pairs.map((x) => ({ path: `/twinning/v1/secondary/${enc(x.s.address)}/twinning`, token: x.s.token })) }, pid);
+      const { list, query } = await measureReads(op.deviceUrl, pairs, pid);
       reads += list.total + query.total;
       const ratios = {
         toggle: toggle.requestsPerSec / postInsert.requestsPerSec,
@@ -213,11 +212,22 @@ async function localGoals(dir: string, base: { sameReads: LoadResult }, goals: G
   await togglesAtDefaultDurability(dir, raw);
 }
 
+const listPath = (address: string) => `/twinning/v1/primary/${enc(address)}/twins`;
+const queryPath = (address: string) => `/twinning/v1/secondary/${enc(address)}/twinning`;
+type Party = { address: string; token: string };
+
+/** 50 connections of list twins (the primaries'), then of secondary status queries. */
+async function measureReads(deviceUrl: string, parties: readonly { p: Party; s: Party }[], pid?: number) {
+  const list = await load({ url: deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: parties.map((x) => ({ path: listPath(x.p.address), token: x.p.token })) }, pid);
+  const query = await load({ url: deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: parties.map((x) => ({ path: queryPath(x.s.address), token: x.s.token })) }, pid);
+  return { list, query };
+}
+
 /** Before a reads run: each list names its primary's twin, each query its secondary's primary. */
 async function expectReadsServed(op: { api: Api; deviceUrl: string }, pairs: Awaited<ReturnType<typeof twinPairs>>) {
   for (const x of pairs) {
-    const listed = await op.api.call("GET", `/twinning/v1/primary/${enc(x.p.address)}/twins`, { token: x.p.token });
-    const queried = await op.api.call("GET", `/twinning/v1/secondary/${enc(x.s.address)}/twinning`, { token: x.s.token });
+    const listed = await op.api.call("GET", listPath(x.p.address), { token: x.p.token });
+    const queried = await op.api.call("GET", queryPath(x.s.address), { token: x.s.token });
     if (listed.status !== 200 || !listed.body?.twinList?.twin?.some((t: { twinId: string }) => t.twinId === x.twinId) || queried.status !== 200 || queried.body?.twinning?.primaryAddress !== x.p.address) {
       throw new Error(`reads not served: the list answered ${listed.status}, the query ${queried.status}`);
     }
@@ -233,8 +243,7 @@ async function readsWithoutReadyAnswers(dir: string, bareGetPerSec: number, raw:
     await expectReadsServed(op, pairs);
     log("reads with no ready answers (not a goal) …");
     const pid = op.process.child?.pid;
-    const list = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: pairs.map((x) => ({ path: `/twinning/v1/primary/${enc(x.p.address)}/twins`, token: x.p.token })) }, pid);
-    const query = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: pairs.map((x) => ({ path: `/twinning/v1/secondary/${enc(x.s.address)}/twinning`, token: x.s.token })) }, pid);
+    const { list, query } = await measureReads(op.deviceUrl, pairs, pid);
     const ratios = { list: round(list.requestsPerSec / bareGetPerSec, 3), query: round(query.requestsPerSec / bareGetPerSec, 3) };
     raw.readsWithoutReadyAnswers = { list, query, ratiosToBareGet: ratios };
     log(`  list ${round(ratios.list)} ×, query ${round(ratios.query)} × the bare GET (${Math.round(list.requestsPerSec)} and ${Math.round(query.requestsPerSec)} req/s)`);
@@ -449,8 +458,6 @@ async function scaleGoals(dir: string, goals: Goal[], raw: Record<string, unknow
       const withToken = async (x: { address: string; credential: string }) => ({ address: x.address, token: await op.api.token(x.address, x.credential) });
       const picks = [];
       for (const x of parties) picks.push({ p: await withToken(x.p), s: await withToken(x.s) });
-      const listPath = (address: string) => `/twinning/v1/primary/${enc(address)}/twins`;
-      const queryPath = (address: string) => `/twinning/v1/secondary/${enc(address)}/twinning`;
       // Each measured route answers what it should: a primary's five twins, a secondary's twin.
       for (const pick of picks) {
         const listed = await op.api.call("GET", listPath(pick.p.address), { token: pick.p.token });
@@ -460,8 +467,7 @@ async function scaleGoals(dir: string, goals: Goal[], raw: Record<string, unknow
           throw new Error(`seeded twins not served: the list answered ${listed.status} with ${twinsListed} twins, the query ${queried.status}`);
         }
       }
-      const list = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: picks.map((x) => ({ path: listPath(x.p.address), token: x.p.token })) });
-      const query = await load({ url: op.deviceUrl, connections: CONNECTIONS, durationS: DURATION_S, targets: picks.map((x) => ({ path: queryPath(x.s.address), token: x.s.token })) });
+      const { list, query } = await measureReads(op.deviceUrl, picks);
       // The node's resident memory at the end and at its peak (start, credential checks, the loads).
       const rss = residentMb(op.process.child!.pid!);
       return { list, query, rssMb: rss.nowMb, rssPeakMb: rss.peakMb, seedPerSec: Math.round(seeding.perSecond) };

@@ -89,6 +89,15 @@ export class SqliteStore implements TwinningStore {
     const entries = options.readCacheEntries ?? 10_000;
     this.#group = new GroupCommit(this.#d);
     this.#d.beforeWrite = () => this.#group.flush();
+    this.#d.onNotificationsCommitted = (notifications) => {
+      for (const listener of this.#notificationListeners) {
+        try {
+          listener(notifications);
+        } catch {
+          // A listener's failure is its own (the hub's writes are guarded); the commit stands.
+        }
+      }
+    };
     const cacheOf = (table: string, keepMisses: boolean) =>
       new ReadCache({ generation: () => this.#d.generationOf(table), bypass: () => this.#d.inTransaction, maxEntries: entries, keepMisses });
     // Subscriber misses are not kept: /oauth/token looks up any client id it is sent, before the credential is checked.
@@ -271,15 +280,6 @@ export class SqliteStore implements TwinningStore {
 
   onNotificationsCommitted(listener: (notifications: readonly StoredNotification[]) => void): () => void {
     this.#notificationListeners.add(listener);
-    this.#d.onNotificationsCommitted = (notifications) => {
-      for (const l of this.#notificationListeners) {
-        try {
-          l(notifications);
-        } catch {
-          // A listener's failure is its own (the hub's writes are guarded); the commit stands.
-        }
-      }
-    };
     return () => void this.#notificationListeners.delete(listener);
   }
 
