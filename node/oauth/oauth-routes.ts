@@ -13,7 +13,7 @@ import { LoginGuard } from "./login-guard.ts";
  * RFC 6749 error answer. It carries the OMA body too, so clients of either convention can
  * read it (`error` for OAuth libraries, `requestError` for OMA test kits).
  */
-function oauthError(c: Context<AppEnv>, status: 400 | 401 | 429 | 503, error: string, description: string, oma: TwinningError): Response {
+function oauthError(c: Context<AppEnv>, status: 400 | 401 | 403 | 429 | 503, error: string, description: string, oma: TwinningError): Response {
   const headers: Record<string, string> = { "cache-control": "no-store" };
   if (status === 401) headers["www-authenticate"] = 'Basic realm="twinning"';
   if (oma.retryAfterSeconds !== undefined) headers["retry-after"] = String(oma.retryAfterSeconds);
@@ -45,6 +45,13 @@ function clientCredentials(c: Context<AppEnv>, form: URLSearchParams): { id: str
   return id && secret ? { id, secret } : undefined;
 }
 
+/** RFC 6749 §3.1: a parameter sent more than once, or a required one missing, is an invalid request. */
+function invalidRequest(c: Context<AppEnv>, parameter: string, what: string): Response {
+  return oauthError(c, 400, "invalid_request", `${parameter} ${what}`, new TwinningError("invalid_input", { variables: [parameter] }));
+}
+
+const TOKEN_PARAMETERS = ["grant_type", "scope", "client_id", "client_secret"] as const;
+
 async function readForm(c: Context<AppEnv>): Promise<URLSearchParams | undefined> {
   const type = (c.req.header("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
   if (type !== "application/x-www-form-urlencoded") return undefined;
@@ -61,35 +68,39 @@ export function registerOAuthRoutes(app: App, ctx: NodeContext): void {
     maxFailures: policy.maxFailedTokenRequestsPerClient,
     windowMs: policy.failedAttemptWindowSeconds * 1000,
     maxPendingChecks: ctx.config.limits.maxPendingCredentialChecks,
-    maxClients: 10_000,
+    maxClients: 50_000,
   });
   app.post("/oauth/token", async (c) => {
     const form = await readForm(c);
     if (!form) return oauthError(c, 400, "invalid_request", "form body required", new TwinningError("invalid_input", { variables: ["Content-Type"] }));
-    if (form.get("grant_type") !== "client_credentials") {
+    const repeated = TOKEN_PARAMETERS.find((name) => form.getAll(name).length > 1);
+    if (repeated) return invalidRequest(c, repeated, "given more than once");
+    const grantType = form.get("grant_type");
+    if (grantType === null) return invalidRequest(c, "grant_type", "required");
+    if (grantType !== "client_credentials") {
       return oauthError(c, 400, "unsupported_grant_type", "only client_credentials", new TwinningError("invalid_input", { variables: ["grant_type"] }));
     }
     const scope = form.get("scope") ?? "twinning";
     if (scope !== "twinning") return oauthError(c, 400, "invalid_scope", "only the twinning scope is granted here", new TwinningError("invalid_input", { variables: ["scope"] }));
+    // RFC 6749 §2.3: one way of authenticating the client per request.
+    if (/^basic /i.test(c.req.header("authorization") ?? "") && (form.has("client_id") || form.has("client_secret"))) return invalidRequest(c, "client_secret", "given with HTTP Basic authentication too");
     const client = clientCredentials(c, form);
-    const retryAfterMs = client ? guard.retryAfterMs(client.id, ctx.nowMs()) : 0;
-    if (retryAfterMs > 0) {
-      const seconds = Math.ceil(retryAfterMs / 1000);
+    // Only an id that can be a subscriber is counted (any other fails every check).
+    const counted = client && isAddress(client.id) ? client.id : undefined;
+    const subscriber = counted ? await ctx.store.getSubscriber(counted) : undefined;
+    const attempt = await guard.attempt(counted, ctx.nowMs(), async () => (await verifyCredential(client?.secret ?? "", subscriber?.credentialHash ?? DUMMY_HASH)) && subscriber !== undefined);
+    if (attempt.outcome === "locked") {
+      const seconds = Math.ceil(attempt.retryAfterMs / 1000);
       return oauthError(c, 429, "invalid_client", "too many failed attempts", new TwinningError("too_many_token_requests", { variables: [String(seconds)], retryAfterSeconds: seconds }));
     }
-    const subscriber = client && isAddress(client.id) ? await ctx.store.getSubscriber(client.id) : undefined;
-    const checked = await guard.check(() => verifyCredential(client?.secret ?? "", subscriber?.credentialHash ?? DUMMY_HASH));
-    if (checked === undefined) {
+    if (attempt.outcome === "busy") {
       return oauthError(c, 503, "temporarily_unavailable", "too many token requests at once", new TwinningError("overloaded", { variables: ["1"], retryAfterSeconds: 1 }));
     }
-    const valid = checked && subscriber !== undefined && client !== undefined;
-    if (!valid || !subscriber) {
-      // Every client id is counted, provisioned or not, so the answers do not tell them apart.
-      if (client) guard.failed(client.id, ctx.nowMs());
+    if (attempt.outcome === "invalid" || !subscriber || !client) {
       return oauthError(c, 401, "invalid_client", "client authentication failed", new TwinningError("invalid_token"));
     }
-    guard.succeeded(client.id);
-    if (!subscriber.twinningEnabled) return oauthError(c, 400, "unauthorized_client", "subscriber not provisioned for twinning", new TwinningError("not_provisioned"));
+    // DESIGN's status for POL2001 (RFC 6749 §5.2 allows another than 400 where one is specified).
+    if (!subscriber.twinningEnabled) return oauthError(c, 403, "unauthorized_client", "subscriber not provisioned for twinning", new TwinningError("not_provisioned"));
     const ttl = ctx.config.policy.accessTokenTtlSeconds;
     // Under the provisioning whose credential was checked: a change meanwhile refuses it.
     const minted = await ctx.tokens
@@ -106,6 +117,7 @@ export function registerOAuthRoutes(app: App, ctx: NodeContext): void {
   // RFC 7662: for the operator's own services (messaging, NMS), authenticated with the introspection token (or the admin token).
   app.post("/oauth/introspect", requireIntrospectionToken(ctx), async (c) => {
     const form = await readForm(c);
+    if (form && form.getAll("token").length > 1) return invalidRequest(c, "token", "given more than once");
     const token = form?.get("token");
     if (!token) return oauthError(c, 400, "invalid_request", "token parameter required", new TwinningError("invalid_input", { variables: ["token"] }));
     try {

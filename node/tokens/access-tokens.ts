@@ -127,7 +127,10 @@ export class AccessTokens {
     const currentDate = new Date(this.#nowMs());
     try {
       const { payload } = await jwtVerify(token, this.#localKeys, { issuer: this.issuer, typ: TOKEN_TYPE, currentDate, algorithms: ["ES256"] });
-      return toPrincipal(payload, "local");
+      const principal = toPrincipal(payload, "local");
+      // RFC 9068 §4: the audience is checked too; ours names what the token's scope is for.
+      if (payload.aud !== audienceFor(principal.scope)) throw new TwinningError("invalid_token", { detail: "audience does not match the scope" });
+      return principal;
     } catch (error) {
       const external = this.#external;
       const fromExternal = external && unverifiedIssuer(token) === external.issuer;
@@ -136,6 +139,7 @@ export class AccessTokens {
         const { payload } = await jwtVerify(token, external.keys, {
           issuer: external.issuer,
           currentDate,
+          algorithms: EXTERNAL_ALGORITHMS,
           ...(external.audience ? { audience: external.audience } : {}),
         });
         const principal = toPrincipal(payload, "external");
@@ -148,6 +152,9 @@ export class AccessTokens {
     }
   }
 }
+
+/** Signatures an operator's authorization server may use (asymmetric only; RFC 8725 §3.1). */
+const EXTERNAL_ALGORITHMS = ["ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "RS256", "RS384", "RS512", "EdDSA"];
 
 function unverifiedIssuer(token: string): string | undefined {
   try {

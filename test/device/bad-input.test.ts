@@ -303,9 +303,9 @@ describe("HLF-CM-006 provisioning", () => {
     await api.call("PUT", `/admin/v1/subscribers/${enc(p.address)}`, { token: t.node.adminToken, body: { subscriber: { twinning: false, credential } } });
     expectRefused(await api.call("GET", `${P(p)}/twins`, { token: p.token }), 403, "POL2001");
     const res = await requestToken(t.url, p.address, credential);
-    expect([res.status, res.body.error]).toEqual([400, "unauthorized_client"]);
+    expect([res.status, res.body.error]).toEqual([403, "unauthorized_client"]);
     expect(res.body.access_token).toBeUndefined();
-    expectRefused(res, 400, "POL2001");
+    expectRefused(res, 403, "POL2001");
   });
 
   it("HLF-CM-006 a subscriber provisioned with twinning:false gets an OAuth error, not a token", async () => {
@@ -315,9 +315,9 @@ describe("HLF-CM-006 provisioning", () => {
     expect(put.status).toBe(201);
     const res = await requestToken(t.url, address, credential);
     expect(res.body.access_token).toBeUndefined();
-    expect([res.status, res.body.error]).toEqual([400, "unauthorized_client"]);
+    expect([res.status, res.body.error]).toEqual([403, "unauthorized_client"]);
     expect(res.headers.get("cache-control")).toBe("no-store");
-    expectRefused(res, 400, "POL2001");
+    expectRefused(res, 403, "POL2001");
   });
 });
 

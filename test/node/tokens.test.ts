@@ -1,6 +1,8 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { SignJWT, exportJWK, generateKeyPair, createLocalJWKSet, jwtVerify, type CryptoKey } from "jose";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { SignJWT, exportJWK, generateKeyPair, createLocalJWKSet, importJWK, jwtVerify, type CryptoKey, type JWK } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Api, enc, messageId, newAddress, startTestNode, type TestNode } from "../helpers/test-node.ts";
 
@@ -70,6 +72,34 @@ describe("tokens", () => {
     const b = newAddress();
     await api.provision(t.node.adminToken, b, "device-secret-other");
     expect((await form("grant_type=client_credentials", basic(b, "device-secret-other"))).status).toBe(200);
+  });
+
+  it("HLF-CM-006 OAU-001 guesses sent at once count from their start: no more than policy.maxFailedTokenRequestsPerClient of them are checked", async () => {
+    const a = newAddress();
+    await api.provision(t.node.adminToken, a, "device-secret-burst");
+    const statuses = (await Promise.all(Array.from({ length: 25 }, (_, i) => form("grant_type=client_credentials", basic(a, `wrong-${i}`))))).map((r) => r.status);
+    expect(statuses.filter((s) => s === 401)).toHaveLength(10);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(15);
+    expect((await form("grant_type=client_credentials", basic(a, "device-secret-burst"))).status).toBe(429);
+  });
+
+  it("OAU-001 a parameter sent twice, a missing grant_type, or the client authenticated two ways → 400 invalid_request naming it", async () => {
+    const a = newAddress();
+    await api.provision(t.node.adminToken, a, "device-secret-dup");
+    const cases: [string, Record<string, string>, string][] = [
+      ["grant_type=client_credentials&grant_type=password", basic(a, "device-secret-dup"), "grant_type"],
+      ["grant_type=client_credentials&scope=twinning&scope=x", basic(a, "device-secret-dup"), "scope"],
+      [`grant_type=client_credentials&client_id=${enc(a)}&client_id=${enc(a)}&client_secret=device-secret-dup`, {}, "client_id"],
+      ["scope=twinning", basic(a, "device-secret-dup"), "grant_type"],
+      [`grant_type=client_credentials&client_secret=device-secret-dup`, basic(a, "device-secret-dup"), "client_secret"],
+    ];
+    for (const [body, headers, field] of cases) {
+      const res = await form(body, headers);
+      const json = (await res.json()) as any;
+      expect([res.status, json.error, json.access_token, messageId(json), json.requestError.serviceException.variables]).toEqual([400, "invalid_request", undefined, "SVC0002", [field]]);
+    }
+    // Sent once each, the same parameters give a token.
+    expect((await form(`grant_type=client_credentials&client_id=${enc(a)}&client_secret=device-secret-dup`)).status).toBe(200);
   });
 
   it("OAU-001 a token is minted only under the provisioning its request was authenticated under: after a credential change meanwhile (a long-poll that outlived it), minting is refused", async () => {
@@ -210,5 +240,21 @@ describe("tokens", () => {
     expect([narrow.status, messageId(narrow.body)]).toEqual([401, "SVC2003"]);
     const otherIssuer = await api.call("GET", `/twinning/v1/primary/${enc(a)}/twins`, { token: await mint({ scope: "twinning" }, "https://evil.test") });
     expect([otherIssuer.status, messageId(otherIssuer.body)]).toEqual([401, "SVC2003"]);
+  });
+
+  it("OAU-002 a token signed with the node's own key whose audience is not its scope's is refused (RFC 9068 §4)", async () => {
+    const a = newAddress();
+    await api.provision(t.node.adminToken, a, "device-secret-aud");
+    const jwk = JSON.parse(readFileSync(join(t.dataDir, "signing-key.jwk.json"), "utf8")) as JWK;
+    const key = await importJWK(jwk, "ES256");
+    // The claims of a token the node minted, signed again with another audience.
+    const claims = JSON.parse(Buffer.from((await api.token(a, "device-secret-aud")).split(".")[1]!, "base64url").toString()) as Record<string, unknown>;
+    const resign = (aud: string) => new SignJWT({ ...claims, aud }).setProtectedHeader({ alg: "ES256", kid: jwk.kid!, typ: "at+jwt" }).sign(key);
+    const list = (token: string) => api.call("GET", `/twinning/v1/primary/${enc(a)}/twins`, { token });
+    expect((await list(await resign("twinning"))).status).toBe(200);
+    for (const audience of ["primary-services", "someone-else"]) {
+      const res = await list(await resign(audience));
+      expect([res.status, messageId(res.body)]).toEqual([401, "SVC2003"]);
+    }
   });
 });
