@@ -107,12 +107,18 @@ export async function createSigningKey(options: { operatorId: string; alg?: Sign
   return { privateJwk, jwks: { keys: [publicJwk] } };
 }
 
-/** The operator named by a certificate's SAN URI, from Node's `subjectaltname` string. */
-export function operatorFromSubjectAltName(subjectAltName: string | undefined): string | undefined {
-  if (!subjectAltName) return undefined;
-  for (const part of subjectAltName.split(",")) {
-    const value = part.trim();
-    if (value.startsWith(`URI:${OPERATOR_URI_PREFIX}`)) return value.slice(`URI:${OPERATOR_URI_PREFIX}`.length);
+/**
+ * The operator a certificate names: its one subjectAltName URI `urn:twinning:operator:<id>`,
+ * read from the certificate's DER (Node's `subjectaltname` string is for display; a name with a
+ * comma in it could pass for another entry there). None, or more than one: undefined.
+ */
+export function operatorOfCertificate(der: Uint8Array): string | undefined {
+  let names: readonly x509.GeneralName[];
+  try {
+    names = new x509.X509Certificate(der).getExtension(x509.SubjectAlternativeNameExtension)?.names.items ?? [];
+  } catch {
+    return undefined;
   }
-  return undefined;
+  const operators = names.filter((n) => n.type === "url" && n.value.startsWith(OPERATOR_URI_PREFIX)).map((n) => n.value.slice(OPERATOR_URI_PREFIX.length));
+  return operators.length === 1 && operators[0] !== "" ? operators[0] : undefined;
 }

@@ -3,7 +3,7 @@ import type { ServerResponse } from "node:http";
 import type { TLSSocket } from "node:tls";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { Hono, type Context } from "hono";
-import { operatorFromSubjectAltName } from "../../certs/federation-pki.ts";
+import { operatorOfCertificate } from "../../certs/federation-pki.ts";
 import { FEDERATION_CONTENT_TYPE, verifyMessage, type FederationClaims } from "../../peers/message-codec.ts";
 import { FEDERATION_BASE } from "../../peers/peer-client.ts";
 import { errorBody, toTwinningError } from "../errors/error-response.ts";
@@ -80,7 +80,8 @@ export function createFederationApp(ctx: NodeContext, federation: Federation): H
       maxLifetimeSeconds: options.maxMessageLifetimeSeconds,
     });
     c.set("msgId", claims.msgId);
-    if (!(await ctx.store.rememberJti(`${operator}:${claims.jti}`, (claims.exp + options.maxClockSkewSeconds + 1) * 1000, ctx.nowMs()))) {
+    // Whole milliseconds: a NumericDate may have a fraction (RFC 7519 §2).
+    if (!(await ctx.store.rememberJti(`${operator}:${claims.jti}`, Math.ceil((claims.exp + options.maxClockSkewSeconds + 1) * 1000), ctx.nowMs()))) {
       throw new TwinningError("federation_rejected", { variables: ["replayed jti"] });
     }
     c.set("claims", claims);
@@ -90,14 +91,17 @@ export function createFederationApp(ctx: NodeContext, federation: Federation): H
   registerInboundMessages(app, ctx, federation, { response: sign, text, sendNow });
 
   app.get(`${FEDERATION_BASE}/jwks.json`, (c) => c.json(federation.jwks()));
-  app.notFound(() => new Response(JSON.stringify(errorBody(new TwinningError("not_found", { variables: ["path"] }))), { status: 404, headers: { "content-type": "application/json" } }));
+  const refusal = async (c: FederationContext, e: TwinningError): Promise<Response> => {
+    // Once the caller is known, the error is signed too; before that, plain JSON.
+    const answer = c.get("peer") && c.get("msgId") ? await sign(c, e.status, errorBody(e)) : new Response(JSON.stringify(errorBody(e)), { status: e.status, headers: { "content-type": "application/json" } });
+    if (e.retryAfterSeconds !== undefined) answer.headers.set("retry-after", String(e.retryAfterSeconds));
+    return answer;
+  };
+  app.notFound((c) => refusal(c, new TwinningError("not_found", { variables: ["path"] })));
   app.onError(async (error, c) => {
     const e = toTwinningError(error);
-    const peer = c.get("peer");
-    ctx.logger.warn({ peer, code: e.code, messageId: e.messageId, reason: e.detail ?? e.variables[0], path: c.req.path }, "federation message rejected");
-    // Once the caller is known, the error is signed too; before that, plain JSON.
-    if (peer && c.get("msgId")) return sign(c, e.status, errorBody(e));
-    return new Response(JSON.stringify(errorBody(e)), { status: e.status, headers: { "content-type": "application/json" } });
+    ctx.logger.warn({ peer: c.get("peer"), code: e.code, messageId: e.messageId, reason: e.detail ?? e.variables[0], path: c.req.path }, "federation message rejected");
+    return refusal(c, e);
   });
   return app;
 }
@@ -117,7 +121,7 @@ function certifiedOperator(socket: TLSSocket): string {
   if (!certificate) {
     throw new TwinningError("federation_rejected", { variables: ["client certificate not issued by the federation CA"], detail: String(socket.authorizationError ?? "no certificate") });
   }
-  const operator = operatorFromSubjectAltName(certificate.subjectAltName);
+  const operator = operatorOfCertificate(certificate.raw);
   if (!operator) throw new TwinningError("federation_rejected", { variables: ["client certificate names no operator"] });
   // TLS 1.2 may renegotiate, with another certificate: only a 1.3 connection's answer is kept.
   if (socket.getProtocol() === "TLSv1.3") operatorOfConnection.set(socket, operator);

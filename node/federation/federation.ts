@@ -1,6 +1,6 @@
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { operatorFromSubjectAltName } from "../../certs/federation-pki.ts";
+import { operatorOfCertificate } from "../../certs/federation-pki.ts";
 import type { JWK } from "jose";
 import type { FederationOptions } from "../config/node-config.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
@@ -179,7 +179,7 @@ function assertOwnCertificate(tls: { cert: string; key: string }, operatorId: st
   } catch {
     throw new Error(`the federation certificate file ${certFile} holds no PEM certificate`);
   }
-  const named = operatorFromSubjectAltName(certificate.subjectAltName);
+  const named = operatorOfCertificate(certificate.raw);
   if (named !== operatorId) throw new Error(`the federation certificate ${certFile} names operator ${named ?? "(none)"}, not ${operatorId}`);
   let matches = false;
   try {

@@ -41,8 +41,9 @@ const batch = z.object({
     .min(1)
     .max(200),
 });
-const STATUS_PATH = /^\/twins\/([0-9a-f-]{36})\/status$/;
-const TWIN_PATH = /^\/twins\/([0-9a-f-]{36})$/;
+// Any segment: the id is checked as the single routes check theirs (a UUID, in either case).
+const STATUS_PATH = /^\/twins\/([^/]+)\/status$/;
+const TWIN_PATH = /^\/twins\/([^/]+)$/;
 
 /** Extensions beyond DESIGN's messages that this node understands, advertised in GET /operator. */
 export const FEDERATION_EXTENSIONS = ["batch"] as const;

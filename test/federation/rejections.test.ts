@@ -81,7 +81,7 @@ async function send(c: Craft = {}) {
   if (type.startsWith("application/json")) body = JSON.parse(text);
   // Once the caller is identified, errors are signed too: read the payload's body.
   if (type.startsWith("application/jose")) body = JSON.parse(Buffer.from(text.split(".")[1]!, "base64url").toString()).body;
-  return { status: res.statusCode, body, type, text, jws, claims, keepAlive: res.headers["keep-alive"] };
+  return { status: res.statusCode, body, type, text, jws, claims, keepAlive: res.headers["keep-alive"], retryAfter: res.headers["retry-after"] };
 }
 
 const reasonOf = (body: any) => body?.requestError?.serviceException?.text ?? body?.requestError?.policyException?.text ?? "";
@@ -182,6 +182,32 @@ describe("the federation listener rejects", () => {
     expect(logged("replayed jti")).toBe(true);
   });
 
+  it("a replayed jti whose exp has a fraction of a second (RFC 7519 NumericDate): the replay cache still holds it", async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const first = await send({ claims: { iat: now, exp: now + 30.0005 } });
+    expect(first.status).toBe(201);
+    const again = await send({ jws: first.jws });
+    expect([again.status, reasonOf(again.body)]).toEqual([401, expect.stringContaining("replayed jti")]);
+  });
+
+  it("a signed message to a path that names no message: 404, answered signed once the caller is known", async () => {
+    const res = await send({ method: "PUT", path: "/federation/v1/nowhere", claims: { body: {} } });
+    expect([res.status, res.type, res.body?.requestError?.serviceException?.messageId]).toEqual([404, "application/jose", "SVC0002"]);
+  });
+
+  it("HLF-CM-006 failed redemptions past the per-primary limit: 429 POL3004, signed, with Retry-After", async () => {
+    const primaryAddress = "tel:+1200209999";
+    const attempt = () =>
+      send({
+        path: "/federation/v1/activations",
+        claims: { body: { twinId: randomUUID(), activationCode: "0000000000", primaryAddress, primaryOperatorId: "002-01", name: "watch", primaryServices: { endpoints: {} } } },
+      });
+    let res = await attempt();
+    for (let i = 0; i < 10 && res.status !== 429; i++) res = await attempt();
+    expect([res.status, res.type, res.body?.requestError?.policyException?.messageId]).toEqual([429, "application/jose", "POL3004"]);
+    expect(Number(res.retryAfter)).toBeGreaterThan(0);
+  });
+
   it("a message whose htm or htu does not match the request", async () => {
     const wrongMethod = await send({ claims: { htm: "PUT" } });
     expect(reasonOf(wrongMethod.body)).toContain("htm/htu");
@@ -213,5 +239,15 @@ describe("the federation listener accepts", () => {
     const batch = await send({ path: "/federation/v1/batch", claims: { body: { messages: [{ method: "DELETE", path: `/twins/${twinId}`, msgId }] } } });
     expect([batch.status, batch.body?.requestError]).toEqual([200, undefined]);
     expect(batch.body.results).toEqual([{ msgId, status: 200, body: { twinId, active: false } }]);
+  });
+
+  it("HLF-IC-007 a batch takes the twin ids its messages alone would take (a UUID in either case): not a final 400", async () => {
+    const twinId = randomUUID().toUpperCase();
+    const alone = await send({ method: "DELETE", path: `/federation/v1/twins/${twinId}`, claims: { body: { changedBy: "secondary" } } });
+    const msgId = randomUUID();
+    const other = randomUUID().toUpperCase();
+    const batch = await send({ path: "/federation/v1/batch", claims: { body: { messages: [{ method: "DELETE", path: `/twins/${other}`, msgId, body: { changedBy: "secondary" } }] } } });
+    expect([alone.status, batch.status]).toEqual([200, 200]);
+    expect(batch.body.results).toEqual([{ msgId, status: alone.status, body: { twinId: other, active: false } }]);
   });
 });

@@ -110,6 +110,8 @@ export function durabilityContract(makeStore: MakeStore): void {
       const { store, reopen } = h();
       if (!reopen) return skip("the implementation offers no reopen");
       const expiresAtMs = T0 + MINUTE;
+      // An expiry that is not whole milliseconds is refused before any answer, not remembered in a row that cannot be written.
+      await expect(store.rememberJti("002-01:j0", expiresAtMs + 0.5, T0)).rejects.toThrow(RangeError);
       // Asked twice in the same turn: the second is a replay although nothing has committed yet.
       expect(await Promise.all([store.rememberJti("002-01:j1", expiresAtMs, T0), store.rememberJti("002-01:j1", expiresAtMs, T0)])).toEqual([true, false]);
       // The change the message carried commits after it (here any write).

@@ -236,6 +236,8 @@ export class SqliteStore implements TwinningStore {
    * group first. Until then the jti is held here, so a replay arriving meanwhile is refused too.
    */
   async rememberJti(jti: string, expiresAtMs: number, _nowMs: number): Promise<boolean> {
+    // Checked before the answer: a row that could not be written would leave the jti free.
+    if (!Number.isSafeInteger(expiresAtMs)) throw new RangeError("a jti's expiry is whole milliseconds");
     const key = `${expiresAtMs} ${jti}`;
     if (this.#unwrittenJtis.has(key) || federation.isKnownJti(this.#d, jti, expiresAtMs)) return false;
     this.#unwrittenJtis.add(key);
