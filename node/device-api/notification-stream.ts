@@ -27,21 +27,21 @@ const REPLAY_PAGE = 1_000;
  * the event loop between that and the event's bytes (the federation listener writes its answer
  * to the peer just before, see inbound-messages).
  */
+const STREAM_HEAD = { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" } as const;
+
 export function streamNotifications(ctx: NodeContext, c: Context<AppEnv>, address: string, role: TwinRole): Response {
   if (ctx.hub.connections(address, role) >= ctx.config.limits.maxSseConnectionsPerSubscriber) {
     throw new TwinningError("policy_error", { variables: [`at most ${ctx.config.limits.maxSseConnectionsPerSubscriber} notification streams per subscriber`] });
   }
+  // HEAD: the head a GET would get, and no stream (hono answers HEAD with the GET route's
+  // Response, which must then be an ordinary one).
+  if (c.req.method === "HEAD") return c.body(null, 200, { ...STREAM_HEAD, "x-request-id": c.get("requestId") });
   const res = c.env.outgoing;
   const lastEventIdHeader = c.req.header("last-event-id");
   const lastEventId = Number(lastEventIdHeader ?? "");
   const resume = lastEventIdHeader !== undefined && Number.isInteger(lastEventId) && lastEventId >= 0;
 
-  res.writeHead(200, {
-    "content-type": "text/event-stream",
-    "cache-control": "no-cache",
-    connection: "keep-alive",
-    "x-request-id": c.get("requestId"),
-  });
+  res.writeHead(200, { ...STREAM_HEAD, "x-request-id": c.get("requestId") });
   // Until the replay is written, live events wait in order; after it, they are written at once.
   let replaying: StoredNotification[] | undefined = resume ? [] : undefined;
   // Live events are sent above it. An id beyond any given (made up, or from before a restore of

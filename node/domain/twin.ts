@@ -1,3 +1,4 @@
+import { isAddress } from "./address.ts";
 /** HLF-PD-002/SD-004: a twin is On or Off; toggling Off keeps the relationship (HLF-TE-003). */
 export type TwinStatus = "On" | "Off";
 export type TwinRole = "primary" | "secondary";
@@ -42,6 +43,13 @@ export function parseTwinRef(ref: string): TwinRef {
   if (isTwinId(ref)) return { kind: "twinId", twinId: ref.toLowerCase() };
   if (ref.startsWith("tel:")) return { kind: "secondary", address: ref };
   return { kind: "name", name: ref };
+}
+
+/** Whether a twin could be so named: an address or a name of the allowed form (a twin id always could). */
+export function couldNameATwin(ref: TwinRef): boolean {
+  if (ref.kind === "secondary") return isAddress(ref.address);
+  if (ref.kind === "name") return isValidTwinName(ref.name);
+  return true;
 }
 
 /**

@@ -38,7 +38,9 @@ export function requestCheck(request: Request | undefined): ((c: Context<AppEnv>
     if (json) {
       const type = c.req.header("content-type");
       if (type ? !JSON_REQUEST.test(type) : (await c.req.text()).length > 0) throw new TwinningError("invalid_input", { variables: ["Content-Type"] });
-      valid.addValidatedData("json", required || (type !== undefined && IS_JSON.test(type)) ? parsed(json, await bodyOf(c, type)) : {});
+      // A body the route does not require may be left out, whatever Content-Type is sent.
+      const leftOut = !required && (await c.req.text()).length === 0;
+      valid.addValidatedData("json", !leftOut && (required || (type !== undefined && IS_JSON.test(type))) ? parsed(json, await bodyOf(c, type)) : {});
     }
   };
 }

@@ -1,4 +1,4 @@
-import { parseTwinRef, type Twin, type TwinRole, type TwinStatus } from "../domain/twin.ts";
+import { couldNameATwin, parseTwinRef, type Twin, type TwinRole, type TwinStatus } from "../domain/twin.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
 import type { Principal } from "../tokens/scopes.ts";
 import { provisioningStamp } from "../tokens/credentials.ts";
@@ -7,6 +7,9 @@ import { randomUUID } from "node:crypto";
 import { requirePeer } from "../federation/federation.ts";
 import { peerErrorToTwinningError } from "../../peers/peer-client.ts";
 import { afterCallsOfThisTurn } from "../../peers/bounded-call.ts";
+
+/** The longest lifetime a peer's primary-services token may claim (a year). */
+const MAX_EXCHANGED_TOKEN_SECONDS = 366 * 86_400;
 
 /** A twin-scoped token (`twinning:twin`) reaches only the twin named by its twin_id claim. */
 function assertTokenCoversTwin(principal: Principal, twin: Twin): void {
@@ -21,7 +24,8 @@ function assertTokenCoversTwin(principal: Principal, twin: Twin): void {
  */
 export async function resolvePrimaryTwin(ctx: NodeContext, primary: string, ref: string, principal: Principal, use: "read" | "change" = "change"): Promise<Twin> {
   const parsed = parseTwinRef(ref);
-  const twin = await ctx.store.findTwinOfPrimary(primary, parsed);
+  // A reference no twin could have is not looked up (nor kept among the store's cached answers).
+  const twin = couldNameATwin(parsed) ? await ctx.store.findTwinOfPrimary(primary, parsed) : undefined;
   if (!twin) {
     if (parsed.kind === "twinId" && use === "change") {
       const ended = await ctx.store.getTwin(parsed.twinId);
@@ -153,12 +157,14 @@ async function exchangeAtPrimaryOperator(ctx: NodeContext, twin: Twin): Promise<
   });
   if (answer.status !== 200) throw peerErrorToTwinningError(peer, answer);
   const b = (answer.body ?? {}) as { access_token?: unknown; expires_in?: unknown; endpoints?: { messaging?: unknown; nms?: unknown } };
-  if (typeof b.access_token !== "string" || typeof b.expires_in !== "number" || typeof b.endpoints?.messaging !== "string" || typeof b.endpoints?.nms !== "string") {
+  // expires_in: whole seconds (RFC 6749 §5.1), at most a year: any other is the peer's fault, not ours.
+  const lifetimeOk = Number.isSafeInteger(b.expires_in) && (b.expires_in as number) > 0 && (b.expires_in as number) <= MAX_EXCHANGED_TOKEN_SECONDS;
+  if (typeof b.access_token !== "string" || !lifetimeOk || typeof b.endpoints?.messaging !== "string" || typeof b.endpoints?.nms !== "string") {
     throw new TwinningError("peer_unreachable", { variables: [peer], detail: "malformed token exchange answer" });
   }
   return {
     accessToken: b.access_token,
-    expiresAt: new Date(ctx.nowMs() + b.expires_in * 1000).toISOString(),
+    expiresAt: new Date(ctx.nowMs() + (b.expires_in as number) * 1000).toISOString(),
     endpoints: { messaging: b.endpoints.messaging, nms: b.endpoints.nms },
   };
 }

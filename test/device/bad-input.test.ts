@@ -108,11 +108,15 @@ describe("malformed and mistyped bodies", () => {
     expect(res.body.twin.status).toBe("On");
   });
 
-  it("HLF-SD-002 a code request may come with no body at all (primaryOperatorId is optional)", async () => {
+  it("HLF-SD-002 a code request may come with no body at all (primaryOperatorId is optional), whatever its Content-Type says", async () => {
     const own = await party();
     const ok = await api.call("POST", `${S(own)}/activationCodes`, { token: own.token });
     expect(ok.status).toBe(201);
     expect(ok.body.activationCode.operatorId).toBe("001-01");
+    // Nor with a client that always says its body is JSON, and sends none.
+    const typed = await party();
+    const empty = await api.call("POST", `${S(typed)}/activationCodes`, { token: typed.token, headers: { "content-type": "application/json" }, rawBody: "" });
+    expect([empty.status, empty.body.activationCode?.operatorId]).toEqual([201, "001-01"]);
   });
 
   it("HLF-CM-006 a body larger than limits.maxBodyBytes → 413 SVC0002, with or without Content-Length", async () => {

@@ -4,6 +4,7 @@ import { Pool } from "undici";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { CallbackReceiver } from "../helpers/callback-receiver.ts";
 import { SseClient } from "../helpers/sse-client.ts";
+import { rawHttp } from "../helpers/raw-http.ts";
 import { ManualClock } from "../helpers/manual-clock.ts";
 import { Api, enc, messageId, newAddress, startTestNode, type TestNode } from "../helpers/test-node.ts";
 import { deactivateTwin, toggleTwin } from "../../node/service/twin-service.ts";
@@ -90,6 +91,19 @@ describe("notifications", () => {
     const replay = await resumed.waitFor(2);
     expect(replay.map((e) => e.data.twinningStatusNotification.status)).toEqual(["On", "Off"]);
     expect(Number(replay[1]!.id)).toBeGreaterThan(Number(replay[0]!.id));
+  });
+
+  it("HLF-CM-005 HEAD of the event stream answers the stream's head and no stream; the connection goes on to the next request", async () => {
+    const s = await party();
+    const host = new URL(t.url).host;
+    const request = (method: string, path: string, last = false) =>
+      `${method} ${path} HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${s.token}\r\n${last ? "Connection: close\r\n" : ""}\r\n`;
+    // Both on one connection, the second sent at once behind the first.
+    const text = await rawHttp(t.url, (write) => write(request("HEAD", `/twinning/v1/secondary/${enc(s.address)}/notifications`) + request("GET", `/twinning/v1/secondary/${enc(s.address)}/subscriptions`, true)));
+    const heads = text.split("\r\n").filter((line) => line.startsWith("HTTP/1.1 "));
+    expect(heads).toEqual(["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"]);
+    expect(text.toLowerCase()).toContain("content-type: text/event-stream");
+    expect(text).toContain('{"subscriptionList"');
   });
 
   it("HLF-CM-005 notifications committed in one turn by different operations reach a stream in commit order, none dropped", async () => {

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Federation, eventually, type FederatedOperator } from "../helpers/federation-fixture.ts";
@@ -59,6 +60,27 @@ describe("a peer whose answers name what is not its own", () => {
       );
     });
   }
+
+  it("HLF-SD-009 a token exchange answer with an expires_in that is not whole seconds within a year: SVC3002, not a 500", async () => {
+    const [primary, s] = [addr(), await A.party(addr())];
+    const twinId = randomUUID();
+    await A.t.node.context.store.insertFederatedTwin({
+      twin: { twinId, primaryAddress: primary, primaryOperatorId: "002-01", secondaryAddress: s.address, secondaryOperatorId: "001-01", name: "watch", status: "On", version: 1, statusOrigin: "002-01" },
+      localSide: "secondary",
+      nowMs: Date.now(),
+      maxTwinsPerPrimary: 10,
+    });
+    const exchange = () => A.api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/twinning/primaryServicesToken`, { token: s.token });
+    const answer = (expires_in: unknown) => () => ({ status: 200, body: { access_token: "peer-token", token_type: "Bearer", expires_in, endpoints: { messaging: "https://m.example", nms: "https://n.example" } } });
+    for (const expiresIn of [1e13, 0, -5, 1.5, "3600"]) {
+      script = answer(expiresIn);
+      const res = await exchange();
+      expect([res.status, messageId(res.body)], `expires_in ${expiresIn}`).toEqual([503, "SVC3002"]);
+    }
+    script = answer(3600);
+    const ok = await exchange();
+    expect([ok.status, ok.body.primaryServices?.accessToken]).toEqual([200, "peer-token"]);
+  });
 
   it("HLF-IC-002 a code answer whose expiry is beyond any code's lifetime: our subscriber's copy lasts at most a day", async () => {
     const s = await A.party(addr());

@@ -24,6 +24,17 @@ describe("ReadCache", () => {
     expect(state.loads).toBe(2);
   });
 
+  it("reads a key longer than 256 characters through, never keeping it (the bound counts entries, not bytes)", () => {
+    const { state, read } = harness();
+    const long = "k".repeat(257);
+    read(long);
+    read(long);
+    expect(state.loads).toBe(2);
+    read("k".repeat(256));
+    read("k".repeat(256));
+    expect(state.loads).toBe(3);
+  });
+
   it("caches a miss (undefined) as well as a hit", () => {
     const { cache } = harness();
     let loads = 0;

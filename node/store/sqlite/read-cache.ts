@@ -39,12 +39,18 @@ export class ReadCache {
     }
     if (this.#entries.has(key)) return this.#entries.get(key) as T;
     const value = deepFreeze(load());
-    if (this.#generation() !== generation || (value === undefined && !this.#keepMisses)) return value;
+    if (this.#generation() !== generation || (value === undefined && !this.#keepMisses) || key.length > MAX_KEY_LENGTH) return value;
     if (this.#entries.size >= this.#maxEntries) this.#entries.delete(this.#entries.keys().next().value as string);
     this.#entries.set(key, value);
     return value;
   }
 }
+
+/**
+ * Longer keys are read through: the bound is on entries, so keys of any length (a long reference
+ * in a request path) could otherwise hold far more memory than the bound suggests.
+ */
+const MAX_KEY_LENGTH = 256;
 
 function deepFreeze<T>(value: T): T {
   if (value && typeof value === "object" && !Object.isFrozen(value)) {
