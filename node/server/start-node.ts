@@ -304,6 +304,10 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
       .catch((error: unknown) => logger.warn({ err: error }, "prune failed"));
   }, 60_000);
   pruneTimer.unref();
+  if (config.externalIssuer && !config.externalIssuer.audience) {
+    // RFC 9068 §4: without it, any token of that issuer with the twinning scope is taken, whatever it was issued for.
+    logger.warn({ issuer: config.externalIssuer.issuer }, "externalIssuer.audience is not set: the issuer's tokens are accepted whatever their audience");
+  }
   logger.info({ deviceUrl: baseUrl, federationUrl: federation?.publicUrl }, "node started");
 
   let stopping: Promise<void> | undefined;

@@ -1,6 +1,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { readFileSync } from "node:fs";
+import { Writable } from "node:stream";
 import { join } from "node:path";
 import { SignJWT, exportJWK, generateKeyPair, createLocalJWKSet, importJWK, jwtVerify, type CryptoKey, type JWK } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -240,6 +241,20 @@ describe("tokens", () => {
     expect([narrow.status, messageId(narrow.body)]).toEqual([401, "SVC2003"]);
     const otherIssuer = await api.call("GET", `/twinning/v1/primary/${enc(a)}/twins`, { token: await mint({ scope: "twinning" }, "https://evil.test") });
     expect([otherIssuer.status, messageId(otherIssuer.body)]).toEqual([401, "SVC2003"]);
+  });
+
+  it("OAU-001 a node taking an external issuer's tokens without an audience to check says so at start", async () => {
+    const lines: string[] = [];
+    const sink = new Writable({ write: (chunk, _e, done) => (lines.push(String(chunk)), done()) });
+    const issuer = { issuer: EXTERNAL_ISSUER, jwksUrl: "http://127.0.0.1:9/jwks" };
+    const warned = async (externalIssuer: { issuer: string; jwksUrl: string; audience?: string }) => {
+      lines.length = 0;
+      const node = await startTestNode({ externalIssuer, logLevel: "warn" }, { logDestination: sink });
+      await node.cleanup();
+      return lines.some((l) => l.includes("externalIssuer.audience is not set"));
+    };
+    expect(await warned(issuer)).toBe(true);
+    expect(await warned({ ...issuer, audience: "twinning" })).toBe(false);
   });
 
   it("OAU-002 a token signed with the node's own key whose audience is not its scope's is refused (RFC 9068 §4)", async () => {
