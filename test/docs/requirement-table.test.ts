@@ -1,0 +1,40 @@
+import { readFileSync, readdirSync } from "node:fs";
+import { join, relative } from "node:path";
+import { describe, expect, it } from "vitest";
+
+const ROOT = join(import.meta.dirname, "../..");
+const LABEL = /(?:HLF-[A-Z]{2}-\d{3}|OAU-\d{3})/;
+
+function testFiles(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? testFiles(join(dir, e.name)) : e.name.endsWith(".ts") ? [join(dir, e.name)] : []));
+}
+
+/** The README's requirement table: each label's row. */
+function tableRows(): Map<string, string> {
+  const rows = new Map<string, string>();
+  for (const line of readFileSync(join(ROOT, "README.md"), "utf8").split("\n")) {
+    const m = new RegExp(`^\\| (${LABEL.source}) `).exec(line);
+    if (m) rows.set(m[1]!, line);
+  }
+  return rows;
+}
+
+describe("the README's requirement table", () => {
+  it("has a row for every label a test names, and that row names the test's file", () => {
+    const rows = tableRows();
+    expect(rows.size).toBeGreaterThan(30);
+    const unlisted: string[] = [];
+    for (const file of testFiles(join(ROOT, "test"))) {
+      const path = relative(ROOT, file);
+      const text = readFileSync(file, "utf8");
+      // Test names that start with one or more labels, in it(…) and it.each(…)(…).
+      for (const m of text.matchAll(new RegExp(`\\bit(?:\\.each\\([^)]*\\))?\\(\\s*["\`]((?:${LABEL.source} )+)`, "g"))) {
+        for (const label of m[1]!.trim().split(" ")) {
+          const row = rows.get(label);
+          if (!row || !row.includes(`\`${path}\``)) unlisted.push(`${label} ${path}`);
+        }
+      }
+    }
+    expect([...new Set(unlisted)]).toEqual([]);
+  });
+});
