@@ -256,6 +256,11 @@ export function parseNodeConfig(input: unknown, origins: ReadonlyMap<string, str
     const origin = issue.path.map((_, i) => origins.get(issue.path.slice(0, issue.path.length - i).join("."))).find((o) => o !== undefined);
     return `  ${field}: ${issue.message}${origin ? ` (from ${origin})` : ""}`;
   });
+  // A required federation file missing: federation is on because something under it was set.
+  const federationSet = [...origins].filter(([path]) => path.startsWith("federation.")).map(([path, from]) => `${path} (from ${from})`);
+  if (result.error.issues.some((i) => i.path[0] === "federation" && i.code === "invalid_type") && federationSet.length > 0) {
+    lines.push(`  Federation is on as soon as any federation.* field is set (here ${federationSet.slice(0, 3).join(", ")}); it then needs caFile, certFile, keyFile and signingKeyFiles.`);
+  }
   throw new ConfigError(`Invalid configuration:\n${lines.join("\n")}`);
 }
 
@@ -284,6 +289,9 @@ export const configEnvironmentVariables: readonly { name: string; field: string 
   field: leaf.path.join("."),
 }));
 
+/** Every TWINNING_* name the node reads: the settings, and TWINNING_CONFIG (the file). */
+const KNOWN_ENVIRONMENT = new Set(["TWINNING_CONFIG", ...configEnvironmentVariables.map((v) => v.name)]);
+
 /**
  * Merges a config file's object with the environment (environment wins), returning the raw
  * input and where each field came from for error messages.
@@ -292,6 +300,11 @@ export function mergeEnvironment(
   fileInput: Record<string, unknown>,
   env: NodeJS.ProcessEnv,
 ): { input: Record<string, unknown>; origins: Map<string, string> } {
+  // A TWINNING_* name the node does not read is a typo, refused as the file's unknown keys are.
+  const unknown = Object.keys(env).filter((name) => name.startsWith("TWINNING_") && !KNOWN_ENVIRONMENT.has(name));
+  if (unknown.length > 0) {
+    throw new ConfigError(`Unknown environment variable${unknown.length > 1 ? "s" : ""} ${unknown.sort().join(", ")}: not a setting (the README's configuration table names each one)`);
+  }
   const input = structuredClone(fileInput);
   const origins = new Map<string, string>();
   for (const leaf of leaves(configSchema)) {

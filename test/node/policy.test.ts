@@ -86,6 +86,19 @@ describe("HLF-CM-006 service-provider policy is configuration, validated at star
   });
 });
 
+describe("configuration from the environment", () => {
+  it("HLF-CM-006 a TWINNING_* variable that names no setting (a typo) stops the start, naming it", () => {
+    expect(() => loadNodeConfig({ TWINNING_DELIVERY_MAX_DELAY_MS: "abc", TWINNING_POLICY_CODE_LENGHT: "3", OTHER_VARIABLE: "x" })).toThrow(
+      /^Unknown environment variables TWINNING_DELIVERY_MAX_DELAY_MS, TWINNING_POLICY_CODE_LENGHT: not a setting/,
+    );
+    expect(loadNodeConfig({ TWINNING_DELIVERY_RETRY_MAX_DELAY_MS: "5000", OTHER_VARIABLE: "x" }).delivery.retryMaxDelayMs).toBe(5000);
+  });
+
+  it("HLF-IC-001 one federation field set without the files it needs: the error says federation is on because of it", () => {
+    expect(() => loadNodeConfig({ TWINNING_FEDERATION_PORT: "9999" })).toThrow(/federation\.caFile: .*\n[^]*Federation is on as soon as any federation\.\* field is set \(here federation\.port \(from TWINNING_FEDERATION_PORT\)\)/);
+  });
+});
+
 describe("the node's own secrets in its data directory", () => {
   it("are checked when read back: a hand-edited admin token, code secret or token signing key stops the start, and the error quotes none of them", async () => {
     const { loadOrCreateSecrets } = await import("../../node/server/node-secrets.ts");

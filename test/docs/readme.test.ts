@@ -1,4 +1,4 @@
-import { readFileSync, readdirSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join, relative } from "node:path";
 import { describe, expect, it } from "vitest";
 
@@ -36,5 +36,23 @@ describe("the README's requirement table", () => {
       }
     }
     expect([...new Set(unlisted)]).toEqual([]);
+  });
+});
+
+describe("docs/DESIGN.md", () => {
+  it("is the federation's shared wire contract, unchanged (when the shared checkout is beside this one)", ({ skip }) => {
+    const shared = join(ROOT, "../shared/DESIGN.md");
+    if (!existsSync(shared)) return skip("no ../shared checkout beside this one");
+    expect(readFileSync(join(ROOT, "docs/DESIGN.md"), "utf8")).toBe(readFileSync(shared, "utf8"));
+  });
+});
+
+describe("the README's configuration table", () => {
+  it("HLF-CM-006 names every setting's environment variable in full", async () => {
+    const { configEnvironmentVariables } = await import("../../node/config/node-config.ts");
+    const readme = readFileSync(join(ROOT, "README.md"), "utf8");
+    const table = readme.slice(readme.indexOf("## Configuration"), readme.indexOf("\n## ", readme.indexOf("## Configuration") + 1));
+    expect(configEnvironmentVariables.length).toBeGreaterThan(40);
+    expect(configEnvironmentVariables.filter((v) => !new RegExp(`[| ]${v.name}[ |]`).test(table)).map((v) => v.name)).toEqual([]);
   });
 });
