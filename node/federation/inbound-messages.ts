@@ -18,8 +18,7 @@ const address = z.string().refine(isAddress, "tel: address");
 const operatorId = z.string().regex(/^\d{3}-\d{2,3}$/);
 const codeRequest = z.object({ secondaryAddress: address, secondaryOperatorId: operatorId });
 const activation = z.object({
-  // RFC 9562 §4: a UUID is read in either case and kept in lower case, as this node makes them.
-  twinId: z.uuid().transform((id) => id.toLowerCase()),
+  twinId: z.uuid(),
   activationCode: z.string().regex(/^\d{4,12}$/).optional(),
   secondaryAddress: address.optional(),
   primaryAddress: address,
@@ -85,17 +84,15 @@ export function registerInboundMessages(
   // The queued messages (toggles, deactivations): the same handling whether they come one by
   // one or in a batch.
   // DESIGN: a twin id is a UUID; anything else names no twin (and is not remembered as cancelled).
-  // Read in either case, kept in lower case (RFC 9562 §4), as the twins are stored.
-  const canonicalTwinId = (twinId: string): string => {
+  const assertTwinId = (twinId: string) => {
     if (!isTwinId(twinId)) throw new TwinningError("not_found", { variables: ["twin"] });
-    return twinId.toLowerCase();
   };
   // A status message, asked of the store; its answer is an acknowledgement of the message
   // itself, known before the commit, so a retry of the msgId gets the same answer (the effect
   // happens once because an equal (version, origin) is never newer).
-  const statusMessage = (peer: string, pathTwinId: string, raw: unknown) => {
+  const statusMessage = (peer: string, twinId: string, raw: unknown) => {
     const body = parseBody(statusChange, raw);
-    const twinId = canonicalTwinId(pathTwinId);
+    assertTwinId(twinId);
     const applied = ctx.store.applyRemoteStatus({ twinId, status: body.status, version: body.version, fromOperatorId: peer, ownOperatorId: own, nowMs: ctx.nowMs() });
     return { applied, answer: { status: 200, body: { twinId, status: body.status, version: body.version } } };
   };
@@ -105,10 +102,10 @@ export function registerInboundMessages(
     ctx.committed(result.notifications, result.queued);
     return answer;
   };
-  const applyDeactivation = async (peer: string, pathTwinId: string, raw: unknown) => {
+  const applyDeactivation = async (peer: string, twinId: string, raw: unknown) => {
     // DESIGN's DELETE carries no body: a payload without one (or with null) is the empty one.
     parseBody(deactivation, raw ?? {});
-    const twinId = canonicalTwinId(pathTwinId);
+    assertTwinId(twinId);
     const result = await ctx.store.applyRemoteDeactivation({ twinId, fromOperatorId: peer, ownOperatorId: own, nowMs: ctx.nowMs() });
     if (result) ctx.committed(result.notifications, result.queued);
     return { status: 200, body: { twinId, active: false } };
