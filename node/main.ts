@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { loadNodeConfig } from "./config/load-config.ts";
-import { ConfigError } from "./config/node-config.ts";
+import { ConfigError, unknownEnvironmentVariables } from "./config/node-config.ts";
 import { startNode } from "./server/start-node.ts";
 
 /**
@@ -19,6 +19,8 @@ async function main(): Promise<void> {
     }
     throw error;
   }
+  const unknown = unknownEnvironmentVariables(process.env);
+  if (unknown.length > 0) process.stderr.write(`Ignoring ${unknown.join(", ")}: no such setting (see the README's configuration table)\n`);
   let node;
   try {
     node = await startNode(config, { defaultMetrics: true });

@@ -292,6 +292,20 @@ export const configEnvironmentVariables: readonly { name: string; field: string 
 /** Every TWINNING_* name the node reads: the settings, and TWINNING_CONFIG (the file). */
 const KNOWN_ENVIRONMENT = new Set(["TWINNING_CONFIG", ...configEnvironmentVariables.map((v) => v.name)]);
 
+/** What Kubernetes sets for a Service whose name starts with "twinning" (its service links). */
+const SERVICE_LINK = /^TWINNING(_[A-Z0-9_]+)?_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$/;
+
+/**
+ * TWINNING_* variables that name no setting (a typo, most likely), sorted; Kubernetes' service
+ * links are not counted. The node starts without them and says so: refusing them would stop a
+ * node that a platform gives variables of its own.
+ */
+export function unknownEnvironmentVariables(env: NodeJS.ProcessEnv): string[] {
+  return Object.keys(env)
+    .filter((name) => name.startsWith("TWINNING_") && !KNOWN_ENVIRONMENT.has(name) && !SERVICE_LINK.test(name))
+    .sort();
+}
+
 /**
  * Merges a config file's object with the environment (environment wins), returning the raw
  * input and where each field came from for error messages.
@@ -300,11 +314,6 @@ export function mergeEnvironment(
   fileInput: Record<string, unknown>,
   env: NodeJS.ProcessEnv,
 ): { input: Record<string, unknown>; origins: Map<string, string> } {
-  // A TWINNING_* name the node does not read is a typo, refused as the file's unknown keys are.
-  const unknown = Object.keys(env).filter((name) => name.startsWith("TWINNING_") && !KNOWN_ENVIRONMENT.has(name));
-  if (unknown.length > 0) {
-    throw new ConfigError(`Unknown environment variable${unknown.length > 1 ? "s" : ""} ${unknown.sort().join(", ")}: not a setting (the README's configuration table names each one)`);
-  }
   const input = structuredClone(fileInput);
   const origins = new Map<string, string>();
   for (const leaf of leaves(configSchema)) {

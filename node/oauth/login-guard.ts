@@ -5,18 +5,22 @@
  *   Retry-After), even with the right secret, until the oldest failure leaves the window (as
  *   activation codes are, HLF-CM-006). An attempt counts as a failure from the moment it is let
  *   through, so checks under way at once cannot pass the limit together; a success clears the
- *   count. Only ids that can be subscribers (`tel:` addresses, at most 20 characters) are
- *   counted: any other id fails every check anyway.
+ *   failures that ended before it, not the marks of attempts still under way. Only ids that can
+ *   be subscribers (`tel:` addresses) are counted: any other id fails every check anyway.
  * - Kept in memory, per process (each replica of a node counts its own), for at most
- *   `maxClients` ids. Past that, ids that are not locked out are forgotten first, least recently
- *   failed first; a locked-out id only when every id looked at is locked out too.
+ *   `maxClients` ids. Ids locked out are kept apart from the others: past the bound, the least
+ *   recently failed id that is not locked out is forgotten first, and a locked-out id only when
+ *   no other is left.
  * - At most `maxPendingChecks` checks are under way or waiting at once (the pool runs four);
  *   past that, a request is refused at once (503) instead of queueing behind a flood.
  */
 export class LoginGuard {
   readonly #o: LoginGuardOptions;
-  /** Failure times per client id, oldest first; the map in order of each id's latest failure. */
-  readonly #failures = new Map<string, number[]>();
+  /** Failure marks per client id, oldest first; each map in order of its ids' latest mark. */
+  readonly #open = new Map<string, Mark[]>();
+  readonly #locked = new Map<string, Mark[]>();
+  /** Marks of attempts whose check is still under way. */
+  readonly #underWay = new Set<Mark>();
   #pending = 0;
 
   constructor(options: LoginGuardOptions) {
@@ -35,15 +39,16 @@ export class LoginGuard {
       if (retryAfterMs > 0) return { outcome: "locked", retryAfterMs };
     }
     if (this.#pending >= this.#o.maxPendingChecks) return { outcome: "busy" };
-    if (clientId !== undefined) this.#failed(clientId, nowMs);
+    const mark = clientId === undefined ? undefined : this.#failed(clientId, nowMs);
     this.#pending += 1;
-    let valid: boolean;
+    let valid = false;
     try {
       valid = await check();
     } finally {
       this.#pending -= 1;
+      if (mark) this.#underWay.delete(mark);
     }
-    if (valid && clientId !== undefined) this.#failures.delete(clientId);
+    if (valid && clientId !== undefined) this.#succeeded(clientId);
     return { outcome: valid ? "valid" : "invalid" };
   }
 
@@ -51,39 +56,48 @@ export class LoginGuard {
   retryAfterMs(clientId: string, nowMs: number): number {
     const recent = this.#recent(clientId, nowMs);
     if (recent.length < this.#o.maxFailures) return 0;
-    return recent[recent.length - this.#o.maxFailures]! + this.#o.windowMs - nowMs;
+    return recent[recent.length - this.#o.maxFailures]!.at + this.#o.windowMs - nowMs;
   }
 
-  #failed(clientId: string, nowMs: number): void {
-    const recent = [...this.#recent(clientId, nowMs), nowMs].slice(-this.#o.maxFailures);
-    this.#failures.delete(clientId);
-    this.#failures.set(clientId, recent);
-    if (this.#failures.size > this.#o.maxClients) this.#forget(clientId, nowMs);
+  #failed(clientId: string, nowMs: number): Mark {
+    const mark = { at: nowMs };
+    this.#underWay.add(mark);
+    this.#keep(clientId, [...this.#recent(clientId, nowMs), mark].slice(-this.#o.maxFailures));
+    this.#forget(clientId);
+    return mark;
   }
 
-  /**
-   * Back to `maxClients` ids: the least recently failed that are not locked out, else the least
-   * recently failed; never `failedNow`, the id whose failure is being counted.
-   */
-  #forget(failedNow: string, nowMs: number): void {
-    let looked = 0;
-    for (const [id, times] of this.#failures) {
-      if (this.#failures.size <= this.#o.maxClients || looked++ >= FORGET_SCAN) break;
-      if (id !== failedNow && times.filter((at) => at > nowMs - this.#o.windowMs).length < this.#o.maxFailures) this.#failures.delete(id);
+  /** Failures that ended are cleared; marks of attempts still under way stay. */
+  #succeeded(clientId: string): void {
+    const marks = this.#open.get(clientId) ?? this.#locked.get(clientId) ?? [];
+    this.#keep(clientId, marks.filter((m) => this.#underWay.has(m)));
+  }
+
+  /** Stores an id's marks in the map its count says (none: the id is forgotten). */
+  #keep(clientId: string, marks: Mark[]): void {
+    this.#open.delete(clientId);
+    this.#locked.delete(clientId);
+    if (marks.length > 0) (marks.length >= this.#o.maxFailures ? this.#locked : this.#open).set(clientId, marks);
+  }
+
+  /** Back to `maxClients` ids: the least recently failed not locked out first; never `failedNow`. */
+  #forget(failedNow: string): void {
+    for (const map of [this.#open, this.#locked]) {
+      for (const id of map.keys()) {
+        if (this.#open.size + this.#locked.size <= this.#o.maxClients) return;
+        if (id !== failedNow) map.delete(id);
+      }
     }
-    for (const id of this.#failures.keys()) {
-      if (this.#failures.size <= this.#o.maxClients) break;
-      if (id !== failedNow) this.#failures.delete(id);
-    }
   }
 
-  #recent(clientId: string, nowMs: number): number[] {
-    return (this.#failures.get(clientId) ?? []).filter((at) => at > nowMs - this.#o.windowMs);
+  #recent(clientId: string, nowMs: number): Mark[] {
+    return (this.#open.get(clientId) ?? this.#locked.get(clientId) ?? []).filter((m) => m.at > nowMs - this.#o.windowMs);
   }
 }
 
-/** How many of the least recently failed ids one overflow looks at for one that is not locked out. */
-const FORGET_SCAN = 64;
+interface Mark {
+  readonly at: number;
+}
 
 export type AttemptOutcome = { readonly outcome: "locked"; readonly retryAfterMs: number } | { readonly outcome: "busy" | "valid" | "invalid" };
 

@@ -7,6 +7,7 @@ import { assertNotRevoked, assertProvisioned, requireIntrospectionToken } from "
 import type { App } from "../http/route-helper.ts";
 import type { NodeContext } from "../service/node-context.ts";
 import { provisioningStamp, verifyCredential } from "../tokens/credentials.ts";
+import type { SubscriberRecord } from "../store/store-port.ts";
 import { LoginGuard } from "./login-guard.ts";
 
 /**
@@ -82,13 +83,21 @@ export function registerOAuthRoutes(app: App, ctx: NodeContext): void {
     }
     const scope = form.get("scope") ?? "twinning";
     if (scope !== "twinning") return oauthError(c, 400, "invalid_scope", "only the twinning scope is granted here", new TwinningError("invalid_input", { variables: ["scope"] }));
-    // RFC 6749 §2.3: one way of authenticating the client per request.
-    if (/^basic /i.test(c.req.header("authorization") ?? "") && (form.has("client_id") || form.has("client_secret"))) return invalidRequest(c, "client_secret", "given with HTTP Basic authentication too");
     const client = clientCredentials(c, form);
+    // RFC 6749 §2.3: one way of authenticating the client per request (a client_id beside HTTP
+    // Basic only names the client, and must name the same one).
+    if (/^basic /i.test(c.req.header("authorization") ?? "")) {
+      if (form.has("client_secret")) return invalidRequest(c, "client_secret", "given with HTTP Basic authentication too");
+      if (form.has("client_id") && form.get("client_id") !== client?.id) return invalidRequest(c, "client_id", "names another client than HTTP Basic authentication");
+    }
     // Only an id that can be a subscriber is counted (any other fails every check).
     const counted = client && isAddress(client.id) ? client.id : undefined;
-    const subscriber = counted ? await ctx.store.getSubscriber(counted) : undefined;
-    const attempt = await guard.attempt(counted, ctx.nowMs(), async () => (await verifyCredential(client?.secret ?? "", subscriber?.credentialHash ?? DUMMY_HASH)) && subscriber !== undefined);
+    let subscriber: SubscriberRecord | undefined;
+    // The subscriber is read once the id is let through: a locked id's answer costs the same whoever it is.
+    const attempt = await guard.attempt(counted, ctx.nowMs(), async () => {
+      subscriber = counted ? await ctx.store.getSubscriber(counted) : undefined;
+      return (await verifyCredential(client?.secret ?? "", subscriber?.credentialHash ?? DUMMY_HASH)) && subscriber !== undefined;
+    });
     if (attempt.outcome === "locked") {
       const seconds = Math.ceil(attempt.retryAfterMs / 1000);
       return oauthError(c, 429, "invalid_client", "too many failed attempts", new TwinningError("too_many_token_requests", { variables: [String(seconds)], retryAfterSeconds: seconds }));

@@ -42,6 +42,37 @@ describe("LoginGuard", () => {
     expect(g.retryAfterMs("a", 1_000)).toBeGreaterThan(0);
   });
 
+  it("HLF-CM-006 a success clears the failures that ended before it, not the marks of attempts still under way", async () => {
+    const g = guard({ maxPendingChecks: 10 });
+    await g.attempt("a", 1_000, wrong);
+    const guess = heldCheck();
+    const guessing = g.attempt("a", 1_000, guess.check);
+    expect(await g.attempt("a", 1_000, right)).toEqual({ outcome: "valid" });
+    guess.release(false);
+    await guessing;
+    // The guess under way still counts: two more failures lock the id.
+    await g.attempt("a", 1_000, wrong);
+    expect(g.retryAfterMs("a", 1_000)).toBe(0);
+    await g.attempt("a", 1_000, wrong);
+    expect(g.retryAfterMs("a", 1_000)).toBeGreaterThan(0);
+  });
+
+  it("HLF-CM-006 a locked-out id outlives any number of fresh ids, however many locked ids were failed after it", async () => {
+    const g = guard({ maxFailures: 2, maxClients: 100 });
+    const lock = async (id: string) => {
+      await g.attempt(id, 1_000, wrong);
+      await g.attempt(id, 1_000, wrong);
+    };
+    await lock("victim");
+    for (let i = 0; i < 80; i++) await lock(`locked-${i}`);
+    for (let i = 0; i < 500; i++) await g.attempt(`fresh-${i}`, 1_000, wrong);
+    expect(g.retryAfterMs("victim", 1_000)).toBeGreaterThan(0);
+    // Only when nothing but locked ids is left does the least recently failed of them go.
+    for (let i = 0; i < 20; i++) await lock(`late-${i}`);
+    expect(g.retryAfterMs("victim", 1_000)).toBe(0);
+    expect(g.retryAfterMs("late-19", 1_000)).toBeGreaterThan(0);
+  });
+
   it("HLF-CM-006 an id not counted (one that cannot be a subscriber) is never locked out", async () => {
     const g = guard();
     for (let i = 0; i < 5; i++) expect(await g.attempt(undefined, 1_000, wrong)).toEqual({ outcome: "invalid" });

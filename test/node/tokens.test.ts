@@ -99,8 +99,11 @@ describe("tokens", () => {
       const json = (await res.json()) as any;
       expect([res.status, json.error, json.access_token, messageId(json), json.requestError.serviceException.variables]).toEqual([400, "invalid_request", undefined, "SVC0002", [field]]);
     }
-    // Sent once each, the same parameters give a token.
+    const other = await form(`grant_type=client_credentials&client_id=${enc(newAddress())}`, basic(a, "device-secret-dup"));
+    expect([other.status, ((await other.json()) as any).error]).toEqual([400, "invalid_request"]);
+    // Sent once each, the same parameters give a token; a client_id beside HTTP Basic that names the same client too.
     expect((await form(`grant_type=client_credentials&client_id=${enc(a)}&client_secret=device-secret-dup`)).status).toBe(200);
+    expect((await form(`grant_type=client_credentials&client_id=${enc(a)}`, basic(a, "device-secret-dup"))).status).toBe(200);
   });
 
   it("OAU-001 a token is minted only under the provisioning its request was authenticated under: after a credential change meanwhile (a long-poll that outlived it), minting is refused", async () => {
