@@ -17,6 +17,9 @@ const UNSENT_GRACE_MS = 30_000;
 /** Replayed events read from the feed at a time: a resume reads page after page until it has all. */
 const REPLAY_PAGE = 1_000;
 
+/** The head of an event stream (and of a HEAD of one). */
+const STREAM_HEAD = { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" } as const;
+
 /**
  * HLF-CM-005 device-based clients: an SSE stream of committed notifications. With
  * Last-Event-ID the stream first replays what was committed after it, with no gap: the live
@@ -27,8 +30,6 @@ const REPLAY_PAGE = 1_000;
  * the event loop between that and the event's bytes (the federation listener writes its answer
  * to the peer just before, see inbound-messages).
  */
-const STREAM_HEAD = { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" } as const;
-
 export function streamNotifications(ctx: NodeContext, c: Context<AppEnv>, address: string, role: TwinRole): Response {
   if (ctx.hub.connections(address, role) >= ctx.config.limits.maxSseConnectionsPerSubscriber) {
     throw new TwinningError("policy_error", { variables: [`at most ${ctx.config.limits.maxSseConnectionsPerSubscriber} notification streams per subscriber`] });

@@ -37,9 +37,10 @@ export function requestCheck(request: Request | undefined): ((c: Context<AppEnv>
     if (params) valid.addValidatedData("param", parsed(params, c.req.param()));
     if (json) {
       const type = c.req.header("content-type");
-      if (type ? !JSON_REQUEST.test(type) : (await c.req.text()).length > 0) throw new TwinningError("invalid_input", { variables: ["Content-Type"] });
+      const empty = (await c.req.text()).length === 0;
+      if (type ? !JSON_REQUEST.test(type) : !empty) throw new TwinningError("invalid_input", { variables: ["Content-Type"] });
       // A body the route does not require may be left out, whatever Content-Type is sent.
-      const leftOut = !required && (await c.req.text()).length === 0;
+      const leftOut = !required && empty;
       valid.addValidatedData("json", !leftOut && (required || (type !== undefined && IS_JSON.test(type))) ? parsed(json, await bodyOf(c, type)) : {});
     }
   };

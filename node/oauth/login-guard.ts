@@ -69,8 +69,7 @@ export class LoginGuard {
 
   /** Failures that ended are cleared; marks of attempts still under way stay. */
   #succeeded(clientId: string): void {
-    const marks = this.#open.get(clientId) ?? this.#locked.get(clientId) ?? [];
-    this.#keep(clientId, marks.filter((m) => this.#underWay.has(m)));
+    this.#keep(clientId, this.#marksOf(clientId).filter((m) => this.#underWay.has(m)));
   }
 
   /** Stores an id's marks in the map its count says (none: the id is forgotten). */
@@ -91,7 +90,11 @@ export class LoginGuard {
   }
 
   #recent(clientId: string, nowMs: number): Mark[] {
-    return (this.#open.get(clientId) ?? this.#locked.get(clientId) ?? []).filter((m) => m.at > nowMs - this.#o.windowMs);
+    return this.#marksOf(clientId).filter((m) => m.at > nowMs - this.#o.windowMs);
+  }
+
+  #marksOf(clientId: string): Mark[] {
+    return this.#open.get(clientId) ?? this.#locked.get(clientId) ?? [];
   }
 }
 

@@ -158,13 +158,14 @@ async function exchangeAtPrimaryOperator(ctx: NodeContext, twin: Twin): Promise<
   if (answer.status !== 200) throw peerErrorToTwinningError(peer, answer);
   const b = (answer.body ?? {}) as { access_token?: unknown; expires_in?: unknown; endpoints?: { messaging?: unknown; nms?: unknown } };
   // expires_in: whole seconds (RFC 6749 §5.1), at most a year: any other is the peer's fault, not ours.
-  const lifetimeOk = Number.isSafeInteger(b.expires_in) && (b.expires_in as number) > 0 && (b.expires_in as number) <= MAX_EXCHANGED_TOKEN_SECONDS;
+  const expiresIn = b.expires_in;
+  const lifetimeOk = typeof expiresIn === "number" && Number.isSafeInteger(expiresIn) && expiresIn > 0 && expiresIn <= MAX_EXCHANGED_TOKEN_SECONDS;
   if (typeof b.access_token !== "string" || !lifetimeOk || typeof b.endpoints?.messaging !== "string" || typeof b.endpoints?.nms !== "string") {
     throw new TwinningError("peer_unreachable", { variables: [peer], detail: "malformed token exchange answer" });
   }
   return {
     accessToken: b.access_token,
-    expiresAt: new Date(ctx.nowMs() + (b.expires_in as number) * 1000).toISOString(),
+    expiresAt: new Date(ctx.nowMs() + expiresIn * 1000).toISOString(),
     endpoints: { messaging: b.endpoints.messaging, nms: b.endpoints.nms },
   };
 }
