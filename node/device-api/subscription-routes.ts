@@ -102,7 +102,7 @@ function registerRoleRoutes(app: App, ctx: NodeContext, role: TwinRole): void {
     app,
     createRoute({ method: "delete", path: `${base}/subscriptions/{id}`, tags, summary: `${role}: cancel a subscription`, security: bearer, middleware: [auth] as const, request: { params: one }, responses: { 204: { description: "Cancelled" }, ...errorResponses } }),
     async (c) => {
-      if (!(await ctx.store.deleteSubscription(pathSubject(c), role, c.req.param("id") ?? ""))) throw new TwinningError("not_found", { variables: ["subscription"] });
+      if (!(await ctx.store.deleteSubscription(pathSubject(c), role, c.req.param("id") ?? "", ctx.nowMs()))) throw new TwinningError("not_found", { variables: ["subscription"] });
       return c.body(null, 204);
     },
   );

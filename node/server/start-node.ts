@@ -129,7 +129,7 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
       nowMs: nowMs(),
       exclusiveLock: config.databaseExclusiveLock,
       synchronous: config.databaseSynchronous,
-      onUpkeepError: (error) => logger.warn({ err: error }, "notification feed upkeep failed"),
+      onUpkeepError: (error) => logger.warn({ err: error }, "store background work failed (the notification feed or a listener of committed notifications)"),
     });
   if (!options.store) undo.push(() => store.close());
   const metrics = new NodeMetrics({ defaultMetrics: options.defaultMetrics ?? false, outboxStats: () => store.outboxStats() });

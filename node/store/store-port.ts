@@ -91,7 +91,8 @@ export interface TwinningStore {
   createSubscription(input: CreateSubscriptionInput): Promise<{ subscription: SubscriptionRecord; replayed: boolean }>;
   listSubscriptions(address: string, role: TwinRole, nowMs: number): Promise<SubscriptionRecord[]>;
   getSubscription(address: string, role: TwinRole, id: string, nowMs: number): Promise<SubscriptionRecord | undefined>;
-  deleteSubscription(address: string, role: TwinRole, id: string): Promise<boolean>;
+  /** Removes the subscriber's subscription, expired or not; true only if it was still live at `nowMs` (as getSubscription would find it). */
+  deleteSubscription(address: string, role: TwinRole, id: string, nowMs: number): Promise<boolean>;
   /** The subscriber's committed notifications after `afterId`, in id order, up to `limit` (SSE replay by Last-Event-ID). */
   notificationsAfter(address: string, role: TwinRole, afterId: number, limit: number): Promise<StoredNotification[]>;
   /** The highest notification id ever given (ids are never reused, also once pruned); 0 before the first. */

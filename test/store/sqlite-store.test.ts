@@ -61,6 +61,27 @@ describe("SqliteStore on disk", () => {
     expect((await reopened.getTwin(twin.twinId))?.status).toBe("Off");
   });
 
+  it("a listener of committed notifications that throws is reported through onUpkeepError; the commit stands and the other listeners still hear it", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "twinning-store-"));
+    const reported: unknown[] = [];
+    const store = new SqliteStore({ file: join(dir, "node.db"), nowMs: T0, onUpkeepError: (error) => reported.push(error) });
+    try {
+      const twin = await activated(store, P1, S1);
+      const heard: number[] = [];
+      store.onNotificationsCommitted(() => {
+        throw new Error("listener broke");
+      });
+      store.onNotificationsCommitted((ns) => heard.push(...ns.map((n) => n.id)));
+      await expect(store.changeTwinStatus({ twinId: twin.twinId, status: "Off", changedBy: "primary", origin: "001-01", nowMs: T0 + 1_000 })).resolves.toMatchObject({ changed: true });
+      expect(reported.map((e) => (e as Error).message)).toEqual(["listener broke"]);
+      expect(heard).toHaveLength(1);
+      expect((await store.getTwin(twin.twinId))?.status).toBe("Off");
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("runs in WAL journal mode", async () => {
     t = tempStore();
     await activated(t.store, P1, S1);

@@ -406,12 +406,12 @@ export function twinContract(makeStore: MakeStore): void {
     it("deleteSubscription removes only the subscriber's own subscription", async () => {
       const { store } = h();
       const record = await subscribe(store, S1, "secondary");
-      expect(await store.deleteSubscription(S2, "secondary", record.subscriptionId)).toBe(false);
-      expect(await store.deleteSubscription(S1, "primary", record.subscriptionId)).toBe(false);
-      expect(await store.deleteSubscription(S1, "secondary", record.subscriptionId)).toBe(true);
+      expect(await store.deleteSubscription(S2, "secondary", record.subscriptionId, T0)).toBe(false);
+      expect(await store.deleteSubscription(S1, "primary", record.subscriptionId, T0)).toBe(false);
+      expect(await store.deleteSubscription(S1, "secondary", record.subscriptionId, T0)).toBe(true);
       expect(await store.getSubscription(S1, "secondary", record.subscriptionId, T0)).toBeUndefined();
       expect(await store.listSubscriptions(S1, "secondary", T0)).toEqual([]);
-      expect(await store.deleteSubscription(S1, "secondary", record.subscriptionId)).toBe(false);
+      expect(await store.deleteSubscription(S1, "secondary", record.subscriptionId, T0)).toBe(false);
     });
 
     it("list and get exclude expired subscriptions", async () => {
@@ -422,6 +422,16 @@ export function twinContract(makeStore: MakeStore): void {
       expect(await store.listSubscriptions(S1, "secondary", T0 + MINUTE)).toEqual([long]);
       expect(await store.getSubscription(S1, "secondary", short.subscriptionId, T0 + MINUTE)).toBeUndefined();
       expect(await store.getSubscription(S1, "secondary", long.subscriptionId, T0 + MINUTE)).toEqual(long);
+    });
+
+    it("deleteSubscription of an expired subscription removes it and answers false, as getSubscription already would not find it", async () => {
+      const { store } = h();
+      const short = await subscribe(store, S1, "secondary", { expiresAtMs: T0 + MINUTE });
+      expect(await store.deleteSubscription(S1, "secondary", short.subscriptionId, T0 + MINUTE)).toBe(false);
+      // Removed all the same: nothing is left to find even at a time it would have been live.
+      expect(await store.getSubscription(S1, "secondary", short.subscriptionId, T0)).toBeUndefined();
+      const live = await subscribe(store, S1, "secondary", { expiresAtMs: T0 + MINUTE });
+      expect(await store.deleteSubscription(S1, "secondary", live.subscriptionId, T0 + MINUTE - 1)).toBe(true);
     });
 
     it("HLF-CM-006 subscriptions are capped per subscriber and role (policy_error); expired ones do not count", async () => {
@@ -457,7 +467,7 @@ export function twinContract(makeStore: MakeStore): void {
       const correlator = { subscriber: S1, operation: "subscription:secondary", key: "corr-1", fingerprint: "fp-1" };
       const first = subscription(S1, "secondary");
       await store.createSubscription({ subscription: first, maxPerSubscriber: 5, correlator });
-      await store.deleteSubscription(S1, "secondary", first.subscriptionId);
+      await store.deleteSubscription(S1, "secondary", first.subscriptionId, T0);
       const retry = subscription(S1, "secondary", { createdAtMs: T0 + SECOND });
       expect(await store.createSubscription({ subscription: retry, maxPerSubscriber: 5, correlator })).toEqual({ subscription: retry, replayed: false });
       expect(await store.listSubscriptions(S1, "secondary", T0 + SECOND)).toEqual([retry]);

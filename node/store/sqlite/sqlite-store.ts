@@ -74,15 +74,18 @@ export class SqliteStore implements TwinningStore {
     readCacheEntries?: number;
     /** How often new notifications are brought into the feed (sqlite-feed.ts); 0: only when indexNotificationFeed is called. */
     feedIndexIntervalMs?: number;
-    /** Told when background upkeep (the feed's batches) fails; reads stay correct, the tail grows. */
+    /**
+     * Told when background upkeep (the feed's batches) fails, reads staying correct and the tail
+     * growing, or when a listener of committed notifications throws (the commit stands).
+     */
     onUpkeepError?: (error: unknown) => void;
   }) {
     // Checked before the file is opened (and its lock taken), so a bad option leaves nothing open.
     const every = options.feedIndexIntervalMs ?? FEED_INDEX_INTERVAL_MS;
     if (!(Number.isInteger(every) && every >= 0)) throw new Error("feedIndexIntervalMs must be a whole number of milliseconds, 0 or more");
     this.#d = new SqliteDatabase(options.file, options.nowMs ?? Date.now(), { exclusiveLock: options.exclusiveLock ?? false, synchronous: options.synchronous ?? "full" });
+    const onError = options.onUpkeepError ?? (() => {});
     if (every > 0) {
-      const onError = options.onUpkeepError ?? (() => {});
       this.#feedTimer = setInterval(() => this.#indexFeedWhileBehind(onError), every);
       this.#feedTimer.unref();
     }
@@ -93,8 +96,9 @@ export class SqliteStore implements TwinningStore {
       for (const listener of this.#notificationListeners) {
         try {
           listener(notifications);
-        } catch {
+        } catch (error) {
           // A listener's failure is its own (the hub's writes are guarded); the commit stands.
+          onError(error);
         }
       }
     };
@@ -262,12 +266,16 @@ export class SqliteStore implements TwinningStore {
     return row ? toSubscription(row) : undefined;
   }
 
-  async deleteSubscription(address: string, role: TwinRole, id: string): Promise<boolean> {
+  async deleteSubscription(address: string, role: TwinRole, id: string, nowMs: number): Promise<boolean> {
     return this.#d.write(() => {
-      const deleted = this.#d.sql(`DELETE FROM subscriptions WHERE subscription_id = ? AND address = ? AND role = ?`).run(id, address, role).changes > 0;
+      const gone = this.#d
+        .sql(`DELETE FROM subscriptions WHERE subscription_id = ? AND address = ? AND role = ? RETURNING expires_at`)
+        .get(id, address, role) as { expires_at: number | null } | undefined;
+      if (!gone) return false;
       // Unsubscribed: what was queued for that callback is not sent any more.
-      if (deleted) this.#d.sql(`DELETE FROM outbox WHERE lane = ? AND state = 'pending'`).run(`callback:${id}`);
-      return deleted;
+      this.#d.sql(`DELETE FROM outbox WHERE lane = ? AND state = 'pending'`).run(`callback:${id}`);
+      // An expired one, not pruned yet, is removed too, but it was already gone for the subscriber (GET answers 404).
+      return gone.expires_at === null || gone.expires_at > nowMs;
     });
   }
 
