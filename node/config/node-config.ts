@@ -1,3 +1,4 @@
+import { BlockList, isIP } from "node:net";
 import { z } from "zod";
 
 /**
@@ -101,8 +102,11 @@ const deliverySchema = z
     retryBaseDelayMs: z.number().int().min(10).max(600_000).default(1_000),
     /** Largest delay between two attempts. */
     retryMaxDelayMs: z.number().int().min(100).max(86_400_000).default(300_000),
-    /** After this many attempts an entry becomes a dead letter. */
-    maxAttempts: z.number().int().min(1).max(1_000).default(20),
+    /**
+     * After this many attempts a callback becomes a dead letter (peer messages are retried until
+     * acknowledged). The default, with the default delays, outlasts maxAgeSeconds: age decides.
+     */
+    maxAttempts: z.number().int().min(1).max(1_000).default(1_000),
     /** After this age an entry becomes a dead letter, whatever its attempts. */
     maxAgeSeconds: z.number().int().min(1).max(2_592_000).default(86_400),
     /** How long a dead letter stays for operators to inspect (`GET /admin/v1/deadLetters`), from when it died. */
@@ -118,13 +122,23 @@ const deliverySchema = z
      */
     maxQueuedMessagesPerPeer: z.number().int().min(1).max(100_000_000).default(100_000),
   })
-  .strict();
+  .strict()
+  .refine((d) => d.retryBaseDelayMs <= d.retryMaxDelayMs, { message: "retryBaseDelayMs must not exceed retryMaxDelayMs", path: ["retryBaseDelayMs"] });
 
 /** URLs the node calls or hands out: http(s) only (a `file:` JWKS URL would fail only at the first token). */
 const httpUrl = () => z.url({ protocol: /^https?$/ });
 
 /** A listener on every interface has no address to hand out: its public URL must be set. */
-const wildcardHost = (host: string) => ["0.0.0.0", "::", "[::]", "::0"].includes(host);
+const UNSPECIFIED = new BlockList();
+UNSPECIFIED.addAddress("0.0.0.0", "ipv4");
+UNSPECIFIED.addAddress("::", "ipv6");
+UNSPECIFIED.addAddress("::ffff:0.0.0.0", "ipv6");
+/** The unspecified address in any spelling (`0.0.0.0`, `::`, `[::]`, `0:0:0:0:0:0:0:0`, `::ffff:0.0.0.0`). */
+export function wildcardHost(host: string): boolean {
+  const address = host.replace(/^\[(.*)\]$/, "$1");
+  const family = isIP(address);
+  return family !== 0 && UNSPECIFIED.check(address, family === 4 ? "ipv4" : "ipv6");
+}
 const publicUrlWhenWildcard = (listener: { host: string; publicUrl?: string | undefined }) => !wildcardHost(listener.host) || listener.publicUrl !== undefined;
 const publicUrlMessage = { message: "set publicUrl when host listens on every interface (0.0.0.0 or ::): it is the URL others call", path: ["publicUrl"] };
 
@@ -198,8 +212,8 @@ const configSchema = z
         port: z.number().int().min(0).max(65_535).default(8080),
         /** Base URL devices use (behind a gateway); default http://host:port. */
         publicUrl: httpUrl().optional(),
-        tlsCertFile: z.string().optional(),
-        tlsKeyFile: z.string().optional(),
+        tlsCertFile: z.string().min(1).optional(),
+        tlsKeyFile: z.string().min(1).optional(),
       })
       .strict()
       // Half a TLS setup must not quietly serve plain HTTP.
@@ -321,9 +335,14 @@ export function mergeEnvironment(
     const raw = env[name];
     if (raw === undefined || raw === "") continue;
     let value: unknown = raw;
-    if (leaf.type === "number") value = raw.trim() === "" ? Number.NaN : Number(raw);
+    // Decimal only: `0x1F90`, `1e3` or `Infinity` are refused, not read as numbers.
+    if (leaf.type === "number") value = /^-?\d+(\.\d+)?$/.test(raw.trim()) ? Number(raw) : Number.NaN;
     else if (leaf.type === "boolean") value = raw === "true" ? true : raw === "false" ? false : raw;
-    else if (leaf.type === "array") value = raw.split(",").map((s) => s.trim()).filter(Boolean);
+    else if (leaf.type === "array") {
+      // A list with no item (" , ") is refused rather than read as empty, which can mean "all".
+      const items = raw.split(",").map((s) => s.trim()).filter(Boolean);
+      value = items.length > 0 ? items : raw;
+    }
     let target: Record<string, unknown> = input;
     for (const key of leaf.path.slice(0, -1)) {
       const next = target[key];

@@ -223,7 +223,7 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
   };
   const direct = new DirectRoutes();
   const app = createDeviceApp(context, direct);
-  const tls = config.device.tlsCertFile && config.device.tlsKeyFile
+  const tls = config.device.tlsCertFile !== undefined && config.device.tlsKeyFile !== undefined
     ? { cert: readFileSync(config.device.tlsCertFile), key: readFileSync(config.device.tlsKeyFile) }
     : undefined;
   // Repeated reads with a ready answer are sent before the app (ReadyAnswers).

@@ -32,6 +32,11 @@ describe("HLF-CM-006 service-provider policy is configuration, validated at star
     expect(() => parseNodeConfig({ adminToken: "a-long-enough-admin-token-of-base64url_chars" })).not.toThrow();
     expect(() => parseNodeConfig({ device: { tlsCertFile: "cert.pem" } })).toThrow(/tlsKeyFile/);
     expect(() => parseNodeConfig({ device: { tlsCertFile: "cert.pem", tlsKeyFile: "key.pem" } })).not.toThrow();
+    // An empty file name (a template's unset variable) is half a TLS setup too, not plain HTTP.
+    expect(() => parseNodeConfig({ device: { tlsCertFile: "cert.pem", tlsKeyFile: "" } })).toThrow(/device\.tlsKeyFile/);
+    expect(() => parseNodeConfig({ device: { tlsCertFile: "", tlsKeyFile: "" } })).toThrow(/device\.tlsCertFile/);
+    // Delays that cross: the cap would override the first delay of every retry.
+    expect(() => parseNodeConfig({ delivery: { retryBaseDelayMs: 600_000, retryMaxDelayMs: 100 } })).toThrow(/delivery\.retryBaseDelayMs: retryBaseDelayMs must not exceed retryMaxDelayMs/);
     expect(() => parseNodeConfig({ externalIssuer: { issuer: "https://idp.example", jwksUrl: "file:///etc/jwks.json" } })).toThrow(/externalIssuer\.jwksUrl/);
     expect(() => parseNodeConfig({ primaryServices: { messagingUrl: "mailto:ops@example.com" } })).toThrow(/messagingUrl/);
     expect(() => parseNodeConfig({ primaryServices: { messagingUrl: "https://msg.example/v1" } })).not.toThrow();
@@ -39,7 +44,7 @@ describe("HLF-CM-006 service-provider policy is configuration, validated at star
 
   it("HLF-CM-006 a listener's URL must be one others can call: set when it listens on every interface, https for the federation (its listener is TLS)", () => {
     const fed = { caFile: "ca.pem", certFile: "node.pem", keyFile: "node.key", signingKeyFiles: ["k.json"] };
-    for (const host of ["0.0.0.0", "::"]) {
+    for (const host of ["0.0.0.0", "::", "[::]", "0:0:0:0:0:0:0:0", "::ffff:0.0.0.0"]) {
       expect(() => parseNodeConfig({ device: { host } })).toThrow(/device\.publicUrl: set publicUrl/);
       expect(() => parseNodeConfig({ device: { host, publicUrl: "https://twinning.op.example" } })).not.toThrow();
       expect(() => parseNodeConfig({ federation: { ...fed, host } })).toThrow(/federation\.publicUrl: set publicUrl/);
@@ -47,6 +52,7 @@ describe("HLF-CM-006 service-provider policy is configuration, validated at star
     }
     expect(() => parseNodeConfig({ federation: { ...fed, publicUrl: "http://fed.op.example:8443" } })).toThrow(/federation\.publicUrl/);
     expect(() => parseNodeConfig({ federation: fed, device: { host: "10.1.2.3" } })).not.toThrow();
+    expect(() => parseNodeConfig({ device: { host: "::1" } })).not.toThrow();
   });
 
   it("HLF-CM-006 a federation body limit below 64 KiB is refused at start: a peer's full batch of queued messages must fit it", () => {
@@ -101,6 +107,16 @@ describe("configuration from the environment", () => {
     };
     expect(unknownEnvironmentVariables(env)).toEqual(["TWINNING_DELIVERY_MAX_DELAY_MS", "TWINNING_POLICY_CODE_LENGHT"]);
     expect(loadNodeConfig(env).delivery.retryMaxDelayMs).toBe(5000);
+  });
+
+  it("HLF-CM-006 numbers are read in decimal only, and a list with no item is refused rather than read as empty (which would allow every peer)", () => {
+    for (const raw of ["0x1F90", "1e3", "Infinity", "8080abc"]) {
+      const { input, origins } = mergeEnvironment({}, { TWINNING_DEVICE_PORT: raw });
+      expect(() => parseNodeConfig(input, origins), raw).toThrow(/device\.port: .*\(from TWINNING_DEVICE_PORT\)/);
+    }
+    expect(loadNodeConfig({ TWINNING_DEVICE_PORT: " 8081 " }).device.port).toBe(8081);
+    const { input, origins } = mergeEnvironment({ policy: { allowedPeerOperators: ["002-01"] } }, { TWINNING_POLICY_ALLOWED_PEER_OPERATORS: " , " });
+    expect(() => parseNodeConfig(input, origins)).toThrow(/policy\.allowedPeerOperators: .*\(from TWINNING_POLICY_ALLOWED_PEER_OPERATORS\)/);
   });
 
   it("HLF-IC-001 one federation field set without the files it needs: the error says federation is on because of it", () => {

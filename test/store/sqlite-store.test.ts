@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -80,6 +80,12 @@ describe("SqliteStore on disk", () => {
       await store.close();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it("creates the database, its WAL and its shared-memory file readable by their owner only (they hold the credential hashes)", async () => {
+    t = tempStore(T0, true);
+    await activated(t.store, P1, S1);
+    for (const file of [t.file, `${t.file}-wal`]) expect((statSync(file).mode & 0o777).toString(8), file).toBe("600");
   });
 
   it("runs in WAL journal mode", async () => {

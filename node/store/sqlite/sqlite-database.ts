@@ -1,4 +1,4 @@
-import { mkdirSync } from "node:fs";
+import { closeSync, mkdirSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import type { StoredNotification } from "../../domain/notification.ts";
@@ -20,7 +20,12 @@ export class SqliteDatabase {
    * second); the price is that no other process can open the file while the node runs.
    */
   constructor(file: string, nowMs: number, options: { exclusiveLock: boolean; synchronous?: "full" | "normal" } = { exclusiveLock: false }) {
-    if (file !== ":memory:") mkdirSync(dirname(file), { recursive: true });
+    if (file !== ":memory:") {
+      mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+      // Created readable by its owner only (it holds the subscribers' credential hashes); SQLite
+      // gives the -wal and -shm files the database file's mode. An existing file keeps its own.
+      closeSync(openSync(file, "a", 0o600));
+    }
     // Busy timeout: alone on its file, the node waits on a lock only at start, for a previous process.
     this.db = new Database(file, { timeout: options.exclusiveLock ? 1_000 : 5_000 });
     try {
