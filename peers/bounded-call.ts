@@ -12,11 +12,16 @@ export interface BoundedCall {
   /** The error a body over `maxBytes` fails with (given the answer's status); without it, the answer's text stops at `maxBytes`. */
   readonly tooLarge?: (status: number) => Error;
   /**
-   * Once the answer's status has arrived, a body that fails or does not come in time does not
-   * fail the call: the answer carries the text read so far. For callbacks, whose receiver has
-   * answered once it has sent its status.
+   * For callbacks, whose receiver has answered once it has sent its status. A 2xx status ends
+   * the call at once (the answer's text is empty): the rest of the body is read only so the
+   * connection can be used again, for at most `bodyGraceMs`, then the connection is dropped; a
+   * receiver that stalls its body cannot hold a delivery slot for the deadline. Another status
+   * waits for its body (its text names the failure), and a body that then fails or does not
+   * come in time does not fail the call: the answer carries the text read so far.
    */
   readonly statusIsEnough?: boolean;
+  /** With statusIsEnough: how long the body after a 2xx status may take (default 1,000 ms, never past the deadline). */
+  readonly bodyGraceMs?: number;
 }
 
 export interface BoundedAnswer {
@@ -24,6 +29,9 @@ export interface BoundedAnswer {
   readonly headers: Readonly<Record<string, string | string[] | undefined>>;
   readonly text: string;
 }
+
+/** See BoundedCall.bodyGraceMs. */
+const STATUS_ONLY_BODY_GRACE_MS = 1_000;
 
 const timedOut = () => new DOMException("The operation timed out.", "TimeoutError");
 
@@ -57,6 +65,7 @@ export function boundedCall(dispatcher: Dispatcher, call: BoundedCall): Promise<
       if (error === undefined || (call.statusIsEnough && status >= 200)) resolve(answer());
       else reject(error);
     };
+    let grace: NodeJS.Timeout | undefined;
     const timer = setTimeout(() => settle(timedOut(), true), call.timeoutMs);
     timer.unref();
     const handler: Dispatcher.DispatchHandler = {
@@ -64,9 +73,15 @@ export function boundedCall(dispatcher: Dispatcher, call: BoundedCall): Promise<
         controller = c;
         if (settled) c.abort(timedOut());
       },
-      onResponseStart(_c, statusCode, responseHeaders) {
+      onResponseStart(c, statusCode, responseHeaders) {
         status = statusCode;
         headers = responseHeaders;
+        if (call.statusIsEnough && statusCode >= 200 && statusCode < 300) {
+          settle(undefined, false);
+          // The deadline's timer is cleared: the rest of the body gets its own, shorter one.
+          grace = setTimeout(() => c.abort(timedOut()), Math.min(call.bodyGraceMs ?? STATUS_ONLY_BODY_GRACE_MS, call.timeoutMs));
+          grace.unref();
+        }
       },
       onResponseData(_c, chunk) {
         if (settled) return;
@@ -84,9 +99,11 @@ export function boundedCall(dispatcher: Dispatcher, call: BoundedCall): Promise<
         throw new Error("answer cut at its size bound");
       },
       onResponseEnd() {
+        clearTimeout(grace);
         settle(undefined, false);
       },
       onResponseError(_c, error) {
+        clearTimeout(grace);
         settle(error, false);
       },
     };

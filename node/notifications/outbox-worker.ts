@@ -43,6 +43,15 @@ export function slotsPerKind(concurrency: number): number {
 }
 
 /**
+ * The callback slots one subscriber's lanes may hold at once: a quarter of the kind's (at least
+ * one). A subscriber whose receivers answer slowly, with one subscription per slot, would
+ * otherwise hold every callback slot while its backlog lasts, and everyone else's wait.
+ */
+export function callbackSlotsPerSubscriber(concurrency: number): number {
+  return Math.max(1, Math.floor(slotsPerKind(concurrency) / 4));
+}
+
+/**
  * Delivers the durable outbox: woken at commit (no slow polling), one entry at a time per lane
  * (so order per target holds), many lanes at once, each on its own: a lane that waits on a slow
  * target holds back only itself, and a freed slot is filled at once. A failed entry is written
@@ -60,6 +69,8 @@ export class OutboxWorker {
   readonly #active = new Map<string, Promise<void>>();
   /** How many of them are of each kind (see slotsPerKind). */
   readonly #activeOfKind: Record<OutboxEntry["kind"], number> = { peer: 0, callback: 0 };
+  /** How many callback lanes under way are each subscriber's (see callbackSlotsPerSubscriber). */
+  readonly #activeOfOwner = new Map<string, number>();
   /** Resolved by the next wake: lanes that found nothing more wait on it while their completions commit. */
   #news: { promise: Promise<void>; resolve: () => void } | undefined;
 
@@ -127,7 +138,7 @@ export class OutboxWorker {
     const o = this.#o;
     if (o.concurrency - this.#active.size > 0) {
       // Lanes under way still have their heads pending: ask for enough to find the free slots' worth of others.
-      const due = (await o.store.dueOutboxHeads(o.nowMs(), o.concurrency + this.#active.size)).filter((e) => !this.#active.has(e.lane));
+      const due = (await o.store.dueOutboxHeads(o.nowMs(), o.concurrency + this.#active.size, callbackSlotsPerSubscriber(o.concurrency))).filter((e) => !this.#active.has(e.lane));
       // Slots counted at each start: a wake may have started lanes meanwhile.
       let left = false;
       for (const head of due) {
@@ -148,12 +159,16 @@ export class OutboxWorker {
   }
 
   #hasSlotFor(head: OutboxEntry): boolean {
-    return this.#active.size < this.#o.concurrency && this.#activeOfKind[head.kind] < slotsPerKind(this.#o.concurrency);
+    const c = this.#o.concurrency;
+    if (head.owner !== undefined && (this.#activeOfOwner.get(head.owner) ?? 0) >= callbackSlotsPerSubscriber(c)) return false;
+    return this.#active.size < c && this.#activeOfKind[head.kind] < slotsPerKind(c);
   }
 
   /** `alone`: the head is known to be all the lane holds that was due when it was found (a wake's lane head). */
   #startLane(head: OutboxEntry, alone = false): void {
     this.#activeOfKind[head.kind] += 1;
+    const owner = head.owner;
+    if (owner !== undefined) this.#activeOfOwner.set(owner, (this.#activeOfOwner.get(owner) ?? 0) + 1);
     const task = this.#deliverLane(head, alone)
       .catch(async (error: unknown) => {
         // A failed write-back or read in the lane: it stays queued; the lane rests before it is
@@ -164,6 +179,11 @@ export class OutboxWorker {
       .finally(() => {
         this.#active.delete(head.lane);
         this.#activeOfKind[head.kind] -= 1;
+        if (owner !== undefined) {
+          const left = this.#activeOfOwner.get(owner)! - 1;
+          if (left === 0) this.#activeOfOwner.delete(owner);
+          else this.#activeOfOwner.set(owner, left);
+        }
         if (this.#running) this.wake();
       });
     this.#active.set(head.lane, task);

@@ -108,9 +108,11 @@ export interface TwinningStore {
   /**
    * The oldest pending entry of each lane that is due, so order per lane holds: at most `limit`
    * peer lanes and at most `limit` callback lanes (so a crowd of one kind never hides the other),
-   * each kind by due time, then id.
+   * each kind by due time, then id; of one subscriber's callback lanes at most `perOwner` (the
+   * first by that order), so one subscriber's backlog cannot fill the list. Callback heads carry
+   * their subscriber as `owner`.
    */
-  dueOutboxHeads(nowMs: number, limit: number): Promise<OutboxEntry[]>;
+  dueOutboxHeads(nowMs: number, limit: number, perOwner?: number): Promise<OutboxEntry[]>;
   /** Up to `limit` pending entries of a lane after `afterId`, in order, stopping at the first not yet due (an index range read). */
   nextOutboxEntriesInLane(lane: string, afterId: number, nowMs: number, limit: number): Promise<OutboxEntry[]>;
   /** Removes delivered entries, in one transaction. */
@@ -375,6 +377,8 @@ export interface OutboxEntry {
   readonly attempts: number;
   readonly createdAtMs: number;
   readonly lastError: string | undefined;
+  /** A callback's subscriber, on the heads dueOutboxHeads gives (a share of the slots is theirs at most). */
+  readonly owner?: string;
 }
 
 export type { NotificationDraft, PeerMessageDraft };

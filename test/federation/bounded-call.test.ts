@@ -13,6 +13,8 @@ let server: Server;
 let base = "";
 let stop: () => Promise<void>;
 const agent = new Agent({ keepAliveTimeout: 1_000 });
+/** Told when the connection that asked for a path closes. */
+const socketClosed = new Map<string, () => void>();
 /** What the server managed to write of the answer it was asked for, by path. */
 const written = new Map<string, number>();
 
@@ -51,8 +53,9 @@ beforeAll(async () => {
         return;
       }
       if (path === "/reset-early") return void req.socket.destroy();
-      if (path === "/stall-body") {
-        res.writeHead(200, { "content-type": "text/plain" });
+      if (path === "/stall-body" || path === "/stall-body-500") {
+        req.socket.once("close", () => socketClosed.get(path)?.());
+        res.writeHead(path === "/stall-body" ? 200 : 500, { "content-type": "text/plain" });
         return void res.write("started");
       }
       // "/silent": headers never come.
@@ -99,9 +102,17 @@ describe("boundedCall: one deadline and one size bound for a whole outgoing call
     await expect(call).rejects.toThrow("status 200, too large");
   });
 
-  it("statusIsEnough: once the status has come, a body that stalls ends the call at the deadline with what was read, not an error", async () => {
-    const answer = await boundedCall(agent, { url: `${base}/stall-body`, method: "GET", timeoutMs: 150, maxBytes: 1_000, statusIsEnough: true });
-    expect(answer).toMatchObject({ status: 200, text: "started" });
+  it("statusIsEnough: a 2xx status ends the call at once, not at the deadline; a body that then stalls has its connection dropped after bodyGraceMs", async () => {
+    const closed = new Promise<void>((resolve) => socketClosed.set("/stall-body", resolve));
+    // A deadline far beyond the test's own timeout: the call must end on the status alone.
+    const answer = await boundedCall(agent, { url: `${base}/stall-body`, method: "GET", timeoutMs: 600_000, maxBytes: 1_000, statusIsEnough: true, bodyGraceMs: 50 });
+    expect(answer).toMatchObject({ status: 200, text: "" });
+    await closed;
+  });
+
+  it("statusIsEnough: another status waits for its body (it names the failure); one that stalls ends the call at the deadline with what was read, not an error", async () => {
+    const answer = await boundedCall(agent, { url: `${base}/stall-body-500`, method: "GET", timeoutMs: 150, maxBytes: 1_000, statusIsEnough: true, bodyGraceMs: 10 });
+    expect(answer).toMatchObject({ status: 500, text: "started" });
   });
 
   it("statusIsEnough: a connection reset after the status gives the status; before it, the error", async () => {

@@ -4,11 +4,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
-import { OutboxWorker, slotsPerKind, type BatchOutcome } from "../../node/notifications/outbox-worker.ts";
+import { callbackSlotsPerSubscriber, OutboxWorker, slotsPerKind, type BatchOutcome } from "../../node/notifications/outbox-worker.ts";
 import type { OutboxEntry } from "../../node/store/store-port.ts";
 import { SqliteStore } from "../../node/store/sqlite/sqlite-store.ts";
 import { eventually } from "../helpers/federation-fixture.ts";
-import { activated, OP, P1, S1, SECOND, subscribe, T0 } from "../store/store-fixtures.ts";
+import { activated, OP, P1, P2, S1, S2, SECOND, subscribe, subscription, T0 } from "../store/store-fixtures.ts";
 
 /**
  * The delivery worker's scheduling, on a real SQLite store. The peers are functions here: what
@@ -53,16 +53,21 @@ function startWorker(
   return worker;
 }
 
+/** The `i`th of a test's many secondaries (each its own subscriber). */
+const secondary = (i: number) => `tel:+1555100${String(i).padStart(4, "0")}`;
+
 /**
- * A store with `callbacks` callback lanes (one notification to as many subscriptions of S1), and
- * a worker whose callback receivers never answer until `release`; peer messages are delivered at
- * once and recorded in `delivered`.
+ * A store with `callbacks` callback lanes (a notification to each of as many subscribers, one
+ * subscription each), and a worker whose callback receivers never answer until `release`; peer
+ * messages are delivered at once and recorded in `delivered`.
  */
 async function stuckCallbacks(callbacks: number, nowMs: () => number) {
   const store = storeInTempDir();
-  const twin = await activated(store, P1, S1);
-  for (let i = 0; i < callbacks; i++) await subscribe(store, S1, "secondary");
-  await store.changeTwinStatus({ twinId: twin.twinId, status: "Off", changedBy: "primary", origin: OP, nowMs: T0 + SECOND });
+  for (let i = 0; i < callbacks; i++) {
+    const twin = await activated(store, P1, secondary(i));
+    await subscribe(store, secondary(i), "secondary");
+    await store.changeTwinStatus({ twinId: twin.twinId, status: "Off", changedBy: "primary", origin: OP, nowMs: T0 + SECOND });
+  }
   let release!: () => void;
   const receiversAnswer = new Promise<void>((r) => (release = r));
   const state = { store, callbacksUnderWay: 0, delivered: [] as string[], release: () => release() };
@@ -289,6 +294,44 @@ describe("outbox worker", () => {
     } finally {
       t.release();
     }
+  });
+
+  it("HLF-PD-007 one subscriber's callbacks hold at most a quarter of the callback slots: a subscriber whose receivers never answer, with a subscription per slot, does not hold back another's callback", async () => {
+    const store = storeInTempDir();
+    const twin = await activated(store, P1, S1);
+    const other = await activated(store, P2, S2);
+    for (let i = 0; i < 15; i++) await store.createSubscription({ subscription: subscription(S1, "secondary", { notifyUrl: `https://slow.example/${i}` }), maxPerSubscriber: 20 });
+    await subscribe(store, S2, "secondary", { notifyUrl: "https://fast.example/" });
+    await store.changeTwinStatus({ twinId: twin.twinId, status: "Off", changedBy: "primary", origin: OP, nowMs: T0 + SECOND });
+    // The other subscriber's notification is the newest entry: by due time and id, it is last.
+    await store.changeTwinStatus({ twinId: other.twinId, status: "Off", changedBy: "primary", origin: OP, nowMs: T0 + 2 * SECOND });
+    let release!: () => void;
+    const slowAnswers = new Promise<void>((r) => (release = r));
+    const underWay = new Set<string>();
+    const fast: string[] = [];
+    const worker = new OutboxWorker({
+      store,
+      deliver: async (entry) => {
+        if (entry.target.startsWith("https://fast.example")) return void fast.push(entry.target);
+        underWay.add(entry.lane);
+        await slowAnswers;
+      },
+      policy: { retryBaseDelayMs: 10, retryMaxDelayMs: 50, maxAttempts: 20, maxAgeMs: 60_000 },
+      concurrency: 16,
+      nowMs: () => T0 + 3 * SECOND,
+      logger: pino({ level: "silent" }),
+    });
+    workers.push(worker);
+    worker.start();
+    try {
+      await eventually(async () => fast, (f) => f.length === 1, 5_000);
+      expect(callbackSlotsPerSubscriber(16)).toBe(3);
+      expect(underWay.size).toBe(callbackSlotsPerSubscriber(16));
+    } finally {
+      release();
+    }
+    await eventually(async () => (await store.outboxStats()).pending, (n) => n === 0, 5_000);
+    expect(underWay.size).toBe(15);
   });
 
   it("HLF-PD-007 callbacks older than the delivery's maxAge are not sent late: they become dead letters without a call", async () => {

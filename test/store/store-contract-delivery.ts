@@ -104,6 +104,29 @@ export function deliveryContract(makeStore: MakeStore): void {
       });
     }
 
+    for (const peerLanes of [0, 300]) {
+      it(`dueOutboxHeads gives at most perOwner callback heads of one subscriber, the first by due time and id, each naming its subscriber; the others' are not hidden (${peerLanes} peer lanes)`, async () => {
+        const { store } = h();
+        const twin = await activated(store, P1, S1);
+        const other = await activated(store, P2, S2);
+        for (let i = 0; i < 5; i++) await subscribe(store, S1, "secondary");
+        const s2 = await subscribe(store, S2, "secondary");
+        await toggles(store, twin, 1, T0 + SECOND);
+        await toggles(store, other, 1, T0 + 2 * SECOND);
+        for (let i = 0; i < peerLanes; i++) {
+          await store.enqueuePeerMessages([{ operatorId: OTHER_OP, method: "DELETE", path: `/twins/${uuid()}`, msgId: uuid(), body: {}, subLane: `lane-${i}` }], T0 + 2 * SECOND);
+        }
+        const all = (await store.dueOutboxHeads(T0 + MINUTE, 10)).filter((e) => e.kind === "callback");
+        expect(all.map((e) => e.owner)).toEqual([S1, S1, S1, S1, S1, S2]);
+        const shared = (await store.dueOutboxHeads(T0 + MINUTE, 10, 2)).filter((e) => e.kind === "callback");
+        expect(shared.map((e) => e.id)).toEqual([all[0]!.id, all[1]!.id, all[5]!.id]);
+        expect(shared.at(-1)).toMatchObject({ owner: S2, target: s2.notifyUrl });
+        // The limit still counts per kind, after the share.
+        expect((await store.dueOutboxHeads(T0 + MINUTE, 2, 1)).filter((e) => e.kind === "callback").map((e) => e.owner)).toEqual([S1, S2]);
+        expect((await store.dueOutboxHeads(T0 + MINUTE, 10, 2)).filter((e) => e.kind === "peer")).toHaveLength(Math.min(10, peerLanes));
+      });
+    }
+
     it("failOutboxEntry with nextAttemptAtMs delays the entry and holds back the rest of its lane", async () => {
       const { store } = h();
       const twin = await activated(store, P1, S1);
@@ -127,7 +150,9 @@ export function deliveryContract(makeStore: MakeStore): void {
       if (!head) throw new Error("no outbox head");
       await store.failOutboxEntry({ id: head.id, attempts: 7, nextAttemptAtMs: undefined, lastError: "gave up", nowMs: T0 + 2 * SECOND });
       expect(await store.outboxStats()).toEqual({ pending: 1, dead: 1 });
-      expect(await store.listDeadLetters(10)).toEqual([{ ...head, attempts: 7, lastError: "gave up" }]);
+      // A dead letter names no subscriber: only the heads the worker schedules do.
+      const { owner: _owner, ...entry } = head;
+      expect(await store.listDeadLetters(10)).toEqual([{ ...entry, attempts: 7, lastError: "gave up" }]);
       const next = await store.dueOutboxHeads(T0 + 2 * SECOND, 10);
       expect(next).toHaveLength(1);
       expect(next[0]).toMatchObject({ lane: head.lane, attempts: 0 });

@@ -120,16 +120,26 @@ export function listSubscriptions(d: SqliteDatabase, address: string, role: Twin
  * The walk stops after LANE_WALK_MAX lanes; past that, the scan answers.
  */
 const LANE_WALK_MAX = 256;
+/** A callback lane's subscriber (`callback:<subscriptionId>`, through the subscriptions' key), so one subscriber's lanes can be held to a share of the slots. */
+const OWNER = `s.address AS owner`;
+const OWNER_JOIN = `LEFT JOIN subscriptions s ON o.kind = 'callback' AND s.subscription_id = substr(o.lane, ${"callback:".length + 1})`;
 const WALKED_HEADS = `WITH RECURSIVE lanes(lane) AS (
     SELECT (SELECT lane FROM outbox WHERE state = 'pending' ORDER BY lane LIMIT 1)
     UNION ALL
     SELECT (SELECT lane FROM outbox WHERE state = 'pending' AND lane > lanes.lane ORDER BY lane LIMIT 1) FROM lanes WHERE lanes.lane IS NOT NULL
     LIMIT ${LANE_WALK_MAX + 1}
   )
-  SELECT o.* FROM lanes JOIN outbox o ON o.id = (SELECT MIN(id) FROM outbox WHERE state = 'pending' AND lane = lanes.lane)`;
+  SELECT o.*, ${OWNER} FROM lanes JOIN outbox o ON o.id = (SELECT MIN(id) FROM outbox WHERE state = 'pending' AND lane = lanes.lane) ${OWNER_JOIN}`;
 const SCANNED_HEADS = `SELECT o.* FROM outbox o JOIN (SELECT MIN(id) AS id FROM outbox WHERE state = 'pending' GROUP BY lane) h ON o.id = h.id`;
-/** The same scan over one kind's lanes only (`peer:…` or `callback:…`, a range of the index), so asking for both kinds reads each entry once. */
-const SCANNED_HEADS_OF_KIND = `SELECT o.* FROM outbox o JOIN (SELECT MIN(id) AS id FROM outbox WHERE state = 'pending' AND lane > @from AND lane < @to GROUP BY lane) h ON o.id = h.id`;
+/**
+ * The same scan over one kind's lanes only (`peer:…` or `callback:…`, a range of the index), so
+ * asking for both kinds reads each entry once; at most @perOwner heads of one subscriber.
+ */
+const SCANNED_DUE_HEADS_OF_KIND = `SELECT * FROM (
+    SELECT o.*, ${OWNER}, ROW_NUMBER() OVER (PARTITION BY COALESCE(s.address, o.lane) ORDER BY o.next_attempt_at, o.id) AS nth
+    FROM outbox o JOIN (SELECT MIN(id) AS id FROM outbox WHERE state = 'pending' AND lane > @from AND lane < @to GROUP BY lane) h ON o.id = h.id ${OWNER_JOIN}
+    WHERE o.next_attempt_at <= @nowMs
+  ) WHERE nth <= @perOwner ORDER BY next_attempt_at, id LIMIT CAST(@n AS INTEGER)`;
 /** The lanes of each kind: names from `<kind>:` up to `<kind>;` (';' is the character after ':'). */
 const LANES_OF: Record<OutboxEntry["kind"], { from: string; to: string }> = { peer: { from: "peer:", to: "peer;" }, callback: { from: "callback:", to: "callback;" } };
 
@@ -141,16 +151,18 @@ function walkedHeads(d: SqliteDatabase): OutboxRow[] | undefined {
 
 const byDueThenId = (a: OutboxRow, b: OutboxRow) => a.next_attempt_at - b.next_attempt_at || a.id - b.id;
 
-/** Due lane heads, at most `limit` of each kind (peer, callback), each kind by due time then id. */
-export function dueOutboxHeads(d: SqliteDatabase, nowMs: number, limit: number): OutboxEntry[] {
+/** Due lane heads, at most `limit` of each kind (peer, callback) and `perOwner` of one subscriber, each kind by due time then id. */
+export function dueOutboxHeads(d: SqliteDatabase, nowMs: number, limit: number, perOwner: number): OutboxEntry[] {
   const heads = walkedHeads(d);
   const n = Math.max(0, limit);
   if (heads) {
     const due = heads.filter((h) => h.next_attempt_at <= nowMs).sort(byDueThenId);
-    return [...due.filter((h) => h.kind === "peer").slice(0, n), ...due.filter((h) => h.kind !== "peer").slice(0, n)].map(toOutboxEntry);
+    const ofOwner = new Map<string, number>();
+    const withinShare = (h: OutboxRow) => h.owner == null || (ofOwner.set(h.owner, (ofOwner.get(h.owner) ?? 0) + 1).get(h.owner)! <= perOwner);
+    return [...due.filter((h) => h.kind === "peer").slice(0, n), ...due.filter((h) => h.kind !== "peer" && withinShare(h)).slice(0, n)].map(toOutboxEntry);
   }
   const scanned = (kind: OutboxEntry["kind"]) =>
-    d.sql(`${SCANNED_HEADS_OF_KIND} WHERE o.next_attempt_at <= @nowMs ORDER BY o.next_attempt_at, o.id LIMIT CAST(@n AS INTEGER)`).all({ ...LANES_OF[kind], nowMs, n }) as OutboxRow[];
+    d.sql(SCANNED_DUE_HEADS_OF_KIND).all({ ...LANES_OF[kind], nowMs, n, perOwner: Number.isFinite(perOwner) ? perOwner : Number.MAX_SAFE_INTEGER }) as OutboxRow[];
   return [...scanned("peer"), ...scanned("callback")].map(toOutboxEntry);
 }
 

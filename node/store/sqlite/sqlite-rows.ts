@@ -117,6 +117,8 @@ export interface OutboxRow {
   attempts: number;
   created_at: number;
   last_error: string | null;
+  /** A callback head's subscriber, where the query joins it (dueOutboxHeads). */
+  owner?: string | null;
 }
 
 export const toOutboxEntry = (r: OutboxRow): OutboxEntry => ({
@@ -128,4 +130,5 @@ export const toOutboxEntry = (r: OutboxRow): OutboxEntry => ({
   attempts: r.attempts,
   createdAtMs: r.created_at,
   lastError: r.last_error ?? undefined,
+  ...(r.owner ? { owner: r.owner } : {}),
 });

@@ -293,8 +293,8 @@ export class SqliteStore implements TwinningStore {
     return () => void this.#notificationListeners.delete(listener);
   }
 
-  async dueOutboxHeads(nowMs: number, limit: number): Promise<OutboxEntry[]> {
-    return notifications.dueOutboxHeads(this.#d, nowMs, limit);
+  async dueOutboxHeads(nowMs: number, limit: number, perOwner = Number.POSITIVE_INFINITY): Promise<OutboxEntry[]> {
+    return notifications.dueOutboxHeads(this.#d, nowMs, limit, perOwner);
   }
 
   async nextOutboxEntriesInLane(lane: string, afterId: number, nowMs: number, limit: number): Promise<OutboxEntry[]> {
