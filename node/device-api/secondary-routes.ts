@@ -35,7 +35,7 @@ export function registerSecondaryRoutes(app: App, ctx: NodeContext, direct: Dire
     async (c) => {
       const secondary = pathSubject(c);
       const body = validBody(c, codeRequest);
-      const { record, code } = await requestActivationCode(ctx, secondary, body);
+      const { record, code } = await requestActivationCode(ctx, secondary, body, c.get("principal").provisioning);
       return secretJson(c, activationCodeView(ctx, record, { code }), 201);
     },
   );

@@ -2,7 +2,7 @@ import { createHash, randomUUID } from "node:crypto";
 import { generateCode, isWellFormedCode } from "../domain/activation-code.ts";
 import type { Twin } from "../domain/twin.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
-import type { ActivationCodeRecord, CorrelatorInput } from "../store/store-port.ts";
+import type { ActivationCodeRecord, CorrelatorInput, ProvisionedParty } from "../store/store-port.ts";
 import type { NodeContext } from "./node-context.ts";
 import { activateAcross, codeFromPeer } from "./federated-activation.ts";
 
@@ -10,17 +10,20 @@ const fingerprint = (value: unknown): string => createHash("sha256").update(JSON
 const lockKey = (c: { subscriber: string; operation: string; key: string }) => JSON.stringify([c.subscriber, c.operation, c.key]);
 
 /** HLF-SD-001..003, HLF-TE-005/006: issue a one-use, expiring code for a secondary. */
+/** `underProvisioning`: the secondary's provisioning stamp the request was authenticated under (see ProvisionedParty). */
 export async function requestActivationCode(
   ctx: NodeContext,
   secondary: string,
   body: { primaryOperatorId?: string | undefined; clientCorrelator?: string | undefined },
+  underProvisioning?: string,
 ): Promise<{ record: ActivationCodeRecord; code: string }> {
   const issuer = body.primaryOperatorId ?? ctx.config.operatorId;
+  const party: ProvisionedParty = { address: secondary, stamp: underProvisioning };
   if (issuer !== ctx.config.operatorId) {
     const correlator = body.clientCorrelator
       ? { subscriber: secondary, operation: "activationCode", key: body.clientCorrelator, fingerprint: fingerprint({ issuer }) }
       : undefined;
-    return correlator ? ctx.correlated.run(lockKey(correlator), () => codeFromPeer(ctx, secondary, issuer, correlator)) : codeFromPeer(ctx, secondary, issuer, correlator);
+    return correlator ? ctx.correlated.run(lockKey(correlator), () => codeFromPeer(ctx, party, issuer, correlator)) : codeFromPeer(ctx, party, issuer, correlator);
   }
   const nowMs = ctx.nowMs();
   for (let attempt = 0; attempt < 8; attempt++) {
@@ -29,6 +32,7 @@ export async function requestActivationCode(
       ? { subscriber: secondary, operation: "activationCode", key: body.clientCorrelator, fingerprint: fingerprint({ issuer }), replayData: ctx.sealer.seal(code) }
       : undefined;
     const result = await ctx.store.issueActivationCode({
+      provisionedParty: party,
       codeId: randomUUID(),
       secondaryAddress: secondary,
       secondaryOperatorId: ctx.config.operatorId,
@@ -90,6 +94,7 @@ async function activateOnce(ctx: NodeContext, primary: string, body: ActivationB
   const own = ctx.config.operatorId;
   if (!/^\d{4,12}$/.test(body.activationCode)) throw new TwinningError("invalid_code");
   const policy = ctx.config.policy;
+  const party: ProvisionedParty = { address: primary, stamp: underProvisioning };
   const correlator = body.clientCorrelator
     ? {
         subscriber: primary,
@@ -111,11 +116,12 @@ async function activateOnce(ctx: NodeContext, primary: string, body: ActivationB
       if (twin?.active) return withToken(twin);
       if (twin) throw new TwinningError("update_not_allowed", { variables: ["the twin is deactivated"] });
     }
-    return withToken(await activateAcross(ctx, { primary, peer: body.operatorId, name: body.name, activationCode: body.activationCode, correlator }));
+    return withToken(await activateAcross(ctx, { primary, party, peer: body.operatorId, name: body.name, activationCode: body.activationCode, correlator }));
   }
   if (!isWellFormedCode(body.activationCode, policy.codeLength)) throw new TwinningError("invalid_code");
   const nowMs = ctx.nowMs();
   const result = await ctx.store.redeemActivationCode({
+    provisionedParty: party,
     issuerOperatorId: body.operatorId,
     codeHash: ctx.codes.hash(body.operatorId, body.activationCode),
     verify: (stored) => ctx.codes.matches(stored, body.operatorId, body.activationCode),
@@ -152,7 +158,7 @@ async function activateOnce(ctx: NodeContext, primary: string, body: ActivationB
     case "remote-secondary":
       // Our code, but the secondary is another operator's subscriber: activate it there (HLF-IC-004).
       return withToken(
-        await activateAcross(ctx, { primary, peer: result.secondaryOperatorId, name: body.name, ownCode: { codeId: result.codeId, secondaryAddress: result.secondaryAddress }, correlator }),
+        await activateAcross(ctx, { primary, party, peer: result.secondaryOperatorId, name: body.name, ownCode: { codeId: result.codeId, secondaryAddress: result.secondaryAddress }, correlator }),
       );
   }
   return withToken(result.twin);

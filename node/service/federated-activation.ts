@@ -5,7 +5,7 @@ import { defaultTwinName, type Twin } from "../domain/twin.ts";
 import { peerBacklogFull, TwinningError } from "../errors/twinning-error.ts";
 import { requirePeer } from "../federation/federation.ts";
 import { peerErrorToTwinningError } from "../../peers/peer-client.ts";
-import type { ActivationCodeRecord, CorrelatorInput } from "../store/store-port.ts";
+import type { ActivationCodeRecord, CorrelatorInput, ProvisionedParty } from "../store/store-port.ts";
 import type { NodeContext } from "./node-context.ts";
 import { primaryServiceEndpoints } from "./twin-service.ts";
 
@@ -18,10 +18,11 @@ import { primaryServiceEndpoints } from "./twin-service.ts";
 /** HLF-SD-002, HLF-TE-006, HLF-IC-002: the secondary named the primary's operator; ask it for the code. */
 export async function codeFromPeer(
   ctx: NodeContext,
-  secondary: string,
+  party: ProvisionedParty,
   issuer: string,
   correlator: CorrelatorInput | undefined,
 ): Promise<{ record: ActivationCodeRecord; code: string }> {
+  const secondary = party.address;
   const federation = requirePeer(ctx.federation, issuer);
   if (correlator) {
     const replay = await ctx.store.lookupCorrelator(correlator);
@@ -45,7 +46,9 @@ export async function codeFromPeer(
   // The copy is our subscriber's consent to be activated by this peer: it lasts no longer than
   // any code may, whatever expiry the peer's answer names.
   const nowMs = ctx.nowMs();
+  // Checked again at the commit: the secondary may have been de-provisioned during the round trip.
   const result = await ctx.store.issueActivationCode({
+    provisionedParty: party,
     codeId,
     secondaryAddress: secondary,
     secondaryOperatorId: ctx.config.operatorId,
@@ -108,6 +111,8 @@ export async function activateAcross(
   ctx: NodeContext,
   input: {
     primary: string;
+    /** The primary, checked again at the commit (see ProvisionedParty). */
+    party: ProvisionedParty;
     peer: string;
     name: string | undefined;
     /** A code the peer issued (the primary typed its code and operator). */
@@ -166,6 +171,7 @@ export async function activateAcross(
   }
   try {
     const { twin, notifications, queued } = await ctx.store.insertFederatedTwin({
+      provisionedParty: input.party,
       twin: { twinId, primaryAddress: input.primary, primaryOperatorId: own, secondaryAddress, secondaryOperatorId: input.peer, name, status: "On", version: 1, statusOrigin: own },
       localSide: "primary",
       nameIsDefault: input.name === undefined,

@@ -202,7 +202,20 @@ export interface ActivationCodeRecord {
   readonly twinId: string | undefined;
 }
 
+/**
+ * The local subscriber a request acts for, checked again in the write's transaction: still
+ * provisioned for twinning and, when `stamp` is given, under the provisioning the request was
+ * authenticated with (provisioningStamp). A de-provisioning (or a new credential) during the
+ * request, a peer's round trip say, then leaves nothing behind: invalid_token.
+ */
+export interface ProvisionedParty {
+  readonly address: string;
+  readonly stamp?: string | undefined;
+}
+
 export interface IssueCodeInput {
+  /** The local secondary the code is for (see ProvisionedParty); absent when it is a peer's. */
+  readonly provisionedParty?: ProvisionedParty;
   readonly codeId: string;
   readonly secondaryAddress: string;
   readonly secondaryOperatorId: string;
@@ -226,6 +239,8 @@ export type IssueCodeResult =
   | { readonly kind: "collision" };
 
 export interface RedeemCodeInput {
+  /** The local primary redeeming (see ProvisionedParty); absent when it is a peer's. */
+  readonly provisionedParty?: ProvisionedParty;
   readonly issuerOperatorId: string;
   readonly codeHash: string;
   /** Constant-time check of the stored hash against the presented code. */
@@ -281,6 +296,8 @@ export interface DeactivateInput {
 }
 
 export interface InsertFederatedTwinInput {
+  /** The local party that asked for the twin (see ProvisionedParty), when one did. */
+  readonly provisionedParty?: ProvisionedParty;
   readonly twin: Omit<Twin, "active" | "createdAtMs" | "updatedAtMs">;
   /**
    * Which side of the twin this node serves; that side's rules are checked here. The other side

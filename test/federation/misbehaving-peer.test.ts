@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Federation, eventually, type FederatedOperator } from "../helpers/federation-fixture.ts";
-import { ScriptedPeer, type ScriptedRequest } from "../helpers/scripted-peer.ts";
+import { ScriptedPeer, type Script } from "../helpers/scripted-peer.ts";
 import { enc, messageId } from "../helpers/test-node.ts";
 
 /**
@@ -13,7 +13,7 @@ import { enc, messageId } from "../helpers/test-node.ts";
 const fed = new Federation();
 let A: FederatedOperator;
 let peer: ScriptedPeer;
-let script: (request: ScriptedRequest) => { status: number; body: unknown } = () => ({ status: 500, body: {} });
+let script: Script = () => ({ status: 500, body: {} });
 let n = 0;
 const addr = () => `tel:+1555${String(++n).padStart(7, "0")}`;
 
@@ -60,6 +60,30 @@ describe("a peer whose answers name what is not its own", () => {
       );
     });
   }
+
+  it("HLF-TE-004 a primary de-provisioned while the peer's activation answer is on its way: no twin here (401 to the revoked device), and the peer's twin is compensated", async () => {
+    const p = await A.party(addr());
+    let answer!: () => void;
+    const answered = new Promise<void>((resolve) => (answer = resolve));
+    script = async ({ method, path, claims }) => {
+      if (method === "POST" && path === "/activations") {
+        await answered;
+        return { status: 201, body: { twin: { twinId: (claims.body as { twinId: string }).twinId, secondaryAddress: addr() } } };
+      }
+      return { status: 200, body: {} };
+    };
+    const activation = A.api.call("POST", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token, body: { activationCode: "123456", operatorId: "002-01" } });
+    await eventually(async () => peer.received.some((r) => r.path === "/activations" && (r.claims.body as { primaryAddress: string }).primaryAddress === p.address), (sent) => sent);
+    const removed = await A.api.call("DELETE", `/admin/v1/subscribers/${enc(p.address)}`, { token: A.t.node.adminToken });
+    expect(removed.status).toBe(204);
+    answer();
+    const res = await activation;
+    expect([res.status, messageId(res.body)], JSON.stringify(res.body)).toEqual([401, "SVC2003"]);
+    expect(await A.t.node.context.store.listTwinsOfPrimary(p.address)).toEqual([]);
+    const sent = peer.received.findLast((r) => r.path === "/activations")!;
+    const twinId = (sent.claims.body as { twinId: string }).twinId;
+    await eventually(async () => peer.received.some((r) => r.method === "DELETE" && r.path === `/twins/${twinId}`), (deleted) => deleted);
+  });
 
   it("HLF-SD-009 a token exchange answer with an expires_in that is not whole seconds within a year: SVC3002, not a 500", async () => {
     const [primary, s] = [addr(), await A.party(addr())];

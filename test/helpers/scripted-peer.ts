@@ -11,7 +11,8 @@ export interface ScriptedRequest {
   readonly claims: FederationClaims;
 }
 
-export type Script = (request: ScriptedRequest) => { status: number; body: unknown };
+/** The answer to a request; a promise holds the answer back until it settles (a slow peer). */
+export type Script = (request: ScriptedRequest) => { status: number; body: unknown } | Promise<{ status: number; body: unknown }>;
 
 /**
  * A peer operator that answers as a script says: a real mutual-TLS listener on loopback with
@@ -40,7 +41,7 @@ export class ScriptedPeer {
           const claims = JSON.parse(Buffer.from(jws.split(".")[1] ?? "", "base64url").toString("utf8")) as FederationClaims;
           const request = { method: req.method ?? "", path: (req.url ?? "").replace(/^\/federation\/v1/, ""), claims };
           peer!.received.push(request);
-          const { status, body } = script(request);
+          const { status, body } = await script(request);
           const answer = await signer.sign({ aud: claims.iss, htm: request.method, htu: claims.htu, msgId: claims.msgId, body });
           res.writeHead(status, { "content-type": FEDERATION_CONTENT_TYPE }).end(answer);
         })().catch(() => res.writeHead(500).end());

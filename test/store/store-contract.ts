@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { TwinningStore } from "../../node/store/store-port.ts";
 import type { Twin } from "../../node/domain/twin.ts";
+import { provisioningStamp } from "../../node/tokens/credentials.ts";
 import { deliveryContract } from "./store-contract-delivery.ts";
 import { durabilityContract } from "./store-contract-durability.ts";
 import { twinContract } from "./store-contract-twins.ts";
@@ -24,6 +25,7 @@ import {
   SECOND,
   T0,
   useStore,
+  uuid,
   WINDOW_MS,
   type MakeStore,
 } from "./store-fixtures.ts";
@@ -270,6 +272,41 @@ function codeContract(makeStore: MakeStore): void {
 function redemptionContract(makeStore: MakeStore): void {
   describe("code redemption", () => {
     const h = useStore(makeStore);
+
+    it("HLF-TE-004 a request's subscriber is checked again in the write: de-provisioned or provisioned again since (a peer's round trip), a code, a redemption or a federated twin is invalid_token and leaves nothing", async () => {
+      const { store } = h();
+      const provision = async (address: string, hash: string) => store.putSubscriber({ address, twinningEnabled: true, credentialHash: hash, updatedAtMs: T0 }, OP);
+      await provision(S1, "scrypt:s1");
+      await provision(P1, "scrypt:p1");
+      const stampOf = (hash: string) => provisioningStamp({ address: "", twinningEnabled: true, credentialHash: hash, updatedAtMs: 0 });
+      // Provisioned as the request was authenticated: the write goes ahead.
+      const code = newCode();
+      const live = codeInput(S1, code, { provisionedParty: { address: S1, stamp: stampOf("scrypt:s1") } });
+      expect((await store.issueActivationCode(live)).kind).toBe("issued");
+      // Provisioned again (a new credential) during the request.
+      const stale = codeInput(S1, newCode(), { provisionedParty: { address: S1, stamp: stampOf("scrypt:old") } });
+      await expectTwinningError(store.issueActivationCode(stale), "invalid_token");
+      expect(await store.getActivationCode(S1, stale.codeId, T0)).toBeUndefined();
+      // P1 de-provisioned while its redemption was under way: the code stays Pending, no twin.
+      await store.deleteSubscriber({ address: P1, ownOperatorId: OP, nowMs: T0 });
+      const redeem = redeemInput(P1, code, { provisionedParty: { address: P1 } });
+      await expectTwinningError(store.redeemActivationCode(redeem), "invalid_token");
+      expect(await store.getTwin(redeem.twinId)).toBeUndefined();
+      expect((await store.getActivationCode(S1, live.codeId, T0))?.state).toBe("Pending");
+      const across = {
+        twin: { twinId: uuid(), primaryAddress: P1, primaryOperatorId: OP, secondaryAddress: S2, secondaryOperatorId: OTHER_OP, name: "car", status: "On" as const, version: 1, statusOrigin: OP },
+        localSide: "primary" as const,
+        nowMs: T0,
+        maxTwinsPerPrimary: 10,
+      };
+      await expectTwinningError(store.insertFederatedTwin({ ...across, provisionedParty: { address: P1 } }), "invalid_token");
+      expect(await store.getTwin(across.twin.twinId)).toBeUndefined();
+      // Provisioned with twinning switched off counts as not provisioned for twinning.
+      await store.putSubscriber({ address: P1, twinningEnabled: false, credentialHash: "scrypt:p1b", updatedAtMs: T0 }, OP);
+      await expectTwinningError(store.insertFederatedTwin({ ...across, provisionedParty: { address: P1, stamp: stampOf("scrypt:p1b") } }), "invalid_token");
+      await provision(P1, "scrypt:p1c");
+      expect((await store.insertFederatedTwin({ ...across, provisionedParty: { address: P1, stamp: stampOf("scrypt:p1c") } })).twin.twinId).toBe(across.twin.twinId);
+    });
 
     it("HLF-PD-001 redeeming a pending code creates an On twin, uses the code and notifies the secondary", async () => {
       const { store } = h();

@@ -7,7 +7,7 @@ import { findCorrelator, recordCorrelator } from "./sqlite-correlators.ts";
 import type { SqliteDatabase } from "./sqlite-database.ts";
 import { recordEffects } from "./sqlite-notifications.ts";
 import { toTwin, type TwinRow } from "./sqlite-rows.ts";
-import { activeTwinOfSecondary, assertCanBePrimary, assertCanBeSecondary, endTwin, twinRow } from "./sqlite-twins.ts";
+import { activeTwinOfSecondary, assertCanBePrimary, assertStillProvisioned, assertCanBeSecondary, endTwin, twinRow } from "./sqlite-twins.ts";
 
 /**
  * Store operations of the federation (HLF-IC-*): twins agreed with a peer, and changes the
@@ -23,6 +23,7 @@ export function assertNotCancelled(d: SqliteDatabase, twinId: string): void {
 
 export function insertFederatedTwin(d: SqliteDatabase, input: InsertFederatedTwinInput): FederatedTwinResult {
   return d.write(() => {
+    assertStillProvisioned(d, input.provisionedParty);
     const replay = findCorrelator(d, input.correlator);
     if (replay) {
       const row = twinRow(d, replay.resourceId);

@@ -6,6 +6,7 @@ import type {
   ChangeStatusInput,
   DeactivateInput,
   IssueCodeInput,
+  ProvisionedParty,
   IssueCodeResult,
   RedeemCodeInput,
   RedeemCodeResult,
@@ -14,7 +15,8 @@ import type { Twin, TwinRole } from "../../domain/twin.ts";
 import { findCorrelator, recordCorrelator } from "./sqlite-correlators.ts";
 import type { SqliteDatabase } from "./sqlite-database.ts";
 import { countQueuedForPeer, recordEffects } from "./sqlite-notifications.ts";
-import { toCode, toTwin, type CodeRow, type TwinRow } from "./sqlite-rows.ts";
+import { toCode, toSubscriber, toTwin, type CodeRow, type SubscriberRow, type TwinRow } from "./sqlite-rows.ts";
+import { provisioningStamp } from "../../tokens/credentials.ts";
 
 export const activeTwinOfSecondary = (d: SqliteDatabase, address: string) =>
   d.sql(`SELECT * FROM twins WHERE secondary_address = ? AND active = 1`).get(address) as TwinRow | undefined;
@@ -43,8 +45,19 @@ export function assertCanBePrimary(d: SqliteDatabase, primary: string, maxTwinsP
   return names;
 }
 
+/** See ProvisionedParty: the request's subscriber is still provisioned as it was, in this transaction. */
+export function assertStillProvisioned(d: SqliteDatabase, party: ProvisionedParty | undefined): void {
+  if (party === undefined) return;
+  const row = d.sql(`SELECT * FROM subscribers WHERE address = ?`).get(party.address) as SubscriberRow | undefined;
+  const current = row && toSubscriber(row);
+  if (!current?.twinningEnabled || (party.stamp !== undefined && provisioningStamp(current) !== party.stamp)) {
+    throw new TwinningError("invalid_token", { detail: "the subscriber was de-provisioned or provisioned again during the request" });
+  }
+}
+
 export function issueActivationCode(d: SqliteDatabase, input: IssueCodeInput): IssueCodeResult {
   return d.write(() => {
+    assertStillProvisioned(d, input.provisionedParty);
     const replay = findCorrelator(d, input.correlator);
     if (replay) {
       const row = d.sql(`SELECT * FROM activation_codes WHERE code_id = ?`).get(replay.resourceId) as CodeRow | undefined;
@@ -82,6 +95,7 @@ function assertPendingRoom(d: SqliteDatabase, input: IssueCodeInput, limit: numb
 
 export function redeemActivationCode(d: SqliteDatabase, input: RedeemCodeInput): RedeemCodeResult {
   return d.write(() => {
+    assertStillProvisioned(d, input.provisionedParty);
     const replay = findCorrelator(d, input.correlator);
     if (replay) {
       const row = twinRow(d, replay.resourceId);
