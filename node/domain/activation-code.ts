@@ -35,3 +35,6 @@ export class CodeHasher {
 export function isWellFormedCode(code: string, length: number): boolean {
   return code.length === length && /^\d+$/.test(code);
 }
+
+/** The failed-redemption budget of one of our primaries (HLF-CM-006); a new holder of the number starts afresh. */
+export const localPrimaryBudgetKey = (address: string): string => `primary:${address}`;

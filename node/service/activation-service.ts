@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from "node:crypto";
-import { generateCode, isWellFormedCode } from "../domain/activation-code.ts";
+import { generateCode, isWellFormedCode, localPrimaryBudgetKey } from "../domain/activation-code.ts";
 import type { Twin } from "../domain/twin.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
 import type { ActivationCodeRecord, CorrelatorInput, ProvisionedParty } from "../store/store-port.ts";
@@ -133,7 +133,7 @@ async function activateOnce(ctx: NodeContext, primary: string, body: ActivationB
     nowMs,
     maxTwinsPerPrimary: policy.maxTwinsPerPrimary,
     attemptBudgets: [
-      { key: `primary:${primary}`, limit: policy.maxFailedAttemptsPerPrimary },
+      { key: localPrimaryBudgetKey(primary), limit: policy.maxFailedAttemptsPerPrimary },
       { key: `operator:${own}`, limit: policy.maxFailedAttemptsPerOperator },
       { key: `codes:${own}`, limit: policy.maxFailedAttemptsTotal },
     ],

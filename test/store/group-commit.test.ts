@@ -68,6 +68,34 @@ describe("GroupCommit", () => {
     await expect(queued).resolves.toBe("tel:+1");
   });
 
+  it("a write that follows a group whose transaction is lost does not commit: the group's failure is thrown to it as well (a replay-cache row must not be lost while its message's effect commits)", async () => {
+    d.beforeWrite = () => group.flush();
+    const breaksTheTransaction = () => {
+      d.sql("ROLLBACK").run(); // as SQLite does on an I/O error or a full disk
+      throw new Error("disk I/O error");
+    };
+    const queued = Promise.allSettled([group.run(insert("tel:+1")), group.run(breaksTheTransaction)]);
+    // Asked in the same turn, outside the group (as the store's other writes are).
+    expect(() => d.write(insert("tel:+2"))).toThrow("disk I/O error");
+    expect((await queued).map((r) => r.status)).toEqual(["rejected", "rejected"]);
+    expect(stored()).toEqual([]);
+    // The next write is unaffected.
+    expect(d.write(insert("tel:+3"))).toBe("tel:+3");
+    expect(stored()).toEqual(["tel:+3"]);
+  });
+
+  it("a group whose transaction is lost in its own turn rejects its operations and throws nowhere else", async () => {
+    const results = await Promise.allSettled([
+      group.run(() => {
+        d.sql("ROLLBACK").run();
+        throw new Error("disk I/O error");
+      }),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(["rejected"]);
+    // An uncaught exception would fail the run; wait a turn for one to surface.
+    await new Promise((r) => setImmediate(r));
+  });
+
   it("runs operations asked in different turns in different transactions, in order", async () => {
     const first = group.run(insert("tel:+1"));
     await new Promise((r) => setImmediate(r));

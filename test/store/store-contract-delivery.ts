@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { Twin } from "../../node/domain/twin.ts";
+import { MAX_TWIN_VERSION, type Twin } from "../../node/domain/twin.ts";
 import type { OutboxEntry, TwinningStore } from "../../node/store/store-port.ts";
 import {
   activated,
@@ -308,6 +308,16 @@ export function deliveryContract(makeStore: MakeStore): void {
       expect((await store.getActivationCode(S1, olderCode.codeId, T0 + 5))?.state).not.toBe("Pending");
       // The newer one has seen one and still works.
       expect((await store.redeemActivationCode(redeemInput(P1, newer, { attemptBudgets, codeBudget, nowMs: T0 + 6 }))).kind).toBe("activated");
+    });
+
+    it("HLF-IC-005 a twin a peer brought to the last version the wire allows cannot be toggled here (update_not_allowed, nothing queued): the next version would be refused by every peer for good", async () => {
+      const { store } = h();
+      const twinId = await twinWithPeerSecondary(store);
+      await store.applyRemoteStatus({ twinId, status: "Off", version: MAX_TWIN_VERSION, fromOperatorId: OTHER_OP, ownOperatorId: OP, nowMs: T0 + SECOND });
+      const before = await store.outboxStats();
+      await expectTwinningError(store.changeTwinStatus({ twinId, status: "On", changedBy: "primary", origin: OP, nowMs: T0 + 2 * SECOND }), "update_not_allowed");
+      expect(await store.getTwin(twinId)).toMatchObject({ status: "Off", version: MAX_TWIN_VERSION });
+      expect(await store.outboxStats()).toEqual(before);
     });
 
     it("HLF-IC-007 a toggle that would queue a peer message behind maxQueuedPerPeer others is refused (SVC3002) and not applied; a deactivation is not", async () => {

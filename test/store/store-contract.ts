@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { TwinningStore } from "../../node/store/store-port.ts";
 import type { Twin } from "../../node/domain/twin.ts";
 import { provisioningStamp } from "../../node/tokens/credentials.ts";
+import { localPrimaryBudgetKey } from "../../node/domain/activation-code.ts";
 import { deliveryContract } from "./store-contract-delivery.ts";
 import { durabilityContract } from "./store-contract-durability.ts";
 import { twinContract } from "./store-contract-twins.ts";
@@ -383,6 +384,21 @@ function redemptionContract(makeStore: MakeStore): void {
       // The operator budget (2 of 3 used) does not stop another primary.
       const other = [{ key: `primary:${P2}`, limit: 2 }, budgets[1]!];
       expect((await store.redeemActivationCode(redeemInput(P2, good, { attemptBudgets: other, nowMs: T0 + 3 * SECOND }))).kind).toBe("activated");
+    });
+
+    it("HLF-CM-006 a de-provisioned number's failed redemptions as our primary go with it: its next holder is not rate-limited for them; the operator's budget keeps them", async () => {
+      const { store } = h();
+      await store.putSubscriber({ address: P1, twinningEnabled: true, credentialHash: "scrypt:a", updatedAtMs: T0 }, OP);
+      const budgets = [{ key: localPrimaryBudgetKey(P1), limit: 1 }];
+      const operatorBudget = [{ key: `operator:${OP}`, limit: 1 }];
+      expect((await store.redeemActivationCode(redeemInput(P1, newCode(), { attemptBudgets: [...budgets, ...operatorBudget] }))).kind).toBe("invalid-code");
+      const good = newCode();
+      await issued(store, S1, good);
+      expect((await store.redeemActivationCode(redeemInput(P1, good, { attemptBudgets: budgets, nowMs: T0 + SECOND }))).kind).toBe("rate-limited");
+      await store.deleteSubscriber({ address: P1, ownOperatorId: OP, nowMs: T0 + SECOND });
+      await store.putSubscriber({ address: P1, twinningEnabled: true, credentialHash: "scrypt:b", updatedAtMs: T0 + SECOND }, OP);
+      expect((await store.redeemActivationCode(redeemInput(P1, good, { attemptBudgets: operatorBudget, nowMs: T0 + SECOND }))).kind).toBe("rate-limited");
+      expect((await store.redeemActivationCode(redeemInput(P1, good, { attemptBudgets: budgets, nowMs: T0 + SECOND }))).kind).toBe("activated");
     });
 
     it("HLF-CM-006 a rate limit ends when the failures leave the attempt window", async () => {

@@ -27,14 +27,26 @@ export class GroupCommit {
   run<T>(operation: () => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.#pending.push({ operation, resolve: resolve as (value: unknown) => void, reject });
-      if (this.#pending.length === 1) setImmediate(() => this.flush());
+      if (this.#pending.length === 1) setImmediate(() => this.#flushQueued());
     });
+  }
+
+  /** The group's own turn: a failure has been handed to each of its operations already. */
+  #flushQueued(): void {
+    try {
+      this.flush();
+    } catch {
+      // Answered: every operation of the group was rejected with it.
+    }
   }
 
   /**
    * Commits what is queued, now. The store calls it before any other write and before closing,
    * so writes still take effect in the order they were asked, across all of the store's
-   * operations, and nothing asked before a close is left behind.
+   * operations, and nothing asked before a close is left behind. If the group's transaction
+   * fails, its operations are rejected and the error is thrown here too: a write that was to
+   * follow the group (the effect of a message whose replay-cache row was in it, say) must not
+   * commit without what was asked before it.
    */
   flush(): void {
     if (this.#pending.length === 0) return;
@@ -57,7 +69,7 @@ export class GroupCommit {
       });
     } catch (error) {
       for (const { reject } of group) reject(error);
-      return;
+      throw error;
     }
     group.forEach(({ resolve, reject }, i) => (outcomes[i]!.ok ? resolve : reject)(outcomes[i]!.value));
   }

@@ -361,7 +361,11 @@ export class SqliteStore implements TwinningStore {
 
   async close(): Promise<void> {
     clearInterval(this.#feedTimer);
-    this.#group.flush();
-    this.#d.close();
+    try {
+      this.#group.flush();
+    } finally {
+      // A failed last group was answered (rejected); the file is closed all the same.
+      this.#d.close();
+    }
   }
 }

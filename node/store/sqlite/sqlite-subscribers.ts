@@ -1,3 +1,4 @@
+import { localPrimaryBudgetKey } from "../../domain/activation-code.ts";
 import { effectsOfChange } from "../../domain/change-effects.ts";
 import { otherRole } from "../../domain/notification.ts";
 import type { TwinRole } from "../../domain/twin.ts";
@@ -31,7 +32,8 @@ function gathered(results: readonly ChangeResult[]): SubscriberChange {
  * What a provisioning opened ends with it: every PUT of a subscriber renews its credential's
  * salt, so the tokens issued before stop working (provisioningStamp), and so do its callback
  * subscriptions (with the callbacks queued for them), its pending activation codes (its own and
- * the copies of codes a peer issued to it) and its clientCorrelators. A stolen token's
+ * the copies of codes a peer issued to it), its clientCorrelators and its failed redemptions as
+ * a primary (a new holder of the number is not rate-limited for the last one's guesses). A stolen token's
  * subscription, a code shown to the previous holder of the number, or a correlator's replay of
  * that code would otherwise outlive the tokens that made them.
  */
@@ -42,6 +44,7 @@ function endWhatItOpened(d: SqliteDatabase, address: string, ownOperatorId: stri
   d.sql(`DELETE FROM subscriptions WHERE address = ?`).run(address);
   d.sql(`UPDATE activation_codes SET state = 'Superseded' WHERE secondary_address = ? AND secondary_operator_id = ? AND state = 'Pending'`).run(address, ownOperatorId);
   d.sql(`DELETE FROM client_correlators WHERE subscriber = ?`).run(address);
+  d.sql(`DELETE FROM failed_attempts WHERE budget_key = ?`).run(localPrimaryBudgetKey(address));
 }
 
 /** Ends the twins in which the address is this node's party, each as that party's deactivation (the other side notified, here or at the peer). */

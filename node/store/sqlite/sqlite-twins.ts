@@ -1,5 +1,5 @@
 import { effectsOfChange } from "../../domain/change-effects.ts";
-import { defaultTwinName, type TwinRef } from "../../domain/twin.ts";
+import { defaultTwinName, MAX_TWIN_VERSION, type TwinRef } from "../../domain/twin.ts";
 import { peerBacklogFull, TwinningError } from "../../errors/twinning-error.ts";
 import type {
   ChangeResult,
@@ -221,6 +221,9 @@ export function changeTwinStatus(d: SqliteDatabase, input: ChangeStatusInput): C
     .get(input.status, input.origin, input.nowMs, input.twinId, input.status, input.primaryAddress ?? null) as TwinRow | undefined;
   if (!updated) return { twin: toTwin(activeTwin(d, input.twinId, input.primaryAddress)), changed: false, notifications: [], queued: false };
   const twin = toTwin(updated);
+  // Only a peer can have brought a twin this far (its last version at the wire's bound): a version
+  // past it would be refused by every peer for good. Refused here instead (the savepoint undoes it).
+  if (twin.version > MAX_TWIN_VERSION) throw new TwinningError("update_not_allowed", { variables: ["the twin's status has used up its versions: deactivate it and twin again"] });
   const effects = effectsOfChange("status", twin, input.changedBy, input.origin, input.nowMs);
   if (input.maxQueuedPerPeer !== undefined) for (const m of effects.peerMessages) assertPeerBacklogRoom(d, m.operatorId, input.maxQueuedPerPeer);
   const { notifications, queued, laneHeads } = recordEffects(d, effects, input.nowMs);
