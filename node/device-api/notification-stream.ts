@@ -16,6 +16,12 @@ const MAX_UNSENT_BYTES = 1 << 20;
 const UNSENT_GRACE_MS = 30_000;
 /** Replayed events read from the feed at a time: a resume reads page after page until it has all. */
 const REPLAY_PAGE = 1_000;
+/**
+ * Live events a stream holds while its replay is written. A client that stops reading during a
+ * long replay would otherwise have every later event kept for it, for as long as its token lives:
+ * past this the stream is closed, and the client resumes from Last-Event-ID without a gap.
+ */
+const MAX_HELD_LIVE_EVENTS = REPLAY_PAGE;
 
 /** The head of an event stream (and of a HEAD of one). */
 const STREAM_HEAD = { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" } as const;
@@ -74,7 +80,10 @@ export function streamNotifications(ctx: NodeContext, c: Context<AppEnv>, addres
     sentId = n.id;
     write(sseEvent(n));
   };
-  const unsubscribe = ctx.hub.subscribe(address, role, (n) => (replaying ? replaying.push(n) : send(n)));
+  const unsubscribe = ctx.hub.subscribe(address, role, (n) => {
+    if (!replaying) return send(n);
+    if (replaying.push(n) > MAX_HELD_LIVE_EVENTS) close();
+  });
   const unwatch = ctx.hub.onRevoked(address, () => close());
   const heartbeat = setInterval(() => (expired() ? close() : write(": heartbeat\n\n")), HEARTBEAT_MS);
   heartbeat.unref();

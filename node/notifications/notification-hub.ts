@@ -86,6 +86,8 @@ export class NotificationHub {
 
   /** Resolves when the code is redeemed, or after timeoutMs, or when signal aborts. */
   waitForCode(codeId: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    // Already aborted (the client left, or the node is stopping): an abort listener would never fire.
+    if (signal?.aborted) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
@@ -94,6 +96,7 @@ export class NotificationHub {
         resolve();
       };
       const timer = setTimeout(done, timeoutMs);
+      timer.unref();
       signal?.addEventListener("abort", done, { once: true });
       const remove = addTo(this.#codeWaiters, codeId, done);
     });

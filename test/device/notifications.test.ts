@@ -206,6 +206,39 @@ describe("notifications", () => {
     expect(replay.map((e) => Number(e.id))).toEqual(committed.map((n) => n.id));
   });
 
+  it("HLF-CM-005 a client that stops reading during a long replay is disconnected once more than a page of live events waits behind it, and resumes without a gap", async () => {
+    const [p, s] = [await party(), await party()];
+    const { twin } = await api.twin(p, s);
+    const ctx = t.node.context;
+    const record = (await ctx.store.getTwin(twin.twinId))!;
+    // A replay larger than the kernel's socket buffers (~4 MB here): ~20,000 events of ~300 bytes.
+    const toggles = async (n: number) => {
+      for (let i = 0; i < n; i++) await toggleTwin(ctx, record, (await ctx.store.getTwin(twin.twinId))!.status === "On" ? "Off" : "On", "primary");
+    };
+    await toggles(20_000);
+    const path = `/twinning/v1/secondary/${enc(s.address)}/notifications`;
+    const { hostname, port } = new URL(t.url);
+    const socket = connect(Number(port), hostname);
+    cleanups.push(async () => void socket.destroy());
+    await once(socket, "connect");
+    socket.pause();
+    socket.write(`GET ${path} HTTP/1.1\r\nHost: ${hostname}\r\nAuthorization: Bearer ${s.token}\r\nLast-Event-ID: 0\r\n\r\n`);
+    for (let i = 0; i < 100 && ctx.hub.connections(s.address, "secondary") === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(ctx.hub.connections(s.address, "secondary")).toBe(1);
+    // The replay now waits for a client that does not read; live events queue behind it, bounded.
+    let rounds = 0;
+    while (ctx.hub.connections(s.address, "secondary") > 0) {
+      if (++rounds > 30) throw new Error("the stream was not closed after 3,000 live events");
+      await toggles(100);
+    }
+    expect(rounds).toBeGreaterThan(1);
+    const resumed = await SseClient.open(`${t.url}${path}`, s.token, "0");
+    cleanups.push(() => resumed.close());
+    const committed = await ctx.store.notificationsAfter(s.address, "secondary", 0, 100_000);
+    const replay = await resumed.waitFor(committed.length, 30_000);
+    expect(replay.map((e) => Number(e.id))).toEqual(committed.map((n) => n.id));
+  }, 60_000);
+
   it("HLF-CM-005 server-based clients: subscriptions can be listed, read and cancelled", async () => {
     const p = await party();
     const r = await receiver();
