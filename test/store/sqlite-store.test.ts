@@ -88,6 +88,21 @@ describe("SqliteStore on disk", () => {
     for (const file of [t.file, `${t.file}-wal`]) expect((statSync(file).mode & 0o777).toString(8), file).toBe("600");
   });
 
+  it("prune deletes a backlog of old notifications in batches, letting the event loop run between them, and keeps the newer ones", async () => {
+    t = tempStore(T0, true);
+    const twin = await activated(t.store, P1, S1);
+    for (let i = 0; i < 12_000; i++) await t.store.changeTwinStatus({ twinId: twin.twinId, status: i % 2 ? "On" : "Off", changedBy: "primary", origin: "001-01", nowMs: T0 + 1_000 });
+    // The 12,000th left it On: this one changes it, and is kept.
+    await t.store.changeTwinStatus({ twinId: twin.twinId, status: "Off", changedBy: "primary", origin: "001-01", nowMs: T0 + 10 * 86_400_000 });
+    const newest = await t.store.latestNotificationId();
+    let ranDuringPrune = false;
+    setImmediate(() => (ranDuringPrune = true));
+    await t.store.prune({ nowMs: T0 + 10 * 86_400_000, notificationRetentionMs: 86_400_000, attemptWindowMs: 900_000, deadLetterRetentionMs: 86_400_000 });
+    // In one transaction, the prune's promise would settle before any callback of the next turn.
+    expect(ranDuringPrune).toBe(true);
+    expect((await t.store.notificationsAfter(S1, "secondary", 0, 100_000)).map((n) => n.id)).toEqual([newest]);
+  });
+
   it("runs in WAL journal mode", async () => {
     t = tempStore();
     await activated(t.store, P1, S1);

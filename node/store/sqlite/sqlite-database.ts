@@ -33,6 +33,8 @@ export class SqliteDatabase {
       // WAL: readers never block the writer. FULL flushes the WAL at every commit; NORMAL only
       // at checkpoints (durable across process crashes, not an OS crash or power loss).
       this.db.pragma("journal_mode = WAL");
+      // A large transaction (a prune, a burst) grows the WAL file; it is cut back to this at the next checkpoint.
+      this.db.pragma("journal_size_limit = 67108864");
       this.db.pragma(`synchronous = ${options.synchronous === "normal" ? "NORMAL" : "FULL"}`);
       this.db.pragma("foreign_keys = ON");
       // Savepoint and statement journals (and sorts) in memory. On a file, a statement journal

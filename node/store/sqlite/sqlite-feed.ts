@@ -60,15 +60,21 @@ export function indexFeed(d: SqliteDatabase, maxRows: number): number {
   });
 }
 
-/** Deletes the notifications older than the retention, with their feed entries (in the caller's transaction). */
-export function pruneNotifications(d: SqliteDatabase, createdAtOrBeforeMs: number): void {
+/**
+ * Deletes up to `maxRows` of the oldest notifications older than the retention, with their feed
+ * entries (in the caller's transaction); returns how many.
+ */
+export function pruneNotifications(d: SqliteDatabase, createdAtOrBeforeMs: number, maxRows: number): number {
   // Ids grow with time: the old rows are the ones before the first kept one, read in id order
   // (only the old rows are visited, no scan of the table).
   const kept = d.sql(`SELECT id FROM notifications WHERE created_at > ? ORDER BY id LIMIT 1`).get(createdAtOrBeforeMs) as { id: number } | undefined;
   const before = kept?.id ?? (d.sql(`SELECT COALESCE(MAX(id), 0) + 1 AS id FROM notifications`).get() as { id: number }).id;
+  // At most maxRows of them: up to the maxRows-th old row (a walk of the ids, no more).
+  const last = d.sql(`SELECT id FROM notifications WHERE id < ? ORDER BY id LIMIT 1 OFFSET ?`).get(before, maxRows - 1) as { id: number } | undefined;
+  const end = last === undefined ? before : last.id + 1;
   // Each pruned row's feed entry is found by its key: the work grows with what is pruned, not with the feed.
-  d.sql(`DELETE FROM notification_feed WHERE (address, role, id) IN (SELECT address, role, id FROM notifications WHERE id < ?)`).run(before);
-  d.sql(`DELETE FROM notifications WHERE id < ?`).run(before);
+  d.sql(`DELETE FROM notification_feed WHERE (address, role, id) IN (SELECT address, role, id FROM notifications WHERE id < ?)`).run(end);
+  return d.sql(`DELETE FROM notifications WHERE id < ?`).run(end).changes;
 }
 
 /** Deletes every notification to one address, in either role, with its feed (in the caller's transaction). */

@@ -39,6 +39,8 @@ import type { PeerMessageDraft } from "../../domain/change-effects.ts";
 /** Notifications are brought into the feed about ten times a second, at most this many per transaction. */
 const FEED_INDEX_INTERVAL_MS = 100;
 const FEED_BATCH_ROWS = 4_096;
+/** Notifications pruned per transaction (~15 ms here). */
+const PRUNE_BATCH_ROWS = 5_000;
 
 const isDue = (row: OutboxRow, nowMs: number) => row.next_attempt_at <= nowMs;
 
@@ -337,9 +339,14 @@ export class SqliteStore implements TwinningStore {
 
   async prune(input: PruneInput): Promise<void> {
     const old = input.nowMs - input.notificationRetentionMs;
+    // The notifications first, in batches of their own, yielding between them: a backlog (after
+    // downtime, or a shorter retention) does not hold the event loop or grow the WAL in one go.
+    while (this.#d.db.open && this.#d.write(() => feed.pruneNotifications(this.#d, old, PRUNE_BATCH_ROWS)) === PRUNE_BATCH_ROWS) {
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    if (!this.#d.db.open) return;
     this.#d.write(() => {
       this.#d.sql(`DELETE FROM failed_attempts WHERE at <= ?`).run(input.nowMs - input.attemptWindowMs);
-      feed.pruneNotifications(this.#d, old);
       this.#d.sql(`DELETE FROM activation_codes WHERE expires_at <= ?`).run(old);
       this.#d.sql(`DELETE FROM client_correlators WHERE created_at <= ?`).run(old);
       this.#d.sql(`DELETE FROM federation_jti WHERE expires_at <= ?`).run(input.nowMs);
