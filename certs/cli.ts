@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { createFederationCa, createSigningKey, issueNodeCertificate, type SigningAlgorithm } from "./federation-pki.ts";
+import { createFederationCa, createSigningKey, hostSanEntry, issueNodeCertificate, type SigningAlgorithm } from "./federation-pki.ts";
 
 const usage = `Usage: npm run certs -- <command> [options]
 
@@ -10,7 +10,9 @@ const usage = `Usage: npm run certs -- <command> [options]
                Creates the federation CA: DIR/ca.crt.pem, DIR/ca.key.pem (keep the key offline).
   node         --ca DIR --operator MCC-MNC --out DIR [--host H ...]
                Issues a node's TLS certificate (server + client) with urn:twinning:operator:MCC-MNC
-               in the SAN: DIR/node.crt.pem, DIR/node.key.pem. Hosts default to 127.0.0.1 and localhost.
+               in the SAN: DIR/node.crt.pem, DIR/node.key.pem. Each host is an IP address or a DNS
+               name (no port); hosts default to 127.0.0.1 and localhost. The CA key must match the
+               CA certificate, which must be valid now; the certificate ends no later than the CA.
   signing-key  --operator MCC-MNC --out DIR [--alg ES256|EdDSA] [--kid KID]
                Creates the node's JWS signing key: DIR/signing-key.jwk.json (private) and
                DIR/signing-jwks.json (public; give it to peers or serve it).
@@ -30,6 +32,15 @@ const writeAll = (files: [file: string, text: string, mode?: number][]) => {
     writeFileSync(fresh, text, { mode, flag: "wx" });
     renameSync(fresh, file);
     process.stdout.write(`wrote ${file}\n`);
+  }
+};
+
+/** A --host value, refused by name unless it is an IP address or a DNS name. */
+const checkedHost = (host: string): string => {
+  try {
+    return hostSanEntry(host).value;
+  } catch (error) {
+    throw new Error(`--${(error as Error).message}`);
   }
 };
 
@@ -63,8 +74,9 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case "ca": {
       const out = need("out");
+      if (values.name !== undefined && values.name.trim() === "") throw new Error("--name must not be empty");
       mkdirSync(out, { recursive: true });
-      const ca = await createFederationCa(values.name ? { name: values.name } : {});
+      const ca = await createFederationCa(values.name !== undefined ? { name: values.name } : {});
       writeAll([
         [join(out, "ca.crt.pem"), ca.certPem],
         [join(out, "ca.key.pem"), ca.keyPem, 0o600],
@@ -75,9 +87,11 @@ async function main(argv: string[]): Promise<number> {
       const caDir = need("ca");
       const out = need("out");
       const operatorId = operator();
-      mkdirSync(out, { recursive: true });
+      const hosts = values.host?.map(checkedHost);
       const ca = { certPem: readFileSync(join(caDir, "ca.crt.pem"), "utf8"), keyPem: readFileSync(join(caDir, "ca.key.pem"), "utf8") };
-      const node = await issueNodeCertificate({ ca, operatorId, ...(values.host ? { hosts: values.host } : {}) });
+      // Issued (and so the CA pair checked) before the output directory is made: a refusal leaves nothing behind.
+      const node = await issueNodeCertificate({ ca, operatorId, ...(hosts ? { hosts } : {}) });
+      mkdirSync(out, { recursive: true });
       writeAll([
         [join(out, "node.crt.pem"), node.certPem],
         [join(out, "node.key.pem"), node.keyPem, 0o600],

@@ -1,4 +1,4 @@
-import { accessSync, constants } from "node:fs";
+import { accessSync, constants, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { crashLoopFailures, formatCrashReport, runCrashLoop } from "./crash-loop.ts";
@@ -16,15 +16,80 @@ const usage = `Usage:
       Keeps N operators running and writes DIR/federation.json for app developers and test kits.
   npm run simulate -- down --out DIR
       Stops the operators started by 'up'.
-  npm run simulate -- crash [--operations N] [--seed N] [--out DIR]
-      Crash safety: N mixed operations (default 500) across 3 operators, a node SIGKILLed at
+  npm run simulate -- crash [--operations N] [--seed N] [--operators N] [--out DIR | --keep]
+      Crash safety: N mixed operations (default 500) across 3 operators (--operators 2..9), a node SIGKILLed at
       random points and restarted, delivery drained; prints the figures (operations, kills,
       messages retried, divergences, lost commits, duplicate effects) as JSON and a table, and
-      exits non-zero unless nothing was lost, duplicated or divergent. --out keeps the sandbox there.
+      exits non-zero unless nothing was lost, duplicated or divergent. --out keeps the sandbox there,
+      --keep keeps it in its temporary directory.
   npm run simulate -- --target FEDERATION_JSON [--filter TEXT] [--seed N] [--report FILE]
       Conformance mode: runs the device-side scenarios against the nodes a federation.json
       describes (another implementation of DESIGN.md) and reports which labels pass.
+
+  Each command takes only the options shown for it; --seed and counts are whole numbers.
 `;
+
+/** What is at a path, or undefined if nothing can be (missing, or under a file: ENOTDIR). */
+const statOf = (path: string) => {
+  try {
+    return statSync(path);
+  } catch {
+    return undefined;
+  }
+};
+
+/**
+ * Checked before the run: a report that cannot be written would otherwise fail only after every
+ * scenario ran. The name must be a file (new, or one we may replace) in a writable directory.
+ */
+function checkReportFile(reportFile: string): void {
+  const path = resolve(reportFile);
+  const dir = dirname(path);
+  const existing = statOf(path);
+  if (existing?.isDirectory()) throw new Error(`--report ${reportFile} is a directory: name a file`);
+  if (!statOf(dir)?.isDirectory()) throw new Error(`--report ${reportFile}: cannot write in ${dir} (not a directory)`);
+  try {
+    accessSync(existing ? path : dir, constants.W_OK);
+  } catch {
+    throw new Error(existing ? `--report ${reportFile}: cannot write ${path}` : `--report ${reportFile}: cannot write in ${dir}`);
+  }
+}
+
+type Command = "run" | "conformance" | "up" | "down" | "crash";
+type OptionName = "operators" | "operations" | "filter" | "seed" | "report" | "out" | "target" | "keep";
+
+/**
+ * What each command reads. Any other option given is refused by name: silently dropping one
+ * (a --keep that still deletes, a --report that writes nothing) would mislead.
+ */
+const ALLOWED: Record<Command, { readonly label: string; readonly options: readonly OptionName[] }> = {
+  run: { label: "a run", options: ["operators", "filter", "seed", "report", "keep"] },
+  conformance: { label: "a --target run (the target's nodes are used as they are)", options: ["target", "filter", "seed", "report"] },
+  up: { label: "up", options: ["operators", "out"] },
+  down: { label: "down", options: ["out"] },
+  crash: { label: "crash", options: ["operators", "operations", "seed", "out", "keep"] },
+};
+
+function commandOf(positionals: readonly string[], target: string | undefined): Command {
+  if (positionals.length > 1) throw new Error(`unexpected argument ${positionals[1]}`);
+  const command = positionals[0] ?? "run";
+  if (command === "up" || command === "down" || command === "crash") return command;
+  if (command !== "run") throw new Error(`unknown command ${command}`);
+  return target !== undefined ? "conformance" : "run";
+}
+
+function refuseOthers(command: Command, given: readonly string[]): void {
+  const { label, options } = ALLOWED[command];
+  const other = given.find((name) => name !== "help" && !(options as readonly string[]).includes(name));
+  if (other) throw new Error(`--${other} does not apply to ${label}`);
+}
+
+/** A whole number in [min, max]: "", "1.5", "0x3" or "1e3" is refused, not read as some number. */
+function integerOption(name: string, raw: string, min: number, max: number): number {
+  const value = Number(raw);
+  if (!/^\d+$/.test(raw) || value < min || value > max) throw new Error(`--${name} must be an integer ${min}..${max}, not ${JSON.stringify(raw)}`);
+  return value;
+}
 
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -46,12 +111,14 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(usage);
     return 0;
   }
-  const operators = Number(values.operators ?? 3);
-  if (!Number.isInteger(operators) || operators < 1 || operators > 9) throw new Error("--operators must be 1..9");
-  const seed = Number(values.seed ?? Math.floor(Math.random() * 2 ** 31));
-  if (!Number.isInteger(seed)) throw new Error("--seed must be an integer");
+  const command = commandOf(positionals, values.target);
+  refuseOthers(command, Object.keys(values));
+  const operators = values.operators === undefined ? 3 : integerOption("operators", values.operators, 1, 9);
+  // A crash run is only proven by twins across operators: with one operator it could never pass.
+  if (command === "crash" && operators < 2) throw new Error("crash needs --operators 2 or more: it must make twins across operators");
+  // The seed is read as a 32-bit number (seededRandom): larger ones would repeat smaller ones.
+  const seed = values.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : integerOption("seed", values.seed, 0, 2 ** 32 - 1);
   const log = (line: string) => process.stdout.write(`${line}\n`);
-  const command = positionals[0] ?? "run";
 
   if (command === "up") {
     if (!values.out) throw new Error("up needs --out DIR");
@@ -66,9 +133,8 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (command === "crash") {
-    const operations = Number(values.operations ?? 500);
-    if (!Number.isInteger(operations) || operations < 1 || operations > 100_000) throw new Error("--operations must be 1..100000");
-    const report = await runCrashLoop({ operations, seed, operators, log, ...(values.out ? { dir: values.out, keep: true } : {}) });
+    const operations = values.operations === undefined ? 500 : integerOption("operations", values.operations, 1, 100_000);
+    const report = await runCrashLoop({ operations, seed, operators, log, ...(values.out ? { dir: values.out, keep: true } : { keep: values.keep ?? false }) });
     log(JSON.stringify(report, null, 2));
     log("");
     log(formatCrashReport(report));
@@ -76,7 +142,6 @@ async function main(argv: string[]): Promise<number> {
     for (const failure of failures) log(`FAIL ${failure}`);
     return failures.length === 0 ? 0 : 1;
   }
-  if (command !== "run") throw new Error(`unknown command ${command}`);
 
   // Checked before any node starts or any report is written: a filter that selects nothing is a typo.
   if (!allScenarios.some((scenario) => scenarioMatches(scenario, values.filter))) {
@@ -84,13 +149,7 @@ async function main(argv: string[]): Promise<number> {
     return 1;
   }
   const reportFile = values.report ?? (values.target ? "conformance-report.html" : "simulation-report.html");
-  // Checked before the run too: a report that cannot be written would lose the whole run's results.
-  const reportDir = dirname(resolve(reportFile));
-  try {
-    accessSync(reportDir, constants.W_OK);
-  } catch {
-    throw new Error(`--report ${reportFile}: cannot write in ${reportDir}`);
-  }
+  checkReportFile(reportFile);
   const common = { operators, seed, filter: values.filter, reportFile, keep: values.keep ?? false, log };
   log(`seed ${seed}`);
   const outcome = values.target ? await runConformance(values.target, common) : await runSimulation(common);
@@ -100,6 +159,11 @@ async function main(argv: string[]): Promise<number> {
     log("");
     log("requirement labels:");
     for (const [label, verdict] of outcome.labels as Map<string, string>) log(`  ${label.padEnd(11)} ${verdict}`);
+  }
+  if (outcome.reportError) {
+    // The results are printed above; only the file is missing.
+    process.stderr.write(`simulate: ${outcome.reportError}\n`);
+    return 1;
   }
   log(`report: ${outcome.reportFile}`);
   return outcome.ok ? 0 : 1;

@@ -20,7 +20,11 @@ export function messageId(body: any): string | undefined {
 export const DEFAULT_CALL_TIMEOUT_MS = 30_000;
 
 export class Api {
-  constructor(readonly baseUrl: string) {}
+  /** `timeoutMs`: every call's deadline unless the call gives its own. */
+  constructor(
+    readonly baseUrl: string,
+    readonly timeoutMs = DEFAULT_CALL_TIMEOUT_MS,
+  ) {}
 
   /** One request; a node that never answers fails it after `timeoutMs` (default 30 s), not undici's 300 s. */
   async call<T = any>(
@@ -35,9 +39,18 @@ export class Api {
       body = JSON.stringify(options.body);
       headers["content-type"] ??= "application/json";
     }
-    const signal = AbortSignal.timeout(options.timeoutMs ?? DEFAULT_CALL_TIMEOUT_MS);
-    const res = await fetch(`${this.baseUrl}${path}`, { method, headers, signal, ...(body !== undefined ? { body } : {}) });
-    const text = await res.text();
+    const timeoutMs = options.timeoutMs ?? this.timeoutMs;
+    const signal = AbortSignal.timeout(timeoutMs);
+    let res: Response;
+    let text: string;
+    try {
+      res = await fetch(`${this.baseUrl}${path}`, { method, headers, signal, ...(body !== undefined ? { body } : {}) });
+      text = await res.text();
+    } catch (error) {
+      // The deadline's own error says only "aborted due to timeout": name the call instead.
+      if ((error as Error).name === "TimeoutError") throw new Error(`${method} ${this.baseUrl}${path}: no answer within ${timeoutMs} ms`);
+      throw error;
+    }
     let parsed: unknown = text;
     try {
       parsed = text ? JSON.parse(text) : undefined;
@@ -54,19 +67,20 @@ export class Api {
     return credential;
   }
 
-  /** POST /oauth/token with client_credentials (HTTP Basic, client id form-encoded). */
+  /** POST /oauth/token with client_credentials (HTTP Basic, client id form-encoded), within the call's deadline. */
   async token(address: string, credential: string): Promise<string> {
-    const res = await fetch(`${this.baseUrl}/oauth/token`, {
-      method: "POST",
+    const res = await this.call<unknown>("POST", "/oauth/token", {
       headers: {
         authorization: `Basic ${Buffer.from(`${encodeURIComponent(address)}:${encodeURIComponent(credential)}`).toString("base64")}`,
         "content-type": "application/x-www-form-urlencoded",
       },
-      body: "grant_type=client_credentials&scope=twinning",
+      rawBody: "grant_type=client_credentials&scope=twinning",
     });
-    const body = (await res.json()) as { access_token?: string };
-    if (res.status !== 200 || !body.access_token) throw new Error(`token failed: ${res.status}`);
-    return body.access_token;
+    if (res.status !== 200) throw new Error(`token failed: ${res.status}`);
+    const accessToken = (res.body as { access_token?: unknown } | undefined)?.access_token;
+    // call() keeps an answer that is not JSON as text: name what is wrong, not JSON.parse's complaint.
+    if (typeof accessToken !== "string" || !accessToken) throw new Error(`token failed: ${res.status} answer is not JSON with an access_token (content-type ${res.headers.get("content-type") ?? "none"})`);
+    return accessToken;
   }
 
   /** Provisions a subscriber and returns a `twinning` token for it. */

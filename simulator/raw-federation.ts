@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import { CompactSign, importJWK, type CryptoKey, type JWK } from "jose";
 import { Agent, request } from "undici";
 import type { PemPair } from "../certs/federation-pki.ts";
+import { DEFAULT_CALL_TIMEOUT_MS } from "./device-client.ts";
 import type { Sandbox } from "./sandbox.ts";
 
 export interface RawCall {
@@ -52,7 +53,14 @@ export async function rawFederationCall(sandbox: Sandbox, fromId: string, toId: 
   const tls = call.tls ?? from.tls;
   const agent = new Agent({ connect: { ca: sandbox.ca.certPem, cert: tls.certPem, key: tls.keyPem, rejectUnauthorized: true } });
   try {
-    const res = await request(`${to.federationUrl}${path}`, { method: "POST", dispatcher: agent, headers: { "content-type": "application/jose" }, body: jws });
+    const res = await request(`${to.federationUrl}${path}`, {
+      method: "POST",
+      dispatcher: agent,
+      headers: { "content-type": "application/jose" },
+      body: jws,
+      // The simulator's one deadline for a call (README: a call a node never answers fails after 30 s).
+      signal: AbortSignal.timeout(DEFAULT_CALL_TIMEOUT_MS),
+    });
     const text = await res.body.text();
     let body: any;
     try {

@@ -1,7 +1,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createFederationCa, createSigningKey, issueNodeCertificate, type PemPair } from "../certs/federation-pki.ts";
-import { Api } from "./device-client.ts";
+import { Api, DEFAULT_CALL_TIMEOUT_MS } from "./device-client.ts";
 import { OperatorProcess } from "./operator-process.ts";
 import { TcpProxy, freePort } from "./tcp-proxy.ts";
 
@@ -34,6 +34,22 @@ export interface SandboxOptions {
   readonly logLevel?: string;
   /** Settings over the sandbox's own for every node (`limits` and `policy` are merged key by key). */
   readonly nodeConfig?: { readonly [key: string]: unknown; readonly limits?: object; readonly policy?: object };
+}
+
+/**
+ * Polls GET /readyz until it answers 2xx: true, or false once `timeoutMs` has passed. Each probe
+ * ends by that deadline too: a node that accepts the connection and never answers must fail the
+ * start, not hold it for undici's 300 s.
+ */
+export async function waitUntilReady(api: Api, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const probeMs = Math.min(DEFAULT_CALL_TIMEOUT_MS, Math.max(100, deadline - Date.now()));
+    const ok = await api.call("GET", "/readyz", { timeoutMs: probeMs }).then((r) => r.status >= 200 && r.status < 300, () => false);
+    if (ok) return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 export const operatorIdOf = (i: number) => `00${i + 1}-01`.slice(-6);
@@ -149,13 +165,7 @@ export class Sandbox {
 
   /** Waits until the node answers /readyz, then reads its admin token. */
   async #whenReady(o: SandboxOperator, timeoutMs = 30_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const ok = await fetch(`${o.deviceUrl}/readyz`).then((r) => r.ok).catch(() => false);
-      if (ok) break;
-      if (Date.now() > deadline) throw new Error(`node ${o.operatorId} is not ready at ${o.deviceUrl}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    if (!(await waitUntilReady(o.api, timeoutMs))) throw new Error(`node ${o.operatorId} is not ready at ${o.deviceUrl}`);
     o.adminToken = readFileSync(join(o.dir, "data", "admin-token"), "utf8").trim();
   }
 
@@ -177,7 +187,10 @@ export class Sandbox {
     await this.#whenReady(o);
   }
 
-  /** Cuts the federation links of these operators (peers cannot reach them) until heal. */
+  /**
+   * A partition of these operators' federation links until heal: peers' connections are accepted
+   * but carry nothing (each call ends by its own timeout), as on a real network.
+   */
   partition(...operatorIds: string[]): void {
     for (const id of operatorIds) this.get(id).proxy?.partition();
   }

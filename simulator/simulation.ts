@@ -1,5 +1,6 @@
 import { existsSync, readFileSync, writeFileSync, unlinkSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { z } from "zod";
 import { Api } from "./device-client.ts";
 import { renderReport } from "./report.ts";
 import { formatTable, labelVerdicts, runScenarios, type ScenarioResult, type Target } from "./run-scenarios.ts";
@@ -25,6 +26,8 @@ export interface RunOutcome {
   readonly reportFile: string;
   readonly ok: boolean;
   readonly table: string;
+  /** Why the report could not be written (the results above are still complete); undefined once written. */
+  readonly reportError?: string;
 }
 
 async function finalState(targets: readonly Target[]): Promise<Map<string, any[] | undefined>> {
@@ -36,13 +39,24 @@ async function finalState(targets: readonly Target[]): Promise<Map<string, any[]
   return state;
 }
 
+/** Writes the report; a failure is returned, not thrown, so the run's results are never lost with it. */
+function writeReport(reportFile: string, html: string): string | undefined {
+  try {
+    writeFileSync(reportFile, html);
+    return undefined;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    return `cannot write the report ${reportFile}${code ? ` (${code})` : ""}`;
+  }
+}
+
 function finish(title: string, options: RunOptions, startedAt: number, targets: readonly Target[], results: ScenarioResult[], messages: any[], state: Map<string, any[] | undefined>): RunOutcome {
   const labels = labelVerdicts(results);
   const html = renderReport({ title, startedAt, seed: options.seed, operators: targets, results, messages, finalState: state, labels });
   const reportFile = resolve(options.reportFile);
-  writeFileSync(reportFile, html);
+  const reportError = writeReport(reportFile, html);
   const table = formatTable(results);
-  return { results, reportFile, ok: results.every((r) => r.status !== "fail"), table };
+  return { results, reportFile, ok: results.every((r) => r.status !== "fail"), table, ...(reportError ? { reportError } : {}) };
 }
 
 /** `npm run simulate`: N operators as processes, every scenario, a report. */
@@ -64,11 +78,65 @@ export async function runSimulation(options: RunOptions): Promise<RunOutcome> {
   }
 }
 
+const httpUrl = (scheme: "http" | "https" | "http or https") =>
+  z.string().refine((value) => {
+    try {
+      const protocol = new URL(value).protocol;
+      return scheme === "http or https" ? protocol === "http:" || protocol === "https:" : protocol === `${scheme}:`;
+    } catch {
+      return false;
+    }
+  }, `expected an ${scheme} URL`);
+
+/** DESIGN's federation.json, as conformance mode needs it (caFile is not used here). */
+const federationJsonSchema = z.object({
+  operators: z
+    .array(
+      z.object({
+        operatorId: z.string().regex(/^\d{3}-\d{2,3}$/, "expected MCC-MNC, e.g. 001-01"),
+        deviceUrl: httpUrl("http or https"),
+        federationUrl: httpUrl("https"),
+        adminToken: z.string().min(1, "expected a non-empty string"),
+        caFile: z.string().optional(),
+      }),
+    )
+    .min(1, "expected at least one operator"),
+});
+
+/** Where in the file an issue is, as a reader writes it: operators[0].deviceUrl. */
+const fieldPath = (path: readonly PropertyKey[]): string =>
+  path.length === 0 ? "the file" : path.map((p, i) => (typeof p === "number" ? `[${p}]` : `${i > 0 ? "." : ""}${String(p)}`)).join("");
+
+/** zod's words, except that a field left out is called missing. */
+const issueText = (issue: z.core.$ZodIssue): string => (issue.code === "invalid_type" && /received undefined$/.test(issue.message) ? "missing" : issue.message);
+
+/** Reads and checks a --target file; a bad one is refused naming the field, before any scenario runs. */
+export function readFederationJson(file: string): FederationJson["operators"] {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (error) {
+    throw new Error(`--target ${file}: cannot read it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new Error(`--target ${file}: not JSON`);
+  }
+  const parsed = federationJsonSchema.safeParse(json);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.slice(0, 3).map((issue) => `${fieldPath(issue.path)}: ${issueText(issue)}`);
+    const more = parsed.error.issues.length > 3 ? ` (and ${parsed.error.issues.length - 3} more)` : "";
+    throw new Error(`--target ${file}: ${issues.join("; ")}${more}`);
+  }
+  return parsed.data.operators.map((o) => ({ ...o, caFile: o.caFile ?? "" }));
+}
+
 /** Conformance mode: the device-side scenarios against nodes someone else started (DESIGN's federation.json). */
 export async function runConformance(federationJsonFile: string, options: RunOptions): Promise<RunOutcome & { labels: Map<string, string> }> {
-  const file = JSON.parse(readFileSync(federationJsonFile, "utf8")) as FederationJson;
-  if (!Array.isArray(file.operators) || file.operators.length === 0) throw new Error(`${federationJsonFile}: no operators`);
-  const targets: Target[] = file.operators.map((o) => ({ operatorId: o.operatorId, deviceUrl: o.deviceUrl.replace(/\/$/, ""), federationUrl: o.federationUrl, adminToken: o.adminToken }));
+  const operators = readFederationJson(federationJsonFile);
+  const targets: Target[] = operators.map((o) => ({ operatorId: o.operatorId, deviceUrl: o.deviceUrl.replace(/\/$/, ""), federationUrl: o.federationUrl, adminToken: o.adminToken }));
   const startedAt = Date.now();
   const results = await runScenarios(allScenarios, { targets, seed: options.seed, filter: options.filter, ...(options.log ? { log: options.log } : {}) });
   const outcome = finish("Twinning conformance run", options, startedAt, targets, results, [], await finalState(targets));

@@ -1,3 +1,5 @@
+import { DEFAULT_CALL_TIMEOUT_MS } from "./device-client.ts";
+
 /** A minimal Server-Sent Events reader over fetch, for tests: collects `{id, event, data}` frames. */
 export interface SseEvent {
   id: string | undefined;
@@ -12,11 +14,22 @@ export class SseClient {
   #done: Promise<void> | undefined;
   status = 0;
 
-  static async open(url: string, token: string, lastEventId?: string): Promise<SseClient> {
+  /**
+   * Opens the stream; a node that does not answer with its headers within `timeoutMs` (default
+   * 30 s) fails the open. The stream itself then stays open as long as the node keeps it.
+   */
+  static async open(url: string, token: string, lastEventId?: string, timeoutMs = DEFAULT_CALL_TIMEOUT_MS): Promise<SseClient> {
     const client = new SseClient();
     const headers: Record<string, string> = { authorization: `Bearer ${token}`, accept: "text/event-stream" };
     if (lastEventId !== undefined) headers["last-event-id"] = lastEventId;
-    const res = await fetch(url, { headers, signal: client.#controller.signal });
+    // Not AbortSignal.timeout on the fetch: that would also cut the stream after the headers.
+    const timer = setTimeout(() => client.#controller.abort(new Error(`event stream ${url}: no answer within ${timeoutMs} ms`)), timeoutMs);
+    let res: Response;
+    try {
+      res = await fetch(url, { headers, signal: client.#controller.signal });
+    } finally {
+      clearTimeout(timer);
+    }
     client.status = res.status;
     if (res.ok && res.body) client.#done = client.#read(res.body).catch(() => undefined);
     else await res.body?.cancel();

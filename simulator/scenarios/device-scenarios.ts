@@ -239,11 +239,13 @@ export const deviceScenarios: Scenario[] = [
       const res = await watch.operator.api.call("POST", `/twinning/v1/secondary/${enc(watch.address)}/twinning/primaryServicesToken`, { token: watch.token });
       check(res.status === 200 && typeof res.body.primaryServices?.accessToken === "string", `primary-services token: ${res.status} ${JSON.stringify(res.body).slice(0, 200)}`);
       check(typeof res.body.primaryServices.endpoints?.messaging === "string", "the primary's messaging endpoint is given");
-      const introspection = await fetch(`${A.deviceUrl}/oauth/introspect`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${A.adminToken}`, "content-type": "application/x-www-form-urlencoded" },
-        body: `token=${encodeURIComponent(res.body.primaryServices.accessToken)}`,
-      }).then((r) => r.json() as Promise<any>);
+      const introspection = (
+        await A.api.call("POST", "/oauth/introspect", {
+          token: A.adminToken,
+          headers: { "content-type": "application/x-www-form-urlencoded" },
+          rawBody: `token=${encodeURIComponent(res.body.primaryServices.accessToken)}`,
+        })
+      ).body;
       expectEqual([introspection.active, introspection.sub, introspection.act?.sub, introspection.scope], [true, phone.address, watch.address, "primary-services"], "introspection at the primary's operator");
     },
   },

@@ -1,6 +1,6 @@
 import "reflect-metadata";
 import { execFile } from "node:child_process";
-import { chmodSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -69,5 +69,39 @@ describe("certs CLI (npm run certs)", () => {
 
   it("refuses a malformed operator id with a usage message", async () => {
     await expect(certs("node", "--ca", join(out, "ca"), "--operator", "12-1", "--out", join(out, "x"))).rejects.toMatchObject({ code: 2, stderr: expect.stringContaining("MCC-MNC") });
+  });
+
+  it("refuses to sign with a CA key of another CA, and writes nothing", async () => {
+    await certs("ca", "--out", join(out, "ca-a"), "--name", "CA A");
+    await certs("ca", "--out", join(out, "ca-b"), "--name", "CA B");
+    const mixed = join(out, "mixed");
+    mkdirSync(mixed);
+    copyFileSync(join(out, "ca-a/ca.crt.pem"), join(mixed, "ca.crt.pem"));
+    copyFileSync(join(out, "ca-b/ca.key.pem"), join(mixed, "ca.key.pem"));
+    const refused = await certs("node", "--ca", mixed, "--operator", "001-01", "--out", join(out, "mixed-node")).catch((e) => e);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain("certs: the CA key does not belong to the CA certificate (CN=CA A): its public key differs\n");
+    // One line, no stack trace, nothing of the key.
+    expect(refused.stderr).not.toMatch(/\s+at |PRIVATE KEY/);
+    expect(existsSync(join(out, "mixed-node"))).toBe(false);
+  });
+
+  it("keeps a CA name with a comma in one CN, and refuses an empty host or one with a port by name", async () => {
+    await certs("ca", "--out", join(out, "evil"), "--name", "Evil, O=x");
+    const ca = new x509.X509Certificate(readFileSync(join(out, "evil/ca.crt.pem"), "utf8"));
+    expect(ca.subjectName.toJSON()).toEqual([{ CN: ["Evil, O=x"] }]);
+    for (const host of ["", "node.example.com:9441"]) {
+      const refused = await certs("node", "--ca", join(out, "evil"), "--operator", "001-01", "--out", join(out, "hosts"), "--host", host).catch((e) => e);
+      expect(refused.code).toBe(2);
+      expect(refused.stderr).toContain(`certs: --host ${JSON.stringify(host)} is neither an IP address nor a DNS name (give the name alone, without port or scheme)\n`);
+    }
+    expect(existsSync(join(out, "hosts"))).toBe(false);
+    await certs("node", "--ca", join(out, "evil"), "--operator", "001-01", "--out", join(out, "hosts"), "--host", "::1", "--host", "node.example.com");
+    const node = new x509.X509Certificate(readFileSync(join(out, "hosts/node.crt.pem"), "utf8"));
+    expect(node.getExtension(x509.SubjectAlternativeNameExtension)!.names.toJSON()).toEqual([
+      { type: "url", value: "urn:twinning:operator:001-01" },
+      { type: "ip", value: "::1" },
+      { type: "dns", value: "node.example.com" },
+    ]);
   });
 });
