@@ -61,6 +61,8 @@ export const operatorIdOf = (i: number) => `00${i + 1}-01`.slice(-6);
  */
 export class Sandbox {
   readonly operators: SandboxOperator[] = [];
+  /** Set by stop(): nothing starts a node of this sandbox again (a crash loop's restart racing a Ctrl-C). */
+  #stopped = false;
   ca!: PemPair;
   caFile = "";
 
@@ -182,6 +184,7 @@ export class Sandbox {
 
   /** Starts a stopped node again on the same data, ports and keys. */
   async restart(operatorId: string): Promise<void> {
+    if (this.#stopped) throw new Error(`the sandbox is stopped: ${operatorId} is not started again`);
     const o = this.get(operatorId);
     await o.process.start();
     await this.#whenReady(o);
@@ -206,6 +209,7 @@ export class Sandbox {
   }
 
   async stop(): Promise<void> {
+    this.#stopped = true;
     Sandbox.#live.delete(this);
     await Promise.all(this.operators.map((o) => o.process.kill("SIGTERM")));
     await Promise.all(this.operators.map((o) => o.proxy?.close()));
