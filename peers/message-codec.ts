@@ -144,7 +144,8 @@ export async function verifyMessage(jws: string, expect: VerifyExpectations): Pr
     key = asKeyObject(await expect.getKey({ alg: header.alg, ...(typeof header.kid === "string" ? { kid: header.kid } : {}) }));
   } catch (error) {
     if (error instanceof errors.JWKSNoMatchingKey) throw reject("unknown kid", error);
-    throw reject("bad signature", error);
+    // Not the signature's fault: the peer's keys could not be had (its JWKS URL down, slow or bad).
+    throw reject("signing keys unavailable", error);
   }
   const valid = await signatureValid(header.alg, `${parts[0]}.${parts[1]}`, key, parts[2]!, expect.onThreadPool === true);
   if (!valid) throw reject("bad signature");

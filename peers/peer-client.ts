@@ -69,6 +69,7 @@ export class PeerClient {
     const peer = this.#o.registry.get(operatorId);
     if (!peer) throw new TwinningError("peer_unreachable", { variables: [operatorId], detail: "not in the peer registry" });
     const htu = `${peer.federationUrl}${FEDERATION_BASE}${message.path}`;
+    const deadline = performance.now() + this.#o.timeoutMs;
     const signed =
       message.method === "GET" ? undefined : await this.#o.signer.sign({ aud: operatorId, htm: message.method, htu, msgId: message.msgId, body: message.body ?? {} });
     const { status, headers, text } = await boundedCall(this.agentFor(operatorId), {
@@ -92,7 +93,9 @@ export class PeerClient {
       htu,
       msgId: message.msgId,
       onThreadPool: true,
-      getKey: (header) => peer.keys(header as never, undefined as never),
+      // Keys fetched from the peer's JWKS URL (a new kid, the first message) must come within the
+      // call's own deadline: the device waiting on a synchronous call was promised one.
+      getKey: (header) => (peer.remote ? withinDeadline(Promise.resolve(peer.keys(header as never, undefined as never)), deadline) : peer.keys(header as never, undefined as never)),
       nowMs: this.#o.nowMs(),
       maxSkewSeconds: this.#o.maxSkewSeconds,
       maxLifetimeSeconds: this.#o.maxLifetimeSeconds,
@@ -106,6 +109,16 @@ export class PeerClient {
     await Promise.all([...this.#agents.values()].map((a) => a.close().catch(() => undefined)));
     this.#agents.clear();
   }
+}
+
+/** The promise, or a failure once `deadline` (performance.now() time) has passed. */
+function withinDeadline<T>(promise: Promise<T>, deadline: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error("the peer's signing keys did not come within the call's deadline")), Math.max(0, deadline - performance.now()));
+    timer.unref();
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
 /** A peer's OMA error answer becomes our error (same messageId), so devices see the real cause. */

@@ -1,3 +1,4 @@
+import { createPublicKey, type JsonWebKey } from "node:crypto";
 import { createLocalJWKSet, type JSONWebKeySet, type JWTVerifyGetKey } from "jose";
 import { RemoteJwks } from "./remote-jwks.ts";
 import type { Dispatcher } from "undici";
@@ -10,13 +11,38 @@ import { z } from "zod";
  * keys kept through an outage and across reloads). Reloadable without a restart: `reload()`
  * swaps the whole table atomically, or keeps the old one if the new is bad.
  */
-const jwkSchema = z.object({ kty: z.string(), kid: z.string().min(1) }).passthrough();
+/**
+ * A peer's public signing key, as DESIGN's algorithms need it (EC P-256 for ES256, OKP Ed25519
+ * for EdDSA), checked when the list is loaded: a key that cannot be imported would otherwise pass
+ * the reload and fail every message later as "unknown kid". A private key has no place here.
+ */
+const jwkSchema = z
+  .object({ kty: z.string(), kid: z.string().min(1) })
+  .passthrough()
+  .superRefine((jwk, ctx) => {
+    if ("d" in jwk) return void ctx.addIssue({ code: "custom", message: "a private key (it has d): a peer's file holds public keys only" });
+    const curve = (jwk as { crv?: unknown }).crv;
+    if (!((jwk.kty === "EC" && curve === "P-256") || (jwk.kty === "OKP" && curve === "Ed25519"))) {
+      return void ctx.addIssue({ code: "custom", message: "not an EC P-256 (ES256) or OKP Ed25519 (EdDSA) key" });
+    }
+    try {
+      createPublicKey({ key: jwk as JsonWebKey, format: "jwk" });
+    } catch {
+      ctx.addIssue({ code: "custom", message: "not a valid public key" });
+    }
+  });
+/** An https origin and base path only: userinfo, a query or a fragment would end up around the paths appended to it. */
+const plainHttpsUrl = () =>
+  z.url({ protocol: /^https$/ }).refine((u) => {
+    const url = new URL(u);
+    return url.username === "" && url.password === "" && url.search === "" && url.hash === "";
+  }, "no userinfo, query or fragment");
 export const peerEntrySchema = z
   .object({
     operatorId: z.string().regex(/^\d{3}-\d{2,3}$/),
     name: z.string().optional(),
     /** Base URL of the peer's federation listener, e.g. https://fed.op2.example:8443 (TLS, so https). */
-    federationUrl: z.url({ protocol: /^https$/ }),
+    federationUrl: plainHttpsUrl(),
     jwks: z.object({ keys: z.array(jwkSchema).min(1) }).optional(),
     /**
      * Where the peer publishes its signing keys. On the peer's federation origin (its
@@ -27,7 +53,16 @@ export const peerEntrySchema = z
   })
   .strict()
   .refine((p) => p.jwks !== undefined || p.jwksUrl !== undefined, { message: "a peer needs jwks or jwksUrl" });
-export const peerListSchema = z.object({ peers: z.array(peerEntrySchema) }).strict();
+export const peerListSchema = z
+  .object({ peers: z.array(peerEntrySchema) })
+  .strict()
+  .superRefine((list, ctx) => {
+    const seen = new Set<string>();
+    list.peers.forEach((p, i) => {
+      if (seen.has(p.operatorId)) ctx.addIssue({ code: "custom", path: ["peers", i, "operatorId"], message: `${p.operatorId} is listed twice` });
+      seen.add(p.operatorId);
+    });
+  });
 
 export type PeerEntry = z.infer<typeof peerEntrySchema>;
 
@@ -37,8 +72,10 @@ export interface Peer {
   readonly federationUrl: string;
   /** Resolves the verification key for a JWS header (kid) of this peer. */
   readonly keys: JWTVerifyGetKey;
-  /** The keys from its JWKS URL, if it has one: kept across reloads while the URL stays. */
+  /** The keys from its JWKS URL, if it has one: kept across reloads while the URL and the connection it is fetched over stay. */
   readonly remote: RemoteJwks | undefined;
+  /** Whether `remote` is fetched over the federation's mutual TLS (a URL on the peer's federation origin). */
+  readonly remoteOnFederation: boolean;
 }
 
 /** The connection a peer's JWKS is fetched over: the federation's, for a URL on the peer's federation origin. */
@@ -47,8 +84,10 @@ export type JwksDispatcherFor = (operatorId: string) => Dispatcher;
 function toPeer(entry: PeerEntry, previous: Peer | undefined, federationDispatcher: JwksDispatcherFor | undefined): Peer {
   const local = entry.jwks ? createLocalJWKSet(entry.jwks as JSONWebKeySet) : undefined;
   const onFederation = entry.jwksUrl !== undefined && federationDispatcher !== undefined && new URL(entry.jwksUrl).origin === new URL(entry.federationUrl).origin;
+  // Kept only if fetched the same way: a corrected federationUrl can move the JWKS URL on or off
+  // the federation's origin, and with it the connection (and the trust) it needs.
   const remote = entry.jwksUrl
-    ? previous?.remote?.url === entry.jwksUrl
+    ? previous?.remote?.url === entry.jwksUrl && previous.remoteOnFederation === onFederation
       ? previous.remote
       : new RemoteJwks({ url: entry.jwksUrl, ...(onFederation ? { dispatcher: () => federationDispatcher(entry.operatorId) } : {}) })
     : undefined;
@@ -62,7 +101,7 @@ function toPeer(entry: PeerEntry, previous: Peer | undefined, federationDispatch
     }
     return remote!.getKey(header, token);
   };
-  return { operatorId: entry.operatorId, name: entry.name, federationUrl: entry.federationUrl.replace(/\/$/, ""), keys, remote };
+  return { operatorId: entry.operatorId, name: entry.name, federationUrl: entry.federationUrl.replace(/\/$/, ""), keys, remote, remoteOnFederation: onFederation };
 }
 
 export class PeerRegistry {

@@ -146,10 +146,21 @@ export function registerAdminRoutes(app: App, ctx: NodeContext): void {
     }),
     async (c) => {
       const entries = await ctx.store.listDeadLetters(Number(c.req.query("limit") ?? 100));
-      // The target and error are shown; the payload stays inside (it names subscribers).
+      // The target and error are shown; the payload stays inside (it names subscribers), and so do
+      // a callback URL's userinfo and query (a device's notifyURL may carry its own secret there).
       return json(c, {
-        deadLetters: entries.map((e) => ({ id: e.id, lane: e.lane, kind: e.kind, target: e.target, attempts: e.attempts, lastError: e.lastError, createdAt: new Date(e.createdAtMs).toISOString() })),
+        deadLetters: entries.map((e) => ({ id: e.id, lane: e.lane, kind: e.kind, target: e.kind === "callback" ? withoutSecrets(e.target) : e.target, attempts: e.attempts, lastError: e.lastError, createdAt: new Date(e.createdAtMs).toISOString() })),
       });
     },
   );
+}
+
+/** A callback URL without its userinfo, query or fragment: where it goes, not what it carries. */
+function withoutSecrets(target: string): string {
+  try {
+    const url = new URL(target);
+    return `${url.protocol}//${url.host}${url.pathname}`;
+  } catch {
+    return "(not a URL)";
+  }
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, linkSync, mkdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK } from "jose";
 import { bearerSecret } from "../config/node-config.ts";
@@ -17,7 +17,27 @@ export interface NodeSecrets {
   readonly adminToken: string;
   /** True when the admin token was generated now (so it is worth printing once). */
   readonly adminTokenCreated: boolean;
+  /** Secret files others than the node's user may read (named, to be logged at start). */
+  readonly readableByOthers: readonly string[];
 }
+
+/**
+ * Writes a new secret file whole or not at all: written under a temporary name (0600), then
+ * linked to its name, which fails if the file exists (as `wx` would). A crash mid-write leaves
+ * no half-written secret behind, which the next start would refuse.
+ */
+function writeNewSecret(file: string, text: string): void {
+  const partial = `${file}.${process.pid}.partial`;
+  writeFileSync(partial, text, { mode: 0o600 });
+  try {
+    linkSync(partial, file);
+  } finally {
+    unlinkSync(partial);
+  }
+}
+
+/** Whether a file's mode lets its group or others read it. */
+const readableByOthers = (file: string): boolean => (statSync(file).mode & 0o044) !== 0;
 
 /**
  * A secret from its file, or made now and written (0600). One read back is checked as the node
@@ -31,7 +51,7 @@ function readOrCreate(file: string, create: () => string, valid: (value: string)
     return { value, created: false };
   }
   const value = create();
-  writeFileSync(file, value + "\n", { mode: 0o600, flag: "wx" });
+  writeNewSecret(file, value + "\n");
   return { value, created: true };
 }
 
@@ -42,14 +62,15 @@ export async function loadOrCreateSecrets(dataDir: string, configuredAdminToken:
   // Created for this node's eyes only (an existing directory keeps its mode).
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const keyFile = join(dataDir, "signing-key.jwk.json");
+  // An existing file is read as it is, empty or not (an empty one is refused below, by name).
   let keyText = existsSync(keyFile) ? readFileSync(keyFile, "utf8") : undefined;
-  if (!keyText) {
+  if (keyText === undefined) {
     const { privateKey } = await generateKeyPair("ES256", { extractable: true });
     const jwk = await exportJWK(privateKey);
     jwk.kid = `node-${randomBytes(6).toString("hex")}`;
     jwk.alg = "ES256";
     keyText = JSON.stringify(jwk);
-    writeFileSync(keyFile, keyText + "\n", { mode: 0o600, flag: "wx" });
+    writeNewSecret(keyFile, keyText + "\n");
   }
   let privateJwk: JWK;
   let privateKey: CryptoKey;
@@ -71,7 +92,9 @@ export async function loadOrCreateSecrets(dataDir: string, configuredAdminToken:
   const admin = configuredAdminToken
     ? { value: configuredAdminToken, created: false }
     : readOrCreate(join(dataDir, "admin-token"), () => randomBytes(24).toString("base64url"), (v) => bearerSecret.safeParse(v).success, "admin token");
+  const files = [keyFile, join(dataDir, "code-secret"), ...(configuredAdminToken ? [] : [join(dataDir, "admin-token")])];
   return {
+    readableByOthers: files.filter(readableByOthers),
     signingKey: { privateKey, publicJwk: { ...publicJwk, use: "sig" }, kid: privateJwk.kid ?? "node", alg: "ES256" },
     codeSecret: Buffer.from(codeSecret.value, "base64url"),
     adminToken: admin.value,

@@ -122,6 +122,7 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
   const databaseFile = config.databaseFile ?? join(dataDir, `node-${config.operatorId}.sqlite`);
   const secrets = await loadOrCreateSecrets(dataDir, config.adminToken);
   const logger = createLogger({ level: config.logLevel, operatorId: config.operatorId, ...(options.logDestination ? { destination: options.logDestination } : {}) });
+  for (const file of secrets.readableByOthers) logger.warn({ file }, "a secret file is readable by others than the node's user: chmod 600 it");
   const store =
     options.store ??
     new SqliteStore({

@@ -239,6 +239,22 @@ describe("notifications", () => {
     expect(replay.map((e) => Number(e.id))).toEqual(committed.map((n) => n.id));
   }, 60_000);
 
+  it("HLF-CM-005 the operator's dead-letter list shows where a callback went, without the userinfo or query its notifyURL carried", async () => {
+    const [p, s] = [await party(), await party()];
+    const { twin } = await api.twin(p, s);
+    const created = await subscribe("primary", p, "http://user:pw@127.0.0.1:1/callbacks?token=s3cret-in-query");
+    expect(created.status).toBe(201);
+    await api.call("PUT", `/twinning/v1/secondary/${enc(s.address)}/twinning/status`, { token: s.token, body: { status: "Off" } });
+    const store = t.node.context.store;
+    const [entry] = (await store.dueOutboxHeads(Date.now() + 3_600_000, 100)).filter((e) => e.target.includes("s3cret-in-query"));
+    expect(entry, `twin ${twin.twinId}`).toBeDefined();
+    await store.failOutboxEntry({ id: entry!.id, attempts: 1, nextAttemptAtMs: undefined, lastError: "given up", nowMs: Date.now() });
+    const dead = await api.call("GET", "/admin/v1/deadLetters", { token: t.node.adminToken });
+    const listed = dead.body.deadLetters.find((d: { id: number }) => d.id === entry!.id);
+    expect(listed).toMatchObject({ kind: "callback", target: "http://127.0.0.1:1/callbacks" });
+    expect(JSON.stringify(dead.body)).not.toMatch(/s3cret-in-query|user:pw/);
+  });
+
   it("HLF-CM-005 server-based clients: subscriptions can be listed, read and cancelled", async () => {
     const p = await party();
     const r = await receiver();

@@ -13,6 +13,7 @@ import { PeerRegistry } from "../../peers/peer-registry.ts";
  */
 let server: Server;
 let client: PeerClient;
+let slowKeysClient: PeerClient;
 let bytesSent = 0;
 let url = "";
 
@@ -24,6 +25,8 @@ beforeAll(async () => {
   const peerSigner = new MessageSigner("002-01", () => peerSigningKey, Date.now);
   server = createServer({ cert: theirs.certPem, key: theirs.keyPem, ca: ca.certPem, requestCert: true, rejectUnauthorized: true }, async (req, res) => {
     req.resume();
+    // The peer's JWKS endpoint, on its federation origin: it never answers.
+    if (req.url === "/federation/v1/jwks.json") return;
     res.writeHead(200, { "content-type": "application/jose" });
     if (req.url !== "/federation/v1/activationCodes") {
       const signed = await peerSigner.sign({ aud: "001-01", htm: req.method!, htu: `${url}${req.url}`, msgId: String(req.headers["x-twinning-msgid"]), body: { answered: req.url } });
@@ -46,6 +49,23 @@ beforeAll(async () => {
   url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const registry = new PeerRegistry({ selfOperatorId: "001-01", allowed: [], load: () => ({ peers: [{ operatorId: "002-01", federationUrl: url, jwks: peerKey.jwks }] }) });
   const ourKey = await importSigningKey((await createSigningKey({ operatorId: "001-01" })).privateJwk);
+  // The same peer with its keys at its JWKS URL only, fetched over the federation's connection.
+  const keysByUrl = new PeerRegistry({
+    selfOperatorId: "001-01",
+    allowed: [],
+    federationDispatcher: (operatorId) => slowKeysClient.agentFor(operatorId),
+    load: () => ({ peers: [{ operatorId: "002-01", federationUrl: url, jwksUrl: `${url}/federation/v1/jwks.json` }] }),
+  });
+  slowKeysClient = new PeerClient({
+    operatorId: "001-01",
+    registry: keysByUrl,
+    signer: new MessageSigner("001-01", () => ourKey, Date.now),
+    tls: { ca: ca.certPem, cert: ours.certPem, key: ours.keyPem },
+    nowMs: Date.now,
+    timeoutMs: 300,
+    maxSkewSeconds: 30,
+    maxLifetimeSeconds: 60,
+  });
   client = new PeerClient({
     operatorId: "001-01",
     registry,
@@ -59,6 +79,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await client.close();
+  await slowKeysClient.close();
   await new Promise<void>((r) => server.close(() => r()));
 });
 
@@ -79,4 +100,12 @@ describe("calls to a peer", () => {
       detail: "answer rejected: bad signature",
     });
   });
+
+  it("HLF-IC-006 keys fetched from the peer's JWKS URL must come within the call's deadline (300 ms here, where the fetch's own is 5 s): a JWKS that never answers fails the call in time, named as such", async () => {
+    // The test's timeout (2 s) is below the fetch's own deadline: waiting for that would fail it.
+    await expect(slowKeysClient.send("002-01", { method: "PUT", path: "/good", msgId: "m-4", body: {} })).rejects.toMatchObject({
+      code: "peer_unreachable",
+      detail: "answer rejected: signing keys unavailable",
+    });
+  }, 2_000);
 });

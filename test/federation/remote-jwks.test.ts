@@ -42,6 +42,42 @@ describe("a peer's keys from its JWKS URL", () => {
     expect(registry.get("002-01")!.remote).not.toBe(first);
   });
 
+  it("HLF-IC-001 a reload keeps a peer's fetched keys only while they are fetched the same way: a corrected federationUrl that moves the JWKS URL onto the federation's origin fetches it anew, over the federation's connection", async () => {
+    let federationUrl = "https://localhost:9443";
+    const jwksUrl = "https://127.0.0.1:9443/federation/v1/jwks.json";
+    const dispatcher = { dispatch: () => true } as never;
+    const registry = new PeerRegistry({ selfOperatorId: "001-01", allowed: [], federationDispatcher: () => dispatcher, load: () => ({ peers: [{ operatorId: "002-01", federationUrl, jwksUrl }] }) });
+    const typo = registry.get("002-01")!;
+    expect(typo.remoteOnFederation).toBe(false);
+    federationUrl = "https://127.0.0.1:9443";
+    registry.reload();
+    const fixed = registry.get("002-01")!;
+    expect(fixed.remoteOnFederation).toBe(true);
+    expect(fixed.remote).not.toBe(typo.remote);
+    registry.reload();
+    expect(registry.get("002-01")!.remote).toBe(fixed.remote);
+  });
+
+  it("HLF-IC-001 a peer list is refused at load, the current one kept, when it lists an operator twice, holds a key that cannot be imported or a private key, or a federationUrl with userinfo, a query or a fragment", () => {
+    let peers: unknown[] = [{ operatorId: "002-01", federationUrl: "https://127.0.0.1:1", jwks: { keys: [key1] } }];
+    const registry = new PeerRegistry({ selfOperatorId: "001-01", allowed: [], load: () => ({ peers }) });
+    const good = registry.get("002-01");
+    const refused = (list: unknown[], why: RegExp) => {
+      peers = list;
+      expect(() => registry.reload()).toThrow(why);
+      expect(registry.get("002-01")).toBe(good);
+    };
+    const entry = (over: object) => ({ operatorId: "002-01", federationUrl: "https://127.0.0.1:1", jwks: { keys: [key1] }, ...over });
+    refused([entry({}), entry({ federationUrl: "https://127.0.0.1:2" })], /peers\.1\.operatorId: 002-01 is listed twice/);
+    const { x: _x, y: _y, ...noPoint } = key1;
+    refused([entry({ jwks: { keys: [noPoint] } })], /peers\.0\.jwks\.keys\.0: not a valid public key/);
+    refused([entry({ jwks: { keys: [{ kty: "garbage", kid: "g" }] } })], /not an EC P-256 \(ES256\) or OKP Ed25519 \(EdDSA\) key/);
+    refused([entry({ jwks: { keys: [{ ...key1, d: "AAAA" }] } })], /a private key/);
+    for (const federationUrl of ["https://user:pw@p.example", "https://p.example/?x=1", "https://p.example/#frag"]) refused([entry({ federationUrl })], /no userinfo, query or fragment/);
+    peers = [entry({ jwks: { keys: [key1, key2] } })];
+    expect(registry.reload()).toBe(1);
+  });
+
   it("the last good keys keep verifying while the peer's JWKS endpoint fails, also once they are old", async () => {
     serve([key1]);
     const jwks = new RemoteJwks({ url, maxAgeMs: 0, cooldownMs: 0 });

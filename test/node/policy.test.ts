@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConfigError, mergeEnvironment, parseNodeConfig, unknownEnvironmentVariables } from "../../node/config/node-config.ts";
 import { loadNodeConfig } from "../../node/config/load-config.ts";
-import { writeFileSync, mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ManualClock } from "../helpers/manual-clock.ts";
@@ -138,6 +138,8 @@ describe("the node's own secrets in its data directory", () => {
         ["admin-token", "hand-typed!"],
         ["code-secret", ""],
         ["code-secret", "c2hvcnQ"],
+        // Empty, as a crash in the middle of writing it would have left it before.
+        ["signing-key.jwk.json", ""],
         ["signing-key.jwk.json", '{"kty":"EC","crv":"P-256","x":"secret-part-of-a-key"'],
         ["signing-key.jwk.json", JSON.stringify({ ...JSON.parse(readFileSync(join(dataDir, "signing-key.jwk.json"), "utf8")), d: undefined })],
       ] as const) {
@@ -145,10 +147,17 @@ describe("the node's own secrets in its data directory", () => {
         writeFileSync(join(dataDir, file), bad);
         const error = await loadOrCreateSecrets(dataDir, undefined).then(() => undefined, (e: Error) => e);
         expect(error?.message, `${file}: ${bad}`).toContain(join(dataDir, file));
+        expect(error?.message, `${file}: ${bad}`).toMatch(/delete the file to make a new one, or fix it/);
         if (bad.length > 0) expect(error?.message).not.toContain(bad.slice(0, 20));
         writeFileSync(join(dataDir, file), good);
       }
       expect((await loadOrCreateSecrets(dataDir, undefined)).adminToken).toBe(made.adminToken);
+      // Written whole or not at all: no partial file is left beside them.
+      expect(readdirSync(dataDir).sort()).toEqual(["admin-token", "code-secret", "signing-key.jwk.json"]);
+      // A file others may read is named, so the start can say so.
+      expect(made.readableByOthers).toEqual([]);
+      chmodSync(join(dataDir, "code-secret"), 0o644);
+      expect((await loadOrCreateSecrets(dataDir, undefined)).readableByOthers).toEqual([join(dataDir, "code-secret")]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
