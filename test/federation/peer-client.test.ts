@@ -56,26 +56,19 @@ beforeAll(async () => {
     federationDispatcher: (operatorId) => slowKeysClient.agentFor(operatorId),
     load: () => ({ peers: [{ operatorId: "002-01", federationUrl: url, jwksUrl: `${url}/federation/v1/jwks.json` }] }),
   });
-  slowKeysClient = new PeerClient({
-    operatorId: "001-01",
-    registry: keysByUrl,
-    signer: new MessageSigner("001-01", () => ourKey, Date.now),
-    tls: { ca: ca.certPem, cert: ours.certPem, key: ours.keyPem },
-    nowMs: Date.now,
-    timeoutMs: 300,
-    maxSkewSeconds: 30,
-    maxLifetimeSeconds: 60,
-  });
-  client = new PeerClient({
-    operatorId: "001-01",
-    registry,
-    signer: new MessageSigner("001-01", () => ourKey, Date.now),
-    tls: { ca: ca.certPem, cert: ours.certPem, key: ours.keyPem },
-    nowMs: Date.now,
-    timeoutMs: 10_000,
-    maxSkewSeconds: 30,
-    maxLifetimeSeconds: 60,
-  });
+  const clientOf = (peers: PeerRegistry, timeoutMs: number) =>
+    new PeerClient({
+      operatorId: "001-01",
+      registry: peers,
+      signer: new MessageSigner("001-01", () => ourKey, Date.now),
+      tls: { ca: ca.certPem, cert: ours.certPem, key: ours.keyPem },
+      nowMs: Date.now,
+      timeoutMs,
+      maxSkewSeconds: 30,
+      maxLifetimeSeconds: 60,
+    });
+  slowKeysClient = clientOf(keysByUrl, 300);
+  client = clientOf(registry, 10_000);
 });
 afterAll(async () => {
   await client.close();
