@@ -46,10 +46,12 @@ export class ReadyAnswers {
    * The key of a request that may be answered from here: a bodiless GET with one Authorization
    * header. The Host header is part of it, as the app refuses a malformed one (400); a second
    * Authorization header is not, as Node's parsed headers keep only the first while the app sees
-   * both (and refuses them, 401).
+   * both (and refuses them, 401). A target with a query is not kept: the routes ignore queries,
+   * so one client could otherwise fill the whole budget with one answer under many keys and push
+   * everyone else's out.
    */
   static keyOf(req: IncomingMessage): string | undefined {
-    if (req.method !== "GET") return undefined;
+    if (req.method !== "GET" || req.url === undefined || req.url.includes("?")) return undefined;
     const h = req.headers;
     const authorization = h.authorization;
     if (authorization === undefined || h["transfer-encoding"] !== undefined || (h["content-length"] !== undefined && h["content-length"] !== "0")) return undefined;

@@ -67,7 +67,7 @@ export function requestEnvelope(ctx: NodeContext): MiddlewareHandler<AppEnv> {
     const status = c.res.status;
     if (version !== undefined && status === 200) {
       const body = c.get("reusableBody");
-      if (body !== undefined) answers!.keep(readyKey!, { body, route, version, expiresAtS: c.get("principal").expiresAtS });
+      if (body !== undefined) answers!.keep(readyKey!, { body, route, version, expiresAtS: c.get("principal").verifiedUntilS });
     }
     record({ requestId, method: c.req.method, route, status, seconds: (performance.now() - started) / 1000 });
   };

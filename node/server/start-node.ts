@@ -26,6 +26,7 @@ import { SqliteStore } from "../store/sqlite/sqlite-store.ts";
 import type { TwinningStore } from "../store/store-port.ts";
 import { AccessTokens } from "../tokens/access-tokens.ts";
 import { loadOrCreateSecrets } from "./node-secrets.ts";
+import { inRequestOrder } from "../http/request-order.ts";
 import { Federation } from "../federation/federation.ts";
 import { createFederationApp } from "../federation/federation-app.ts";
 import { createPeerBatchSender } from "../federation/peer-delivery.ts";
@@ -235,7 +236,7 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
       { ctx: context, maxBodyBytes: config.limits.maxBodyBytes, requestIdOf, record, refusal: refusalRecorder(context) },
       listenerFor(app.fetch, config.device.host),
     );
-    const listener = requiringHost(answers ? answeringReady(answers, requestIdOf, record, appListener) : appListener);
+    const listener = inRequestOrder(requiringHost(answers ? answeringReady(answers, requestIdOf, record, appListener) : appListener));
     return tls ? createHttpsServer(options, listener) : createHttpServer(options, listener);
   };
   const server: ServerType = await new Promise((resolveListening, reject) => {

@@ -37,23 +37,37 @@ export interface ExternalIssuerOptions {
  * signature and claims are cached: revocation (twin deactivated, subscriber de-provisioned) is
  * still checked against the store on every use by the caller, so it takes effect at once.
  */
+/** The verified-token cache's bound in token characters (~16 MB), beside its count of entries; a token over a thousandth of it is not kept. */
+const MAX_CACHED_TOKEN_CHARS_TOTAL = 16_000_000;
+/** How long an external issuer's token is taken as verified before it is verified again (jose's remote key set refetches after as long). */
+export const EXTERNAL_RECHECK_SECONDS = 600;
+
 class VerifiedTokenCache {
   readonly #entries = new Map<string, Principal>();
   constructor(private readonly maxEntries: number) {}
 
+  /** The characters of the tokens kept (a token may be as long as a header allows: an external issuer's). */
+  #chars = 0;
+
   get(token: string, nowS: number): Principal | undefined {
     const hit = this.#entries.get(token);
     if (!hit) return undefined;
-    if (hit.expiresAtS <= nowS) {
-      this.#entries.delete(token);
+    if (hit.verifiedUntilS <= nowS) {
+      this.#forget(token);
       return undefined;
     }
     return hit;
   }
 
   set(token: string, principal: Principal): void {
-    if (this.#entries.size >= this.maxEntries) this.#entries.delete(this.#entries.keys().next().value!);
+    if (token.length > MAX_CACHED_TOKEN_CHARS_TOTAL / 1_000 || this.#entries.has(token)) return;
+    while (this.#entries.size >= this.maxEntries || this.#chars + token.length > MAX_CACHED_TOKEN_CHARS_TOTAL) this.#forget(this.#entries.keys().next().value!);
     this.#entries.set(token, principal);
+    this.#chars += token.length;
+  }
+
+  #forget(token: string): void {
+    if (this.#entries.delete(token)) this.#chars -= token.length;
   }
 }
 
@@ -73,6 +87,8 @@ export class AccessTokens {
     publicJwks: JWK[];
     kid: string;
     external?: ExternalIssuerOptions | undefined;
+    /** The external issuer's keys; default its JWKS URL's (jose's remote key set). Given in tests. */
+    externalKeys?: JWTVerifyGetKey;
     nowMs: () => number;
     /** The subject's current provisioning stamp (`prv` claim), if it is provisioned here. */
     provisioningOf: (subject: string) => Promise<string | undefined>;
@@ -81,7 +97,7 @@ export class AccessTokens {
     this.#key = options.privateKey;
     this.#kid = options.kid;
     this.#localKeys = createLocalJWKSet({ keys: options.publicJwks });
-    this.#external = options.external && { ...options.external, keys: createRemoteJWKSet(new URL(options.external.jwksUrl)) };
+    this.#external = options.external && { ...options.external, keys: options.externalKeys ?? createRemoteJWKSet(new URL(options.external.jwksUrl)) };
     this.#nowMs = options.nowMs;
     this.#provisioningOf = options.provisioningOf;
   }
@@ -142,7 +158,7 @@ export class AccessTokens {
           algorithms: EXTERNAL_ALGORITHMS,
           ...(external.audience ? { audience: external.audience } : {}),
         });
-        const principal = toPrincipal(payload, "external");
+        const principal = toPrincipal(payload, "external", Math.floor(currentDate.getTime() / 1000) + EXTERNAL_RECHECK_SECONDS);
         // Only the node itself mints twin-scoped and primary-services tokens.
         if (principal.scope !== "twinning") throw new TwinningError("invalid_token", { detail: "external token with a node-only scope" });
         return principal;
@@ -173,7 +189,8 @@ function asInvalidToken(error: unknown): TwinningError {
   return new TwinningError("invalid_token", { detail, cause: error });
 }
 
-function toPrincipal(payload: JWTPayload, source: Principal["source"]): Principal {
+/** `recheckAtS`: when an external token's verification is to be redone (see Principal.verifiedUntilS). */
+function toPrincipal(payload: JWTPayload, source: Principal["source"], recheckAtS = Number.POSITIVE_INFINITY): Principal {
   const scopes = typeof payload.scope === "string" ? payload.scope.split(" ").filter(isScope) : [];
   // Exactly one of our scopes: a token must say plainly what it is for.
   const scope = scopes.includes("twinning") ? "twinning" : scopes[0];
@@ -191,6 +208,7 @@ function toPrincipal(payload: JWTPayload, source: Principal["source"]): Principa
     issuer: payload.iss,
     issuedAtS: typeof payload.iat === "number" ? payload.iat : 0,
     expiresAtS: payload.exp,
+    verifiedUntilS: Math.min(payload.exp, recheckAtS),
     clientId: typeof payload.client_id === "string" ? payload.client_id : undefined,
     provisioning: typeof payload.prv === "string" ? payload.prv : undefined,
     audience: Array.isArray(payload.aud) ? (payload.aud[0] ?? "") : (payload.aud ?? ""),

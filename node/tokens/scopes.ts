@@ -26,6 +26,12 @@ export interface Principal {
   readonly issuer: string;
   readonly issuedAtS: number;
   readonly expiresAtS: number;
+  /**
+   * Until when its verification stands, for caches of it (verified tokens, ready answers): its
+   * expiry; an external issuer's token at most EXTERNAL_RECHECK_SECONDS after it was verified, so
+   * a key the issuer withdraws stops its tokens within that, as a fresh verification would.
+   */
+  readonly verifiedUntilS: number;
   readonly clientId: string | undefined;
   readonly audience: string;
   /** The provisioning this node minted it under (`prv`; see provisioningStamp). */

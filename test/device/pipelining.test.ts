@@ -1,0 +1,46 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { rawHttp } from "../helpers/raw-http.ts";
+import { Api, enc, newAddress, startTestNode, type TestNode } from "../helpers/test-node.ts";
+
+/**
+ * Requests pipelined on one connection (sent in one write, before any answer): each takes effect
+ * in the order sent, whether the read behind a change is answered from a ready answer or by the
+ * app (RFC 9112 §9.3.2).
+ */
+const nodes: TestNode[] = [];
+beforeAll(async () => {
+  nodes.push(await startTestNode({}), await startTestNode({ limits: { readyAnswerBytes: 0 } }));
+});
+afterAll(async () => {
+  for (const t of nodes) await t.cleanup();
+});
+
+describe("pipelined requests", () => {
+  for (const [i, what] of ["with ready answers", "without ready answers"].entries()) {
+    it(`HLF-TE-002 a read pipelined behind a toggle on one connection sees the toggle, and a toggle behind a read is not seen by it (${what})`, async () => {
+      const t = nodes[i]!;
+      const api = new Api(t.url);
+      const party = async () => {
+        const address = newAddress();
+        return { address, token: await api.subscriber(t.node.adminToken, address) };
+      };
+      const [p, s] = [await party(), await party()];
+      await api.twin(p, s);
+      const host = new URL(t.url).host;
+      const read = `/twinning/v1/secondary/${enc(s.address)}/twinning`;
+      // Read twice first, so a ready answer of the current state is kept.
+      for (let k = 0; k < 2; k++) expect((await api.call("GET", read, { token: s.token })).body.twinning.status).toBe("On");
+      const get = `GET ${read} HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${s.token}\r\n\r\n`;
+      const put = (status: string) => {
+        const body = JSON.stringify({ status });
+        return `PUT ${read}/status HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${s.token}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+      };
+      const close = `GET /healthz HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`;
+      for (const [before, after] of [["On", "Off"], ["Off", "On"], ["On", "Off"]] as const) {
+        const out = await rawHttp(t.url, (write) => write(get + put(after) + get + close));
+        const statuses = [...out.matchAll(/"status":"(On|Off)"/g)].map((m) => m[1]);
+        expect(statuses, out.slice(0, 300)).toEqual([before, after, after]);
+      }
+    });
+  }
+});
