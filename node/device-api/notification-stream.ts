@@ -19,7 +19,8 @@ const REPLAY_PAGE = 1_000;
 /**
  * Live events a stream holds while its replay is written. A client that stops reading during a
  * long replay would otherwise have every later event kept for it, for as long as its token lives:
- * past this the stream is closed, and the client resumes from Last-Event-ID without a gap.
+ * past this the stream is closed, and the client resumes from Last-Event-ID without a gap (so
+ * does one still reading a replay long enough for a page of live events to come meanwhile).
  */
 const MAX_HELD_LIVE_EVENTS = REPLAY_PAGE;
 
@@ -72,7 +73,9 @@ export function streamNotifications(ctx: NodeContext, c: Context<AppEnv>, addres
   };
   // The stream lives as long as the token it was opened with: until it expires (checked at each
   // write, by the node's clock) or its subscriber's tokens are revoked (the hub says so).
-  const expiresAtMs = c.get("principal").expiresAtS * 1000;
+  // Its verification's end, for an external issuer's token (see Principal.verifiedUntilS): the
+  // client opens it again, with the token verified afresh.
+  const expiresAtMs = c.get("principal").verifiedUntilS * 1000;
   const expired = () => ctx.nowMs() >= expiresAtMs;
   const send = (n: StoredNotification) => {
     if (expired()) return close();

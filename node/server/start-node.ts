@@ -329,7 +329,9 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
       await outbox.stop();
       await dispatcher.close().catch(() => undefined);
       await federation?.close();
-      await store.close();
+      // A last group that failed to commit was answered as failed to each of its requests; the
+      // store is closed all the same, and the stop goes on.
+      await store.close().catch((error: unknown) => logger.error({ err: error }, "the last writes failed as the store closed"));
       unfeed();
       hub.close();
       logger.info("node stopped");

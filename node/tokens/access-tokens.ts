@@ -39,8 +39,12 @@ export interface ExternalIssuerOptions {
  */
 /** The verified-token cache's bound in token characters (~16 MB), beside its count of entries; a token over a thousandth of it is not kept. */
 const MAX_CACHED_TOKEN_CHARS_TOTAL = 16_000_000;
-/** How long an external issuer's token is taken as verified before it is verified again (jose's remote key set refetches after as long). */
-export const EXTERNAL_RECHECK_SECONDS = 600;
+/**
+ * How long an external issuer's token is taken as verified before it is verified again; the
+ * issuer's key set is refetched after as long (jose's cacheMaxAge), so a withdrawn key stops its
+ * tokens within twice this.
+ */
+export const EXTERNAL_RECHECK_SECONDS = 300;
 
 class VerifiedTokenCache {
   readonly #entries = new Map<string, Principal>();
@@ -97,7 +101,7 @@ export class AccessTokens {
     this.#key = options.privateKey;
     this.#kid = options.kid;
     this.#localKeys = createLocalJWKSet({ keys: options.publicJwks });
-    this.#external = options.external && { ...options.external, keys: options.externalKeys ?? createRemoteJWKSet(new URL(options.external.jwksUrl)) };
+    this.#external = options.external && { ...options.external, keys: options.externalKeys ?? createRemoteJWKSet(new URL(options.external.jwksUrl), { cacheMaxAge: EXTERNAL_RECHECK_SECONDS * 1000 }) };
     this.#nowMs = options.nowMs;
     this.#provisioningOf = options.provisioningOf;
   }

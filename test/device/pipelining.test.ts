@@ -1,4 +1,7 @@
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { connect, type AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { inRequestOrder } from "../../node/http/request-order.ts";
 import { rawHttp } from "../helpers/raw-http.ts";
 import { Api, enc, newAddress, startTestNode, type TestNode } from "../helpers/test-node.ts";
 
@@ -43,4 +46,56 @@ describe("pipelined requests", () => {
       }
     });
   }
+});
+
+describe("inRequestOrder", () => {
+  /** A server whose "/slow" takes 100 ms to take effect; what took effect, in order, and the socket's end. */
+  async function orderedServer() {
+    const applied: string[] = [];
+    const server = createServer(
+      inRequestOrder((req: IncomingMessage, res: ServerResponse) => {
+        const apply = () => {
+          applied.push(`${req.method} ${req.url}`);
+          res.end("ok");
+        };
+        if (req.url === "/slow") setTimeout(apply, 100);
+        else apply();
+      }),
+    );
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as AddressInfo).port;
+    const send = async (text: string, closeAfterMs?: number) => {
+      const socket = connect(port, "127.0.0.1");
+      socket.on("error", () => undefined);
+      socket.resume();
+      await new Promise((resolve) => socket.once("connect", resolve));
+      socket.write(text);
+      if (closeAfterMs !== undefined) setTimeout(() => socket.destroy(), closeAfterMs);
+      await new Promise((resolve) => socket.once("close", resolve));
+    };
+    return { applied, send, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+  }
+  const request = (method: string, path: string, last = false) => `${method} ${path} HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n${last ? "Connection: close\r\n" : ""}\r\n`;
+
+  it("HLF-TE-002 pipelined requests run one after another, in the order sent, each once the answer before it has gone", async () => {
+    const s = await orderedServer();
+    try {
+      await s.send(request("PUT", "/slow") + request("GET", "/fast") + request("PUT", "/fast", true));
+      expect(s.applied).toEqual(["PUT /slow", "GET /fast", "PUT /fast"]);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("HLF-TE-002 requests pipelined behind one whose client left never run (they ran at once, before the earlier change took effect)", async () => {
+    const s = await orderedServer();
+    try {
+      await s.send(request("PUT", "/slow") + request("PUT", "/fast") + request("PUT", "/fast", true), 30);
+      // Until the slow one has taken effect, and a while after.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(s.applied).toEqual(["PUT /slow"]);
+    } finally {
+      await s.close();
+    }
+  });
 });
