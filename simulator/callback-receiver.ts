@@ -4,6 +4,8 @@ import type { AddressInfo } from "node:net";
 /** A real HTTP callback endpoint on 127.0.0.1 that records what it receives; can be told to fail. */
 export class CallbackReceiver {
   readonly received: any[] = [];
+  /** Every request that arrived, answered 2xx or not (a delivery tried while the receiver fails counts here only). */
+  attempts = 0;
   /** Status to answer with; 204 when healthy. */
   status = 204;
   #server: Server | undefined;
@@ -15,6 +17,7 @@ export class CallbackReceiver {
       let data = "";
       req.on("data", (chunk) => (data += chunk));
       req.on("end", () => {
+        this.attempts += 1;
         if (this.status < 300) {
           // A body that is not JSON is recorded as it came: the scenario that reads it fails, not the simulator.
           let body: unknown;

@@ -39,11 +39,18 @@ describe("pipelined requests", () => {
         return `PUT ${read}/status HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${s.token}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
       };
       const close = `GET /healthz HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`;
+      const readySent = async () => {
+        const line = (await (await fetch(`${t.url}/metrics`)).text()).split("\n").find((l) => l.startsWith('twinning_http_ready_answers_total{route="/twinning/v1/secondary/:addr/twinning"}'));
+        return line ? Number(line.split(" ").pop()) : 0;
+      };
+      const readyBefore = await readySent();
       for (const [before, after] of [["On", "Off"], ["Off", "On"], ["On", "Off"]] as const) {
         const out = await rawHttp(t.url, (write) => write(get + put(after) + get + close));
         const statuses = [...out.matchAll(/"status":"(On|Off)"/g)].map((m) => m[1]);
         expect(statuses, out.slice(0, 300)).toEqual([before, after, after]);
       }
+      // With them, each pipeline's first read (nothing written since the last) was a ready answer.
+      expect((await readySent()) - readyBefore).toBe(i === 0 ? 3 : 0);
     });
   }
 });

@@ -71,6 +71,14 @@ describe("re-provisioning", () => {
       expect([401, 403]).toContain((await api.call("GET", `${V1}/primary/${enc(p.address)}/twins`, { token: p.token })).status);
       // The other side's toggle still goes through; only the revoked subscription stays silent.
       expect((await api.call("PUT", `${V1}/secondary/${enc(s.address)}/twinning/status`, { token: s.token, body: { status: "Off" } })).status).toBe(200);
+      // Callbacks are delivered meanwhile: another primary's subscription hears its secondary's toggle.
+      const [p2, s2] = [await party(), await party()];
+      await api.twin(p2, s2);
+      const control = await new CallbackReceiver().start();
+      cleanups.push(() => control.stop());
+      expect((await api.call("POST", `${V1}/primary/${enc(p2.address)}/subscriptions`, { token: p2.token, body: { callbackReference: { notifyURL: control.url } } })).status).toBe(201);
+      expect((await api.call("PUT", `${V1}/secondary/${enc(s2.address)}/twinning/status`, { token: s2.token, body: { status: "Off" } })).status).toBe(200);
+      await control.waitFor(1);
       expect(await deliveredWithin(receiver, 1_000)).toBe("none");
     });
   }

@@ -69,14 +69,15 @@ describe("secondary device: activation codes", () => {
     expect(read.body.activationCode.status).toBe("Expired");
   });
 
-  it("HLF-SD-005 once the code is used, the secondary receives the twin and a twin-scoped token (long poll wakes at once)", async () => {
+  // A poll that is not woken answers only when its 30 s wait ends: the 10 s timeout fails it then.
+  it("HLF-SD-005 once the code is used, the secondary receives the twin and a twin-scoped token (long poll wakes at once)", { timeout: 10_000 }, async () => {
     const [p, s] = [await party(), await party()];
     const code = await api.call("POST", codes(s), { token: s.token });
     const path = new URL(code.body.activationCode.resourceURL).pathname;
     const pending = await api.call("GET", path, { token: s.token });
     expect(pending.body.activationCode.status).toBe("Pending");
     expect(pending.body.activationCode.code).toBeUndefined();
-    const waiting = api.call("GET", `${path}?wait=10`, { token: s.token });
+    const waiting = api.call("GET", `${path}?wait=30`, { token: s.token });
     const activation = await api.call("POST", `/twinning/v1/primary/${enc(p.address)}/twins`, {
       token: p.token,
       body: { activationCode: code.body.activationCode.code, operatorId: "001-01" },

@@ -6,6 +6,7 @@ import { createSigningKey } from "../../certs/federation-pki.ts";
 import { CallbackReceiver } from "../helpers/callback-receiver.ts";
 import { Federation, eventually, writePeerFiles, type FederatedOperator } from "../helpers/federation-fixture.ts";
 import { enc } from "../helpers/test-node.ts";
+import type { TwinningStore } from "../../node/store/store-port.ts";
 
 const fed = new Federation();
 let n = 0;
@@ -15,7 +16,8 @@ const B = () => fed.get("002-01");
 
 beforeAll(async () => {
   // A short call deadline makes armed compensations due soon (twice the deadline).
-  await fed.start(["001-01", "002-01"], (op) => (op === "001-01" ? { policy: { maxTwinsPerPrimary: 1 }, federation: { callTimeoutMs: 400 } as never } : {}));
+  // A short shutdown grace: one test stops A while a request of its waits forever.
+  await fed.start(["001-01", "002-01"], (op) => (op === "001-01" ? { policy: { maxTwinsPerPrimary: 1 }, federation: { callTimeoutMs: 400 } as never, limits: { shutdownGraceMs: 500 } } : {}));
 }, 60_000);
 afterAll(async () => fed.stop());
 
@@ -157,39 +159,37 @@ describe("durable delivery between operators", () => {
   it("a crash after the peer committed an activation and before our side did: the armed compensation undoes it after restart", async () => {
     const p = await A().party(addr(A()));
     const s = await B().party(addr(B()));
-    await B().api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/activationCodes`, { token: s.token, body: { primaryOperatorId: "001-01" } });
-    const ctx = A().node().context;
-    const twinId = randomUUID();
-    // What activateAcross does before the call: arm the compensation, due after the call deadline…
-    await ctx.store.enqueuePeerMessages(
-      [{ operatorId: "002-01", method: "DELETE", path: `/twins/${twinId}`, msgId: randomUUID(), body: { changedBy: "primary" }, subLane: `activation:${twinId}` }],
-      Date.now(),
-      Date.now() + 800,
-    );
-    // …then the peer commits…
-    const answer = await ctx.federation!.send("002-01", {
-      method: "POST",
-      path: "/activations",
-      msgId: twinId,
-      body: { twinId, secondaryAddress: s.address, primaryAddress: p.address, primaryOperatorId: "001-01", name: "crashed" },
-    });
-    expect(answer.status).toBe(201);
-    expect((await B().node().context.store.findTwinOfSecondary(s.address))?.twinId).toBe(twinId);
-    // …and the process dies before committing its side.
+    const code = await B().api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/activationCodes`, { token: s.token, body: {} });
+    // A real activation, whose commit at A never comes: the process is stopped while it waits.
+    const store = A().node().context.store as TwinningStore;
+    let reachedCommit!: () => void;
+    const atCommit = new Promise<void>((resolve) => (reachedCommit = resolve));
+    store.insertFederatedTwin = () => (reachedCommit(), new Promise<never>(() => undefined));
+    const activation = A()
+      .api.call("POST", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token, body: { activationCode: code.body.activationCode.code, operatorId: "002-01" } })
+      .catch((error: unknown) => error);
+    await atCommit;
+    const twin = await B().node().context.store.findTwinOfSecondary(s.address);
+    expect(twin?.active).toBe(true);
     await fed.stopNode("001-01");
+    await activation;
     await fed.restartNode("001-01");
-    const atB = await eventually(() => B().node().context.store.getTwin(twinId), (t) => t?.active === false);
+    // The compensation armed before the call is due after twice the call deadline, and ends the twin at B.
+    const atB = await eventually(() => B().node().context.store.getTwin(twin!.twinId), (t) => t?.active === false);
     expect(atB?.active).toBe(false);
-    expect(await A().node().context.store.getTwin(twinId)).toBeUndefined();
+    expect(await A().node().context.store.getTwin(twin!.twinId)).toBeUndefined();
   });
 
   it("a successful activation withdraws its armed compensation in the same transaction", async () => {
-    await crossTwin();
+    const { twinId } = await crossTwin();
+    // Withdrawn as the twin committed: nothing is left queued for the peer.
+    expect(await A().node().context.store.countQueuedForPeer("002-01", 100)).toBe(0);
     await new Promise((r) => setTimeout(r, 1_000)); // longer than the armed delay
+    // Had it been left armed, the worker's next look would send it now and end the twin at B.
+    A().node().context.wakeOutbox();
     await eventually(drained, (v) => v);
-    const deletes = await B().node().context.store.listDeadLetters(100);
-    expect(deletes.filter((d) => d.payload.includes("DELETE"))).toEqual([]);
-    expect((await A().node().context.store.outboxStats()).pending).toBe(0);
+    expect((await A().node().context.store.getTwin(twinId))?.active).toBe(true);
+    expect((await B().node().context.store.getTwin(twinId))?.active).toBe(true);
   });
 
   it("HLF-IC-007 batch extension: queued messages go in one signed request, applied in order, one result each", async () => {

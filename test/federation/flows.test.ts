@@ -45,7 +45,8 @@ describe("federation between operators over mutual TLS", () => {
     expect(atB.body.twinning).toEqual({ twinId: twin.twinId, primaryAddress: p.address, primaryOperatorId: "001-01", status: "On", name: "car" });
   });
 
-  it("HLF-IC-002 HLF-IC-003 HLF-SD-002 HLF-TE-006 a code is obtained from the primary's operator when the secondary names it", async () => {
+  // The secondary's long poll must be woken by the activation: its 30 s wait would outlast the 10 s timeout.
+  it("HLF-IC-002 HLF-IC-003 HLF-SD-002 HLF-TE-006 a code is obtained from the primary's operator when the secondary names it", { timeout: 10_000 }, async () => {
     const p = await A.party(addr(A));
     const s = await B.party(addr(B));
     const res = await B.api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/activationCodes`, { token: s.token, body: { primaryOperatorId: "001-01" } });
@@ -53,7 +54,7 @@ describe("federation between operators over mutual TLS", () => {
     // HLF-SD-003: the code and the identity of the operator that generated it.
     expect(res.body.activationCode).toMatchObject({ operatorId: "001-01", status: "Pending" });
     expect(res.body.activationCode.code).toMatch(/^\d{6}$/);
-    const pending = B.api.call("GET", `${new URL(res.body.activationCode.resourceURL).pathname}?wait=10`, { token: s.token });
+    const pending = B.api.call("GET", `${new URL(res.body.activationCode.resourceURL).pathname}?wait=30`, { token: s.token });
     const activation = await A.api.call("POST", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token, body: { activationCode: res.body.activationCode.code, operatorId: "001-01" } });
     expect(activation.status).toBe(201);
     expect(activation.body.twin.secondaryOperatorId).toBe("002-01");
@@ -215,10 +216,12 @@ describe("federation between operators over mutual TLS", () => {
     const s = await B.party(addr(B));
     const { twin } = await twinAcross(A, p, B, s, "primary-operator");
     for (let round = 0; round < 5; round++) {
-      await Promise.all([
+      const answers = await Promise.all([
         A.api.call("PUT", `/twinning/v1/primary/${enc(p.address)}/twins/${twin.twinId}/status`, { token: p.token, body: { status: round % 2 ? "On" : "Off" } }),
         B.api.call("PUT", `/twinning/v1/secondary/${enc(s.address)}/twinning/status`, { token: s.token, body: { status: round % 2 ? "Off" : "On" } }),
       ]);
+      // Each side takes its own toggle (the register then settles which one wins everywhere).
+      expect(answers.map((r) => r.status), JSON.stringify(answers.map((r) => r.body))).toEqual([200, 200]);
     }
     const both = await eventually(
       async () => {
@@ -230,6 +233,9 @@ describe("federation between operators over mutual TLS", () => {
       (v) => v.pending === 0 && JSON.stringify(v.a) === JSON.stringify(v.b),
     );
     expect(both.a).toEqual(both.b);
+    // The changes took effect and were agreed on: the version moved on from the activation's 1
+    // (A's first toggle changes its status whatever B does).
+    expect(both.a[1]).toBeGreaterThan(1);
   });
 
   it("HLF-IC-001 GET /operator answers who the operator is, signed", async () => {

@@ -67,13 +67,19 @@ describe("federation hardening", () => {
     const code = await federation.send("001-01", { method: "POST", path: "/activationCodes", msgId: randomUUID(), body: { secondaryAddress: ours.address, secondaryOperatorId: "002-01" } });
     expect([code.status, messageId(code.body)]).toEqual([403, "POL2003"]);
     const s = await B.party(addr(B));
+    const twinId = randomUUID();
     const act = await federation.send("001-01", {
       method: "POST",
       path: "/activations",
       msgId: randomUUID(),
-      body: { twinId: randomUUID(), secondaryAddress: s.address, primaryAddress: ours.address, primaryOperatorId: "002-01", name: "x" },
+      body: { twinId, secondaryAddress: s.address, primaryAddress: ours.address, primaryOperatorId: "002-01", name: "x" },
     });
     expect(act.status).toBe(403);
+    // Nothing of either was kept: no code for our subscriber, no twin naming it.
+    const store = A.node().context.store;
+    expect(await store.getTwin(twinId)).toBeUndefined();
+    expect(await store.listTwinsOfPrimary(ours.address)).toEqual([]);
+    expect(await store.findTwinOfSecondary(ours.address)).toBeUndefined();
   });
 
   it("OAU-001 introspection reports a de-provisioned subscriber's token inactive", async () => {

@@ -42,7 +42,7 @@ describe("a peer's keys from its JWKS URL", () => {
     expect(registry.get("002-01")!.remote).not.toBe(first);
   });
 
-  it("HLF-IC-001 a reload keeps a peer's fetched keys only while they are fetched the same way: a corrected federationUrl that moves the JWKS URL onto the federation's origin fetches it anew, over the federation's connection", async () => {
+  it("HLF-IC-001 a reload keeps a peer's fetched keys only while they are fetched the same way: a corrected federationUrl that moves the JWKS URL onto the federation's origin gets a new fetcher, set for the federation's connection", async () => {
     let federationUrl = "https://localhost:9443";
     const jwksUrl = "https://127.0.0.1:9443/federation/v1/jwks.json";
     const dispatcher = { dispatch: () => true } as never;

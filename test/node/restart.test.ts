@@ -23,7 +23,9 @@ describe("restart on the same file", () => {
     const { twin } = await api.twin(p, s, "kitchen-watch");
     await api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/subscriptions`, { token: s.token, body: { callbackReference: { notifyURL: receiver.url, callbackData: "kept" } } });
     await api.call("PUT", `/twinning/v1/primary/${enc(p.address)}/twins/${twin.twinId}/status`, { token: p.token, body: { status: "Off" } });
-    await new Promise((r) => setTimeout(r, 100));
+    // Tried, and refused by the receiver: nothing delivered yet.
+    for (let i = 0; i < 100 && receiver.attempts === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(receiver.attempts).toBeGreaterThan(0);
     expect(receiver.received).toHaveLength(0);
     await first.stop();
 

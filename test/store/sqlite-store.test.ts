@@ -83,9 +83,10 @@ describe("SqliteStore on disk", () => {
   });
 
   it("creates the database, its WAL and its shared-memory file readable by their owner only (they hold the credential hashes)", async () => {
-    t = tempStore(T0, true);
+    // Without the exclusive lock, so SQLite makes its shared-memory file too.
+    t = tempStore(T0, false);
     await activated(t.store, P1, S1);
-    for (const file of [t.file, `${t.file}-wal`]) expect((statSync(file).mode & 0o777).toString(8), file).toBe("600");
+    for (const file of [t.file, `${t.file}-wal`, `${t.file}-shm`]) expect((statSync(file).mode & 0o777).toString(8), file).toBe("600");
   });
 
   it("prune deletes a backlog of old notifications in batches, letting the event loop run between them, and keeps the newer ones", async () => {
