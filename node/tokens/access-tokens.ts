@@ -32,11 +32,6 @@ export interface ExternalIssuerOptions {
   readonly audience?: string | undefined;
 }
 
-/**
- * Verified tokens, so a hot path does not pay an ES256 verification per request. Only the
- * signature and claims are cached: revocation (twin deactivated, subscriber de-provisioned) is
- * still checked against the store on every use by the caller, so it takes effect at once.
- */
 /** The verified-token cache's bound in token characters (~16 MB), beside its count of entries; a token over a thousandth of it is not kept. */
 const MAX_CACHED_TOKEN_CHARS_TOTAL = 16_000_000;
 /**
@@ -46,12 +41,17 @@ const MAX_CACHED_TOKEN_CHARS_TOTAL = 16_000_000;
  */
 export const EXTERNAL_RECHECK_SECONDS = 300;
 
+/**
+ * Verified tokens, so a hot path does not pay an ES256 verification per request. Only the
+ * signature and claims are cached: revocation (twin deactivated, subscriber de-provisioned) is
+ * still checked against the store on every use by the caller, so it takes effect at once.
+ */
 class VerifiedTokenCache {
   readonly #entries = new Map<string, Principal>();
-  constructor(private readonly maxEntries: number) {}
-
   /** The characters of the tokens kept (a token may be as long as a header allows: an external issuer's). */
   #chars = 0;
+
+  constructor(private readonly maxEntries: number) {}
 
   get(token: string, nowS: number): Principal | undefined {
     const hit = this.#entries.get(token);
