@@ -84,6 +84,8 @@ describe("a peer's keys from its JWKS URL", () => {
     expect(await keyFor(jwks, "k1")).toBeDefined();
     serve([], 503);
     const before = fetches;
+    // Older than maxAgeMs (0) by at least a millisecond of Date.now(), or no refresh is due.
+    await new Promise((r) => setTimeout(r, 5));
     for (let i = 0; i < 3; i++) expect(await keyFor(jwks, "k1")).toBeDefined();
     await new Promise((r) => setTimeout(r, 50)); // the background refreshes have failed by now
     expect(fetches).toBeGreaterThan(before);
