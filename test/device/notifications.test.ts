@@ -37,6 +37,24 @@ const subscribe = (role: string, who: { address: string; token: string }, notify
     body: { callbackReference: { notifyURL, ...(callbackData ? { callbackData } : {}) }, duration: 3600, ...extra },
   });
 
+/**
+ * A client that opens `who`'s secondary event stream on a raw socket and never reads it (after
+ * `extraHeaders`); resolves once the node holds the stream.
+ */
+async function unreadStream(who: { address: string; token: string }, extraHeaders = "") {
+  const path = `/twinning/v1/secondary/${enc(who.address)}/notifications`;
+  const { hostname, port } = new URL(t.url);
+  const socket = connect(Number(port), hostname);
+  cleanups.push(async () => void socket.destroy());
+  await once(socket, "connect");
+  socket.pause();
+  socket.write(`GET ${path} HTTP/1.1\r\nHost: ${hostname}\r\nAuthorization: Bearer ${who.token}\r\n${extraHeaders}\r\n`);
+  const hub = t.node.context.hub;
+  for (let i = 0; i < 100 && hub.connections(who.address, "secondary") === 0; i++) await new Promise((r) => setTimeout(r, 20));
+  expect(hub.connections(who.address, "secondary")).toBe(1);
+  return { socket, path };
+}
+
 describe("notifications", () => {
   it("HLF-PD-007 a toggle by the secondary notifies the primary's callback once it has taken effect", async () => {
     const [p, s] = [await party(), await party()];
@@ -158,16 +176,8 @@ describe("notifications", () => {
     const [p, s] = [await party(), await party()];
     const { twin } = await api.twin(p, s);
     const hub = t.node.context.hub;
-    const path = `/twinning/v1/secondary/${enc(s.address)}/notifications`;
-    const { hostname, port } = new URL(t.url);
     // A client that opens the stream and never reads it.
-    const socket = connect(Number(port), hostname);
-    cleanups.push(async () => void socket.destroy());
-    await once(socket, "connect");
-    socket.pause();
-    socket.write(`GET ${path} HTTP/1.1\r\nHost: ${hostname}\r\nAuthorization: Bearer ${s.token}\r\n\r\n`);
-    for (let i = 0; i < 100 && hub.connections(s.address, "secondary") === 0; i++) await new Promise((r) => setTimeout(r, 20));
-    expect(hub.connections(s.address, "secondary")).toBe(1);
+    const { socket, path } = await unreadStream(s);
 
     // Toggles until the node gives up on the stream, bounded. The kernel's socket buffers fill
     // first (~4 MB here: about 20,000 toggles, 10 s).
@@ -216,15 +226,7 @@ describe("notifications", () => {
       for (let i = 0; i < n; i++) await toggleTwin(ctx, record, (await ctx.store.getTwin(twin.twinId))!.status === "On" ? "Off" : "On", "primary");
     };
     await toggles(20_000);
-    const path = `/twinning/v1/secondary/${enc(s.address)}/notifications`;
-    const { hostname, port } = new URL(t.url);
-    const socket = connect(Number(port), hostname);
-    cleanups.push(async () => void socket.destroy());
-    await once(socket, "connect");
-    socket.pause();
-    socket.write(`GET ${path} HTTP/1.1\r\nHost: ${hostname}\r\nAuthorization: Bearer ${s.token}\r\nLast-Event-ID: 0\r\n\r\n`);
-    for (let i = 0; i < 100 && ctx.hub.connections(s.address, "secondary") === 0; i++) await new Promise((r) => setTimeout(r, 20));
-    expect(ctx.hub.connections(s.address, "secondary")).toBe(1);
+    const { path } = await unreadStream(s, "Last-Event-ID: 0\r\n");
     // The replay now waits for a client that does not read; live events queue behind it, bounded.
     let rounds = 0;
     while (ctx.hub.connections(s.address, "secondary") > 0) {
