@@ -93,6 +93,11 @@ const limitsSchema = z
     readyAnswerBytes: z.number().int().min(0).max(1_073_741_824).default(8_388_608),
     /** Time given to in-flight requests on SIGTERM before the listener is closed hard. */
     shutdownGraceMs: z.number().int().min(0).max(120_000).default(10_000),
+    /**
+     * On SIGTERM, /readyz answers 503 for this long while the node goes on serving (so a load
+     * balancer stops sending it requests), before the listeners close and shutdownGraceMs starts.
+     */
+    shutdownDrainMs: z.number().int().min(0).max(120_000).default(0),
   })
   .strict();
 

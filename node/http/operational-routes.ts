@@ -26,7 +26,7 @@ export function registerOperationalRoutes(app: App, ctx: NodeContext): void {
   app.get("/.well-known/federation-jwks.json", (c) => (ctx.federation ? c.json(ctx.federation.jwks(), 200, { "cache-control": "public, max-age=60" }) : c.json({ keys: [] })));
   app.get("/healthz", (c) => c.json({ status: "ok" }));
   app.get("/readyz", async (c) => {
-    if (ctx.lifecycle.aborted) return c.json({ status: "shutting down" }, 503);
+    if (ctx.draining.aborted) return c.json({ status: "shutting down" }, 503);
     try {
       await ctx.store.ping();
       return c.json({ status: "ready" });

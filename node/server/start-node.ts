@@ -138,7 +138,7 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
   const hub = new NotificationHub();
   const unfeed = store.onNotificationsCommitted((notifications) => hub.committed(notifications));
   undo.push(() => (unfeed(), hub.close()));
-  const lifecycle = new AbortController();
+  const [draining, lifecycle] = [new AbortController(), new AbortController()];
   const dispatcher = callbackDispatcher({ allowPrivateTargets: config.limits.allowPrivateCallbackTargets });
   undo.push(() => dispatcher.close());
   let baseUrl = config.device.publicUrl?.replace(/\/$/, "") ?? "";
@@ -205,6 +205,7 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
     nowMs,
     deviceBaseUrl: () => baseUrl,
     jwks: () => ({ keys: [secrets.signingKey.publicJwk] }),
+    draining: draining.signal,
     lifecycle: lifecycle.signal,
     committed: (notifications, queued, laneHeads) => {
       // Peer messages first: their delivery is under way before the streams are written to.
@@ -315,6 +316,9 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
+      // Not ready from now on; still serving while a load balancer takes the node out.
+      draining.abort();
+      if (config.limits.shutdownDrainMs > 0) await new Promise((resolve) => setTimeout(resolve, config.limits.shutdownDrainMs));
       lifecycle.abort();
       clearInterval(pruneTimer);
       const closed = Promise.all(

@@ -36,7 +36,9 @@ export interface NodeContext {
   readonly deviceBaseUrl: () => string;
   /** The node's public signing keys (JWKS), for /.well-known/jwks.json. */
   readonly jwks: () => { keys: object[] };
-  /** Aborted when the node starts shutting down: long polls and SSE streams end. */
+  /** Aborted when the node is asked to stop: /readyz answers 503 from then on (limits.shutdownDrainMs). */
+  readonly draining: AbortSignal;
+  /** Aborted when the node starts shutting down, after the drain: long polls and SSE streams end. */
   readonly lifecycle: AbortSignal;
   /**
    * Called after a commit: notifications go to live streams; `queued` wakes the outbox worker,

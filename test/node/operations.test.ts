@@ -88,6 +88,30 @@ describe("the API around the node", () => {
     expect(metrics).toContain("twinning_http_request_duration_seconds_bucket");
   });
 
+  it("on stop, /readyz answers 503 at once while requests are still served for shutdownDrainMs; then the listener closes", async () => {
+    const drained = await startTestNode({ limits: { shutdownDrainMs: 600 } });
+    try {
+      const address = newAddress();
+      const token = await new Api(drained.url).subscriber(drained.node.adminToken, address);
+      const list = () => fetch(`${drained.url}/twinning/v1/primary/${enc(address)}/twins`, { headers: { authorization: `Bearer ${token}` } });
+      expect(await (await fetch(`${drained.url}/readyz`)).json()).toEqual({ status: "ready" });
+      const startedAt = performance.now();
+      const stopped = drained.node.stop();
+      const ready = await fetch(`${drained.url}/readyz`);
+      expect(ready.status).toBe(503);
+      expect(await ready.json()).toEqual({ status: "shutting down" });
+      // Still serving: the load balancer has not taken the node out yet.
+      const during = await list();
+      expect(during.status).toBe(200);
+      expect((await during.json()).twinList.twin).toEqual([]);
+      await stopped;
+      expect(performance.now() - startedAt).toBeGreaterThanOrEqual(590);
+      await expect(list()).rejects.toThrow();
+    } finally {
+      await drained.cleanup();
+    }
+  });
+
   it("with metricsToken set, /metrics answers only that bearer token (401 with the OMA body otherwise)", async () => {
     const metricsToken = "metrics-scraper-0123456789abcdef";
     const guarded = await startTestNode({ metricsToken });
