@@ -273,7 +273,12 @@ export function parseNodeConfig(input: unknown, origins: ReadonlyMap<string, str
     const field = issue.path.join(".") || "(root)";
     // The deepest part of the path with a known origin (an array item's is its array's).
     const origin = issue.path.map((_, i) => origins.get(issue.path.slice(0, issue.path.length - i).join("."))).find((o) => o !== undefined);
-    return `  ${field}: ${issue.message}${origin ? ` (from ${origin})` : ""}`;
+    if (origin) return `  ${field}: ${issue.message} (from ${origin})`;
+    // A rule across fields (both TLS files, or neither) names the field it failed on: the
+    // fields beside it that the environment set are named instead.
+    const parent = issue.path.slice(0, -1).join(".");
+    const beside = [...origins].filter(([path]) => path.startsWith(`${parent}.`) && path.split(".").length === issue.path.length).map(([path, from]) => `${path} from ${from}`);
+    return `  ${field}: ${issue.message}${beside.length > 0 ? ` (${beside.slice(0, 3).join(", ")})` : ""}`;
   });
   // A required federation file missing: federation is on because something under it was set.
   const federationSet = [...origins].filter(([path]) => path.startsWith("federation.")).map(([path, from]) => `${path} (from ${from})`);
@@ -335,18 +340,36 @@ export function mergeEnvironment(
 ): { input: Record<string, unknown>; origins: Map<string, string> } {
   const input = structuredClone(fileInput);
   const origins = new Map<string, string>();
+  const refused: string[] = [];
   for (const leaf of leaves(configSchema)) {
     const name = envName(leaf.path);
     const raw = env[name];
-    if (raw === undefined || raw === "") continue;
+    if (raw === undefined) continue;
+    const field = leaf.path.join(".");
+    const refuse = (why: string) => refused.push(`  ${field}: ${why} (from ${name})`);
+    // Set but empty (an empty secret, a template's blank) is refused rather than taken as unset:
+    // an empty TLS file name or metrics token would otherwise turn TLS or the guard off.
+    if (raw.trim() === "") {
+      refuse("set but empty: give it a value, or unset it for the file's value or the default");
+      continue;
+    }
     let value: unknown = raw;
-    // Decimal only: `0x1F90`, `1e3` or `Infinity` are refused, not read as numbers.
-    if (leaf.type === "number") value = /^-?\d+(\.\d+)?$/.test(raw.trim()) ? Number(raw) : Number.NaN;
-    else if (leaf.type === "boolean") value = raw === "true" ? true : raw === "false" ? false : raw;
+    if (leaf.type === "number") {
+      // Decimal only: `0x1F90`, `1e3` or `Infinity` are refused, not read as numbers.
+      if (!/^-?\d+(\.\d+)?$/.test(raw.trim())) {
+        refuse(`expected a decimal number, got ${JSON.stringify(raw.slice(0, 40))}`);
+        continue;
+      }
+      value = Number(raw);
+    } else if (leaf.type === "boolean") value = raw === "true" ? true : raw === "false" ? false : raw;
     else if (leaf.type === "array") {
       // A list with no item (" , ") is refused rather than read as empty, which can mean "all".
       const items = raw.split(",").map((s) => s.trim()).filter(Boolean);
-      value = items.length > 0 ? items : raw;
+      if (items.length === 0) {
+        refuse("a comma-separated list with no item (unset it for the default)");
+        continue;
+      }
+      value = items;
     }
     let target: Record<string, unknown> = input;
     for (const key of leaf.path.slice(0, -1)) {
@@ -355,7 +378,8 @@ export function mergeEnvironment(
       target = target[key] as Record<string, unknown>;
     }
     target[leaf.path[leaf.path.length - 1]!] = value;
-    origins.set(leaf.path.join("."), name);
+    origins.set(field, name);
   }
+  if (refused.length > 0) throw new ConfigError(`Invalid configuration:\n${refused.join("\n")}`);
   return { input, origins };
 }

@@ -111,12 +111,32 @@ describe("configuration from the environment", () => {
 
   it("HLF-CM-006 numbers are read in decimal only, and a list with no item is refused rather than read as empty (which would allow every peer)", () => {
     for (const raw of ["0x1F90", "1e3", "Infinity", "8080abc"]) {
-      const { input, origins } = mergeEnvironment({}, { TWINNING_DEVICE_PORT: raw });
-      expect(() => parseNodeConfig(input, origins), raw).toThrow(/device\.port: .*\(from TWINNING_DEVICE_PORT\)/);
+      expect(() => mergeEnvironment({}, { TWINNING_DEVICE_PORT: raw }), raw).toThrow(`device.port: expected a decimal number, got ${JSON.stringify(raw)} (from TWINNING_DEVICE_PORT)`);
     }
     expect(loadNodeConfig({ TWINNING_DEVICE_PORT: " 8081 " }).device.port).toBe(8081);
-    const { input, origins } = mergeEnvironment({ policy: { allowedPeerOperators: ["002-01"] } }, { TWINNING_POLICY_ALLOWED_PEER_OPERATORS: " , " });
-    expect(() => parseNodeConfig(input, origins)).toThrow(/policy\.allowedPeerOperators: .*\(from TWINNING_POLICY_ALLOWED_PEER_OPERATORS\)/);
+    expect(() => mergeEnvironment({ policy: { allowedPeerOperators: ["002-01"] } }, { TWINNING_POLICY_ALLOWED_PEER_OPERATORS: " , " })).toThrow(
+      /policy\.allowedPeerOperators: a comma-separated list with no item .*\(from TWINNING_POLICY_ALLOWED_PEER_OPERATORS\)/,
+    );
+  });
+
+  it("HLF-CM-006 a variable set but empty is refused, not taken as unset (an empty TLS file name would serve plain HTTP, an empty metrics token leave /metrics open); each is named", () => {
+    const env = { TWINNING_DEVICE_TLS_CERT_FILE: "", TWINNING_DEVICE_TLS_KEY_FILE: " ", TWINNING_METRICS_TOKEN: "", TWINNING_POLICY_CODE_LENGTH: "7" };
+    let message = "";
+    try {
+      loadNodeConfig(env);
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    for (const [field, name] of [["device.tlsCertFile", "TWINNING_DEVICE_TLS_CERT_FILE"], ["device.tlsKeyFile", "TWINNING_DEVICE_TLS_KEY_FILE"], ["metricsToken", "TWINNING_METRICS_TOKEN"]]) {
+      expect(message).toContain(`${field}: set but empty: give it a value, or unset it for the file's value or the default (from ${name})`);
+    }
+    expect(message).not.toContain("TWINNING_POLICY_CODE_LENGTH");
+    // TWINNING_CONFIG is the file's name, not a setting: empty means none.
+    expect(loadNodeConfig({ TWINNING_CONFIG: "", TWINNING_POLICY_CODE_LENGTH: "7" }).policy.codeLength).toBe(7);
+  });
+
+  it("HLF-CM-006 a rule across fields names the fields beside it that the environment set", () => {
+    expect(() => loadNodeConfig({ TWINNING_DEVICE_TLS_CERT_FILE: "node.crt.pem" })).toThrow(/device\.tlsKeyFile: .*\(device\.tlsCertFile from TWINNING_DEVICE_TLS_CERT_FILE\)/);
   });
 
   it("HLF-IC-001 one federation field set without the files it needs: the error says federation is on because of it", () => {
