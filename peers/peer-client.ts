@@ -11,6 +11,15 @@ export const MAX_PEER_ANSWER_BYTES = 1_048_576;
 /** How long an idle connection to a peer is kept for the next message (the peer's listener keeps it longer). */
 export const PEER_KEEP_ALIVE_MS = 60_000;
 
+const TRANSPORT = "transport: ";
+/** Whether a failed call got no answer at all (no connection, a timeout), as against an answer we could not accept. */
+export const noAnswer = (error: unknown): boolean => error instanceof TwinningError && (error.detail?.startsWith(TRANSPORT) ?? false);
+
+/** A peer's answer that took the request: any 2xx (DESIGN names no status for its answers). */
+export const answeredOk = (status: number): boolean => status >= 200 && status < 300;
+/** A peer's signed refusal of the request itself (4xx): it committed nothing. */
+export const refused = (status: number): boolean => status >= 400 && status < 500;
+
 export interface PeerAnswer {
   readonly status: number;
   readonly body: any;
@@ -81,7 +90,7 @@ export class PeerClient {
       maxBytes: MAX_PEER_ANSWER_BYTES,
       tooLarge: () => new Error(`answer over ${MAX_PEER_ANSWER_BYTES} bytes`),
     }).catch((error: unknown) => {
-      throw new TwinningError("peer_unreachable", { variables: [operatorId], detail: `transport: ${(error as Error).message}`, cause: error });
+      throw new TwinningError("peer_unreachable", { variables: [operatorId], detail: `${TRANSPORT}${(error as Error).message}`, cause: error });
     });
     if (!String(headers["content-type"] ?? "").startsWith(FEDERATION_CONTENT_TYPE)) {
       throw new TwinningError("peer_unreachable", { variables: [operatorId], detail: `unsigned answer ${status}: ${text.slice(0, 160)}` });
@@ -91,7 +100,9 @@ export class PeerClient {
       audience: this.#o.operatorId,
       htm: message.method,
       htu,
-      msgId: message.msgId,
+      // A GET carries no JWS, so a peer that follows DESIGN cannot know our msgId (only our
+      // X-Twinning-MsgId header names it): its answer is bound by htm, htu and aud alone.
+      ...(message.method === "GET" ? {} : { msgId: message.msgId }),
       onThreadPool: true,
       // Keys fetched from the peer's JWKS URL (a new kid, the first message) must come within the
       // call's own deadline: the device waiting on a synchronous call was promised one.

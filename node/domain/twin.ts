@@ -3,6 +3,25 @@ import { isAddress } from "./address.ts";
 export type TwinStatus = "On" | "Off";
 export type TwinRole = "primary" | "secondary";
 
+/** Where the primary's operator serves the primary's messaging and NMS (HLF-IC-006). */
+export interface PrimaryServiceEndpoints {
+  readonly messaging: string;
+  readonly nms: string;
+}
+
+/**
+ * The messaging and NMS endpoints in a peer's `endpoints` object, when both are http(s) URLs of
+ * a sane length: the secondary's device is sent to them; anything else names none.
+ */
+export function primaryServiceEndpointsIn(endpoints: unknown): PrimaryServiceEndpoints | undefined {
+  const { messaging, nms } = (endpoints ?? {}) as { messaging?: unknown; nms?: unknown };
+  return isServiceUrl(messaging) && isServiceUrl(nms) ? { messaging, nms } : undefined;
+}
+
+function isServiceUrl(value: unknown): value is string {
+  return typeof value === "string" && value.length <= 2048 && /^https?:\/\//i.test(value) && URL.canParse(value);
+}
+
 export interface Twin {
   readonly twinId: string;
   readonly primaryAddress: string;

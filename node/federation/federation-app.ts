@@ -14,7 +14,7 @@ import { registerInboundMessages } from "./inbound-messages.ts";
 
 export interface FederationEnv {
   Bindings: { incoming: { socket: TLSSocket }; outgoing: ServerResponse };
-  Variables: { peer: string; claims: FederationClaims | undefined; msgId: string };
+  Variables: { peer: string; claims: FederationClaims | undefined; msgId: string; body: string | undefined };
 }
 
 export type FederationContext = Context<FederationEnv>;
@@ -69,7 +69,9 @@ export function createFederationApp(ctx: NodeContext, federation: Federation): H
       c.set("claims", undefined);
       return next();
     }
-    const claims = await verifyMessage(await c.req.text(), {
+    const body = await c.req.text();
+    c.set("body", body);
+    const claims = await verifyMessage(body, {
       issuer: operator,
       audience: ctx.config.operatorId,
       htm: c.req.method,
@@ -92,8 +94,10 @@ export function createFederationApp(ctx: NodeContext, federation: Federation): H
 
   app.get(`${FEDERATION_BASE}/jwks.json`, (c) => c.json(federation.jwks()));
   const refusal = async (c: FederationContext, e: TwinningError): Promise<Response> => {
-    // Once the caller is known, the error is signed too; before that, plain JSON.
-    const answer = c.get("peer") && c.get("msgId") ? await sign(c, e.status, errorBody(e)) : new Response(JSON.stringify(errorBody(e)), { status: e.status, headers: { "content-type": "application/json" } });
+    // Once the caller is known (by its certificate), the error is signed too, for the msgId its
+    // message named even when the message itself was refused; before that, plain JSON.
+    if (c.get("peer") && !c.get("msgId")) c.set("msgId", unverifiedMsgId(c.get("body")));
+    const answer = c.get("peer") ? await sign(c, e.status, errorBody(e)) : new Response(JSON.stringify(errorBody(e)), { status: e.status, headers: { "content-type": "application/json" } });
     if (e.retryAfterSeconds !== undefined) answer.headers.set("retry-after", String(e.retryAfterSeconds));
     return answer;
   };
@@ -104,6 +108,21 @@ export function createFederationApp(ctx: NodeContext, federation: Federation): H
     return refusal(c, e);
   });
   return app;
+}
+
+/**
+ * The msgId a refused message's payload names, read without verifying it: only to label the
+ * signed refusal for the caller (who matches answers to its messages by msgId); "" when none.
+ */
+export function unverifiedMsgId(jws: string | undefined): string {
+  const payload = jws?.split(".")[1];
+  if (!payload) return "";
+  try {
+    const msgId = (JSON.parse(Buffer.from(payload, "base64url").toString("utf8")) as { msgId?: unknown } | null)?.msgId;
+    return typeof msgId === "string" && msgId.length <= 100 ? msgId : "";
+  } catch {
+    return "";
+  }
 }
 
 /** The operator each connection's client certificate names, read once per TLS 1.3 connection (whose peer never changes). */

@@ -5,7 +5,7 @@ import type { JWK } from "jose";
 import type { FederationOptions } from "../config/node-config.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
 import { MessageSigner, importSigningKey, signCompact, type SigningKey } from "../../peers/message-codec.ts";
-import { PeerClient, type PeerAnswer } from "../../peers/peer-client.ts";
+import { noAnswer, PeerClient, type PeerAnswer } from "../../peers/peer-client.ts";
 import { PeerRegistry } from "../../peers/peer-registry.ts";
 import type { Logger } from "pino";
 
@@ -32,7 +32,7 @@ export class Federation {
   readonly #nowMs: () => number;
   /** The federation base URL peers use for us (set once the listener is bound). */
   publicUrl = "";
-  readonly #extensions = new Map<string, { batch: boolean; checkedAtMs: number }>();
+  readonly #extensions = new Map<string, { batch: boolean; untilMs: number }>();
   /** Where each outgoing message is logged (`federation message`): for operators and the simulator's report. */
   logger: Logger | undefined;
 
@@ -108,19 +108,22 @@ export class Federation {
 
   /**
    * Whether a peer understands our "batch" extension (advertised in its GET /operator); asked
-   * once and remembered for ten minutes. A peer that does not gets one message per request.
+   * once and remembered for ten minutes. A peer that does not gets one message per request; one
+   * whose answer we cannot take is asked again after a minute, one that did not answer next time.
    */
   async supportsBatch(operatorId: string): Promise<boolean> {
     const known = this.#extensions.get(operatorId);
-    if (known && this.#nowMs() - known.checkedAtMs < 600_000) return known.batch;
+    if (known && this.#nowMs() < known.untilMs) return known.batch;
     let batch = false;
     try {
       const answer = await this.send(operatorId, { method: "GET", path: "/operator", msgId: `operator-${this.#nowMs()}` });
       batch = answer.status === 200 && Array.isArray(answer.body?.extensions) && answer.body.extensions.includes("batch");
-    } catch {
-      return false; // unreachable: ask again next time
+    } catch (error) {
+      if (noAnswer(error)) return false;
+      this.#extensions.set(operatorId, { batch: false, untilMs: this.#nowMs() + 60_000 });
+      return false;
     }
-    this.#extensions.set(operatorId, { batch, checkedAtMs: this.#nowMs() });
+    this.#extensions.set(operatorId, { batch, untilMs: this.#nowMs() + 600_000 });
     return batch;
   }
 

@@ -5,7 +5,7 @@ import { z } from "zod";
 import { FEDERATION_BASE } from "../../peers/peer-client.ts";
 import { generateCode } from "../domain/activation-code.ts";
 import { isAddress } from "../domain/address.ts";
-import { isTwinId, isValidTwinName, MAX_TWIN_VERSION } from "../domain/twin.ts";
+import { isTwinId, isValidTwinName, MAX_TWIN_VERSION, primaryServiceEndpointsIn } from "../domain/twin.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
 import { errorBody, toTwinningError } from "../errors/error-response.ts";
 import { twinView } from "../device-api/resources.ts";
@@ -156,6 +156,9 @@ export function registerInboundMessages(
     await assertNotOurSubscriber(body.primaryAddress);
     const correlator = peerCorrelator(c, "fed:activations", body);
     const policy = ctx.config.policy;
+    // Kept for our secondary's primary-services token (HLF-IC-006), whose exchange answer need not repeat them.
+    const named = primaryServiceEndpointsIn(body.primaryServices?.endpoints);
+    const endpoints = named ? { primaryServiceEndpoints: named } : {};
     if (body.activationCode !== undefined) {
       const code = body.activationCode;
       const result = await ctx.store.redeemActivationCode({
@@ -178,6 +181,7 @@ export function registerInboundMessages(
         attemptWindowMs: policy.failedAttemptWindowSeconds * 1000,
         codeBudget: { key: `codes:${own}`, limit: policy.maxFailedAttemptsPerCode },
         correlator,
+        ...endpoints,
       });
       if (result.kind === "invalid-code" || result.kind === "remote-secondary") throw new TwinningError("invalid_code");
       if (result.kind === "rate-limited") {
@@ -199,6 +203,7 @@ export function registerInboundMessages(
       maxTwinsPerPrimary: policy.maxTwinsPerPrimary,
       consumeRemoteCodeFrom: peer,
       correlator,
+      ...endpoints,
     });
     ctx.committed(notifications, queued);
     if (consumedCodeId) ctx.hub.codeUsed(consumedCodeId);

@@ -4,7 +4,7 @@ import { isAddress } from "../domain/address.ts";
 import { defaultTwinName, type Twin } from "../domain/twin.ts";
 import { peerBacklogFull, TwinningError } from "../errors/twinning-error.ts";
 import { requirePeer } from "../federation/federation.ts";
-import { peerErrorToTwinningError } from "../../peers/peer-client.ts";
+import { answeredOk, peerErrorToTwinningError, refused } from "../../peers/peer-client.ts";
 import type { ActivationCodeRecord, CorrelatorInput, ProvisionedParty } from "../store/store-port.ts";
 import type { NodeContext } from "./node-context.ts";
 import { primaryServiceEndpoints } from "./twin-service.ts";
@@ -37,7 +37,7 @@ export async function codeFromPeer(
     msgId: codeId,
     body: { secondaryAddress: secondary, secondaryOperatorId: ctx.config.operatorId },
   });
-  if (answer.status !== 201) throw peerErrorToTwinningError(issuer, answer);
+  if (!answeredOk(answer.status)) throw peerErrorToTwinningError(issuer, answer);
   const { code, operatorId, expiresAt } = (answer.body ?? {}) as { code?: unknown; operatorId?: unknown; expiresAt?: unknown };
   const expiresAtMs = typeof expiresAt === "string" ? Date.parse(expiresAt) : Number.NaN;
   if (typeof code !== "string" || !/^\d{4,12}$/.test(code) || operatorId !== issuer || !Number.isFinite(expiresAtMs)) {
@@ -153,14 +153,14 @@ export async function activateAcross(
     await compensate(ctx, input.peer, twinId, armed);
     throw error;
   }
-  if (answer.status >= 500) {
-    // The peer failed somewhere: it may have committed. Undo there.
-    await compensate(ctx, input.peer, twinId, armed);
-    throw peerErrorToTwinningError(input.peer, answer);
-  }
-  if (answer.status !== 201) {
+  if (refused(answer.status)) {
     // A definite refusal: the peer created nothing, there is nothing to undo.
     await ctx.store.completeOutboxEntry(armed);
+    throw peerErrorToTwinningError(input.peer, answer);
+  }
+  if (!answeredOk(answer.status)) {
+    // The peer failed somewhere (5xx), or answered what no peer should: it may have committed. Undo there.
+    await compensate(ctx, input.peer, twinId, armed);
     throw peerErrorToTwinningError(input.peer, answer);
   }
   const remote = (answer.body?.twin ?? {}) as { secondaryAddress?: unknown; twinId?: unknown };

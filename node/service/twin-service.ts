@@ -1,11 +1,11 @@
-import { couldNameATwin, parseTwinRef, type Twin, type TwinRole, type TwinStatus } from "../domain/twin.ts";
+import { couldNameATwin, parseTwinRef, primaryServiceEndpointsIn, type Twin, type TwinRole, type TwinStatus } from "../domain/twin.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
 import type { Principal } from "../tokens/scopes.ts";
 import { provisioningStamp } from "../tokens/credentials.ts";
 import type { NodeContext } from "./node-context.ts";
 import { randomUUID } from "node:crypto";
 import { requirePeer } from "../federation/federation.ts";
-import { peerErrorToTwinningError } from "../../peers/peer-client.ts";
+import { answeredOk, peerErrorToTwinningError } from "../../peers/peer-client.ts";
 import { afterCallsOfThisTurn } from "../../peers/bounded-call.ts";
 
 /** The longest lifetime a peer's primary-services token may claim (a year). */
@@ -155,17 +155,15 @@ async function exchangeAtPrimaryOperator(ctx: NodeContext, twin: Twin): Promise<
       scope: "primary-services",
     },
   });
-  if (answer.status !== 200) throw peerErrorToTwinningError(peer, answer);
-  const b = (answer.body ?? {}) as { access_token?: unknown; expires_in?: unknown; endpoints?: { messaging?: unknown; nms?: unknown } };
+  if (!answeredOk(answer.status)) throw peerErrorToTwinningError(peer, answer);
+  const b = (answer.body ?? {}) as { access_token?: unknown; expires_in?: unknown; endpoints?: unknown };
   // expires_in: whole seconds (RFC 6749 §5.1), at most a year: any other is the peer's fault, not ours.
   const expiresIn = b.expires_in;
   const lifetimeOk = typeof expiresIn === "number" && Number.isSafeInteger(expiresIn) && expiresIn > 0 && expiresIn <= MAX_EXCHANGED_TOKEN_SECONDS;
-  if (typeof b.access_token !== "string" || !lifetimeOk || typeof b.endpoints?.messaging !== "string" || typeof b.endpoints?.nms !== "string") {
+  // RFC 8693's answer has no endpoints: those the peer named at activation, unless it names others now.
+  const endpoints = primaryServiceEndpointsIn(b.endpoints) ?? (await ctx.store.primaryServiceEndpoints(twin.twinId));
+  if (typeof b.access_token !== "string" || !lifetimeOk || !endpoints) {
     throw new TwinningError("peer_unreachable", { variables: [peer], detail: "malformed token exchange answer" });
   }
-  return {
-    accessToken: b.access_token,
-    expiresAt: new Date(ctx.nowMs() + expiresIn * 1000).toISOString(),
-    endpoints: { messaging: b.endpoints.messaging, nms: b.endpoints.nms },
-  };
+  return { accessToken: b.access_token, expiresAt: new Date(ctx.nowMs() + expiresIn * 1000).toISOString(), endpoints: { messaging: endpoints.messaging, nms: endpoints.nms } };
 }

@@ -1,6 +1,6 @@
 import type { PeerMessageDraft } from "../domain/change-effects.ts";
 import type { NotificationDraft, StoredNotification } from "../domain/notification.ts";
-import type { Twin, TwinRef, TwinRole, TwinStatus } from "../domain/twin.ts";
+import type { PrimaryServiceEndpoints, Twin, TwinRef, TwinRole, TwinStatus } from "../domain/twin.ts";
 
 /**
  * The storage port: every method is one whole domain operation and one transaction, so a
@@ -68,6 +68,8 @@ export interface TwinningStore {
    * consuming the code it came from; records the activation's effects.
    */
   insertFederatedTwin(input: InsertFederatedTwinInput): Promise<FederatedTwinResult>;
+  /** The primary's service endpoints its operator named when it activated the twin here (HLF-IC-006), if it named them. */
+  primaryServiceEndpoints(twinId: string): Promise<PrimaryServiceEndpoints | undefined>;
   /** A toggle made at the peer: applied if newer in (version, origin) order (HLF-IC-005/007). */
   applyRemoteStatus(input: RemoteStatusInput): Promise<ChangeResult>;
   /** A deactivation made at the peer (or a compensation): final, idempotent. */
@@ -264,6 +266,8 @@ export interface RedeemCodeInput {
    */
   readonly codeBudget?: { readonly key: string; readonly limit: number };
   readonly correlator?: CorrelatorInput;
+  /** The remote primary's service endpoints, kept with the twin (primaryServiceEndpoints). */
+  readonly primaryServiceEndpoints?: PrimaryServiceEndpoints;
 }
 
 export type RedeemCodeResult =
@@ -321,6 +325,8 @@ export interface InsertFederatedTwinInput {
    * the insert fails with SVC3002.
    */
   readonly disarmOutboxIds?: readonly number[];
+  /** The remote primary's service endpoints, kept with the twin when it is served here as the secondary. */
+  readonly primaryServiceEndpoints?: PrimaryServiceEndpoints;
 }
 
 export interface FederatedTwinResult {

@@ -1,8 +1,11 @@
 import { randomUUID } from "node:crypto";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
+import type { JWK } from "jose";
+import { Agent, request } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Federation, eventually, type FederatedOperator } from "../helpers/federation-fixture.ts";
 import { ScriptedPeer, type Script } from "../helpers/scripted-peer.ts";
+import { importSigningKey, MessageSigner } from "../../peers/message-codec.ts";
 import { enc, messageId } from "../helpers/test-node.ts";
 
 /**
@@ -115,5 +118,65 @@ describe("a peer whose answers name what is not its own", () => {
     const expiresAtMs = Date.parse(res.body.activationCode.expiresAt);
     expect(expiresAtMs).toBeGreaterThan(before);
     expect(expiresAtMs).toBeLessThanOrEqual(Date.now() + 86_400_000);
+  });
+});
+
+/**
+ * A peer that follows DESIGN.md but none of this project's own conventions: it answers with
+ * other 2xx statuses than ours, reads no X-Twinning-MsgId header, and answers a token exchange
+ * with RFC 8693's fields alone.
+ */
+describe("a peer that follows DESIGN.md, not our conventions", () => {
+  const B = () => fed.get("002-01");
+
+  it("HLF-IC-004 an activation answered 200 (DESIGN names no status) is a success: the twin is ours, and no compensation waits for the peer", async () => {
+    const p = await A.party(addr());
+    const secondaryAddress = addr();
+    script = ({ method, path, claims }) =>
+      method === "POST" && path === "/activations" ? { status: 200, body: { twin: { twinId: (claims.body as { twinId: string }).twinId, secondaryAddress } } } : { status: 500, body: {} };
+    const res = await A.api.call("POST", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token, body: { activationCode: "123456", operatorId: "002-01" } });
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
+    expect(res.body.twin).toMatchObject({ secondaryAddress, secondaryOperatorId: "002-01", status: "On" });
+    // The armed compensation was withdrawn with the commit: nothing is queued for the peer.
+    expect(await A.t.node.context.store.countQueuedForPeer("002-01", 10)).toBe(0);
+  });
+
+  it("HLF-SD-009 HLF-IC-006 a code answered 200, and a token exchange answered with RFC 8693's fields alone: the endpoints are the ones the peer named in its activation", async () => {
+    const s = await A.party(addr());
+    const expiresAt = new Date(Date.now() + 600_000).toISOString();
+    script = ({ method, path }) => {
+      if (method === "POST" && path === "/activationCodes") return { status: 200, body: { code: "246810", operatorId: "002-01", expiresAt } };
+      if (method === "POST" && path === "/token") return { status: 200, body: { access_token: "design-token", issued_token_type: "urn:ietf:params:oauth:token-type:access_token", token_type: "Bearer", expires_in: 900 } };
+      return { status: 500, body: {} };
+    };
+    const code = await A.api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/activationCodes`, { token: s.token, body: { primaryOperatorId: "002-01" } });
+    expect(code.status, JSON.stringify(code.body)).toBe(201);
+    expect(code.body.activationCode.code).toBe("246810");
+    // The peer's primary activates our secondary, naming its service endpoints (DESIGN's POST /activations).
+    const endpoints = { messaging: "https://messaging.op2.example/v1", nms: "https://nms.op2.example/v1" };
+    const key = await importSigningKey(JSON.parse(readFileSync(B().signingKeyFile, "utf8")) as JWK);
+    const signer = new MessageSigner("002-01", () => key, Date.now);
+    const twinId = randomUUID();
+    const htu = `${A.t.node.federationUrl}/federation/v1/activations`;
+    const body = { twinId, secondaryAddress: s.address, primaryAddress: addr(), primaryOperatorId: "002-01", name: "watch", primaryServices: { endpoints } };
+    const agent = new Agent({ connect: { ca: fed.ca!.certPem, cert: B().tls.certPem, key: B().tls.keyPem } });
+    try {
+      const sent = await request(htu, { method: "POST", dispatcher: agent, headers: { "content-type": "application/jose" }, body: await signer.sign({ aud: "001-01", htm: "POST", htu, msgId: twinId, body }) });
+      await sent.body.text();
+      expect(sent.statusCode).toBe(201);
+    } finally {
+      await agent.close();
+    }
+    const token = await A.api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/twinning/primaryServicesToken`, { token: s.token });
+    expect(token.status, JSON.stringify(token.body)).toBe(200);
+    expect(token.body.primaryServices).toMatchObject({ accessToken: "design-token", endpoints });
+  });
+
+  it("HLF-IC-001 GET /operator answered without our msgId (a GET carries no JWS to name one): taken, and the batch extension read from it", async () => {
+    script = ({ method, path }) => (method === "GET" && path === "/operator" ? { status: 200, body: { operatorId: "002-01", name: "Peer", endpoints: {}, apiVersions: ["v1"], extensions: ["batch"] } } : { status: 500, body: {} });
+    const federation = A.t.node.context.federation!;
+    const answer = await federation.send("002-01", { method: "GET", path: "/operator", msgId: `probe-${randomUUID()}` });
+    expect([answer.status, answer.body.operatorId]).toEqual([200, "002-01"]);
+    expect(await federation.supportsBatch("002-01")).toBe(true);
   });
 });

@@ -153,6 +153,26 @@ describe("the federation listener rejects", () => {
     expect(res.status).toBe(401);
   });
 
+  it("a refused message from a known peer is answered signed, for the msgId its payload named (DESIGN: answers are signed the same way)", async () => {
+    const pub = JSON.parse(readFileSync(A.signingKeyFile, "utf8")) as JWK;
+    const { d: _d, ...publicJwk } = pub;
+    const key = await importJWK(publicJwk, "ES256");
+    const signedAnswer = async (res: Awaited<ReturnType<typeof send>>) => {
+      expect(res.type).toBe("application/jose");
+      return JSON.parse(new TextDecoder().decode((await compactVerify(res.text, key)).payload));
+    };
+    // No x-twinning-msgid header (DESIGN does not name one): the msgId comes from the refused payload.
+    const wrongAud = await send({ claims: { aud: "003-01" } });
+    expect(wrongAud.status).toBe(401);
+    expect(await signedAnswer(wrongAud)).toMatchObject({ iss: "001-01", aud: "002-01", msgId: wrongAud.claims.msgId, body: { requestError: { serviceException: { messageId: "SVC2003" } } } });
+    const now = Math.floor(Date.now() / 1000);
+    const tooLong = await send({ claims: { iat: now, exp: now + 120 } });
+    expect((await signedAnswer(tooLong)).msgId).toBe(tooLong.claims.msgId);
+    // A body that is no JWS at all names no msgId: still signed, for the empty one.
+    const garbage = await send({ jws: "not a jws" });
+    expect([garbage.status, (await signedAnswer(garbage)).msgId]).toEqual([401, ""]);
+  });
+
   it("a forged signature (right kid, wrong key) and an unknown kid", async () => {
     const { privateKey } = await generateKeyPair("ES256");
     const forged = await send({ signWith: { key: privateKey, kid: bKey.kid } });

@@ -1,6 +1,8 @@
 import { readFileSync } from "node:fs";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
+import type { TLSSocket } from "node:tls";
+import { operatorOfCertificate } from "../../certs/federation-pki.ts";
 import { FEDERATION_CONTENT_TYPE, importSigningKey, MessageSigner, type FederationClaims } from "../../peers/message-codec.ts";
 import type { OperatorFiles } from "./federation-fixture.ts";
 
@@ -38,7 +40,12 @@ export class ScriptedPeer {
       req.on("end", () => {
         void (async () => {
           const jws = Buffer.concat(chunks).toString("utf8");
-          const claims = JSON.parse(Buffer.from(jws.split(".")[1] ?? "", "base64url").toString("utf8")) as FederationClaims;
+          // A GET carries no JWS (DESIGN's GET /operator): the caller is its certificate's
+          // operator, and the answer names no msgId, as a peer that reads no header of ours.
+          const claims =
+            req.method === "GET"
+              ? ({ iss: operatorOfCertificate((req.socket as TLSSocket).getPeerX509Certificate()!.raw)!, htu: `${peer!.url}${req.url}`, msgId: "", body: undefined } as unknown as FederationClaims)
+              : (JSON.parse(Buffer.from(jws.split(".")[1] ?? "", "base64url").toString("utf8")) as FederationClaims);
           const request = { method: req.method ?? "", path: (req.url ?? "").replace(/^\/federation\/v1/, ""), claims };
           peer!.received.push(request);
           const { status, body } = await script(request);

@@ -103,7 +103,7 @@ describe("the API around the node", () => {
       // Still serving: the load balancer has not taken the node out yet.
       const during = await list();
       expect(during.status).toBe(200);
-      expect((await during.json()).twinList.twin).toEqual([]);
+      expect(((await during.json()) as { twinList: { twin: unknown[] } }).twinList.twin).toEqual([]);
       await stopped;
       expect(performance.now() - startedAt).toBeGreaterThanOrEqual(590);
       await expect(list()).rejects.toThrow();

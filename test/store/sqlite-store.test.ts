@@ -126,7 +126,7 @@ describe("SqliteStore on disk", () => {
   it("records every applied schema version, in order, in schema_migrations", async () => {
     t = tempStore(T0);
     const rows = inspect(t.file, (db) => db.prepare(`SELECT version, name, applied_at FROM schema_migrations ORDER BY version`).all()) as { version: number; name: string; applied_at: number }[];
-    expect(rows.map((r) => r.version)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    expect(rows.map((r) => r.version)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
     expect(rows[0]).toEqual({ version: 1, name: "initial schema", applied_at: T0 });
     expect(rows.every((r) => r.applied_at === T0)).toBe(true);
   });
@@ -191,6 +191,6 @@ describe("SqliteStore on disk", () => {
     expect(await again.getTwin(twin.twinId)).toEqual(twin);
     const rows = inspect(t.file, (db) => db.prepare(`SELECT version, applied_at FROM schema_migrations`).all());
     expect(rows).toEqual(Array.from({ length: latestSchemaVersion }, (_, k) => ({ version: k + 1, applied_at: T0 })));
-    expect(latestSchemaVersion).toBe(12);
+    expect(latestSchemaVersion).toBe(13);
   });
 });

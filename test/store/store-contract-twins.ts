@@ -246,6 +246,27 @@ export function twinContract(makeStore: MakeStore): void {
       expect((await remote(S2)).twin.name).toBe("watch");
     });
 
+    it("HLF-IC-006 a remote primary's service endpoints are kept with the twin activated here as the secondary, by either path; none named, none kept", async () => {
+      const { store } = h();
+      const endpoints = { messaging: "https://messaging.op2.example/v1", nms: "https://nms.op2.example/v1" };
+      const inserted = await store.insertFederatedTwin({
+        twin: { twinId: uuid(), primaryAddress: "tel:+19990000011", primaryOperatorId: OTHER_OP, secondaryAddress: S1, secondaryOperatorId: OP, name: "watch", status: "On", version: 1, statusOrigin: OTHER_OP },
+        localSide: "secondary",
+        nowMs: T0,
+        maxTwinsPerPrimary: 10,
+        primaryServiceEndpoints: endpoints,
+      });
+      expect(await store.primaryServiceEndpoints(inserted.twin.twinId)).toEqual(endpoints);
+      // A peer's primary redeeming our code.
+      const redeemed = await activated(store, "tel:+19990000012", S2, { primaryOperatorId: OTHER_OP, primaryServiceEndpoints: { ...endpoints, nms: "https://nms2.op2.example/v1" } });
+      expect(await store.primaryServiceEndpoints(redeemed.twinId)).toEqual({ ...endpoints, nms: "https://nms2.op2.example/v1" });
+      const without = await activated(store, "tel:+19990000013", "tel:+15550009913", { primaryOperatorId: OTHER_OP });
+      expect(await store.primaryServiceEndpoints(without.twinId)).toBeUndefined();
+      // Both sides local: the primary's endpoints are this node's own, nothing is kept.
+      const local = await activated(store, P1, "tel:+15550009914", { primaryServiceEndpoints: endpoints });
+      expect(await store.primaryServiceEndpoints(local.twinId)).toBeUndefined();
+    });
+
     it("a peer's deactivation of a twin not known yet refuses that twin's late activation, until prune drops it after the retention", async () => {
       const { store } = h();
       const twinId = uuid();

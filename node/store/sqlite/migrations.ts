@@ -237,6 +237,19 @@ const migrations: readonly { version: number; name: string; sql: string }[] = [
       ALTER TABLE federation_jti_by_expiry RENAME TO federation_jti;
     `,
   },
+  {
+    version: 13,
+    name: "primary service endpoints of remote primaries",
+    sql: `
+      -- Named by the primary's operator in its activation message (HLF-IC-006), for the
+      -- secondary's primary-services token: a token exchange answer need not repeat them.
+      CREATE TABLE twin_primary_services (
+        twin_id TEXT PRIMARY KEY,
+        messaging TEXT NOT NULL,
+        nms TEXT NOT NULL
+      ) STRICT, WITHOUT ROWID;
+    `,
+  },
 ];
 
 export const latestSchemaVersion = migrations[migrations.length - 1]!.version;

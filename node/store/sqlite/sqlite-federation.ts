@@ -7,7 +7,7 @@ import { findCorrelator, recordCorrelator } from "./sqlite-correlators.ts";
 import type { SqliteDatabase } from "./sqlite-database.ts";
 import { recordEffects } from "./sqlite-notifications.ts";
 import { toTwin, type TwinRow } from "./sqlite-rows.ts";
-import { activeTwinOfSecondary, assertCanBePrimary, assertStillProvisioned, assertCanBeSecondary, endTwin, twinRow } from "./sqlite-twins.ts";
+import { activeTwinOfSecondary, assertCanBePrimary, assertStillProvisioned, assertCanBeSecondary, endTwin, keepPrimaryServiceEndpoints, twinRow } from "./sqlite-twins.ts";
 
 /**
  * Store operations of the federation (HLF-IC-*): twins agreed with a peer, and changes the
@@ -81,6 +81,7 @@ export function insertFederatedTwin(d: SqliteDatabase, input: InsertFederatedTwi
       `INSERT INTO twins (twin_id, primary_address, primary_operator_id, secondary_address, secondary_operator_id, name, status, version, status_origin, active, created_at, updated_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)`,
     ).run(t.twinId, t.primaryAddress, t.primaryOperatorId, t.secondaryAddress, t.secondaryOperatorId, name, t.status, t.version, t.statusOrigin, input.nowMs, input.nowMs);
+    if (input.localSide === "secondary") keepPrimaryServiceEndpoints(d, t.twinId, input.primaryServiceEndpoints);
     recordCorrelator(d, input.correlator, t.twinId, input.nowMs);
     for (const id of input.disarmOutboxIds ?? []) {
       // Withdrawn only while the worker cannot have taken it (it takes entries due by the same

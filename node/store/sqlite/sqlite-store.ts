@@ -1,5 +1,5 @@
 import type { StoredNotification } from "../../domain/notification.ts";
-import type { Twin, TwinRef, TwinRole } from "../../domain/twin.ts";
+import type { PrimaryServiceEndpoints, Twin, TwinRef, TwinRole } from "../../domain/twin.ts";
 import type {
   ActivationCodeRecord,
   ChangeResult,
@@ -216,6 +216,10 @@ export class SqliteStore implements TwinningStore {
 
   async insertFederatedTwin(input: InsertFederatedTwinInput): Promise<FederatedTwinResult> {
     return federation.insertFederatedTwin(this.#d, input);
+  }
+
+  async primaryServiceEndpoints(twinId: string): Promise<PrimaryServiceEndpoints | undefined> {
+    return twins.primaryServiceEndpoints(this.#d, twinId);
   }
 
   async applyRemoteStatus(input: RemoteStatusInput): Promise<ChangeResult> {

@@ -11,7 +11,7 @@ import type {
   RedeemCodeInput,
   RedeemCodeResult,
 } from "../store-port.ts";
-import type { Twin, TwinRole } from "../../domain/twin.ts";
+import type { PrimaryServiceEndpoints, Twin, TwinRole } from "../../domain/twin.ts";
 import { findCorrelator, recordCorrelator } from "./sqlite-correlators.ts";
 import type { SqliteDatabase } from "./sqlite-database.ts";
 import { countQueuedForPeer, recordEffects } from "./sqlite-notifications.ts";
@@ -144,6 +144,7 @@ export function redeemActivationCode(d: SqliteDatabase, input: RedeemCodeInput):
        VALUES (?, ?, ?, ?, ?, ?, 'On', 1, ?, 1, ?, ?)`,
     ).run(input.twinId, primary, input.primaryOperatorId, secondary, code.secondary_operator_id, name, input.primaryOperatorId, input.nowMs, input.nowMs);
     d.sql(`UPDATE activation_codes SET state = 'Used', twin_id = ? WHERE code_id = ?`).run(input.twinId, code.code_id);
+    if (!primaryLocal) keepPrimaryServiceEndpoints(d, input.twinId, input.primaryServiceEndpoints);
     recordCorrelator(d, input.correlator, input.twinId, input.nowMs);
     const twin = toTwin(twinRow(d, input.twinId)!);
     const { notifications, queued } = recordEffects(d, effectsOfChange("activation", twin, "primary", own, input.nowMs), input.nowMs);
@@ -252,4 +253,13 @@ export function endTwin(d: SqliteDatabase, twinId: string, changedBy: TwinRole, 
   const twin = toTwin(twinRow(d, twinId)!);
   const { notifications, queued, laneHeads } = recordEffects(d, effectsOfChange("deactivation", twin, changedBy, ownOperatorId, nowMs, fromPeer), nowMs);
   return { twin, changed: true, notifications, queued, laneHeads };
+}
+
+/** See TwinningStore.primaryServiceEndpoints. */
+export function keepPrimaryServiceEndpoints(d: SqliteDatabase, twinId: string, endpoints: PrimaryServiceEndpoints | undefined): void {
+  if (endpoints) d.sql(`INSERT INTO twin_primary_services (twin_id, messaging, nms) VALUES (?, ?, ?)`).run(twinId, endpoints.messaging, endpoints.nms);
+}
+
+export function primaryServiceEndpoints(d: SqliteDatabase, twinId: string): PrimaryServiceEndpoints | undefined {
+  return d.sql(`SELECT messaging, nms FROM twin_primary_services WHERE twin_id = ?`).get(twinId) as PrimaryServiceEndpoints | undefined;
 }
