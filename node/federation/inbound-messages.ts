@@ -140,6 +140,7 @@ export function registerInboundMessages(
         expiresAtMs: nowMs + ctx.config.policy.codeTtlSeconds * 1000,
         correlator: { ...peerCorrelator(c, "fed:activationCodes", body), replayData: ctx.sealer.seal(code) },
         maxPendingForOperator: ctx.config.policy.maxPendingCodesPerPeer,
+        secondaryServedByPeer: true,
       });
       if (result.kind === "collision") continue;
       const shown = result.kind === "replayed" ? ctx.sealer.open(result.replay.replayData!) : code;

@@ -232,6 +232,13 @@ export interface IssueCodeInput {
    * the code is refused (policy_error).
    */
   readonly maxPendingForOperator?: number;
+  /**
+   * The secondary is a peer's subscriber (the peer asked for its code): its roles were checked
+   * by its home node, and the twins held here that name it may be ones that node has already
+   * ended (its deactivation still on its way), so they are not checked again. The activation
+   * that follows ends such a stale twin (insertFederatedTwin).
+   */
+  readonly secondaryServedByPeer?: boolean;
 }
 
 export type IssueCodeResult =

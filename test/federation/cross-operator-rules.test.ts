@@ -12,7 +12,8 @@ const addr = (op: FederatedOperator) => `tel:+1${op.operatorId.replace("-", "")}
 beforeAll(async () => {
   // B signs with EdDSA, A with ES256: both algorithms DESIGN allows meet on the wire.
   fed.algFor = (op) => (op === "002-01" ? "EdDSA" : "ES256");
-  await fed.start(["001-01", "002-01"], (op) => (op === "002-01" ? { policy: { maxFailedAttemptsPerPrimary: 3, maxFailedAttemptsPerOperator: 50 } } : {}));
+  // A's codes live 240 s, B's the default 300 s: a code from A must carry A's.
+  await fed.start(["001-01", "002-01"], (op) => (op === "002-01" ? { policy: { maxFailedAttemptsPerPrimary: 3, maxFailedAttemptsPerOperator: 50 } } : { policy: { codeTtlSeconds: 240 } }));
   [A, B] = [fed.get("001-01"), fed.get("002-01")];
 }, 60_000);
 afterAll(async () => fed.stop());
@@ -66,7 +67,28 @@ describe("cross-operator forms of the device rules", () => {
     expect((await activateAtA(p, code.body.activationCode.code, "001-01")).status).toBe(201);
     const again = await activateAtA((await pair()).p, code.body.activationCode.code, "001-01");
     expect([again.status, messageId(again.body)]).toEqual([400, "SVC3001"]);
-    expect(Date.parse(code.body.activationCode.expiresAt) - Date.now()).toBeGreaterThan(250_000);
+    // A's lifetime (240 s), not B's (300 s), to the second of the answer.
+    const lifetimeMs = Date.parse(code.body.activationCode.expiresAt) - Date.now();
+    expect(lifetimeMs).toBeGreaterThan(230_000);
+    expect(lifetimeMs).toBeLessThanOrEqual(240_000);
+  });
+
+  it("HLF-TE-009 HLF-IC-003 a secondary its home node has freed gets a code from A while A's copy of its ended twin still waits for B's deactivation; activating with it ends that copy", async () => {
+    const { p, s } = await pair();
+    const first = await activateAtA(p, (await codeAtB(s)).body.activationCode.code, "002-01");
+    expect(first.status).toBe(201);
+    const staleId = first.body.twin.twinId as string;
+    // B ends the twin (as its secondary's DELETE does); its message to A has not arrived.
+    await B.t.node.context.store.applyRemoteDeactivation({ twinId: staleId, fromOperatorId: "001-01", ownOperatorId: "002-01", nowMs: Date.now() });
+    expect((await A.t.node.context.store.getTwin(staleId))?.active).toBe(true);
+    const code = await codeAtB(s, { primaryOperatorId: "001-01" });
+    expect(code.status, JSON.stringify(code.body)).toBe(201);
+    const p2 = await A.party(addr(A));
+    const second = await A.api.call("POST", `/twinning/v1/primary/${enc(p2.address)}/twins`, { token: p2.token, body: { activationCode: code.body.activationCode.code, operatorId: "001-01" } });
+    expect(second.status, JSON.stringify(second.body)).toBe(201);
+    expect((await A.t.node.context.store.getTwin(staleId))?.active).toBe(false);
+    const atB = await B.api.call("GET", `/twinning/v1/secondary/${enc(s.address)}/twinning`, { token: s.token });
+    expect(atB.body.twinning).toMatchObject({ twinId: second.body.twin.twinId, primaryAddress: p2.address });
   });
 
   it("HLF-CM-006 guessing B's codes from A is limited per primary by B, and the device at A sees 429 POL3004", async () => {

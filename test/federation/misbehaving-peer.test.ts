@@ -64,6 +64,22 @@ describe("a peer whose answers name what is not its own", () => {
     });
   }
 
+  for (const status of [502, 302]) {
+    it(`HLF-IC-004 an activation answered ${status} (the peer may have committed): SVC3002 to the device, no twin here, and the peer's twin is compensated`, async () => {
+      const p = await A.party(addr());
+      script = ({ method, path, claims }) =>
+        method === "POST" && path === "/activations" ? { status, body: { twin: { twinId: (claims.body as { twinId: string }).twinId, secondaryAddress: addr() } } } : { status: 200, body: {} };
+      const res = await A.api.call("POST", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token, body: { activationCode: "123456", operatorId: "002-01" } });
+      expect([res.status, messageId(res.body)]).toEqual([503, "SVC3002"]);
+      expect((await A.api.call("GET", `/twinning/v1/primary/${enc(p.address)}/twins`, { token: p.token })).body.twinList.twin).toEqual([]);
+      const twinId = (peer.received.findLast((r) => r.path === "/activations")!.claims.body as { twinId: string }).twinId;
+      await eventually(
+        async () => peer.received.some((r) => r.method === "DELETE" && r.path === `/twins/${twinId}`),
+        (sent) => sent,
+      );
+    });
+  }
+
   it("HLF-TE-004 a primary de-provisioned while the peer's activation answer is on its way: no twin here (401 to the revoked device), and the peer's twin is compensated", async () => {
     const p = await A.party(addr());
     let answer!: () => void;

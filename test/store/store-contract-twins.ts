@@ -1,4 +1,7 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import type { TwinRole, TwinStatus } from "../../node/domain/twin.ts";
+import type { TwinningStore } from "../../node/store/store-port.ts";
 import {
   activated,
   expectTwinningError,
@@ -244,6 +247,46 @@ export function twinContract(makeStore: MakeStore): void {
         });
       await remote(S1);
       expect((await remote(S2)).twin.name).toBe("watch");
+    });
+
+    it("HLF-IC-005 toggles at both operators' nodes, each side's messages delivered in order at any interleaving, converge to one status, version and origin (last writer wins)", async () => {
+      // Two stores, one per operator, for each generated schedule of local toggles and deliveries.
+      const step = fc.constantFrom("A toggles", "B toggles", "deliver to B", "deliver to A");
+      await fc.assert(
+        fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 14 }), async (schedule) => {
+          const [a, b] = [await makeStore(), await makeStore()];
+          try {
+            const twin = { twinId: uuid(), primaryAddress: P1, primaryOperatorId: OP, secondaryAddress: "tel:+19990000021", secondaryOperatorId: OTHER_OP, name: "watch", status: "On" as const, version: 1, statusOrigin: OP };
+            await a.store.insertFederatedTwin({ twin, localSide: "primary", nowMs: T0, maxTwinsPerPrimary: 10 });
+            await b.store.insertFederatedTwin({ twin, localSide: "secondary", nowMs: T0, maxTwinsPerPrimary: 10 });
+            type Side = { store: TwinningStore; own: string; role: TwinRole; sent: { status: TwinStatus; version: number }[] };
+            const side: { A: Side; B: Side } = { A: { store: a.store, own: OP, role: "primary", sent: [] }, B: { store: b.store, own: OTHER_OP, role: "secondary", sent: [] } };
+            const toggle = async (x: Side) => {
+              const current = (await x.store.getTwin(twin.twinId))!;
+              const { twin: after } = await x.store.changeTwinStatus({ twinId: twin.twinId, status: current.status === "On" ? "Off" : "On", changedBy: x.role, origin: x.own, nowMs: T0 + 1 });
+              x.sent.push({ status: after.status, version: after.version });
+            };
+            const deliver = async (from: Side, to: Side) => {
+              const m = from.sent.shift();
+              if (m) await to.store.applyRemoteStatus({ twinId: twin.twinId, ...m, fromOperatorId: from.own, ownOperatorId: to.own, nowMs: T0 + 2 });
+            };
+            for (const s of schedule) {
+              if (s === "A toggles") await toggle(side.A);
+              else if (s === "B toggles") await toggle(side.B);
+              else if (s === "deliver to B") await deliver(side.A, side.B);
+              else await deliver(side.B, side.A);
+            }
+            while (side.A.sent.length > 0) await deliver(side.A, side.B);
+            while (side.B.sent.length > 0) await deliver(side.B, side.A);
+            const [x, y] = [(await a.store.getTwin(twin.twinId))!, (await b.store.getTwin(twin.twinId))!];
+            expect([y.status, y.version, y.statusOrigin], schedule.join(", ")).toEqual([x.status, x.version, x.statusOrigin]);
+          } finally {
+            await a.cleanup();
+            await b.cleanup();
+          }
+        }),
+        { numRuns: 60, seed: 20261125 },
+      );
     });
 
     it("HLF-IC-006 a remote primary's service endpoints are kept with the twin activated here as the secondary, by either path; none named, none kept", async () => {

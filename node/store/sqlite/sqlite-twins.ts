@@ -63,7 +63,7 @@ export function issueActivationCode(d: SqliteDatabase, input: IssueCodeInput): I
       const row = d.sql(`SELECT * FROM activation_codes WHERE code_id = ?`).get(replay.resourceId) as CodeRow | undefined;
       if (row) return { kind: "replayed", code: toCode(row, input.nowMs), replay };
     }
-    assertCanBeSecondary(d, input.secondaryAddress);
+    if (!input.secondaryServedByPeer) assertCanBeSecondary(d, input.secondaryAddress);
     if (input.maxPendingForOperator !== undefined) assertPendingRoom(d, input, input.maxPendingForOperator);
     const clash = d
       .sql(`SELECT 1 FROM activation_codes WHERE issuer_operator_id = ? AND code_hash = ? AND state = 'Pending' AND expires_at > ?`)
