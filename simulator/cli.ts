@@ -119,6 +119,8 @@ async function main(argv: string[]): Promise<number> {
   // The seed is read as a 32-bit number (seededRandom): larger ones would repeat smaller ones.
   const seed = values.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : integerOption("seed", values.seed, 0, 2 ** 32 - 1);
   const log = (line: string) => process.stdout.write(`${line}\n`);
+  // npm does not pass signals on: this is the process to stop.
+  const announce = () => log(`process id ${process.pid} (kill -TERM ${process.pid} or Ctrl-C stops the run and its nodes)`);
 
   if (command === "up") {
     if (!values.out) throw new Error("up needs --out DIR");
@@ -134,6 +136,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (command === "crash") {
     const operations = values.operations === undefined ? 500 : integerOption("operations", values.operations, 1, 100_000);
+    announce();
     const report = await runCrashLoop({ operations, seed, operators, log, ...(values.out ? { dir: values.out, keep: true } : { keep: values.keep ?? false }) });
     log(JSON.stringify(report, null, 2));
     log("");
@@ -151,6 +154,7 @@ async function main(argv: string[]): Promise<number> {
   const reportFile = values.report ?? (values.target ? "conformance-report.html" : "simulation-report.html");
   checkReportFile(reportFile);
   const common = { operators, seed, filter: values.filter, reportFile, keep: values.keep ?? false, log };
+  announce();
   log(`seed ${seed}`);
   const outcome = values.target ? await runConformance(values.target, common) : await runSimulation(common);
   log("");

@@ -98,7 +98,8 @@ export function registerAdminRoutes(app: App, ctx: NodeContext): void {
       try {
         return json(c, await ctx.federation.reload());
       } catch (error) {
-        throw new TwinningError("invalid_input", { variables: ["peers"], detail: (error as Error).message, cause: error });
+        // The admin learns why (the peer list or a signing key file; their messages never quote a key).
+        throw new TwinningError("invalid_peer_list", { variables: ["peers", (error as Error).message.slice(0, 300)], detail: (error as Error).message, cause: error });
       }
     },
   );

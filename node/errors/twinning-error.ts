@@ -17,6 +17,8 @@ interface ErrorSpec {
 const catalogue = {
   service_error: { messageId: "SVC0001", status: 500, kind: "serviceException", text: "A service error occurred." },
   invalid_input: { messageId: "SVC0002", status: 400, kind: "serviceException", text: "Invalid input value for message part %1" },
+  /** For the operator's admin token only: the reason is the operator's own file, never a secret. */
+  invalid_peer_list: { messageId: "SVC0002", status: 400, kind: "serviceException", text: "Invalid input value for message part %1: %2" },
   body_too_large: { messageId: "SVC0002", status: 413, kind: "serviceException", text: "Invalid input value for message part %1: the request body is larger than allowed" },
   not_found: { messageId: "SVC0002", status: 404, kind: "serviceException", text: "Unknown resource %1" },
   invalid_address: { messageId: "SVC0004", status: 400, kind: "serviceException", text: "No valid addresses provided in message part %1" },

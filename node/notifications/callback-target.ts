@@ -4,8 +4,8 @@ import { BlockList, isIP } from "node:net";
 /**
  * Callback URLs come from devices and apps: without a check, a subscription could make the
  * node POST to its own admin listener, a cloud metadata address or the operator's internal
- * network (SSRF). Loopback, link-local, private, unique-local, benchmarking, multicast and
- * reserved ranges are refused unless the operator allows them
+ * network (SSRF). Loopback, link-local, private, unique-local, benchmarking, documentation,
+ * multicast and reserved ranges are refused unless the operator allows them
  * (limits.allowPrivateCallbackTargets, for labs and simulators).
  */
 const INTERNAL_V4 = [
@@ -16,8 +16,11 @@ const INTERNAL_V4 = [
   ["169.254.0.0", 16],
   ["172.16.0.0", 12],
   ["192.0.0.0", 24],
+  ["192.0.2.0", 24],
   ["192.168.0.0", 16],
   ["198.18.0.0", 15],
+  ["198.51.100.0", 24],
+  ["203.0.113.0", 24],
   ["224.0.0.0", 4],
   ["240.0.0.0", 4],
 ] as const;
@@ -26,7 +29,8 @@ for (const [net, prefix] of INTERNAL_V4) internal4.addSubnet(net, prefix, "ipv4"
 
 /**
  * IPv6 is judged by what it reaches: global unicast (2000::/3) is public, but for Teredo
- * (2001::/32, an IPv4 address hidden inside) and the IPv4 it carries in 6to4 (2002::/16); an
+ * (2001::/32, an IPv4 address hidden inside), documentation (2001:db8::/32) and the IPv4 it
+ * carries in 6to4 (2002::/16); an
  * IPv4-mapped (::ffff:0:0/96) or NAT64 well-known (64:ff9b::/96) address by its IPv4. Everything
  * else (loopback, unspecified, IPv4-compatible, IPv4-translated, local-use NAT64 64:ff9b:1::/48,
  * unique-local, link-local, site-local, multicast, reserved) is internal. The embedded IPv4 is
@@ -39,6 +43,8 @@ carriesIpv4.addSubnet("::ffff:0.0.0.0", 96, "ipv6");
 carriesIpv4.addSubnet("64:ff9b::", 96, "ipv6");
 const internal6 = new BlockList();
 internal6.addSubnet("2001::", 32, "ipv6");
+// Documentation (RFC 3849): never routed.
+internal6.addSubnet("2001:db8::", 32, "ipv6");
 for (const [net, prefix] of INTERNAL_V4) {
   const [a, b, c, d] = net.split(".").map(Number) as [number, number, number, number];
   const hex = (x: number, y: number) => ((x << 8) | y).toString(16);

@@ -27,7 +27,7 @@ describe("callback targets (SSRF)", () => {
   });
 
   it("classifies addresses: loopback, link-local, private and unique-local are internal; public ones are not", async () => {
-    expect(["http://8.8.8.8/x", "https://93.184.216.34/", "http://[2001:db8::1]/"].map(isInternalHostLiteral)).toEqual([false, false, false]);
+    expect(["http://8.8.8.8/x", "https://93.184.216.34/", "http://[2606:4700:4700::1111]/"].map(isInternalHostLiteral)).toEqual([false, false, false]);
     expect(["http://100.64.0.1/", "http://172.20.0.1/", "http://[fe80::1]/", "http://[fd00::1]/", "http://0.0.0.0/"].map(isInternalHostLiteral)).toEqual([true, true, true, true, true]);
     expect(isInternalHostLiteral("http://127.0.0.1:9/")).toBe(true);
     expect(isInternalHostLiteral("http://8.8.8.8/")).toBe(false);
@@ -35,8 +35,8 @@ describe("callback targets (SSRF)", () => {
     expect(isInternalHostLiteral("http://[::ffff:8.8.8.8]/")).toBe(false);
   });
 
-  it("HLF-CM-005 also internal: benchmarking, multicast, reserved and broadcast IPv4, IPv6 multicast, and NAT64 or IPv4-mapped forms of internal IPv4", async () => {
-    const internal = ["http://198.18.0.1/", "http://224.0.0.1/", "http://239.255.255.250/", "http://255.255.255.255/", "http://240.0.0.1/", "http://192.0.0.8/", "http://[ff02::1]/", "http://[64:ff9b::127.0.0.1]/", "http://[64:ff9b::7f00:1]/", "http://[::ffff:a9fe:a9fe]/"];
+  it("HLF-CM-005 also internal: documentation (RFC 5737, RFC 3849), benchmarking, multicast, reserved and broadcast IPv4, IPv6 multicast, and NAT64 or IPv4-mapped forms of internal IPv4", async () => {
+    const internal = ["http://192.0.2.1/", "http://198.51.100.7/", "http://203.0.113.5/", "http://[2001:db8::1]/", "http://198.18.0.1/", "http://224.0.0.1/", "http://239.255.255.250/", "http://255.255.255.255/", "http://240.0.0.1/", "http://192.0.0.8/", "http://[ff02::1]/", "http://[64:ff9b::127.0.0.1]/", "http://[64:ff9b::7f00:1]/", "http://[::ffff:a9fe:a9fe]/"];
     expect(internal.filter((u) => !isInternalHostLiteral(u))).toEqual([]);
     expect(["http://[64:ff9b::8.8.8.8]/", "http://[64:ff9b::808:808]/", "http://198.20.0.1/"].map(isInternalHostLiteral)).toEqual([false, false, false]);
   });

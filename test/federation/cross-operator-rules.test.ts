@@ -188,6 +188,9 @@ describe("cross-operator forms of the device rules", () => {
     writeFileSync(A.peersFile, JSON.stringify({ peers: [{ operatorId: "bad" }] }));
     const bad = await reload();
     expect([bad.status, messageId(bad.body)]).toEqual([400, "SVC0002"]);
+    // The operator, who sent the admin token, is told why.
+    expect(bad.body.requestError.serviceException.variables[0]).toBe("peers");
+    expect(bad.body.requestError.serviceException.text).toMatch(/^Invalid input value for message part peers: .*operatorId/);
     const { s } = await pair();
     expect((await codeAtB(s, { primaryOperatorId: "001-01" })).status).toBe(201);
     writeFileSync(A.peersFile, good);
