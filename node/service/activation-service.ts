@@ -23,7 +23,9 @@ export async function requestActivationCode(
     const correlator = body.clientCorrelator
       ? { subscriber: secondary, operation: "activationCode", key: body.clientCorrelator, fingerprint: fingerprint({ issuer }) }
       : undefined;
-    return correlator ? ctx.correlated.run(lockKey(correlator), () => codeFromPeer(ctx, party, issuer, correlator)) : codeFromPeer(ctx, party, issuer, correlator);
+    // One request to a peer at a time per secondary (a clientCorrelator's replay included): the
+    // peer's newest code supersedes its earlier ones, and our copies must follow in that order.
+    return ctx.correlated.run(lockKey({ subscriber: secondary, operation: "activationCodeFromPeer", key: "" }), () => codeFromPeer(ctx, party, issuer, correlator));
   }
   const nowMs = ctx.nowMs();
   for (let attempt = 0; attempt < 8; attempt++) {

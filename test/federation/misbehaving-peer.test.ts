@@ -196,3 +196,27 @@ describe("a peer that follows DESIGN.md, not our conventions", () => {
     expect(await federation.supportsBatch("002-01")).toBe(true);
   });
 });
+
+describe("requests to a peer that answers at its own pace", () => {
+  it("HLF-TE-006 two codes asked of the peer at once for one secondary: our live copy is the code the peer issued last, whatever order the answers come in", async () => {
+    const s = await A.party(addr());
+    let calls = 0;
+    const expiresAt = new Date(Date.now() + 600_000).toISOString();
+    script = async ({ method, path }) => {
+      if (method !== "POST" || path !== "/activationCodes") return { status: 500, body: {} };
+      calls++;
+      // The first code is answered late: sent at once, the second's answer would overtake it.
+      if (calls === 1) await new Promise((resolve) => setTimeout(resolve, 300));
+      return { status: 201, body: { code: calls === 1 ? "111111" : "222222", operatorId: "002-01", expiresAt } };
+    };
+    const ask = () => A.api.call("POST", `/twinning/v1/secondary/${enc(s.address)}/activationCodes`, { token: s.token, body: { primaryOperatorId: "002-01" } });
+    const answers = await Promise.all([ask(), ask()]);
+    expect(answers.map((a) => a.status)).toEqual([201, 201]);
+    const state = async (code: string) => {
+      const resource = answers.find((a) => a.body.activationCode.code === code)!.body.activationCode.resourceURL as string;
+      return (await A.api.call("GET", new URL(resource).pathname, { token: s.token })).body.activationCode.status;
+    };
+    // The peer issued 222222 last, superseding 111111 there: so here too.
+    expect([await state("222222"), await state("111111")]).toEqual(["Pending", "Expired"]);
+  });
+});
