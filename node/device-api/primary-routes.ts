@@ -3,7 +3,20 @@ import { encodeAddress } from "../domain/address.ts";
 import { pathSubject, requireToken, subjectOf } from "../http/authenticate.ts";
 import type { DirectRoutes } from "../http/direct-answers.ts";
 import { addDirectRoute, addRoute, json, reusableJson, secretJson, validBody, type App } from "../http/route-helper.ts";
-import { addrParam, bearer, clientCorrelatorSchema, errorResponses, nameSchema, operatorIdSchema, statusSchema, twinSchema } from "../http/schemas.ts";
+import {
+  addrParam,
+  bearer,
+  bodyTooLarge,
+  clientCorrelatorSchema,
+  conflict,
+  errorResponses,
+  nameSchema,
+  operatorIdSchema,
+  peerUnavailable,
+  statusSchema,
+  tooManyAttempts,
+  twinSchema,
+} from "../http/schemas.ts";
 import { activateTwin } from "../service/activation-service.ts";
 import type { NodeContext } from "../service/node-context.ts";
 import { deactivateTwin, renameTwin, resolvePrimaryTwin, togglePrimaryTwin } from "../service/twin-service.ts";
@@ -39,7 +52,14 @@ export function registerPrimaryRoutes(app: App, ctx: NodeContext, direct: Direct
       security: bearer,
       middleware: [twinning] as const,
       request: { params: addrParam, body: { content: { "application/json": { schema: activationRequest } }, required: true } },
-      responses: { 201: twinResponse("The twin, status On, with the primary's twin-scoped accessToken"), ...errorResponses },
+      responses: {
+        201: twinResponse("The twin, status On, with the primary's twin-scoped accessToken"),
+        ...errorResponses,
+        ...bodyTooLarge,
+        ...conflict("SVC0005 the same clientCorrelator with a different request; POL3001 the secondary is already in a twinning relationship"),
+        ...tooManyAttempts,
+        ...peerUnavailable("the secondary's operator did not take the activation, or the node's queue of messages for it is full (then with Retry-After)"),
+      },
     }),
     async (c) => {
       const primary = pathSubject(c);
@@ -94,7 +114,7 @@ export function registerPrimaryRoutes(app: App, ctx: NodeContext, direct: Direct
       security: bearer,
       middleware: [twinning] as const,
       request: { params: refParams, body: { content: { "application/json": { schema: renameRequest } }, required: true } },
-      responses: { 200: twinResponse("The renamed twin"), ...errorResponses },
+      responses: { 200: twinResponse("The renamed twin"), ...errorResponses, ...bodyTooLarge },
     }),
     async (c) => {
       const twin = await twinRef(c);
@@ -132,7 +152,7 @@ export function registerPrimaryRoutes(app: App, ctx: NodeContext, direct: Direct
       summary: "Toggle a twin On/Off; notifies the secondary (HLF-PD-002, HLF-SD-008, HLF-TE-002/003)",
       security: bearer,
       request: { params: refParams, body: { content: { "application/json": { schema: statusRequest } }, required: true } },
-      responses: { 200: twinResponse("The updated twin"), ...errorResponses },
+      responses: { 200: twinResponse("The updated twin"), ...errorResponses, ...bodyTooLarge, ...peerUnavailable("the node's queue of messages for the secondary's operator is full (with Retry-After)") },
     }),
     {
       scopes: ["twinning", "twinning:twin"],

@@ -5,7 +5,21 @@ import { deactivateTwin, primaryServicesToken, resolveSecondaryTwin, toggleTwin 
 import { pathSubject, requireToken, subjectOf } from "../http/authenticate.ts";
 import type { DirectRoutes } from "../http/direct-answers.ts";
 import { addDirectRoute, addRoute, json, reusableJson, secretJson, validBody, type App } from "../http/route-helper.ts";
-import { addrParam, bearer, clientCorrelatorSchema, errorResponses, operatorIdSchema, statusSchema } from "../http/schemas.ts";
+import {
+  activationCodeSchema,
+  addrParam,
+  bearer,
+  bodyTooLarge,
+  clientCorrelatorSchema,
+  conflict,
+  errorResponses,
+  issuedActivationCodeSchema,
+  operatorIdSchema,
+  peerUnavailable,
+  primaryServicesSchema,
+  statusSchema,
+  twinningSchema,
+} from "../http/schemas.ts";
 import { activationCodeView, twinningView } from "./resources.ts";
 
 const tags = ["secondary"];
@@ -13,7 +27,10 @@ const base = "/twinning/v1/secondary/{addr}";
 
 const codeRequest = z.object({ primaryOperatorId: operatorIdSchema.optional(), clientCorrelator: clientCorrelatorSchema.optional() });
 const statusRequest = z.object({ status: statusSchema });
-const ok = (description: string) => ({ description, content: { "application/json": { schema: z.object({}).passthrough() } } });
+/** A success answer's JSON body: documented, not checked (the handlers' views in resources.ts are what is sent). */
+const ok = (description: string, schema: z.ZodType) => ({ description, content: { "application/json": { schema } } });
+const codeAnswer = z.object({ activationCode: activationCodeSchema });
+const twinningAnswer = z.object({ twinning: twinningSchema });
 
 /** The secondary device's routes: HLF-SD-001..009 (DESIGN "Device API"). */
 export function registerSecondaryRoutes(app: App, ctx: NodeContext, direct: DirectRoutes): void {
@@ -30,7 +47,13 @@ export function registerSecondaryRoutes(app: App, ctx: NodeContext, direct: Dire
       security: bearer,
       middleware: [twinning] as const,
       request: { params: addrParam, body: { content: { "application/json": { schema: codeRequest } }, required: false } },
-      responses: { 201: ok("The code, its issuing operator and expiry"), ...errorResponses },
+      responses: {
+        201: ok("The code, its issuing operator and expiry", z.object({ activationCode: issuedActivationCodeSchema })),
+        ...errorResponses,
+        ...bodyTooLarge,
+        ...conflict("SVC0005 the same clientCorrelator with a different request; POL3001 the secondary is already in a twinning relationship"),
+        ...peerUnavailable("the primary's operator (primaryOperatorId) is not an allowed peer, or did not answer the code request"),
+      },
     }),
     async (c) => {
       const secondary = pathSubject(c);
@@ -53,7 +76,7 @@ export function registerSecondaryRoutes(app: App, ctx: NodeContext, direct: Dire
         params: addrParam.extend({ codeId: z.string() }),
         query: z.object({ wait: z.coerce.number().int().min(0).max(3600).optional().openapi({ description: "long-poll up to N seconds" }) }),
       },
-      responses: { 200: ok("The code's state"), ...errorResponses },
+      responses: { 200: ok("The code's state; once Used, with the twin and the secondary's twin-scoped accessToken", codeAnswer), ...errorResponses },
     }),
     async (c) => {
       const secondary = pathSubject(c);
@@ -74,7 +97,7 @@ export function registerSecondaryRoutes(app: App, ctx: NodeContext, direct: Dire
       security: bearer,
       middleware: [twinningOrTwin] as const,
       request: { params: addrParam },
-      responses: { 200: ok("The secondary's twinning"), ...errorResponses },
+      responses: { 200: ok("The secondary's twinning", twinningAnswer), ...errorResponses },
     }),
     async (c) => {
       const twin = await resolveSecondaryTwin(ctx, pathSubject(c), c.get("principal"));
@@ -94,7 +117,7 @@ export function registerSecondaryRoutes(app: App, ctx: NodeContext, direct: Dire
       summary: "Toggle twinning On/Off; notifies the primary (HLF-SD-004, HLF-PD-007)",
       security: bearer,
       request: { params: addrParam, body: { content: { "application/json": { schema: statusRequest } }, required: true } },
-      responses: { 200: ok("The updated twinning"), ...errorResponses },
+      responses: { 200: ok("The updated twinning", twinningAnswer), ...errorResponses, ...bodyTooLarge, ...peerUnavailable("the node's queue of messages for the primary's operator is full (with Retry-After)") },
     }),
     {
       scopes: ["twinning", "twinning:twin"],
@@ -134,7 +157,12 @@ export function registerSecondaryRoutes(app: App, ctx: NodeContext, direct: Dire
       security: bearer,
       middleware: [twinning] as const,
       request: { params: addrParam },
-      responses: { 200: ok("The primary-services token and endpoints"), ...errorResponses },
+      responses: {
+        200: ok("The primary-services token and endpoints", z.object({ primaryServices: primaryServicesSchema })),
+        ...errorResponses,
+        ...bodyTooLarge,
+        ...peerUnavailable("the primary's operator did not answer the token exchange, or refused it"),
+      },
     }),
     async (c) => {
       const twin = await resolveSecondaryTwin(ctx, pathSubject(c), c.get("principal"));
