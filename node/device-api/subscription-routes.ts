@@ -117,7 +117,7 @@ function registerRoleRoutes(app: App, ctx: NodeContext, role: TwinRole): void {
       const address = pathSubject(c);
       const body = validBody(c, subscriptionRequest);
       if (!ctx.config.limits.allowPrivateCallbackTargets && isInternalHostLiteral(body.callbackReference.notifyURL)) {
-        throw new TwinningError("invalid_input", { variables: ["callbackReference.notifyURL"], detail: "internal callback address refused" });
+        throw new TwinningError("internal_callback_target", { variables: ["callbackReference.notifyURL"] });
       }
       const nowMs = ctx.nowMs();
       const durationS = Math.min(body.duration ?? ctx.config.limits.maxSubscriptionDurationSeconds, ctx.config.limits.maxSubscriptionDurationSeconds);

@@ -19,6 +19,12 @@ const catalogue = {
   invalid_input: { messageId: "SVC0002", status: 400, kind: "serviceException", text: "Invalid input value for message part %1" },
   /** For the operator's admin token only: the reason is the operator's own file, never a secret. */
   invalid_peer_list: { messageId: "SVC0002", status: 400, kind: "serviceException", text: "Invalid input value for message part %1: %2" },
+  internal_callback_target: {
+    messageId: "SVC0002",
+    status: 400,
+    kind: "serviceException",
+    text: "Invalid input value for message part %1: an internal address (loopback, private or reserved), which this node does not call back (its operator may allow them: limits.allowPrivateCallbackTargets)",
+  },
   body_too_large: { messageId: "SVC0002", status: 413, kind: "serviceException", text: "Invalid input value for message part %1: the request body is larger than allowed" },
   not_found: { messageId: "SVC0002", status: 404, kind: "serviceException", text: "Unknown resource %1" },
   invalid_address: { messageId: "SVC0004", status: 400, kind: "serviceException", text: "No valid addresses provided in message part %1" },

@@ -23,6 +23,8 @@ describe("callback targets (SSRF)", () => {
     for (const notifyURL of ["http://127.0.0.1:8080/admin", "http://169.254.169.254/latest/meta-data", "http://10.0.0.7/hook", "http://[::1]/x", "http://localhost/x", "http://192.168.1.1/"]) {
       const res = await api.call("POST", `/twinning/v1/primary/${enc(a)}/subscriptions`, { token, body: { callbackReference: { notifyURL } } });
       expect([res.status, messageId(res.body), res.body.requestError.serviceException.variables], notifyURL).toEqual([400, "SVC0002", ["callbackReference.notifyURL"]]);
+      // Says why, unlike a malformed URL: the address is internal, and who may allow it.
+      expect(res.body.requestError.serviceException.text, notifyURL).toContain("an internal address");
     }
   });
 
