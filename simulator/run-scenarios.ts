@@ -116,5 +116,7 @@ export function formatTable(results: readonly ScenarioResult[]): string {
   const passed = results.filter((r) => r.status === "pass").length;
   const failed = results.filter((r) => r.status === "fail").length;
   const skipped = results.filter((r) => r.status === "skip").length;
-  return [line(head), line(widths.map((w) => "-".repeat(w))), ...rows.map(line), "", `${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}`].join("\n");
+  // Why each skipped scenario was (failures are logged as they happen; the HTML report has both).
+  const reasons = results.flatMap((r, i) => (r.status === "skip" && r.error ? [`  ${i + 1} ${r.id} skipped: ${r.error}`] : []));
+  return [line(head), line(widths.map((w) => "-".repeat(w))), ...rows.map(line), "", `${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}`, ...reasons].join("\n");
 }

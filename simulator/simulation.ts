@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, writeFileSync, unlinkSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, writeFileSync, unlinkSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { z } from "zod";
 import { Api } from "./device-client.ts";
@@ -189,6 +189,8 @@ const alive = (pid: number) => {
  * `down`: SIGTERM (graceful), then SIGKILL after 10 s for any that hang. Only the processes `up`
  * started: a pid that now names a process started at another time (the node ended and its pid
  * was given to another) is left alone. Returns how many were running and were stopped.
+ * federation.json goes with them; the operators' directories stay (an `up` in the same
+ * directory starts with the same databases, under new federation keys and certificates).
  */
 export async function sandboxDown(out: string): Promise<number> {
   const file = join(resolve(out), "sandbox.json");
@@ -204,6 +206,8 @@ export async function sandboxDown(out: string): Promise<number> {
   const deadline = Date.now() + 10_000;
   while (pids.some(stillOurs) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
   for (const pid of pids) if (stillOurs(pid)) process.kill(pid, "SIGKILL");
+  // Its admin tokens and URLs name nodes that are gone: a test kit must not take it for a sandbox.
+  rmSync(join(resolve(out), "federation.json"), { force: true });
   unlinkSync(file);
   return pids.length;
 }

@@ -44,12 +44,16 @@ describe("the sandbox for app developers and outside test kits", () => {
     const conformance = await simulate("--target", join(out, "federation.json"), "--filter", "cross-", "--seed", "3", "--report", join(out, "conformance.html"));
     // Fault scenarios whose titles match are skipped in conformance mode: they need our own nodes.
     expect(conformance.stdout).toMatch(/^2 passed, 0 failed, 1 skipped$/m);
+    // The console says why, as the report does.
+    expect(conformance.stdout).toMatch(/^ {2}\d+ \S+ skipped: needs the simulator's own nodes \(faults\)$/m);
     expect(conformance.stdout).toMatch(/HLF-IC-004\s+pass/);
     expect(readFileSync(join(out, "conformance.html"), "utf8")).toContain("Twinning conformance run");
 
     const down = await simulate("down", "--out", out);
     expect(down.stdout).toContain("stopped 2 operators");
     for (const o of federation.operators) await expect(fetch(`${o.deviceUrl}/healthz`)).rejects.toThrow();
+    // Its tokens and URLs name stopped nodes: it goes with them.
+    expect(existsSync(join(out, "federation.json"))).toBe(false);
   }, 150_000);
 
   it("a run ignores TWINNING_* variables of the user's shell, keeps each node's log with --keep, and a filter that matches nothing exits non-zero", async () => {
