@@ -110,15 +110,19 @@ export function registerAdminRoutes(app: App, ctx: NodeContext): void {
       method: "get",
       path: "/admin/v1/twins",
       tags,
-      summary: "Active twins held by this node (both operators' view), oldest first",
+      summary: "Active twins held by this node (both operators' view), oldest first, a page at a time: `next`, when there is more, is the `after` of the next page",
       security: admin,
       middleware: [guard] as const,
-      request: { query: z.object({ limit: z.coerce.number().int().min(1).max(10_000).optional() }) },
+      request: { query: z.object({ limit: z.coerce.number().int().min(1).max(10_000).optional(), after: z.uuid().optional() }) },
       responses: { 200: { description: "Twins", content: { "application/json": { schema: z.object({}).passthrough() } } }, ...errorResponses },
     }),
     async (c) => {
-      const twins = await ctx.store.listActiveTwins(Number(c.req.query("limit") ?? 1000));
+      const limit = Number(c.req.query("limit") ?? 1000);
+      const twins = await ctx.store.listActiveTwins(limit, c.req.query("after"));
+      // A full page may have more behind it: its last twin is the next page's cursor.
+      const next = twins.length === limit ? twins[twins.length - 1]!.twinId : undefined;
       return json(c, {
+        ...(next ? { next } : {}),
         twins: twins.map((t) => ({
           twinId: t.twinId,
           primaryAddress: t.primaryAddress,

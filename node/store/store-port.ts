@@ -44,7 +44,8 @@ export interface TwinningStore {
   /** The secondary's active twin, if any (it has at most one, HLF-TE-009). */
   findTwinOfSecondary(secondaryAddress: string): Promise<Twin | undefined>;
   /** Active twins of every subscriber, oldest first (operations, the simulator's final state). */
-  listActiveTwins(limit: number): Promise<Twin[]>;
+  /** Active twins in creation order, up to `limit`, after the twin `afterTwinId` (a cursor: the last of the previous page, active or not). */
+  listActiveTwins(limit: number, afterTwinId?: string): Promise<Twin[]>;
   /** A twin by id, active or deactivated. */
   getTwin(twinId: string): Promise<Twin | undefined>;
   renameTwin(input: { twinId: string; name: string; nowMs: number }): Promise<Twin>;

@@ -126,7 +126,7 @@ describe("SqliteStore on disk", () => {
   it("records every applied schema version, in order, in schema_migrations", async () => {
     t = tempStore(T0);
     const rows = inspect(t.file, (db) => db.prepare(`SELECT version, name, applied_at FROM schema_migrations ORDER BY version`).all()) as { version: number; name: string; applied_at: number }[];
-    expect(rows.map((r) => r.version)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
+    expect(rows.map((r) => r.version)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
     expect(rows[0]).toEqual({ version: 1, name: "initial schema", applied_at: T0 });
     expect(rows.every((r) => r.applied_at === T0)).toBe(true);
   });
@@ -147,6 +147,24 @@ describe("SqliteStore on disk", () => {
     expect(await upgraded.rememberJti("002-01:new", T0 + 60_000, T0)).toBe(true);
     await upgraded.prune({ nowMs: T0 + 120_000, notificationRetentionMs: 86_400_000, attemptWindowMs: 900_000, deadLetterRetentionMs: 86_400_000 });
     expect(await upgraded.rememberJti("002-01:seen", T0 + 180_000, T0 + 120_000)).toBe(true);
+  });
+
+  it("the admin listings read an index range, not the whole table: active twins after a cursor, dead letters newest first", async () => {
+    t = tempStore(T0);
+    await activated(t.store, P1, S1);
+    const plan = (sql: string, ...args: unknown[]) => inspect(t!.file, (db) => (db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...args) as { detail: string }[]).map((r) => r.detail).join("; "));
+    // The statements of listActiveTwins and listDeadLetters (sqlite-store.ts).
+    for (const sql of [
+      "SELECT * FROM twins WHERE active = 1 ORDER BY created_at, twin_id LIMIT CAST(? AS INTEGER)",
+      "SELECT * FROM twins WHERE active = 1 AND (created_at, twin_id) > (?, ?) ORDER BY created_at, twin_id LIMIT CAST(? AS INTEGER)",
+    ]) {
+      const detail = plan(sql, ...(sql.includes("(?, ?)") ? [T0, "x", 10] : [10]));
+      expect(detail, sql).toContain("USING INDEX twins_active_created");
+      expect(detail, sql).not.toContain("TEMP B-TREE");
+    }
+    const dead = plan("SELECT * FROM outbox WHERE state = 'dead' ORDER BY created_at DESC, id DESC LIMIT CAST(? AS INTEGER)", 10);
+    expect(dead).toContain("USING INDEX outbox_dead");
+    expect(dead).not.toContain("TEMP B-TREE");
   });
 
   it("migration 12 keys the replay cache by (expiry, jti) in one b-tree: a jti seen before the upgrade is still refused after it, and pruned by its expiry", async () => {
@@ -191,6 +209,6 @@ describe("SqliteStore on disk", () => {
     expect(await again.getTwin(twin.twinId)).toEqual(twin);
     const rows = inspect(t.file, (db) => db.prepare(`SELECT version, applied_at FROM schema_migrations`).all());
     expect(rows).toEqual(Array.from({ length: latestSchemaVersion }, (_, k) => ({ version: k + 1, applied_at: T0 })));
-    expect(latestSchemaVersion).toBe(13);
+    expect(latestSchemaVersion).toBe(14);
   });
 });

@@ -337,6 +337,15 @@ export function twinContract(makeStore: MakeStore): void {
       await store.deactivateTwin({ twinId: b.twinId, changedBy: "primary", nowMs: T0 + 3 * SECOND });
       expect((await store.listActiveTwins(10)).map((t) => t.twinId)).toEqual([a.twinId, c.twinId]);
       expect(await store.listActiveTwins(1)).toHaveLength(1);
+      // Pages after a cursor: the last twin of the previous page, even one deactivated since.
+      expect((await store.listActiveTwins(1, a.twinId)).map((t) => t.twinId)).toEqual([c.twinId]);
+      expect((await store.listActiveTwins(10, b.twinId)).map((t) => t.twinId)).toEqual([c.twinId]);
+      expect(await store.listActiveTwins(10, c.twinId)).toEqual([]);
+      // Twins created in the same millisecond are ordered by id, and none is skipped or repeated.
+      const same = [await activated(store, "tel:+15550000031", "tel:+15550000131", { nowMs: T0 + 4 * SECOND }), await activated(store, "tel:+15550000032", "tel:+15550000132", { nowMs: T0 + 4 * SECOND })];
+      const paged: string[] = [];
+      for (let page = await store.listActiveTwins(1); page.length > 0; page = await store.listActiveTwins(1, paged[paged.length - 1])) paged.push(page[0]!.twinId);
+      expect(paged).toEqual([a.twinId, c.twinId, ...same.map((t) => t.twinId).sort()]);
     });
   });
 

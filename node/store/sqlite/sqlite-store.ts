@@ -173,8 +173,14 @@ export class SqliteStore implements TwinningStore {
     return this.#cached("twins", `p${primaryAddress}`, () => twins.listTwinsOfPrimary(this.#d, primaryAddress));
   }
 
-  async listActiveTwins(limit: number): Promise<Twin[]> {
-    return (this.#d.sql(`SELECT * FROM twins WHERE active = 1 ORDER BY created_at, twin_id LIMIT CAST(? AS INTEGER)`).all(limit) as TwinRow[]).map(toTwin);
+  async listActiveTwins(limit: number, afterTwinId?: string): Promise<Twin[]> {
+    // From the cursor's place in (created_at, twin_id): an index range (twins_active_created).
+    const after = afterTwinId === undefined ? undefined : (this.#d.sql(`SELECT created_at FROM twins WHERE twin_id = ?`).get(afterTwinId) as { created_at: number } | undefined);
+    if (afterTwinId !== undefined && !after) return [];
+    const rows = after
+      ? this.#d.sql(`SELECT * FROM twins WHERE active = 1 AND (created_at, twin_id) > (?, ?) ORDER BY created_at, twin_id LIMIT CAST(? AS INTEGER)`).all(after.created_at, afterTwinId, limit)
+      : this.#d.sql(`SELECT * FROM twins WHERE active = 1 ORDER BY created_at, twin_id LIMIT CAST(? AS INTEGER)`).all(limit);
+    return (rows as TwinRow[]).map(toTwin);
   }
 
   async findTwinOfPrimary(primaryAddress: string, ref: TwinRef): Promise<Twin | undefined> {
@@ -338,7 +344,8 @@ export class SqliteStore implements TwinningStore {
   }
 
   async listDeadLetters(limit: number): Promise<OutboxEntry[]> {
-    return (this.#d.sql(`SELECT * FROM outbox WHERE state = 'dead' ORDER BY id DESC LIMIT CAST(? AS INTEGER)`).all(limit) as OutboxRow[]).map(toOutboxEntry);
+    // In the order of the dead letters' own index (ORDER BY id alone scanned the whole outbox).
+    return (this.#d.sql(`SELECT * FROM outbox WHERE state = 'dead' ORDER BY created_at DESC, id DESC LIMIT CAST(? AS INTEGER)`).all(limit) as OutboxRow[]).map(toOutboxEntry);
   }
 
   async prune(input: PruneInput): Promise<void> {
