@@ -138,6 +138,7 @@ export interface TwinningStore {
    */
   readVersion(): number | undefined;
 
+  /** Resolves when the store can serve: reads, and writes again after a write failed for the storage's sake (/readyz). */
   ping(): Promise<void>;
   close(): Promise<void>;
 }

@@ -114,6 +114,19 @@ describe("the API around the node", () => {
     }
   });
 
+  it("/readyz answers 503 storage unavailable when the store cannot serve (here: its database closed under it), while /healthz still answers", async () => {
+    const broken = await startTestNode();
+    try {
+      expect((await fetch(`${broken.url}/readyz`)).status).toBe(200);
+      await broken.node.context.store.close();
+      const ready = await fetch(`${broken.url}/readyz`);
+      expect([ready.status, await ready.json()]).toEqual([503, { status: "storage unavailable" }]);
+      expect((await fetch(`${broken.url}/healthz`)).status).toBe(200);
+    } finally {
+      await broken.cleanup();
+    }
+  });
+
   it("on stop, /readyz answers 503 at once while requests are still served for shutdownDrainMs; then the listener closes", async () => {
     const drained = await startTestNode({ limits: { shutdownDrainMs: 600 } });
     try {

@@ -126,3 +126,64 @@ describe("SqliteDatabase durability", () => {
     }
   });
 });
+
+describe("SqliteDatabase readiness (/readyz)", () => {
+  const insertLane = (d: SqliteDatabase, lane: string) =>
+    d.write(() => d.sql(`INSERT INTO outbox (lane, kind, target, payload, state, attempts, next_attempt_at, created_at) VALUES (?, 'peer', 'x', ?, 'pending', 0, 0, 0)`).run(lane, "x".repeat(3_000)));
+
+  it("a write the storage refuses (read-only, as a failed disk) makes ping throw until a write commits again; a refusal of ours does not", () => {
+    const d = new SqliteDatabase(":memory:", 0);
+    try {
+      d.ping();
+      // A domain refusal rolls its transaction back: the storage is fine.
+      expect(() => d.write(() => { throw new Error("refused"); })).toThrow("refused");
+      expect(d.storageFailure).toBeUndefined();
+      d.db.pragma("query_only = ON");
+      expect(() => insertLane(d, "a")).toThrow();
+      expect(d.storageFailure).toBe("SQLITE_READONLY");
+      // Not ready while the probe's write fails too.
+      expect(() => d.ping()).toThrow();
+      expect(d.storageFailure).toBe("SQLITE_READONLY");
+      d.db.pragma("query_only = OFF");
+      d.ping();
+      expect(d.storageFailure).toBeUndefined();
+    } finally {
+      d.close();
+    }
+  });
+
+  it("a full database (SQLITE_FULL) counts as a storage failure, cleared by the next write that commits", () => {
+    const dir = mkdtempSync(join(tmpdir(), "twinning-full-"));
+    try {
+      const file = join(dir, "node.db");
+      const pages = (() => {
+        const probe = new SqliteDatabase(file, 0);
+        try {
+          return Number(probe.db.pragma("page_count", { simple: true }));
+        } finally {
+          probe.close();
+        }
+      })();
+      const d = new SqliteDatabase(file, 0, { exclusiveLock: false, maxPageCount: pages + 2 });
+      try {
+        let failure: unknown;
+        for (let i = 0; i < 200 && failure === undefined; i++) {
+          try {
+            insertLane(d, `lane-${i}`);
+          } catch (error) {
+            failure = error;
+          }
+        }
+        expect((failure as { code?: string }).code).toBe("SQLITE_FULL");
+        expect(d.storageFailure).toBe("SQLITE_FULL");
+        // A write that needs no new page still commits: the failure is over (ping's probe is one).
+        d.ping();
+        expect(d.storageFailure).toBeUndefined();
+      } finally {
+        d.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

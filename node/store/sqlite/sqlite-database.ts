@@ -12,6 +12,11 @@ export class SqliteDatabase {
   readonly #generations = new Map<string, number>([["*", 0]]);
   /** One transaction function for every write (better-sqlite3 builds four variants per call to `transaction`). */
   #transaction: Database.Transaction<(fn: () => unknown) => unknown> | undefined;
+  /**
+   * Set when a write failed for the storage's sake (disk full, I/O error, corruption), cleared
+   * by the next write that commits: while set, the node is not ready (SqliteStore.ping).
+   */
+  storageFailure: string | undefined;
 
   /**
    * `exclusiveLock` (SQLite locking_mode EXCLUSIVE, set before the first WAL access): the
@@ -19,7 +24,7 @@ export class SqliteDatabase {
    * pays the file-lock system calls (on the benchmark machine, ~45% more two-read requests per
    * second); the price is that no other process can open the file while the node runs.
    */
-  constructor(file: string, nowMs: number, options: { exclusiveLock: boolean; synchronous?: "full" | "normal" } = { exclusiveLock: false }) {
+  constructor(file: string, nowMs: number, options: { exclusiveLock: boolean; synchronous?: "full" | "normal"; maxPageCount?: number } = { exclusiveLock: false }) {
     if (file !== ":memory:") {
       mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
       // Created readable by its owner only (it holds the subscribers' credential hashes); SQLite
@@ -43,6 +48,8 @@ export class SqliteDatabase {
       // three system calls per toggle (measured: 15 → 23 µs of CPU per toggle).
       this.db.pragma("temp_store = MEMORY");
       migrate(this.db, nowMs);
+      // A cap on the file's size, past which writes fail as on a full disk (tests of that path).
+      if (options.maxPageCount !== undefined) this.db.pragma(`max_page_count = ${Math.trunc(options.maxPageCount)}`);
     } catch (error) {
       this.db.close();
       if ((error as { code?: string }).code !== "SQLITE_BUSY") throw error;
@@ -125,10 +132,24 @@ export class SqliteDatabase {
       result = this.#transaction.immediate(fn) as T;
     } catch (error) {
       this.#recorded.length = outermost ? 0 : mark;
+      if (isStorageFailure(error)) this.storageFailure = (error as { code: string }).code;
       throw error;
     }
-    if (outermost) this.#committed();
+    if (outermost) {
+      this.storageFailure = undefined;
+      this.#committed();
+    }
     return result;
+  }
+
+  /**
+   * Throws unless the store can serve: a page of the file is read and, after a write failed for
+   * the storage's sake (a full disk, an I/O error), a probe writes one row as it is, at each ping
+   * until it commits (then the failure is over).
+   */
+  ping(): void {
+    this.sql(`SELECT version FROM schema_migrations ORDER BY version DESC LIMIT 1`).get();
+    if (this.storageFailure !== undefined) this.write(() => this.sql(`UPDATE notification_feed_mark SET indexed_through = indexed_through`).run());
   }
 
   close(): void {
@@ -136,6 +157,10 @@ export class SqliteDatabase {
     if (this.db.open) this.db.close();
   }
 }
+
+/** SQLite's codes for a storage that cannot take writes; a refusal of ours or a constraint is none of these. */
+const STORAGE_FAILURE = /^SQLITE_(FULL|IOERR|CORRUPT|NOTADB|READONLY|CANTOPEN|PROTOCOL)/;
+const isStorageFailure = (error: unknown): boolean => STORAGE_FAILURE.test(String((error as { code?: unknown } | null)?.code ?? ""));
 
 /**
  * `LIMIT ?` makes SQLite (3.53) plan with the bound value: it marks the parameter so that binding

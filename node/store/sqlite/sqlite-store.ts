@@ -374,7 +374,7 @@ export class SqliteStore implements TwinningStore {
   }
 
   async ping(): Promise<void> {
-    this.#d.sql(`SELECT 1`).get();
+    this.#d.ping();
   }
 
   async close(): Promise<void> {
