@@ -54,6 +54,8 @@ export function registerAdminRoutes(app: App, ctx: NodeContext): void {
       ctx.hub.revoke(address);
       subscriberChanged(change, "provisioned here: another operator's twin naming it ended");
       const { created } = change;
+      // The audit trail of provisioning (never the credential): who changed, and what ended with it.
+      ctx.logger.info({ address, created, twinning: subscriber.twinning, twinsEnded: change.endedTwins.length }, "subscriber provisioned");
       return json(c, view(address, subscriber.twinning), created ? 201 : 200);
     },
   );
@@ -78,6 +80,7 @@ export function registerAdminRoutes(app: App, ctx: NodeContext): void {
       if (!change.deleted) throw new TwinningError("not_found", { variables: ["subscriber"] });
       ctx.hub.revoke(address);
       subscriberChanged(change, "de-provisioned: its twin ended");
+      ctx.logger.info({ address, twinsEnded: change.endedTwins.length }, "subscriber de-provisioned");
       return c.body(null, 204);
     },
   );
@@ -96,7 +99,9 @@ export function registerAdminRoutes(app: App, ctx: NodeContext): void {
     async (c) => {
       if (!ctx.federation) throw new TwinningError("policy_error", { variables: ["federation is not configured"] });
       try {
-        return json(c, await ctx.federation.reload());
+        const reloaded = await ctx.federation.reload();
+        ctx.logger.info(reloaded, "peer list reloaded");
+        return json(c, reloaded);
       } catch (error) {
         // The admin learns why (the peer list or a signing key file; their messages never quote a key).
         throw new TwinningError("invalid_peer_list", { variables: ["peers", (error as Error).message.slice(0, 300)], detail: (error as Error).message, cause: error });

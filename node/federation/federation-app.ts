@@ -104,7 +104,11 @@ export function createFederationApp(ctx: NodeContext, federation: Federation): H
   app.notFound((c) => refusal(c, new TwinningError("not_found", { variables: ["path"] })));
   app.onError(async (error, c) => {
     const e = toTwinningError(error);
-    ctx.logger.warn({ peer: c.get("peer"), code: e.code, messageId: e.messageId, reason: e.detail ?? e.variables[0], path: c.req.path }, "federation message rejected");
+    // A known peer's refused message is worth a warning; anyone else who reaches the port (no
+    // certificate, another CA) gets an info line, its path cut short: it cannot flood the warnings.
+    const line = { peer: c.get("peer"), code: e.code, messageId: e.messageId, reason: e.detail ?? e.variables[0], path: c.req.path.slice(0, 200) };
+    if (c.get("peer")) ctx.logger.warn(line, "federation message rejected");
+    else ctx.logger.info(line, "federation message rejected");
     return refusal(c, e);
   });
   return app;

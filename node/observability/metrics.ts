@@ -21,7 +21,8 @@ export class NodeMetrics {
       name: "twinning_http_request_duration_seconds",
       help: "HTTP request latency",
       labelNames: ["method", "route"],
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      // Up to 30 s: a device call that waits on a peer has callTimeoutMs (5 s), a long poll up to 30 s.
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers: [this.registry],
     });
     this.readyAnswers = new Counter({
@@ -37,6 +38,8 @@ export class NodeMetrics {
       registers: [this.registry],
     });
     this.deliveries = new Counter({ name: "twinning_outbox_deliveries_total", help: "Outbox delivery attempts by result", labelNames: ["kind", "result"], registers: [this.registry] });
+    // Every series from the start (at 0), so rate() and absent() alerts see them before a first delivery.
+    for (const kind of ["peer", "callback"]) for (const result of ["delivered", "retry", "dead"]) this.deliveries.inc({ kind, result }, 0);
     let stats: Promise<{ pending: number; dead: number }> | undefined;
     const read = () => (stats ??= options.outboxStats().finally(() => setImmediate(() => (stats = undefined))));
     this.outboxPending = new Gauge({

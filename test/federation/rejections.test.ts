@@ -23,7 +23,7 @@ let bKey: { key: any; kid: string };
 const agents: Agent[] = [];
 
 beforeAll(async () => {
-  await fed.start(["001-01", "002-01"], (op) => (op === "001-01" ? { logLevel: "warn" } : {}), (op) => (op === "001-01" ? { logDestination: sink } : {}));
+  await fed.start(["001-01", "002-01"], (op) => (op === "001-01" ? { logLevel: "info" } : {}), (op) => (op === "001-01" ? { logDestination: sink } : {}));
   [A, B] = [fed.get("001-01"), fed.get("002-01")];
   const jwk = JSON.parse(readFileSync(B.signingKeyFile, "utf8")) as JWK;
   bKey = { key: await importJWK(jwk, "ES256"), kid: jwk.kid! };
@@ -85,7 +85,8 @@ async function send(c: Craft = {}) {
 }
 
 const reasonOf = (body: any) => body?.requestError?.serviceException?.text ?? body?.requestError?.policyException?.text ?? "";
-const logged = (reason: string) => logs.some((l) => l.msg === "federation message rejected" && String(l.reason).includes(reason));
+const rejections = (reason: string) => logs.filter((l) => l.msg === "federation message rejected" && String(l.reason).includes(reason));
+const logged = (reason: string) => rejections(reason).length > 0;
 
 describe("the federation listener rejects", () => {
   it("a status or deactivation for a twin id that is not a UUID: 404 (a DELETE of an unknown UUID is remembered as a cancellation; this names no twin)", async () => {
@@ -124,13 +125,20 @@ describe("the federation listener rejects", () => {
     const res = await send({ tls: rogue });
     expect([res.status, messageId(res.body)]).toEqual([401, "SVC2003"]);
     expect(reasonOf(res.body)).toContain("not issued by the federation CA");
-    // The log names TLS's own reason (the answer names ours).
-    expect(logged("UNABLE_TO_VERIFY_LEAF_SIGNATURE")).toBe(true);
+    // The log names TLS's own reason (the answer names ours), at info: anyone who reaches the
+    // port can send these, and must not flood the warnings.
+    expect(rejections("UNABLE_TO_VERIFY_LEAF_SIGNATURE").map((l) => l.level)).toContain(30);
+    expect(rejections("UNABLE_TO_VERIFY_LEAF_SIGNATURE").every((l) => l.level === 30)).toBe(true);
   });
 
   it("no client certificate at all", async () => {
     const res = await send({ tls: null as never });
     expect([res.status, messageId(res.body)]).toEqual([401, "SVC2003"]);
+    // A long path of the caller's choosing is logged cut short, at info.
+    const long = await send({ tls: null as never, method: "PUT", path: `/federation/v1/twins/${"A".repeat(3_000)}/status` });
+    expect(long.status).toBe(401);
+    const line = logs.findLast((l) => l.msg === "federation message rejected" && String(l.path).startsWith("/federation/v1/twins/AAAA"));
+    expect([line?.level, String(line?.path).length]).toEqual([30, 200]);
   });
 
   it("an operator the CA knows but the peer registry does not", async () => {
@@ -144,7 +152,8 @@ describe("the federation listener rejects", () => {
     const res = await send({ claims: { iss: "003-01" } });
     expect([res.status, messageId(res.body)]).toEqual([401, "SVC2003"]);
     expect(reasonOf(res.body)).toContain("iss does not match");
-    expect(logged("iss does not match")).toBe(true);
+    // A known peer's refused message is a warning.
+    expect(rejections("iss does not match").map((l) => l.level)).toEqual([40]);
   });
 
   it("a wrong aud", async () => {

@@ -86,6 +86,10 @@ describe("the API around the node", () => {
     expect(metrics).toMatch(/twinning_http_requests_total\{method="GET",route="\/twinning\/v1\/primary\/:addr\/twins",status="401"\} \d/);
     expect(metrics).toContain("twinning_outbox_depth 0");
     expect(metrics).toContain("twinning_http_request_duration_seconds_bucket");
+    // A long poll (up to 30 s) and a call waiting on a peer (5 s) have buckets of their own.
+    expect(metrics).toMatch(/twinning_http_request_duration_seconds_bucket\{le="30",/);
+    // Delivery results are there before any delivery, for rate() and absent() alerts.
+    for (const kind of ["peer", "callback"]) for (const result of ["delivered", "retry", "dead"]) expect(metrics).toMatch(new RegExp(`twinning_outbox_deliveries_total\\{kind="${kind}",result="${result}"\\} \\d`));
   });
 
   it("GET /admin/v1/twins pages through the active twins: next, when a page is full, is the after of the next page; a malformed cursor is SVC0002", async () => {
@@ -188,6 +192,17 @@ describe("the API around the node", () => {
     }
     const all = logLines.join("\n");
     for (const secret of [p.token, s.token, primaryTwinToken, t.node.adminToken, `secret-${pa.slice(-6)}`, `"${codeResource.code}"`]) expect(all).not.toContain(secret);
+  });
+
+  it("the admin API's provisioning leaves an audit line naming the subscriber and what ended, never the credential", async () => {
+    const address = newAddress();
+    await api.subscriber(t.node.adminToken, address);
+    const gone = await api.call("DELETE", `/admin/v1/subscribers/${enc(address)}`, { token: t.node.adminToken });
+    expect(gone.status).toBe(204);
+    const entries = logLines.map((l) => JSON.parse(l)).filter((e) => e.address === address);
+    expect(entries.map((e) => [e.msg, e.level])).toEqual([["subscriber provisioned", 30], ["subscriber de-provisioned", 30]]);
+    expect(entries[0]).toMatchObject({ created: true, twinning: true, twinsEnded: 0 });
+    expect(JSON.stringify(entries)).not.toContain(`secret-${address.slice(-6)}`);
   });
 });
 
