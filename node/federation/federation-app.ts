@@ -1,4 +1,6 @@
+import { matchedRoutes } from "hono/route";
 import { limitBody } from "../http/body-limit.ts";
+import { answerRecorder } from "../http/request-envelope.ts";
 import type { ServerResponse } from "node:http";
 import type { TLSSocket } from "node:tls";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
@@ -59,6 +61,18 @@ export function createFederationApp(ctx: NodeContext, federation: Federation): H
   const sign = async (c: FederationContext, status: number, body: unknown): Promise<Response> =>
     new Response(await text(c, body), { status, headers: { "content-type": FEDERATION_CONTENT_TYPE } });
 
+  // Every answer counted and timed by route template, as the device listener's are, and logged
+  // at info with the message's msgId as its request id (the sender logs the same msgId).
+  const record = answerRecorder(ctx);
+  app.use("*", async (c, next) => {
+    const started = performance.now();
+    await next();
+    const route = matchedRoutes(c).findLast((r) => r.method !== "ALL")?.path ?? "unmatched";
+    // An answer written at once (sendNow) is already on the connection.
+    const out = c.env.outgoing;
+    const status = out.headersSent ? out.statusCode : c.res.status;
+    record({ requestId: c.get("msgId") ?? "", method: c.req.method, route, status, seconds: (performance.now() - started) / 1000 });
+  });
   app.use("*", limitBody(options.maxBodyBytes));
   app.use(`${FEDERATION_BASE}/*`, async (c, next) => {
     const operator = certifiedOperator(c.env.incoming.socket);

@@ -119,6 +119,9 @@ describe("federation between operators over mutual TLS", () => {
       await A.api.call("PUT", `/twinning/v1/primary/${enc(p.address)}/twins/${twin.twinId}/status`, { token: p.token, body: { status: "Off" } });
       const [e] = await stream.waitFor(1);
       expect(e!.data.twinningStatusNotification).toMatchObject({ twinId: twin.twinId, status: "Off", changedBy: "primary" });
+      // B counted the status message it answered at once (written before its events), as 200.
+      const metrics = await (await fetch(`${B.t.url}/metrics`)).text();
+      expect(metrics).toMatch(/twinning_http_requests_total\{method="(PUT|POST)",route="\/federation\/v1\/(twins\/:twinId\/status|batch)",status="200"\} [1-9]/);
     } finally {
       await stream.close();
     }

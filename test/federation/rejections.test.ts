@@ -119,6 +119,22 @@ describe("the federation listener rejects", () => {
     expect(res.keepAlive).toBe("timeout=65");
   });
 
+  it("every federation answer is counted and timed by route template at the receiver, refusals included", async () => {
+    const count = async (route: string, status: number) => {
+      const text = await (await fetch(`${A.t.url}/metrics`)).text();
+      const line = text.split("\n").find((l) => l.startsWith(`twinning_http_requests_total{method="POST",route="${route}",status="${status}"}`));
+      return line ? Number(line.split(" ").pop()) : 0;
+    };
+    const [okBefore, refusedBefore] = [await count("/federation/v1/activationCodes", 201), await count("/federation/v1/activationCodes", 401)];
+    expect((await send()).status).toBe(201);
+    expect((await send({ claims: { aud: "003-01" } })).status).toBe(401);
+    expect([(await count("/federation/v1/activationCodes", 201)) - okBefore, (await count("/federation/v1/activationCodes", 401)) - refusedBefore]).toEqual([1, 1]);
+    const text = await (await fetch(`${A.t.url}/metrics`)).text();
+    expect(text).toMatch(/twinning_http_request_duration_seconds_count\{method="POST",route="\/federation\/v1\/activationCodes"\} \d/);
+    // The access log names the message by its msgId.
+    expect(logs.some((l) => l.msg === "request" && l.route === "/federation/v1/activationCodes" && l.status === 201 && typeof l.requestId === "string" && l.requestId.length > 0)).toBe(true);
+  });
+
   it("a client certificate from another CA", async () => {
     const otherCa = await createFederationCa({ name: "Rogue CA" });
     const rogue = await issueNodeCertificate({ ca: otherCa, operatorId: "002-01" });
