@@ -35,6 +35,8 @@ export class Federation {
   readonly #extensions = new Map<string, { batch: boolean; untilMs: number }>();
   /** Where each outgoing message is logged (`federation message`): for operators and the simulator's report. */
   logger: Logger | undefined;
+  /** Told of every call to a peer, answered (its status) or not (status 0), by route template. */
+  onCall: ((call: { peer: string; route: string; status: number; seconds: number }) => void) | undefined;
 
   private constructor(operatorId: string, options: FederationOptions, registry: PeerRegistry, nowMs: () => number, onConnect?: (operatorId: string) => void) {
     this.operatorId = operatorId;
@@ -134,12 +136,19 @@ export class Federation {
   async send(operatorId: string, message: FederationMessage): Promise<PeerAnswer> {
     const started = performance.now();
     const entry = { event: "federation.message", from: this.operatorId, to: operatorId, method: message.method, path: message.path, msgId: message.msgId };
+    const done = (status: number) => {
+      const seconds = (performance.now() - started) / 1000;
+      this.onCall?.({ peer: operatorId, route: federationRouteOf(message.path), status, seconds });
+      return Math.round(seconds * 1e5) / 100;
+    };
     try {
       const answer = await this.client.send(operatorId, message);
-      this.logger?.info({ ...entry, status: answer.status, ms: Math.round((performance.now() - started) * 100) / 100 }, "federation message");
+      const ms = done(answer.status);
+      this.logger?.info({ ...entry, status: answer.status, ms }, "federation message");
       return answer;
     } catch (error) {
-      this.logger?.info({ ...entry, status: 0, error: (error as { detail?: string }).detail ?? "failed", ms: Math.round((performance.now() - started) * 100) / 100 }, "federation message");
+      const ms = done(0);
+      this.logger?.info({ ...entry, status: 0, error: (error as { detail?: string }).detail ?? "failed", ms }, "federation message");
       throw error;
     }
   }
@@ -170,6 +179,14 @@ export class Federation {
     await this.client.close();
   }
 }
+
+/** A federation path as a route template (no twin ids in metric labels). */
+export function federationRouteOf(path: string): string {
+  if (/^\/twins\/[^/]+\/status$/.test(path)) return "/twins/:twinId/status";
+  if (/^\/twins\/[^/]+$/.test(path)) return "/twins/:twinId";
+  return FEDERATION_ROUTES.has(path) ? path : "other";
+}
+const FEDERATION_ROUTES = new Set(["/activationCodes", "/activations", "/token", "/operator", "/batch"]);
 
 /**
  * Our certificate must name our operator (peers check it against every message's iss) and match

@@ -12,6 +12,8 @@ export class NodeMetrics {
   readonly outboxDead: Gauge;
   readonly sseConnections: Gauge;
   readonly tlsHandshakes: Counter;
+  readonly peerCalls: Counter<"peer" | "route" | "status">;
+  readonly peerCallLatency: Histogram<"peer" | "route">;
   readonly inboundTlsHandshakes: Counter;
 
   constructor(options: { defaultMetrics: boolean; outboxStats: () => Promise<{ pending: number; dead: number }> }) {
@@ -60,6 +62,15 @@ export class NodeMetrics {
     });
     this.tlsHandshakes = new Counter({ name: "twinning_federation_tls_connections_total", help: "New TLS connections opened to peers (one handshake each)", registers: [this.registry] });
     this.inboundTlsHandshakes = new Counter({ name: "twinning_federation_inbound_tls_connections_total", help: "TLS connections peers opened to the federation listener (one handshake each)", registers: [this.registry] });
+    // Our calls to peers (deliveries and the calls a device waits on); status 0: no answer.
+    this.peerCalls = new Counter({ name: "twinning_peer_requests_total", help: "Signed requests to peer operators by peer, route template and status (0: no answer)", labelNames: ["peer", "route", "status"], registers: [this.registry] });
+    this.peerCallLatency = new Histogram({
+      name: "twinning_peer_request_duration_seconds",
+      help: "Signed requests to peer operators, until their answer (or failure)",
+      labelNames: ["peer", "route"],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [this.registry],
+    });
     this.sseConnections = new Gauge({ name: "twinning_sse_connections", help: "Open Server-Sent Events streams", registers: [this.registry] });
   }
 }

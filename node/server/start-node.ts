@@ -153,6 +153,10 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
     : undefined;
   if (federation) {
     federation.logger = logger;
+    federation.onCall = ({ peer, route, status, seconds }) => {
+      metrics.peerCalls.inc({ peer, route, status: String(status) });
+      metrics.peerCallLatency.observe({ peer, route }, seconds);
+    };
     undo.push(() => federation.close());
   }
   const sendCallback = createCallbackSender({ dispatcher, timeoutMs: config.limits.callbackTimeoutMs, allowPrivateTargets: config.limits.allowPrivateCallbackTargets });

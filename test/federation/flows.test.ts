@@ -122,6 +122,14 @@ describe("federation between operators over mutual TLS", () => {
       // B counted the status message it answered at once (written before its events), as 200.
       const metrics = await (await fetch(`${B.t.url}/metrics`)).text();
       expect(metrics).toMatch(/twinning_http_requests_total\{method="(PUT|POST)",route="\/federation\/v1\/(twins\/:twinId\/status|batch)",status="200"\} [1-9]/);
+      // A counted its calls to B by peer, route template and status: the activation, and the status message.
+      // (A counts the status message once B's answer is in, which B writes before the event: eventually.)
+      const statusCounted = /twinning_peer_requests_total\{peer="002-01",route="\/(twins\/:twinId\/status|batch)",status="200"\} [1-9]/;
+      const sent = await eventually(async () => (await fetch(`${A.t.url}/metrics`)).text(), (text) => statusCounted.test(text), 5_000);
+      expect(sent).toMatch(statusCounted);
+      expect(sent).toMatch(/twinning_peer_requests_total\{peer="002-01",route="\/activations",status="201"\} [1-9]/);
+      expect(sent).toMatch(/twinning_peer_request_duration_seconds_count\{peer="002-01",route="\/activations"\} [1-9]/);
+      expect(sent).not.toMatch(/twinning_peer_requests_total\{[^}]*route="\/twins\/[0-9a-f]/);
     } finally {
       await stream.close();
     }
