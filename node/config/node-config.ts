@@ -98,6 +98,11 @@ const limitsSchema = z
      * balancer stops sending it requests), before the listeners close and shutdownGraceMs starts.
      */
     shutdownDrainMs: z.number().int().min(0).max(120_000).default(0),
+    /**
+     * /readyz answers 503 while the database's filesystem has less free space than this (a full
+     * disk refuses the writes that need new space while small ones still pass). 0: not checked.
+     */
+    minFreeDiskBytes: z.number().int().min(0).max(1_099_511_627_776).default(67_108_864),
   })
   .strict();
 

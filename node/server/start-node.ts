@@ -132,6 +132,7 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
       exclusiveLock: config.databaseExclusiveLock,
       synchronous: config.databaseSynchronous,
       onUpkeepError: (error) => logger.warn({ err: error }, "store background work failed (the notification feed or a listener of committed notifications)"),
+      minFreeDiskBytes: config.limits.minFreeDiskBytes,
     });
   if (!options.store) undo.push(() => store.close());
   const metrics = new NodeMetrics({ defaultMetrics: options.defaultMetrics ?? false, outboxStats: () => store.outboxStats() });

@@ -5,6 +5,7 @@ import { TwinningError } from "../errors/twinning-error.ts";
 import type { ActivationCodeRecord, CorrelatorInput, ProvisionedParty } from "../store/store-port.ts";
 import type { NodeContext } from "./node-context.ts";
 import { activateAcross, codeFromPeer } from "./federated-activation.ts";
+import { LockWaitTimeout } from "./keyed-lock.ts";
 
 const fingerprint = (value: unknown): string => createHash("sha256").update(JSON.stringify(value)).digest("base64url");
 const lockKey = (c: { subscriber: string; operation: string; key: string }) => JSON.stringify([c.subscriber, c.operation, c.key]);
@@ -25,7 +26,12 @@ export async function requestActivationCode(
       : undefined;
     // One request to a peer at a time per secondary (a clientCorrelator's replay included): the
     // peer's newest code supersedes its earlier ones, and our copies must follow in that order.
-    return ctx.correlated.run(lockKey({ subscriber: secondary, operation: "activationCodeFromPeer", key: "" }), () => codeFromPeer(ctx, party, issuer, correlator));
+    // A request waits for the one before it at most a call's deadline, then gets SVC3002.
+    const waitMs = ctx.config.federation?.callTimeoutMs ?? 5_000;
+    return ctx.correlated.run(lockKey({ subscriber: secondary, operation: "activationCodeFromPeer", key: "" }), () => codeFromPeer(ctx, party, issuer, correlator), waitMs).catch((error: unknown) => {
+      if (!(error instanceof LockWaitTimeout)) throw error;
+      throw new TwinningError("peer_unreachable", { variables: [issuer], detail: "an earlier code request of this secondary to the peer is still under way", retryAfterSeconds: 1 });
+    });
   }
   const nowMs = ctx.nowMs();
   for (let attempt = 0; attempt < 8; attempt++) {

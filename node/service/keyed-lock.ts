@@ -7,18 +7,36 @@
 export class KeyedLock {
   readonly #tails = new Map<string, Promise<void>>();
 
-  async run<T>(key: string, work: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `work` once every earlier holder of `key` has finished. With `maxWaitMs`, a caller that
+   * would wait longer gives up with LockWaitTimeout (and takes its place in no one's way).
+   */
+  async run<T>(key: string, work: () => Promise<T>, maxWaitMs?: number): Promise<T> {
     const before = this.#tails.get(key) ?? Promise.resolve();
     let release!: () => void;
     const mine = new Promise<void>((resolve) => (release = resolve));
     const tail = before.then(() => mine);
     this.#tails.set(key, tail);
     try {
-      await before;
+      if (maxWaitMs === undefined) await before;
+      else await withinWait(before, maxWaitMs);
       return await work();
     } finally {
       release();
       if (this.#tails.get(key) === tail) this.#tails.delete(key);
     }
   }
+}
+
+/** A caller that waited its `maxWaitMs` for the key and gave up. */
+export class LockWaitTimeout extends Error {
+  override readonly name = "LockWaitTimeout";
+}
+
+function withinWait(before: Promise<void>, maxWaitMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new LockWaitTimeout(`waited ${maxWaitMs} ms for an earlier holder`)), maxWaitMs);
+  });
+  return Promise.race([before, late]).finally(() => clearTimeout(timer));
 }

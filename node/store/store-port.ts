@@ -44,7 +44,7 @@ export interface TwinningStore {
   /** The secondary's active twin, if any (it has at most one, HLF-TE-009). */
   findTwinOfSecondary(secondaryAddress: string): Promise<Twin | undefined>;
   /** Active twins of every subscriber, oldest first (operations, the simulator's final state). */
-  /** Active twins in creation order, up to `limit`, after the twin `afterTwinId` (a cursor: the last of the previous page, active or not). */
+  /** Active twins in creation order, up to `limit`, after the twin `afterTwinId` (a cursor: the last of the previous page, active or not; one that names no twin is invalid_input). */
   listActiveTwins(limit: number, afterTwinId?: string): Promise<Twin[]>;
   /** A twin by id, active or deactivated. */
   getTwin(twinId: string): Promise<Twin | undefined>;

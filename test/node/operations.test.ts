@@ -113,6 +113,9 @@ describe("the API around the node", () => {
       expect([...ids(first), ...ids(second)].sort()).toEqual([...made].sort());
       const bad = await list("?after=not-a-twin-id");
       expect([bad.status, bad.body.requestError.serviceException.messageId]).toEqual([400, "SVC0002"]);
+      // A cursor that names no twin is refused, not taken for the end of the list.
+      const unknown = await list("?after=00000000-0000-4000-8000-000000000000");
+      expect([unknown.status, unknown.body.requestError.serviceException.variables]).toEqual([400, ["after"]]);
     } finally {
       await fresh.cleanup();
     }
@@ -128,6 +131,14 @@ describe("the API around the node", () => {
       expect((await fetch(`${broken.url}/healthz`)).status).toBe(200);
     } finally {
       await broken.cleanup();
+    }
+    // A disk with less free space than limits.minFreeDiskBytes (here 1 TiB) is not ready either.
+    const cramped = await startTestNode({ limits: { minFreeDiskBytes: 1_099_511_627_776 } });
+    try {
+      const ready = await fetch(`${cramped.url}/readyz`);
+      expect([ready.status, await ready.json()]).toEqual([503, { status: "storage unavailable" }]);
+    } finally {
+      await cramped.cleanup();
     }
   });
 

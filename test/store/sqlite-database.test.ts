@@ -131,7 +131,7 @@ describe("SqliteDatabase readiness (/readyz)", () => {
   const insertLane = (d: SqliteDatabase, lane: string) =>
     d.write(() => d.sql(`INSERT INTO outbox (lane, kind, target, payload, state, attempts, next_attempt_at, created_at) VALUES (?, 'peer', 'x', ?, 'pending', 0, 0, 0)`).run(lane, "x".repeat(3_000)));
 
-  it("a write the storage refuses (read-only, as a failed disk) makes ping throw until a write commits again; a refusal of ours does not", () => {
+  it("a write the storage refuses (read-only, as a failed disk) makes ping throw until a write commits again; a refusal of ours does not", async () => {
     const d = new SqliteDatabase(":memory:", 0);
     try {
       d.ping();
@@ -145,6 +145,8 @@ describe("SqliteDatabase readiness (/readyz)", () => {
       expect(() => d.ping()).toThrow();
       expect(d.storageFailure).toBe("SQLITE_READONLY");
       d.db.pragma("query_only = OFF");
+      // The failed probe is tried again after a second (see below).
+      await new Promise((resolve) => setTimeout(resolve, 1_050));
       d.ping();
       expect(d.storageFailure).toBeUndefined();
     } finally {
@@ -152,7 +154,7 @@ describe("SqliteDatabase readiness (/readyz)", () => {
     }
   });
 
-  it("a full database (SQLITE_FULL) counts as a storage failure, cleared by the next write that commits", () => {
+  it("SQLITE_FULL (here a page cap; a full disk refuses the writes that need new space) counts as a storage failure, cleared by the next write that commits", () => {
     const dir = mkdtempSync(join(tmpdir(), "twinning-full-"));
     try {
       const file = join(dir, "node.db");
@@ -176,7 +178,8 @@ describe("SqliteDatabase readiness (/readyz)", () => {
         }
         expect((failure as { code?: string }).code).toBe("SQLITE_FULL");
         expect(d.storageFailure).toBe("SQLITE_FULL");
-        // A write that needs no new page still commits: the failure is over (ping's probe is one).
+        // A write that needs no new page still commits: the storage takes writes again (ping's
+        // probe is one); a full disk is judged by its free space instead (next test).
         d.ping();
         expect(d.storageFailure).toBeUndefined();
       } finally {
@@ -184,6 +187,34 @@ describe("SqliteDatabase readiness (/readyz)", () => {
       }
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("ping fails while the database's filesystem has less free space than asked, and passes with enough", () => {
+    const dir = mkdtempSync(join(tmpdir(), "twinning-free-"));
+    const d = new SqliteDatabase(join(dir, "node.db"), 0);
+    try {
+      expect(() => d.ping(Number.MAX_SAFE_INTEGER)).toThrow(/bytes free, fewer than/);
+      d.ping(1);
+      d.ping(0);
+    } finally {
+      d.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a failing probe is tried again at most once a second", () => {
+    const d = new SqliteDatabase(":memory:", 0);
+    try {
+      d.db.pragma("query_only = ON");
+      expect(() => d.write(() => d.sql(`INSERT INTO outbox (lane, kind, target, payload, state, attempts, next_attempt_at, created_at) VALUES ('x', 'peer', 'x', '{}', 'pending', 0, 0, 0)`).run())).toThrow();
+      expect(() => d.ping()).toThrow();
+      // Writable again, but within the second the failed probe's answer stands.
+      d.db.pragma("query_only = OFF");
+      expect(() => d.ping()).toThrow();
+      expect(d.storageFailure).toBe("SQLITE_READONLY");
+    } finally {
+      d.close();
     }
   });
 });

@@ -341,6 +341,7 @@ export function twinContract(makeStore: MakeStore): void {
       expect((await store.listActiveTwins(1, a.twinId)).map((t) => t.twinId)).toEqual([c.twinId]);
       expect((await store.listActiveTwins(10, b.twinId)).map((t) => t.twinId)).toEqual([c.twinId]);
       expect(await store.listActiveTwins(10, c.twinId)).toEqual([]);
+      await expectTwinningError(store.listActiveTwins(10, uuid()), "invalid_input");
       // Twins created in the same millisecond are ordered by id, and none is skipped or repeated.
       const same = [await activated(store, "tel:+15550000031", "tel:+15550000131", { nowMs: T0 + 4 * SECOND }), await activated(store, "tel:+15550000032", "tel:+15550000132", { nowMs: T0 + 4 * SECOND })];
       const paged: string[] = [];

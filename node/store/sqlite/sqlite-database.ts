@@ -1,4 +1,4 @@
-import { closeSync, mkdirSync, openSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, statfsSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import type { StoredNotification } from "../../domain/notification.ts";
@@ -17,6 +17,10 @@ export class SqliteDatabase {
    * by the next write that commits: while set, the node is not ready (SqliteStore.ping).
    */
   storageFailure: string | undefined;
+  /** The directory of the database file (undefined in memory), for its filesystem's free space. */
+  readonly #dir: string | undefined;
+  /** The last failed probe (ping), tried again at most once a second. */
+  #failedProbe: { atMs: number; error: unknown } | undefined;
 
   /**
    * `exclusiveLock` (SQLite locking_mode EXCLUSIVE, set before the first WAL access): the
@@ -25,6 +29,7 @@ export class SqliteDatabase {
    * second); the price is that no other process can open the file while the node runs.
    */
   constructor(file: string, nowMs: number, options: { exclusiveLock: boolean; synchronous?: "full" | "normal"; maxPageCount?: number } = { exclusiveLock: false }) {
+    this.#dir = file === ":memory:" ? undefined : dirname(file);
     if (file !== ":memory:") {
       mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
       // Created readable by its owner only (it holds the subscribers' credential hashes); SQLite
@@ -143,13 +148,29 @@ export class SqliteDatabase {
   }
 
   /**
-   * Throws unless the store can serve: a page of the file is read and, after a write failed for
-   * the storage's sake (a full disk, an I/O error), a probe writes one row as it is, at each ping
-   * until it commits (then the failure is over).
+   * Throws unless the store can serve: a page of the file is read; its filesystem has at least
+   * `minFreeBytes` free (a full disk refuses only the writes that need new space, so it is
+   * judged by its free space); and after a write failed for the storage's sake (an I/O error, a
+   * read-only file), a probe that writes one row as it is commits (tried at most once a second;
+   * then the failure is over).
    */
-  ping(): void {
+  ping(minFreeBytes = 0): void {
     this.sql(`SELECT version FROM schema_migrations ORDER BY version DESC LIMIT 1`).get();
-    if (this.storageFailure !== undefined) this.write(() => this.sql(`UPDATE notification_feed_mark SET indexed_through = indexed_through`).run());
+    if (minFreeBytes > 0 && this.#dir !== undefined) {
+      const fs = statfsSync(this.#dir);
+      const free = fs.bavail * fs.bsize;
+      if (free < minFreeBytes) throw new Error(`the database's filesystem has ${free} bytes free, fewer than ${minFreeBytes}`);
+    }
+    if (this.storageFailure === undefined) return;
+    const now = performance.now();
+    if (this.#failedProbe && now - this.#failedProbe.atMs < 1_000) throw this.#failedProbe.error;
+    try {
+      this.write(() => this.sql(`UPDATE notification_feed_mark SET indexed_through = indexed_through`).run());
+      this.#failedProbe = undefined;
+    } catch (error) {
+      this.#failedProbe = { atMs: now, error };
+      throw error;
+    }
   }
 
   close(): void {

@@ -24,6 +24,7 @@ import type {
   SubscriptionRecord,
   TwinningStore,
 } from "../store-port.ts";
+import { TwinningError } from "../../errors/twinning-error.ts";
 import { GroupCommit } from "./group-commit.ts";
 import { ReadCache } from "./read-cache.ts";
 import { SqliteDatabase } from "./sqlite-database.ts";
@@ -54,6 +55,7 @@ const MIN_CANCELLATION_RETENTION_MS = 3_600_000;
 
 export class SqliteStore implements TwinningStore {
   readonly #d: SqliteDatabase;
+  readonly #minFreeDiskBytes: number;
   /** The request path's reads between writes, per table; only with the exclusive lock (see ReadCache). */
   readonly #caches: { subscribers: ReadCache; twins: ReadCache } | undefined;
   readonly #group: GroupCommit;
@@ -81,7 +83,10 @@ export class SqliteStore implements TwinningStore {
      * growing, or when a listener of committed notifications throws (the commit stands).
      */
     onUpkeepError?: (error: unknown) => void;
+    /** ping (readiness) fails while the database's filesystem has less free than this; 0: not checked. */
+    minFreeDiskBytes?: number;
   }) {
+    this.#minFreeDiskBytes = options.minFreeDiskBytes ?? 0;
     // Checked before the file is opened (and its lock taken), so a bad option leaves nothing open.
     const every = options.feedIndexIntervalMs ?? FEED_INDEX_INTERVAL_MS;
     if (!(Number.isInteger(every) && every >= 0)) throw new Error("feedIndexIntervalMs must be a whole number of milliseconds, 0 or more");
@@ -176,7 +181,8 @@ export class SqliteStore implements TwinningStore {
   async listActiveTwins(limit: number, afterTwinId?: string): Promise<Twin[]> {
     // From the cursor's place in (created_at, twin_id): an index range (twins_active_created).
     const after = afterTwinId === undefined ? undefined : (this.#d.sql(`SELECT created_at FROM twins WHERE twin_id = ?`).get(afterTwinId) as { created_at: number } | undefined);
-    if (afterTwinId !== undefined && !after) return [];
+    // A cursor that names no twin is a mistake, not the end of the list.
+    if (afterTwinId !== undefined && !after) throw new TwinningError("invalid_input", { variables: ["after"], detail: "the cursor names no twin" });
     const rows = after
       ? this.#d.sql(`SELECT * FROM twins WHERE active = 1 AND (created_at, twin_id) > (?, ?) ORDER BY created_at, twin_id LIMIT CAST(? AS INTEGER)`).all(after.created_at, afterTwinId, limit)
       : this.#d.sql(`SELECT * FROM twins WHERE active = 1 ORDER BY created_at, twin_id LIMIT CAST(? AS INTEGER)`).all(limit);
@@ -374,7 +380,7 @@ export class SqliteStore implements TwinningStore {
   }
 
   async ping(): Promise<void> {
-    this.#d.ping();
+    this.#d.ping(this.#minFreeDiskBytes);
   }
 
   async close(): Promise<void> {
