@@ -23,6 +23,11 @@ const subscriberResponse = { content: { "application/json": { schema: z.object({
 /** DESIGN "Tokens": the operator provisions who subscribes to twinning (HLF-CM-006). */
 export function registerAdminRoutes(app: App, ctx: NodeContext): void {
   const guard = requireAdmin(ctx);
+  // Subscribers, twins and dead letters are for the operator's eyes: no cache keeps them.
+  app.use("/admin/v1/*", async (c, next) => {
+    await next();
+    c.header("Cache-Control", "no-store");
+  });
   const view = (address: string, twinning: boolean) => ({ subscriber: { address, twinning } });
   // Twins that (de-)provisioning ended: their notifications go out, and the operator can see why.
   const subscriberChanged = (change: SubscriberChange, why: string) => {

@@ -48,10 +48,14 @@ export function errorBody(error: TwinningError): OmaErrorBody {
  * with the OMA body.
  */
 export function rawErrorResponse(code: string | undefined): string {
-  const [status, reason, part] =
-    code === "HPE_HEADER_OVERFLOW" ? [431, "Request Header Fields Too Large", "headers"] : code === "ERR_HTTP_REQUEST_TIMEOUT" ? [408, "Request Timeout", "request"] : [400, "Bad Request", "request"];
+  const [status, reason, part] = clientErrorOf(code);
   const body = JSON.stringify(errorBody(new TwinningError("invalid_input", { variables: [part], status })));
   return `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+}
+
+/** The status, reason phrase and part named of a request Node refused before the app (its parser's error code). */
+export function clientErrorOf(code: string | undefined): [status: number, reason: string, part: string] {
+  return code === "HPE_HEADER_OVERFLOW" ? [431, "Request Header Fields Too Large", "headers"] : code === "ERR_HTTP_REQUEST_TIMEOUT" ? [408, "Request Timeout", "request"] : [400, "Bad Request", "request"];
 }
 
 /** An error's answer: status, headers (lower-case names) and body, for any transport. */

@@ -12,7 +12,7 @@ import { createDeviceApp } from "../http/create-app.ts";
 import { answeringReady, ReadyAnswers } from "../http/ready-answers.ts";
 import { answerRecorder, refusalRecorder, requestIdOf } from "../http/request-envelope.ts";
 import { answeringDirect, DirectRoutes } from "../http/direct-answers.ts";
-import { errorAnswer, errorResponse, rawErrorResponse, toTwinningError } from "../errors/error-response.ts";
+import { clientErrorOf, errorAnswer, errorResponse, rawErrorResponse, toTwinningError } from "../errors/error-response.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
 import type { Socket } from "node:net";
 import { callbackDispatcher, createCallbackSender } from "../notifications/callback-sender.ts";
@@ -78,24 +78,29 @@ function listenerFor(fetch: (request: Request) => Response | Promise<Response>, 
  * body) unless `requireHostHeader` is off, as it is on our listeners: checked here instead, with
  * the OMA body, before anything else sees the request.
  */
-function requiringHost(listener: RequestListener): RequestListener {
+function requiringHost(listener: RequestListener, refused: (status: number) => void): RequestListener {
   return (req, res) => {
     if (req.headers.host !== undefined || req.httpVersion !== "1.1") return listener(req, res);
     const { status, headers, body } = errorAnswer(new TwinningError("invalid_input", { variables: ["Host"] }));
+    refused(status);
     res.writeHead(status, { ...headers, "content-length": Buffer.byteLength(body), connection: "close" }).end(body);
   };
 }
 
 /** Requests Node refuses before the app (431, 408, 400) still get the OMA error body. */
-function answerClientErrors(server: ServerType): void {
+function answerClientErrors(server: ServerType, refused: (status: number) => void): void {
   server.on("clientError", (error: NodeJS.ErrnoException, socket: Socket) => {
     // As Node's own handler: answer unless a response on this connection has begun (a keep-alive
     // connection that served earlier requests still gets its 431, 408 or 400).
     const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
     if (!socket.writable || inFlight?.headersSent) return void socket.destroy();
+    refused(clientErrorOf(error.code)[0]);
     socket.end(rawErrorResponse(error.code));
   });
 }
+
+/** A request answered before routing (Node's parser, no Host) is counted under one route, no method: it has none we could trust. */
+const REFUSED_ROUTE = "(refused before routing)";
 
 /**
  * Starts a node. A start that fails part way (a port taken, a bad key file) undoes what it had
@@ -136,6 +141,7 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
     });
   if (!options.store) undo.push(() => store.close());
   const metrics = new NodeMetrics({ defaultMetrics: options.defaultMetrics ?? false, outboxStats: () => store.outboxStats() });
+  const refusedBeforeRouting = (status: number) => metrics.requests.inc({ method: "-", route: REFUSED_ROUTE, status: String(status) });
   const hub = new NotificationHub();
   const unfeed = store.onNotificationsCommitted((notifications) => hub.committed(notifications));
   undo.push(() => (unfeed(), hub.close()));
@@ -242,7 +248,7 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
       { ctx: context, maxBodyBytes: config.limits.maxBodyBytes, requestIdOf, record, refusal: refusalRecorder(context) },
       listenerFor(app.fetch, config.device.host),
     );
-    const listener = inRequestOrder(requiringHost(answers ? answeringReady(answers, requestIdOf, record, appListener) : appListener));
+    const listener = inRequestOrder(requiringHost(answers ? answeringReady(answers, requestIdOf, record, appListener) : appListener, refusedBeforeRouting));
     return tls ? createHttpsServer(options, listener) : createHttpServer(options, listener);
   };
   const server: ServerType = await new Promise((resolveListening, reject) => {
@@ -259,7 +265,7 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
     s.once("error", reject);
   });
   undo.push(() => closeServer(server));
-  answerClientErrors(server);
+  answerClientErrors(server, refusedBeforeRouting);
   const address = server.address() as AddressInfo;
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
   if (!baseUrl) baseUrl = `${tls ? "https" : "http"}://${host}:${address.port}`;
@@ -274,7 +280,7 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
           fetch: fedApp.fetch,
           hostname: f.host,
           port: f.port,
-          createServer: ((options: object) => createHttpsServer(options, requiringHost(listenerFor(fedApp.fetch, f.host)))) as typeof createHttpsServer,
+          createServer: ((options: object) => createHttpsServer(options, requiringHost(listenerFor(fedApp.fetch, f.host), refusedBeforeRouting))) as typeof createHttpsServer,
           // requestCert without rejectUnauthorized: a foreign certificate gets a clear error body instead of a bare TLS failure.
           serverOptions: {
             cert: federation.tls.cert,
@@ -289,7 +295,7 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
       );
       s.once("error", reject);
     });
-    answerClientErrors(federationServer);
+    answerClientErrors(federationServer, refusedBeforeRouting);
     federationServer.on("secureConnection", () => metrics.inboundTlsHandshakes.inc());
     // Peers keep an idle connection PEER_KEEP_ALIVE_MS; held a little longer here, so the client
     // is the one that closes it and a message every few seconds pays no new handshake (Node's

@@ -19,6 +19,17 @@ describe("HLF-CM-006 resource limits are bounded by configuration", () => {
     });
   });
 
+  it("requests answered before routing (431 by Node's parser, 400 without a Host) are counted in the request metric", async () => {
+    const counted = async (status: number) => {
+      const line = (await (await fetch(`${t.url}/metrics`)).text()).split("\n").find((l) => l.startsWith(`twinning_http_requests_total{method="-",route="(refused before routing)",status="${status}"}`));
+      return line ? Number(line.split(" ").pop()) : 0;
+    };
+    const before = [await counted(431), await counted(400)];
+    expect(await raw((w) => w(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(6_000)}\r\n\r\n`))).toMatch(/^HTTP\/1\.1 431 /);
+    expect(await raw((w) => w(`GET /healthz HTTP/1.1\r\n\r\n`))).toMatch(/^HTTP\/1\.1 400 /);
+    expect([(await counted(431)) - before[0]!, (await counted(400)) - before[1]!]).toEqual([1, 1]);
+  });
+
   it("a client that does not finish its request within limits.requestTimeoutMs gets 408, and the node stays healthy", async () => {
     const answer = await raw((w) => w(`POST /twinning/v1/primary/acr%3AAuthorization/twins HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"a":`));
     expect(answer).toMatch(/^HTTP\/1\.1 408 /);

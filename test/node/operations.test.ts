@@ -208,6 +208,10 @@ describe("the API around the node", () => {
   it("the admin API's provisioning leaves an audit line naming the subscriber and what ended, never the credential", async () => {
     const address = newAddress();
     await api.subscriber(t.node.adminToken, address);
+    // Admin answers, refusals included, are never cached.
+    const read = await api.call("GET", `/admin/v1/subscribers/${enc(address)}`, { token: t.node.adminToken });
+    const refused = await api.call("GET", `/admin/v1/subscribers/${enc(address)}`, { token: "not-the-admin-token-0123456789" });
+    expect([read.status, read.headers.get("cache-control"), refused.status, refused.headers.get("cache-control")]).toEqual([200, "no-store", 401, "no-store"]);
     const gone = await api.call("DELETE", `/admin/v1/subscribers/${enc(address)}`, { token: t.node.adminToken });
     expect(gone.status).toBe(204);
     const entries = logLines.map((l) => JSON.parse(l)).filter((e) => e.address === address);
