@@ -1,4 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
+import pLimit from "p-limit";
 import { parseAddress } from "../domain/address.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
 import { requireAdmin } from "../http/authenticate.ts";
@@ -9,6 +10,7 @@ import type { SubscriberChange } from "../store/store-port.ts";
 import { hashCredential } from "../tokens/credentials.ts";
 
 const tags = ["admin"];
+const ADMIN_HASHES_AT_ONCE = 2;
 const base = "/admin/v1/subscribers/{addr}";
 const admin = [{ adminToken: [] }];
 
@@ -23,6 +25,9 @@ const subscriberResponse = { content: { "application/json": { schema: z.object({
 /** DESIGN "Tokens": the operator provisions who subscribes to twinning (HLF-CM-006). */
 export function registerAdminRoutes(app: App, ctx: NodeContext): void {
   const guard = requireAdmin(ctx);
+  // At most two credentials hashed at once: scrypt runs on libuv's pool (four threads), which the
+  // token endpoint's checks and callbacks' DNS lookups share; bulk provisioning waits its turn.
+  const hashing = pLimit(ADMIN_HASHES_AT_ONCE);
   // Subscribers, twins and dead letters are for the operator's eyes: no cache keeps them.
   app.use("/admin/v1/*", async (c, next) => {
     await next();
@@ -52,7 +57,7 @@ export function registerAdminRoutes(app: App, ctx: NodeContext): void {
       const address = parseAddress(c.req.param("addr") ?? "", "address");
       const { subscriber } = validBody(c, subscriberRequest);
       const change = await ctx.store.putSubscriber(
-        { address, twinningEnabled: subscriber.twinning, credentialHash: await hashCredential(subscriber.credential), updatedAtMs: ctx.nowMs() },
+        { address, twinningEnabled: subscriber.twinning, credentialHash: await hashing(() => hashCredential(subscriber.credential)), updatedAtMs: ctx.nowMs() },
         ctx.config.operatorId,
       );
       // A new credential: the tokens issued before no longer work, nor what they opened.

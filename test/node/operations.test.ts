@@ -205,6 +205,13 @@ describe("the API around the node", () => {
     for (const secret of [p.token, s.token, primaryTwinToken, t.node.adminToken, `secret-${pa.slice(-6)}`, `"${codeResource.code}"`]) expect(all).not.toContain(secret);
   });
 
+  it("HLF-CM-006 provisioning many subscribers at once (their credentials hashed two at a time) provisions each, and each gets its token", async () => {
+    const addresses = Array.from({ length: 8 }, () => newAddress());
+    const tokens = await Promise.all(addresses.map((a) => api.subscriber(t.node.adminToken, a)));
+    expect(tokens.every((x) => typeof x === "string" && x.length > 20)).toBe(true);
+    for (const a of addresses) expect((await api.call("GET", `/admin/v1/subscribers/${enc(a)}`, { token: t.node.adminToken })).body).toEqual({ subscriber: { address: a, twinning: true } });
+  });
+
   it("the admin API's provisioning leaves an audit line naming the subscriber and what ended, never the credential", async () => {
     const address = newAddress();
     await api.subscriber(t.node.adminToken, address);
