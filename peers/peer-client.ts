@@ -120,6 +120,11 @@ export class PeerClient {
     await Promise.all([...this.#agents.values()].map((a) => a.close().catch(() => undefined)));
     this.#agents.clear();
   }
+
+  /** Cuts every connection to peers now, failing the calls under way (the node's stop, past its grace). */
+  async destroy(): Promise<void> {
+    await Promise.all([...this.#agents.values()].map((a) => a.destroy().catch(() => undefined)));
+  }
 }
 
 /** The promise, or a failure once `deadline` (performance.now() time) has passed. */

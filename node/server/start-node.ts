@@ -337,11 +337,18 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
       );
       type Closable = { closeAllConnections?: () => void; closeIdleConnections?: () => void };
       const servers = [server, federationServer].filter(Boolean) as unknown as Closable[];
-      const grace = setTimeout(() => servers.forEach((x) => x.closeAllConnections?.()), config.limits.shutdownGraceMs);
+      // One deadline for the whole stop: past the grace, requests still open are cut, and so are
+      // the deliveries still under way (they stay queued, and go at the next start: a peer applies
+      // each msgId once, and a callback carries the same delivery id).
+      const grace = setTimeout(() => {
+        servers.forEach((x) => x.closeAllConnections?.());
+        void dispatcher.destroy().catch(() => undefined);
+        void federation?.client.destroy();
+      }, config.limits.shutdownGraceMs);
       servers.forEach((x) => x.closeIdleConnections?.());
       await closed;
-      clearTimeout(grace);
       await outbox.stop();
+      clearTimeout(grace);
       await dispatcher.close().catch(() => undefined);
       await federation?.close();
       // A last group that failed to commit was answered as failed to each of its requests; the

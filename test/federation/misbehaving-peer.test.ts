@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import type { JWK } from "jose";
 import { Agent, request } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -23,11 +23,7 @@ const addr = () => `tel:+1555${String(++n).padStart(7, "0")}`;
 beforeAll(async () => {
   await fed.start(["001-01", "002-01"]);
   A = fed.get("001-01");
-  const B = fed.get("002-01");
-  await fed.stopNode("002-01");
-  peer = await ScriptedPeer.start(B, fed.ca!.certPem, (request) => script(request));
-  writeFileSync(A.peersFile, JSON.stringify({ peers: [{ operatorId: B.operatorId, federationUrl: peer.url, jwks: B.publicJwks }] }));
-  await A.t.node.reloadFederation();
+  peer = await ScriptedPeer.replacing(fed, "002-01", "001-01", (request) => script(request));
 }, 60_000);
 afterAll(async () => {
   await peer?.close();

@@ -4,7 +4,8 @@ import type { AddressInfo } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { operatorOfCertificate } from "../../certs/federation-pki.ts";
 import { FEDERATION_CONTENT_TYPE, importSigningKey, MessageSigner, type FederationClaims } from "../../peers/message-codec.ts";
-import type { OperatorFiles } from "./federation-fixture.ts";
+import { writeFileSync } from "node:fs";
+import type { Federation, OperatorFiles } from "./federation-fixture.ts";
 
 export interface ScriptedRequest {
   readonly method: string;
@@ -56,6 +57,19 @@ export class ScriptedPeer {
     });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     peer = new ScriptedPeer(server, `https://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    return peer;
+  }
+
+  /**
+   * Stops the node of `peerOperatorId` in `fed` and puts a scripted peer in its place, with its
+   * certificate and keys, in the peer list of `forOperatorId` (reloaded).
+   */
+  static async replacing(fed: Federation, peerOperatorId: string, forOperatorId: string, script: Script): Promise<ScriptedPeer> {
+    const [node, replaced] = [fed.get(forOperatorId), fed.get(peerOperatorId)];
+    await fed.stopNode(peerOperatorId);
+    const peer = await ScriptedPeer.start(replaced, fed.ca!.certPem, script);
+    writeFileSync(node.peersFile, JSON.stringify({ peers: [{ operatorId: replaced.operatorId, federationUrl: peer.url, jwks: replaced.publicJwks }] }));
+    await node.t.node.reloadFederation();
     return peer;
   }
 
