@@ -165,8 +165,9 @@ export function registerSecondaryRoutes(app: App, ctx: NodeContext, direct: Dire
       },
     }),
     async (c) => {
-      const twin = await resolveSecondaryTwin(ctx, pathSubject(c), c.get("principal"));
-      return secretJson(c, { primaryServices: await primaryServicesToken(ctx, twin) });
+      const principal = c.get("principal");
+      const twin = await resolveSecondaryTwin(ctx, pathSubject(c), principal);
+      return secretJson(c, { primaryServices: await primaryServicesToken(ctx, twin, principal.provisioning) });
     },
   );
 }

@@ -109,10 +109,17 @@ export async function renameTwin(ctx: NodeContext, twin: Twin, name: string): Pr
 export async function primaryServicesToken(
   ctx: NodeContext,
   twin: Twin,
+  /** The provisioning the secondary's request was authenticated under (Principal.provisioning), when it names one. */
+  underProvisioning?: string,
 ): Promise<{ accessToken: string; expiresAt: string; endpoints: { messaging: string; nms: string } }> {
   if (twin.status !== "On") throw new TwinningError("policy_error", { variables: ["twinning is Off"] });
   if (twin.primaryOperatorId !== ctx.config.operatorId) return exchangeAtPrimaryOperator(ctx, twin);
   const secondary = await ctx.store.getSubscriber(twin.secondaryAddress);
+  // Minted only under the provisioning the request was authenticated under: a credential
+  // changed (or a de-provisioning) while it ran gets 401, as every other token does.
+  if (underProvisioning !== undefined && (!secondary || provisioningStamp(secondary) !== underProvisioning)) {
+    throw new TwinningError("invalid_token", { detail: "the secondary was provisioned again during the request" });
+  }
   const { token, expiresAtS } = await ctx.tokens.mint({
     subject: twin.primaryAddress,
     scope: "primary-services",

@@ -217,6 +217,22 @@ describe("tokens", () => {
     expect((await introspect(token)).active).toBe(false);
   });
 
+  it("HLF-SD-009 a primary-services token is minted only under the provisioning the secondary's request was authenticated under (a credential changed meanwhile: 401)", async () => {
+    const { primaryServicesToken } = await import("../../node/service/twin-service.ts");
+    const { provisioningStamp } = await import("../../node/tokens/credentials.ts");
+    const [p, s] = [newAddress(), newAddress()];
+    const pToken = await api.subscriber(t.node.adminToken, p);
+    const sToken = await api.subscriber(t.node.adminToken, s);
+    const { twin } = await api.twin({ address: p, token: pToken }, { address: s, token: sToken }, "watch");
+    const ctx = t.node.context;
+    const stored = (await ctx.store.getTwin(twin.twinId))!;
+    const authenticatedUnder = provisioningStamp((await ctx.store.getSubscriber(s))!);
+    expect((await primaryServicesToken(ctx, stored, authenticatedUnder)).accessToken).toEqual(expect.any(String));
+    // The operator gives the secondary a new credential while the request runs.
+    await api.provision(t.node.adminToken, s, "rotated-credential-3");
+    await expect(primaryServicesToken(ctx, stored, authenticatedUnder)).rejects.toMatchObject({ code: "invalid_token" });
+  });
+
   it("HLF-SD-009 a primary-services token dies with the secondary's credential that opened it: a new credential for the secondary ends it, as it ends the secondary's own tokens", async () => {
     const [p, s] = [newAddress(), newAddress()];
     const pToken = await api.subscriber(t.node.adminToken, p);
