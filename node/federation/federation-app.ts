@@ -1,6 +1,5 @@
-import { matchedRoutes } from "hono/route";
 import { limitBody } from "../http/body-limit.ts";
-import { answerRecorder } from "../http/request-envelope.ts";
+import { answerRecorder, routeTemplateOf } from "../http/request-envelope.ts";
 import type { ServerResponse } from "node:http";
 import type { TLSSocket } from "node:tls";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
@@ -67,7 +66,7 @@ export function createFederationApp(ctx: NodeContext, federation: Federation): H
   app.use("*", async (c, next) => {
     const started = performance.now();
     await next();
-    const route = matchedRoutes(c).findLast((r) => r.method !== "ALL")?.path ?? "unmatched";
+    const route = routeTemplateOf(c);
     // An answer written at once (sendNow) is already on the connection.
     const out = c.env.outgoing;
     const status = out.headersSent ? out.statusCode : c.res.status;

@@ -2,6 +2,7 @@ import { DeliveryError } from "../notifications/callback-sender.ts";
 import { randomUUID } from "node:crypto";
 import type { BatchOutcome } from "../notifications/outbox-worker.ts";
 import type { OutboxEntry } from "../store/store-port.ts";
+import { answeredOk } from "../../peers/peer-client.ts";
 import type { Federation, FederationMessage } from "./federation.ts";
 
 /**
@@ -43,7 +44,7 @@ export function createPeerSender(federation: Federation, o: PeerDeliveryOptions)
     } catch (error) {
       throw new DeliveryError(`peer ${entry.target}: ${(error as { detail?: string }).detail ?? "unreachable"}`.slice(0, 200), undefined, { cause: error });
     }
-    if (status >= 200 && status < 300) return;
+    if (answeredOk(status)) return;
     throw new DeliveryError(`peer ${entry.target} answered ${status}`, status, { permanent: refusalIsFinal(status, message, entry, o) });
   };
 }
@@ -86,7 +87,7 @@ export function createPeerBatchSender(federation: Federation, o: PeerDeliveryOpt
       const r = results[i];
       // Results come in order; a result for another message is a peer bug: retry that one.
       if (!r || r.msgId !== m.msgId || typeof r.status !== "number") return { outcome: "retry", error: "missing result in batch answer" };
-      if (r.status >= 200 && r.status < 300) return { outcome: "delivered" };
+      if (answeredOk(r.status)) return { outcome: "delivered" };
       return { outcome: refusalIsFinal(r.status, m, entries[i]!, o) ? "permanent" : "retry", error: `peer ${peer} answered ${r.status}` };
     });
   };

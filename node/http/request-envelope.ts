@@ -1,4 +1,4 @@
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { matchedRoutes } from "hono/route";
 import { toTwinningError } from "../errors/error-response.ts";
 import type { TwinningError } from "../errors/twinning-error.ts";
@@ -45,6 +45,9 @@ export function answerRecorder(ctx: NodeContext): AnswerRecorder {
   };
 }
 
+/** The route template a request matched (never its path: paths carry addresses and twin ids), or "unmatched". */
+export const routeTemplateOf = (c: Context): string => matchedRoutes(c).findLast((r) => r.method !== "ALL")?.path ?? "unmatched";
+
 /**
  * The outermost layer of every device-listener request, in one middleware (each layer of
  * hono's chain costs an async hop per request): the request id (echoed back), then, once
@@ -63,7 +66,7 @@ export function requestEnvelope(ctx: NodeContext): MiddlewareHandler<AppEnv> {
     const readyKey = answers && incoming ? ReadyAnswers.keyOf(incoming) : undefined;
     const version = readyKey === undefined ? undefined : answers!.version();
     await next();
-    const route = matchedRoutes(c).findLast((r) => r.method !== "ALL")?.path ?? "unmatched";
+    const route = routeTemplateOf(c);
     const status = c.res.status;
     if (version !== undefined && status === 200) {
       const body = c.get("reusableBody");
