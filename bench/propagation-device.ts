@@ -26,6 +26,34 @@ export class PropagationDevice {
     if (res.statusCode !== 200) throw new Error(`toggle answered ${res.statusCode}`);
   }
 
+  /**
+   * Runs `work` (the round trip's measurement, seconds long) while reading the twin once a
+   * second on the same connection, so the connection is still the one the toggles used when they
+   * resume. Left idle for longer than the keep-alive timeouts (undici's 4 s, the node's 5 s) it
+   * was closed, and the next toggle opened a new one: A's HTTP path then deoptimised (V8's code
+   * was specialised on one socket) and was compiled again during the measured toggles.
+   */
+  async keepConnectionWhile<T>(work: () => Promise<T>, twinPath: string): Promise<T> {
+    let stopped = false;
+    let wake = () => {};
+    const reads = (async () => {
+      while (!stopped) {
+        await new Promise<void>((r) => ((wake = r), setTimeout(r, 1_000)));
+        if (stopped) break;
+        const res = await this.#pool.request({ method: "GET", path: twinPath, headers: { authorization: `Bearer ${this.token}` } });
+        await res.body.text();
+        if (res.statusCode !== 200) throw new Error(`reading the twin answered ${res.statusCode}`);
+      }
+    })();
+    try {
+      return await work();
+    } finally {
+      stopped = true;
+      wake();
+      await reads;
+    }
+  }
+
   /** The stamps of the toggles since the last call, in order. */
   stamps(): number[] {
     return this.#stamps.splice(0);
