@@ -16,8 +16,13 @@ export class NodeMetrics {
   readonly peerCallLatency: Histogram<"peer" | "route">;
   readonly inboundTlsHandshakes: Counter;
 
-  constructor(options: { defaultMetrics: boolean; outboxStats: () => Promise<{ pending: number; dead: number }> }) {
+  constructor(options: { defaultMetrics: boolean; outboxStats: () => Promise<{ pending: number; dead: number }>; version: string }) {
     if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
+    // The usual build-info series: 1, with what is running as labels (joined onto alerts and dashboards).
+    new Gauge({ name: "twinning_build_info", help: "The node's version and the Node.js version it runs on (value 1)", labelNames: ["version", "nodejs"], registers: [this.registry] }).set(
+      { version: options.version, nodejs: process.version },
+      1,
+    );
     this.requests = new Counter({ name: "twinning_http_requests_total", help: "HTTP requests by route and status", labelNames: ["method", "route", "status"], registers: [this.registry] });
     this.latency = new Histogram({
       name: "twinning_http_request_duration_seconds",

@@ -32,6 +32,7 @@ import { createFederationApp } from "../federation/federation-app.ts";
 import { createPeerBatchSender } from "../federation/peer-delivery.ts";
 import { provisioningStamp } from "../tokens/credentials.ts";
 import { KeyedLock } from "../service/keyed-lock.ts";
+import { NODE_VERSION } from "../observability/build-info.ts";
 
 export interface StartNodeOptions {
   /** Injected clock; defaults to Date.now. */
@@ -78,26 +79,29 @@ function listenerFor(fetch: (request: Request) => Response | Promise<Response>, 
  * body) unless `requireHostHeader` is off, as it is on our listeners: checked here instead, with
  * the OMA body, before anything else sees the request.
  */
-function requiringHost(listener: RequestListener, refused: (status: number) => void): RequestListener {
+function requiringHost(listener: RequestListener, refused: Refused): RequestListener {
   return (req, res) => {
     if (req.headers.host !== undefined || req.httpVersion !== "1.1") return listener(req, res);
     const { status, headers, body } = errorAnswer(new TwinningError("invalid_input", { variables: ["Host"] }));
-    refused(status);
+    refused(status, "no Host header", req.socket.remoteAddress);
     res.writeHead(status, { ...headers, "content-length": Buffer.byteLength(body), connection: "close" }).end(body);
   };
 }
 
 /** Requests Node refuses before the app (431, 408, 400) still get the OMA error body. */
-function answerClientErrors(server: ServerType, refused: (status: number) => void): void {
+function answerClientErrors(server: ServerType, refused: Refused): void {
   server.on("clientError", (error: NodeJS.ErrnoException, socket: Socket) => {
     // As Node's own handler: answer unless a response on this connection has begun (a keep-alive
     // connection that served earlier requests still gets its 431, 408 or 400).
     const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
     if (!socket.writable || inFlight?.headersSent) return void socket.destroy();
-    refused(clientErrorOf(error.code)[0]);
+    refused(clientErrorOf(error.code)[0], error.code ?? "unparsable request", socket.remoteAddress);
     socket.end(rawErrorResponse(error.code));
   });
 }
+
+/** What a request answered before routing is recorded with: its status, why (Node's error code, or no Host) and the peer's address. */
+type Refused = (status: number, reason: string, remote: string | undefined) => void;
 
 /** A request answered before routing (Node's parser, no Host) is counted under one route, no method: it has none we could trust. */
 const REFUSED_ROUTE = "(refused before routing)";
@@ -140,8 +144,13 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
       minFreeDiskBytes: config.limits.minFreeDiskBytes,
     });
   if (!options.store) undo.push(() => store.close());
-  const metrics = new NodeMetrics({ defaultMetrics: options.defaultMetrics ?? false, outboxStats: () => store.outboxStats() });
-  const refusedBeforeRouting = (status: number) => metrics.requests.inc({ method: "-", route: REFUSED_ROUTE, status: String(status) });
+  const metrics = new NodeMetrics({ defaultMetrics: options.defaultMetrics ?? false, outboxStats: () => store.outboxStats(), version: NODE_VERSION });
+  // Counted under one route, and logged (at info, as every request is) with what little can be
+  // trusted of it: no path or method, which the parser may not even have read.
+  const refusedBeforeRouting = (listener: "device" | "federation") => (status: number, reason: string, remote: string | undefined) => {
+    metrics.requests.inc({ method: "-", route: REFUSED_ROUTE, status: String(status) });
+    logger.info({ listener, status, reason, remote }, "request refused before routing");
+  };
   const hub = new NotificationHub();
   const unfeed = store.onNotificationsCommitted((notifications) => hub.committed(notifications));
   undo.push(() => (unfeed(), hub.close()));
@@ -248,7 +257,7 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
       { ctx: context, maxBodyBytes: config.limits.maxBodyBytes, requestIdOf, record, refusal: refusalRecorder(context) },
       listenerFor(app.fetch, config.device.host),
     );
-    const listener = inRequestOrder(requiringHost(answers ? answeringReady(answers, requestIdOf, record, appListener) : appListener, refusedBeforeRouting));
+    const listener = inRequestOrder(requiringHost(answers ? answeringReady(answers, requestIdOf, record, appListener) : appListener, refusedBeforeRouting("device")));
     return tls ? createHttpsServer(options, listener) : createHttpServer(options, listener);
   };
   const server: ServerType = await new Promise((resolveListening, reject) => {
@@ -265,7 +274,7 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
     s.once("error", reject);
   });
   undo.push(() => closeServer(server));
-  answerClientErrors(server, refusedBeforeRouting);
+  answerClientErrors(server, refusedBeforeRouting("device"));
   const address = server.address() as AddressInfo;
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
   if (!baseUrl) baseUrl = `${tls ? "https" : "http"}://${host}:${address.port}`;
@@ -280,7 +289,7 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
           fetch: fedApp.fetch,
           hostname: f.host,
           port: f.port,
-          createServer: ((options: object) => createHttpsServer(options, requiringHost(listenerFor(fedApp.fetch, f.host), refusedBeforeRouting))) as typeof createHttpsServer,
+          createServer: ((options: object) => createHttpsServer(options, requiringHost(listenerFor(fedApp.fetch, f.host), refusedBeforeRouting("federation")))) as typeof createHttpsServer,
           // requestCert without rejectUnauthorized: a foreign certificate gets a clear error body instead of a bare TLS failure.
           serverOptions: {
             cert: federation.tls.cert,
@@ -295,7 +304,7 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
       );
       s.once("error", reject);
     });
-    answerClientErrors(federationServer, refusedBeforeRouting);
+    answerClientErrors(federationServer, refusedBeforeRouting("federation"));
     federationServer.on("secureConnection", () => metrics.inboundTlsHandshakes.inc());
     // Peers keep an idle connection PEER_KEEP_ALIVE_MS; held a little longer here, so the client
     // is the one that closes it and a message every few seconds pays no new handshake (Node's
@@ -322,7 +331,7 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
     // RFC 9068 §4: without it, any token of that issuer with the twinning scope is taken, whatever it was issued for.
     logger.warn({ issuer: config.externalIssuer.issuer }, "externalIssuer.audience is not set: the issuer's tokens are accepted whatever their audience");
   }
-  logger.info({ deviceUrl: baseUrl, federationUrl: federation?.publicUrl }, "node started");
+  logger.info({ deviceUrl: baseUrl, federationUrl: federation?.publicUrl, version: NODE_VERSION }, "node started");
 
   let stopping: Promise<void> | undefined;
   const stop = () =>

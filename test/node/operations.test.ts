@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createServer } from "node:net";
 import type { AddressInfo } from "node:net";
 import { parseNodeConfig } from "../../node/config/node-config.ts";
+import { rawHttp } from "../helpers/raw-http.ts";
 import { startNode } from "../../node/server/start-node.ts";
 import { createPki } from "../helpers/federation-fixture.ts";
 import { Api, enc, newAddress, startTestNode, type TestNode } from "../helpers/test-node.ts";
@@ -90,6 +91,25 @@ describe("the API around the node", () => {
     expect(metrics).toMatch(/twinning_http_request_duration_seconds_bucket\{le="30",/);
     // Delivery results are there before any delivery, for rate() and absent() alerts.
     for (const kind of ["peer", "callback"]) for (const result of ["delivered", "retry", "dead"]) expect(metrics).toMatch(new RegExp(`twinning_outbox_deliveries_total\\{kind="${kind}",result="${result}"\\} \\d`));
+  });
+
+  it("the build-info metric names the node's version (package.json) and Node's, and the start log line the version", async () => {
+    const { version } = JSON.parse(readFileSync(join(import.meta.dirname, "..", "..", "package.json"), "utf8")) as { version: string };
+    const metrics = await (await fetch(`${t.url}/metrics`)).text();
+    expect(metrics).toContain(`twinning_build_info{version="${version}",nodejs="${process.version}"} 1`);
+    expect(logLines.map((l) => JSON.parse(l)).find((l) => l.msg === "node started")).toMatchObject({ version });
+  });
+
+  it("a request refused before routing is logged at info with its listener, status, reason and client address, and no path", async () => {
+    const refusals = () => logLines.map((l) => JSON.parse(l)).filter((l) => l.msg === "request refused before routing");
+    const before = refusals().length;
+    expect(await rawHttp(t.url, (w) => w(`GET /twinning/v1/primary/tel%3A%2B1555/twins HTTP/1.1\r\n\r\n`))).toMatch(/^HTTP\/1\.1 400 /);
+    expect(await rawHttp(t.url, (w) => w(`GARBAGE\r\n\r\n`))).toMatch(/^HTTP\/1\.1 400 /);
+    const [noHost, unparsable] = refusals().slice(before);
+    expect(noHost).toMatchObject({ level: 30, listener: "device", status: 400, reason: "no Host header", remote: "127.0.0.1" });
+    expect(unparsable).toMatchObject({ level: 30, listener: "device", status: 400, reason: expect.stringMatching(/^HPE_/), remote: "127.0.0.1" });
+    // What the client sent is not in the line: a path holds addresses.
+    expect(JSON.stringify(noHost)).not.toContain("1555");
   });
 
   it("GET /admin/v1/twins pages through the active twins: next, when a page is full, is the after of the next page; a malformed cursor is SVC0002", async () => {
