@@ -4,7 +4,7 @@ import { parseAddress } from "../domain/address.ts";
 import { TwinningError } from "../errors/twinning-error.ts";
 import { requireAdmin } from "../http/authenticate.ts";
 import { addRoute, json, validBody, type App } from "../http/route-helper.ts";
-import { addrParam, errorResponses } from "../http/schemas.ts";
+import { addressSchema, addrParam, errorResponses, operatorIdSchema, statusSchema } from "../http/schemas.ts";
 import type { NodeContext } from "../service/node-context.ts";
 import type { SubscriberChange } from "../store/store-port.ts";
 import { hashCredential } from "../tokens/credentials.ts";
@@ -20,7 +20,56 @@ const subscriberRequest = z.object({
     credential: z.string().min(8).max(256).openapi({ description: "the device's client secret for /oauth/token" }),
   }),
 });
-const subscriberResponse = { content: { "application/json": { schema: z.object({ subscriber: z.object({ address: z.string(), twinning: z.boolean() }) }) } } };
+const subscriberResponse = {
+  content: {
+    "application/json": {
+      schema: z
+        .object({ subscriber: z.object({ address: addressSchema.openapi({ description: "The subscriber's address, normalized" }), twinning: z.boolean() }) })
+        .openapi("AdminSubscriber"),
+    },
+  },
+};
+
+/** A twin as the operator sees it (GET /admin/v1/twins): both sides and the register's version, no tokens. */
+const adminTwinSchema = z
+  .object({
+    twinId: z.uuid(),
+    primaryAddress: addressSchema,
+    primaryOperatorId: operatorIdSchema,
+    secondaryAddress: addressSchema,
+    secondaryOperatorId: operatorIdSchema,
+    name: z.string(),
+    status: statusSchema,
+    version: z.number().int().openapi({ description: "The twin's version: one more at each change" }),
+  })
+  .openapi("AdminTwin");
+const twinPageSchema = z
+  .object({
+    next: z.uuid().optional().openapi({ description: "When the page is full: the `after` of the next page (the last twin's id)" }),
+    twins: z.array(adminTwinSchema),
+  })
+  .openapi("AdminTwinPage");
+
+/** An outbox entry given up on: where it went and why, never its payload. */
+const deadLetterSchema = z
+  .object({
+    id: z.number().int(),
+    lane: z.string().openapi({ description: "The delivery lane (entries of one lane go in order)" }),
+    kind: z.enum(["callback", "peer"]),
+    target: z.string().openapi({ description: "peer: the operator id; callback: the notifyURL without its userinfo, query or fragment (`(not a URL)` when it cannot be read)" }),
+    attempts: z.number().int(),
+    lastError: z.string().optional().openapi({ description: "Why the last attempt failed, when it was recorded" }),
+    createdAt: z.iso.datetime(),
+  })
+  .openapi("DeadLetter");
+const deadLettersSchema = z.object({ deadLetters: z.array(deadLetterSchema).openapi({ description: "Newest first" }) }).openapi("DeadLetterList");
+
+const reloadSchema = z
+  .object({
+    peers: z.number().int().min(0).openapi({ description: "Peers in the peer list now" }),
+    keys: z.number().int().min(0).openapi({ description: "This node's signing keys now" }),
+  })
+  .openapi("PeerReload");
 
 /** DESIGN "Tokens": the operator provisions who subscribes to twinning (HLF-CM-006). */
 export function registerAdminRoutes(app: App, ctx: NodeContext): void {
@@ -104,7 +153,7 @@ export function registerAdminRoutes(app: App, ctx: NodeContext): void {
       summary: "Re-read the peer list and this node's signing keys, without a restart",
       security: admin,
       middleware: [guard] as const,
-      responses: { 200: { description: "Reloaded", content: { "application/json": { schema: z.object({ peers: z.number(), keys: z.number() }) } } }, ...errorResponses },
+      responses: { 200: { description: "Reloaded", content: { "application/json": { schema: reloadSchema } } }, ...errorResponses },
     }),
     async (c) => {
       if (!ctx.federation) throw new TwinningError("policy_error", { variables: ["federation is not configured"] });
@@ -129,7 +178,7 @@ export function registerAdminRoutes(app: App, ctx: NodeContext): void {
       security: admin,
       middleware: [guard] as const,
       request: { query: z.object({ limit: z.coerce.number().int().min(1).max(10_000).optional(), after: z.uuid().optional() }) },
-      responses: { 200: { description: "Twins", content: { "application/json": { schema: z.object({}).passthrough() } } }, ...errorResponses },
+      responses: { 200: { description: "Twins", content: { "application/json": { schema: twinPageSchema } } }, ...errorResponses },
     }),
     async (c) => {
       const limit = Number(c.req.query("limit") ?? 1000);
@@ -162,7 +211,7 @@ export function registerAdminRoutes(app: App, ctx: NodeContext): void {
       security: admin,
       middleware: [guard] as const,
       request: { query: z.object({ limit: z.coerce.number().int().min(1).max(1000).optional() }) },
-      responses: { 200: { description: "Dead letters", content: { "application/json": { schema: z.object({}).passthrough() } } }, ...errorResponses },
+      responses: { 200: { description: "Dead letters", content: { "application/json": { schema: deadLettersSchema } } }, ...errorResponses },
     }),
     async (c) => {
       const entries = await ctx.store.listDeadLetters(Number(c.req.query("limit") ?? 100));

@@ -6,8 +6,8 @@ import type { App } from "./route-helper.ts";
 import { referencePage } from "./reference-page.ts";
 
 /**
- * The routes around the device API that a device (or the operator) uses: OAuth, JWKS, health,
- * readiness and metrics. They are plain hono routes, documented here only: described on a
+ * The routes around the device API that a device, a peer (or the operator) uses: OAuth, JWKS
+ * (the tokens' and the federation's), health, readiness and metrics. They are plain hono routes, documented here only: described on a
  * registry of their own that serves nothing, and placed in the document as OpenAPI 3.1
  * `components.pathItems` (each with `x-path`, its path from the server URL), as the document's
  * `paths` holds the versioned device and admin APIs alone.
@@ -61,6 +61,20 @@ function aroundTheApi() {
   const jwks = z
     .object({ keys: z.array(z.object({ kty: z.string(), kid: z.string(), alg: z.string().optional(), use: z.string().optional() }).openapi({ description: "A public JWK" })) })
     .openapi("JWKSet");
+  const publicJwk = z
+    .object({
+      kty: z.string().optional(),
+      crv: z.string().optional(),
+      x: z.string().optional(),
+      y: z.string().optional(),
+      kid: z.string().optional(),
+      alg: z.string().optional(),
+      use: z.string().optional(),
+    })
+    .openapi("FederationJWK", { description: "A public JWK (RFC 7517) of one of this node's federation signing keys: never the private member d" });
+  const federationJwks = z
+    .object({ keys: z.array(publicJwk).openapi({ description: "Empty when federation is not configured on this node" }) })
+    .openapi("FederationJWKSet");
   const health = (status: z.ZodType) => z.object({ status });
 
   const routes: RouteConfig[] = [
@@ -105,6 +119,18 @@ function aroundTheApi() {
       tags: ["operations"],
       summary: "The node's public keys for its access tokens",
       responses: { 200: { description: "JWK set (cacheable for 5 minutes)", content: json(jwks) } },
+    },
+    {
+      method: "get",
+      path: "/.well-known/federation-jwks.json",
+      tags: ["operations"],
+      summary: "The node's public federation signing keys, for peers that configure a jwksUrl instead of keys in their peer list",
+      responses: {
+        200: {
+          description: "JWK set (cacheable for a minute); `{keys: []}` when federation is not configured",
+          content: json(federationJwks),
+        },
+      },
     },
     {
       method: "get",
@@ -164,7 +190,7 @@ export function registerOperationalRoutes(app: App, ctx: NodeContext): void {
         version: "1.0.0",
         description:
           `OMA RESTful Network API for Twinning Devices, node of operator ${ctx.config.operatorId}. Errors use the OMA requestError body. ` +
-          "Devices get their tokens from POST /oauth/token; it and the node's other routes outside the versioned API (/oauth/introspect, /.well-known/jwks.json, /healthz, /readyz, /metrics) " +
+          "Devices get their tokens from POST /oauth/token; it and the node's other routes outside the versioned API (/oauth/introspect, /.well-known/jwks.json, /.well-known/federation-jwks.json, /healthz, /readyz, /metrics) " +
           "are described under components.pathItems, each with its path in x-path. Notifications: webhooks.twinningNotification (callbacks) and the notifications event streams.",
       },
       servers: [{ url: ctx.deviceBaseUrl() }],

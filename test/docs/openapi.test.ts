@@ -2,6 +2,7 @@ import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDeviceApp } from "../../node/http/create-app.ts";
+import { eventually, Federation, type FederatedOperator } from "../helpers/federation-fixture.ts";
 import { SseClient } from "../helpers/sse-client.ts";
 import { Api, enc, messageId, newAddress, startTestNode, type ApiResponse, type TestNode } from "../helpers/test-node.ts";
 
@@ -150,11 +151,11 @@ async function documented(
   method: string,
   template: string,
   params: Record<string, string>,
-  options: { token?: string; body?: unknown; query?: string } = {},
+  options: { token?: string; body?: unknown; query?: string; via?: Api } = {},
 ): Promise<ApiResponse> {
   const operation = doc.paths[template]?.[method.toLowerCase()];
   expect(operation, `${method} ${template} is not in the document`).toBeDefined();
-  const res = await api.call(method, `${fill(template, params)}${options.query ?? ""}`, { token: options.token, body: options.body });
+  const res = await (options.via ?? api).call(method, `${fill(template, params)}${options.query ?? ""}`, { token: options.token, body: options.body });
   const where = `${method} ${template} → ${res.status}`;
   if (res.status === 204) {
     expect(operation.responses["204"], `${where}: not documented`).toBeDefined();
@@ -290,6 +291,29 @@ describe("the OpenAPI document", () => {
     expect(doc.paths["/twinning/v1/primary/{addr}/subscriptions"]!.post.responses["409"].description).toContain("SVC0005");
     // Where nothing can conflict, no 409 is claimed.
     expect(doc.paths[`${PRIMARY}/twins/{ref}`]!.get.responses["409"]).toBeUndefined();
+  });
+
+  it("documents a closed, non-empty success schema for every admin operation (no passthrough objects)", () => {
+    const admin = Object.entries(doc.paths).filter(([p]) => p.startsWith("/admin/v1/"));
+    expect(admin.map(([p]) => p)).toEqual(expect.arrayContaining(["/admin/v1/subscribers/{addr}", "/admin/v1/peers/reload", "/admin/v1/twins", "/admin/v1/deadLetters"]));
+    for (const [path, methods] of admin) {
+      for (const [method, operation] of Object.entries(methods)) {
+        const where = `${method.toUpperCase()} ${path}`;
+        for (const status of Object.keys(operation.responses).filter((s) => s.startsWith("2") && s !== "204")) {
+          const check = (schema: Schema, at: string) => {
+            const s = resolve(doc, schema);
+            expect(Object.keys(s.properties ?? {}).length, `${at}: an empty schema`).toBeGreaterThan(0);
+            expect(s.additionalProperties, `${at}: a passthrough schema`).toBeUndefined();
+            for (const [name, property] of Object.entries(s.properties as Record<string, Schema>)) {
+              const p = resolve(doc, property);
+              if (p.type === "object") check(p, `${at}.${name}`);
+              if (p.type === "array" && resolve(doc, p.items).type === "object") check(p.items, `${at}.${name}[]`);
+            }
+          };
+          check(answerSchema(operation, Number(status), where), `${where} ${status}`);
+        }
+      }
+    }
   });
 
   it("describes the three notification bodies, the callback as a webhook (and as the subscription's callback), and the event stream's data", () => {
@@ -484,5 +508,92 @@ describe("the document against the server's real answers", () => {
     expect(metrics.status).toBe(200);
     answerSchema(around("/metrics", "get"), 200, "metrics", (metrics.headers.get("content-type") ?? "").split(";")[0]!);
     await metrics.text();
+  });
+});
+
+describe("the admin API and the federation JWKS against the document", () => {
+  // A node with federation (one operator, no peers), whose callbacks die at their first failure.
+  const fed = new Federation();
+  let op: FederatedOperator;
+  beforeAll(async () => {
+    await fed.start(["001-01"], () => ({ delivery: { maxAttempts: 1 } }));
+    op = fed.get("001-01");
+  });
+  afterAll(async () => fed.stop());
+  const admin = () => ({ token: op.t.node.adminToken, via: op.api });
+
+  it("provisioning (201, then 200) and reading a subscriber answer as documented", async () => {
+    const address = newAddress();
+    const at = { addr: address };
+    const body = { subscriber: { twinning: true, credential: "credential-0123456789" } };
+    const created = await documented("PUT", "/admin/v1/subscribers/{addr}", at, { ...admin(), body });
+    expect(created.status).toBe(201);
+    expect(created.body.subscriber.address).toBe(address);
+    const updated = await documented("PUT", "/admin/v1/subscribers/{addr}", at, { ...admin(), body: { subscriber: { ...body.subscriber, twinning: false } } });
+    expect([updated.status, updated.body.subscriber.twinning]).toEqual([200, false]);
+    const read = await documented("GET", "/admin/v1/subscribers/{addr}", at, admin());
+    expect([read.status, read.body.subscriber.address]).toEqual([200, address]);
+    expect((await documented("DELETE", "/admin/v1/subscribers/{addr}", at, admin())).status).toBe(204);
+    const gone = await documented("GET", "/admin/v1/subscribers/{addr}", at, admin());
+    expect([gone.status, messageId(gone.body)]).toEqual([404, "SVC0002"]);
+  });
+
+  it("the twin list's pages (a full one with next, the last without) answer as documented", async () => {
+    const mine: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const [p, s] = [await op.party(newAddress()), await op.party(newAddress())];
+      mine.push((await op.api.twin(p, s)).twin.twinId);
+    }
+    const first = await documented("GET", "/admin/v1/twins", {}, { ...admin(), query: "?limit=1" });
+    expect(first.status).toBe(200);
+    expect(first.body.twins).toHaveLength(1);
+    expect(first.body.next).toBe(first.body.twins[0].twinId);
+    const rest = await documented("GET", "/admin/v1/twins", {}, { ...admin(), query: `?after=${first.body.next}` });
+    expect(rest.status).toBe(200);
+    expect(rest.body.next).toBeUndefined();
+    const all = [...first.body.twins, ...rest.body.twins].map((x: { twinId: string }) => x.twinId);
+    expect(all).toEqual(expect.arrayContaining(mine));
+    expect(new Set(all).size).toBe(all.length);
+    expect(rest.body.twins[0]).toMatchObject({ primaryOperatorId: "001-01", secondaryOperatorId: "001-01", version: expect.any(Number) });
+    const malformed = await documented("GET", "/admin/v1/twins", {}, { ...admin(), query: "?after=not-a-uuid" });
+    expect([malformed.status, messageId(malformed.body)]).toEqual([400, "SVC0002"]);
+  });
+
+  it("a dead letter (a callback given up on) is listed as documented", async () => {
+    const [p, s] = [await op.party(newAddress()), await op.party(newAddress())];
+    await op.api.twin(p, s);
+    const subscribed = await op.api.call("POST", `/twinning/v1/primary/${enc(p.address)}/subscriptions`, {
+      token: p.token,
+      body: { callbackReference: { notifyURL: "http://127.0.0.1:1/callbacks?token=in-the-query" } },
+    });
+    expect(subscribed.status).toBe(201);
+    expect((await op.api.call("PUT", `/twinning/v1/secondary/${enc(s.address)}/twinning/status`, { token: s.token, body: { status: "Off" } })).status).toBe(200);
+    const listed = await eventually(
+      () => documented("GET", "/admin/v1/deadLetters", {}, admin()),
+      (r) => r.status === 200 && r.body.deadLetters.length > 0,
+    );
+    expect(listed.body.deadLetters[0]).toMatchObject({ kind: "callback", target: "http://127.0.0.1:1/callbacks", attempts: 1, lastError: expect.any(String) });
+  });
+
+  it("the peer-list reload answers as documented: its counts with federation, POL0001 without", async () => {
+    const reloaded = await documented("POST", "/admin/v1/peers/reload", {}, admin());
+    expect(reloaded.status).toBe(200);
+    expect(reloaded.body).toEqual({ peers: 0, keys: 1 });
+    const without = await documented("POST", "/admin/v1/peers/reload", {}, { token: t.node.adminToken });
+    expect([without.status, messageId(without.body)]).toEqual([403, "POL0001"]);
+  });
+
+  it("GET /.well-known/federation-jwks.json answers as components.pathItems describes it: the signing keys with federation, none without", async () => {
+    const schema = answerSchema(around("/.well-known/federation-jwks.json", "get"), 200, "federation jwks");
+    const withFederation = await op.api.call("GET", "/.well-known/federation-jwks.json");
+    expect(withFederation.status).toBe(200);
+    // Every member the node sends is named by the document (checked closed), and the key is public.
+    expectValid(schema, withFederation.body, "federation jwks");
+    expect(withFederation.body.keys.map((k: { kid: string }) => k.kid)).toEqual(op.publicJwks.keys.map((k) => k.kid));
+    for (const key of withFederation.body.keys) expect(key).not.toHaveProperty("d");
+    const withoutFederation = await api.call("GET", "/.well-known/federation-jwks.json");
+    expect(withoutFederation.status).toBe(200);
+    expectValid(schema, withoutFederation.body, "federation jwks (no federation)");
+    expect(withoutFederation.body.keys).toEqual([]);
   });
 });
