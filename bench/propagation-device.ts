@@ -36,21 +36,29 @@ export class PropagationDevice {
   async keepConnectionWhile<T>(work: () => Promise<T>, twinPath: string): Promise<T> {
     let stopped = false;
     let wake = () => {};
+    // A failed read is thrown once the work is done (not left unhandled while it runs).
     const reads = (async () => {
       while (!stopped) {
-        await new Promise<void>((r) => ((wake = r), setTimeout(r, 1_000)));
+        await new Promise<void>((r) => {
+          const timer = setTimeout(r, 1_000);
+          wake = () => (clearTimeout(timer), r());
+        });
         if (stopped) break;
         const res = await this.#pool.request({ method: "GET", path: twinPath, headers: { authorization: `Bearer ${this.token}` } });
         await res.body.text();
         if (res.statusCode !== 200) throw new Error(`reading the twin answered ${res.statusCode}`);
       }
-    })();
+    })().then(
+      () => undefined,
+      (error: unknown) => ({ error }),
+    );
     try {
       return await work();
     } finally {
       stopped = true;
       wake();
-      await reads;
+      const failed = await reads;
+      if (failed) throw failed.error;
     }
   }
 

@@ -32,7 +32,7 @@ import { createFederationApp } from "../federation/federation-app.ts";
 import { createPeerBatchSender } from "../federation/peer-delivery.ts";
 import { provisioningStamp } from "../tokens/credentials.ts";
 import { KeyedLock } from "../service/keyed-lock.ts";
-import { NODE_VERSION } from "../observability/build-info.ts";
+import { PACKAGE_VERSION } from "../observability/build-info.ts";
 
 export interface StartNodeOptions {
   /** Injected clock; defaults to Date.now. */
@@ -144,7 +144,7 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
       minFreeDiskBytes: config.limits.minFreeDiskBytes,
     });
   if (!options.store) undo.push(() => store.close());
-  const metrics = new NodeMetrics({ defaultMetrics: options.defaultMetrics ?? false, outboxStats: () => store.outboxStats(), version: NODE_VERSION });
+  const metrics = new NodeMetrics({ defaultMetrics: options.defaultMetrics ?? false, outboxStats: () => store.outboxStats(), version: PACKAGE_VERSION });
   // Counted under one route, and logged (at info, as every request is) with what little can be
   // trusted of it: no path or method, which the parser may not even have read.
   const refusedBeforeRouting = (listener: "device" | "federation") => (status: number, reason: string, remote: string | undefined) => {
@@ -331,7 +331,7 @@ async function start(config: NodeConfig, options: StartNodeOptions, undo: (() =>
     // RFC 9068 §4: without it, any token of that issuer with the twinning scope is taken, whatever it was issued for.
     logger.warn({ issuer: config.externalIssuer.issuer }, "externalIssuer.audience is not set: the issuer's tokens are accepted whatever their audience");
   }
-  logger.info({ deviceUrl: baseUrl, federationUrl: federation?.publicUrl, version: NODE_VERSION }, "node started");
+  logger.info({ deviceUrl: baseUrl, federationUrl: federation?.publicUrl, version: PACKAGE_VERSION }, "node started");
 
   let stopping: Promise<void> | undefined;
   const stop = () =>
